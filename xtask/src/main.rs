@@ -1,0 +1,96 @@
+//! `cargo xtask <task>`: the checks CI runs, benchmarks and generated files.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci       cargo fmt --check, clippy -D warnings, the whole test suite, docs
+  test     the whole test suite only
+  bench    every criterion benchmark (pass a filter after `--` to narrow it)
+  schema   regenerate docs/definition.schema.json from the definition model";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        Some("schema") => schema(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ci() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    test()?;
+    cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])
+}
+
+fn test() -> Result<(), String> {
+    cargo(&["test", "--workspace", "--all-targets"], &[])?;
+    cargo(&["test", "--workspace", "--doc"], &[])
+}
+
+fn bench(filter: &[String]) -> Result<(), String> {
+    let mut args = vec!["bench", "--workspace"];
+    if !filter.is_empty() {
+        args.push("--");
+        args.extend(filter.iter().map(String::as_str));
+    }
+    cargo(&args, &[])
+}
+
+fn schema() -> Result<(), String> {
+    let output = Command::new(cargo_binary())
+        .current_dir(root())
+        .args(["run", "--quiet", "--package", "integrations-cli", "--", "schema"])
+        .output()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let path = root().join("docs/definition.schema.json");
+    std::fs::write(&path, &output.stdout).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo_binary())
+        .current_dir(root())
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn cargo_binary() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
