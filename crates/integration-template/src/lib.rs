@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 
-pub use crate::url::{Placement, UrlTemplate, is_valid_parameter_name};
+pub use crate::url::{Placement, UrlTemplate, is_host_name, is_valid_parameter_name};
 
 /// Where a rendered value lands, which decides how it is escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

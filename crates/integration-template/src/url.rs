@@ -204,6 +204,12 @@ impl fmt::Display for UrlTemplate {
     }
 }
 
+/// Whether `value` is a host name: dot-separated labels of ASCII letters,
+/// digits and `-` (RFC 1123), the rule for values that stand in a host.
+pub fn is_host_name(value: &str) -> bool {
+    escape::is_host_labels(value)
+}
+
 /// Whether `name` could be a parameter name: ASCII letters, digits and `_`.
 pub fn is_valid_parameter_name(name: &str) -> bool {
     crate::parse::is_valid_name(name)

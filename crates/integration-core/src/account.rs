@@ -1,0 +1,528 @@
+//! Connected accounts: parameter values and credentials for one use of an
+//! integration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use integration_template::{Chain, Escape, UrlTemplate, Values, is_host_name};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::definition::{Auth, GrantType, Integration, ParameterType};
+use crate::{Error, ErrorKind, Result};
+
+/// An account id: 1 to 128 ASCII letters, digits, `-`, `_` and `.`,
+/// not starting with `.`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// Checks and wraps `id`.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        let valid = !id.is_empty()
+            && id.len() <= 128
+            && !id.starts_with('.')
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid {
+            Ok(Self(id))
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "invalid account id {id:?}: use 1 to 128 ASCII letters, digits, `-`, `_` and `.`, not starting with `.`"
+                ),
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AccountId {
+    type Error = Error;
+
+    fn try_from(id: String) -> Result<Self> {
+        Self::new(id)
+    }
+}
+
+impl From<AccountId> for String {
+    fn from(id: AccountId) -> Self {
+        id.0
+    }
+}
+
+impl FromStr for AccountId {
+    type Err = Error;
+
+    fn from_str(id: &str) -> Result<Self> {
+        Self::new(id)
+    }
+}
+
+impl AsRef<str> for AccountId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Where an account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AccountStatus {
+    /// Waiting for credentials, e.g. an OAuth 2.0 authorization.
+    Pending,
+    /// Usable.
+    Connected,
+    /// The provider refused the credentials; someone must authorize again.
+    NeedsReauth,
+}
+
+impl AccountStatus {
+    /// The name used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Connected => "connected",
+            Self::NeedsReauth => "needs_reauth",
+        }
+    }
+}
+
+impl fmt::Display for AccountStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Named secret values. Debug shows the names only.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, SecretString>);
+
+impl Secrets {
+    /// No secrets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name`.
+    pub fn insert(&mut self, name: impl Into<String>, value: SecretString) {
+        self.0.insert(name.into(), value);
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<SecretString> {
+        self.0.remove(name)
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&SecretString> {
+        self.0.get(name)
+    }
+
+    /// Whether `name` is set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Names and values, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &SecretString)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>> FromIterator<(K, SecretString)> for Secrets {
+    fn from_iter<I: IntoIterator<Item = (K, SecretString)>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|(name, value)| (name.into(), value)).collect())
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Values for Secrets {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|value| value.expose_secret())
+    }
+}
+
+/// A connected account, its secrets decrypted in memory.
+#[derive(Clone)]
+pub struct ConnectedAccount {
+    pub(crate) id: AccountId,
+    pub(crate) integration: String,
+    pub(crate) parameters: BTreeMap<String, String>,
+    pub(crate) secret_parameters: Secrets,
+    pub(crate) credentials: Secrets,
+    pub(crate) status: AccountStatus,
+    pub(crate) status_reason: Option<String>,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
+    pub(crate) revision: u64,
+}
+
+impl ConnectedAccount {
+    /// The account id.
+    pub fn id(&self) -> &AccountId {
+        &self.id
+    }
+
+    /// The key of its integration.
+    pub fn integration(&self) -> &str {
+        &self.integration
+    }
+
+    /// Values of the parameters that are not secret.
+    pub fn parameters(&self) -> &BTreeMap<String, String> {
+        &self.parameters
+    }
+
+    /// Values of the secret parameters.
+    pub fn secret_parameters(&self) -> &Secrets {
+        &self.secret_parameters
+    }
+
+    /// Every parameter value, secret or not, for rendering templates.
+    pub fn parameter_values(&self) -> impl Values + '_ {
+        Chain(&self.parameters, &self.secret_parameters)
+    }
+
+    /// The credentials: tokens, username and password, keys...
+    pub fn credentials(&self) -> &Secrets {
+        &self.credentials
+    }
+
+    /// Where the account stands.
+    pub fn status(&self) -> AccountStatus {
+        self.status
+    }
+
+    /// Why it stands there, when that is worth telling (never a secret).
+    pub fn status_reason(&self) -> Option<&str> {
+        self.status_reason.as_deref()
+    }
+
+    /// When it was created.
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// When it last changed.
+    pub fn updated_at(&self) -> OffsetDateTime {
+        self.updated_at
+    }
+
+    /// The stored revision, for compare-and-swap updates.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl fmt::Debug for ConnectedAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectedAccount")
+            .field("id", &self.id)
+            .field("integration", &self.integration)
+            .field("parameters", &self.parameters)
+            .field("secret_parameters", &self.secret_parameters)
+            .field("credentials", &self.credentials)
+            .field("status", &self.status)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What it takes to create an account.
+#[derive(Clone)]
+pub struct NewAccount {
+    /// The account id.
+    pub id: AccountId,
+    /// Parameter values, given as secrets since some of them are; the
+    /// definition decides which are stored encrypted.
+    pub parameters: Secrets,
+    /// Credentials.
+    pub credentials: Secrets,
+}
+
+impl fmt::Debug for NewAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewAccount")
+            .field("id", &self.id)
+            .field("parameters", &self.parameters)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+/// A credential an auth method takes when an account is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialField {
+    /// The credential's name.
+    pub name: &'static str,
+    /// Whether an account must have it.
+    pub required: bool,
+    /// What it is.
+    pub description: &'static str,
+}
+
+const fn field(name: &'static str, required: bool, description: &'static str) -> CredentialField {
+    CredentialField {
+        name,
+        required,
+        description,
+    }
+}
+
+/// The credentials an account of `integration` takes.
+pub fn credential_fields(integration: &Integration) -> Vec<CredentialField> {
+    match &integration.auth {
+        Auth::OAuth2(_) => vec![
+            field("access_token", false, "an access token to import; normally obtained by the grant"),
+            field("refresh_token", false, "a refresh token to import; normally obtained by the grant"),
+        ],
+        Auth::ApiToken(_) => vec![field("token", true, "the API token")],
+        Auth::Basic(_) => vec![
+            field("username", true, "the user name (no `:`)"),
+            field("password", true, "the password"),
+        ],
+        Auth::CustomToken(_) => Vec::new(),
+        Auth::Sftp(sftp) => {
+            let mut fields = vec![
+                field("username", true, "the user name"),
+                field("password", false, "the password (or a private key)"),
+                field("private_key", false, "a private key in OpenSSH, PKCS#8 or PEM format"),
+                field("passphrase", false, "the private key's passphrase"),
+                field("host_key", false, "the server's pinned key, SHA256 fingerprint or known_hosts lines"),
+            ];
+            if sftp.host.is_none() {
+                fields.push(field("host", true, "the server's host name"));
+            }
+            fields
+        }
+    }
+}
+
+/// Checks a new account against its integration: every declared parameter
+/// has a value (or a default), no undeclared value is given, each value
+/// renders in every template of the integration, and the credentials are the
+/// ones the auth method takes.
+///
+/// Returns the parameter values split into plain and secret, defaults
+/// filled in, and the initial status.
+pub(crate) fn check_new_account(
+    integration: &Integration,
+    new: &NewAccount,
+) -> Result<(BTreeMap<String, String>, Secrets, AccountStatus)> {
+    let invalid = |message: String| {
+        Error::new(ErrorKind::InvalidInput, message)
+            .with_context("account", &new.id)
+            .with_context("integration", &integration.key)
+    };
+    let mut problems = Vec::new();
+
+    let mut plain = BTreeMap::new();
+    let mut secret = Secrets::new();
+    for name in new.parameters.names() {
+        if integration.parameter(name).is_none() {
+            let declared: Vec<&str> = integration.parameters.iter().map(|p| p.name.as_str()).collect();
+            problems.push(if declared.is_empty() {
+                format!("unknown parameter `{name}`: the integration declares none")
+            } else {
+                format!("unknown parameter `{name}`; declared: {}", declared.join(", "))
+            });
+        }
+    }
+    for declaration in &integration.parameters {
+        let value = match (new.parameters.get(&declaration.name), &declaration.default) {
+            (Some(value), _) => value.clone(),
+            (None, Some(default)) => SecretString::from(default.clone()),
+            (None, None) => {
+                problems.push(format!("missing parameter `{}`", declaration.name));
+                continue;
+            }
+        };
+        if declaration.secret {
+            secret.insert(declaration.name.clone(), value);
+        } else {
+            plain.insert(declaration.name.clone(), value.expose_secret().to_owned());
+        }
+    }
+
+    let fields = credential_fields(integration);
+    for name in new.credentials.names() {
+        if !fields.iter().any(|field| field.name == name) {
+            let accepted: Vec<&str> = fields.iter().map(|field| field.name).collect();
+            problems.push(if accepted.is_empty() {
+                format!(
+                    "unknown credential `{name}`: {} accounts take no credentials when created",
+                    integration.auth_type()
+                )
+            } else {
+                format!(
+                    "unknown credential `{name}` for {} accounts; accepted: {}",
+                    integration.auth_type(),
+                    accepted.join(", ")
+                )
+            });
+        }
+    }
+    for field in fields.iter().filter(|field| field.required) {
+        if new.credentials.get(field.name).is_none_or(|value| value.expose_secret().is_empty()) {
+            problems.push(format!("missing credential `{}` ({})", field.name, field.description));
+        }
+    }
+    problems.extend(method_rules(integration, &new.credentials));
+
+    if problems.is_empty() {
+        let values = Chain(&plain, &secret);
+        problems.extend(render_problems(integration, &values));
+    }
+    if !problems.is_empty() {
+        return Err(invalid(problems.join("; ")));
+    }
+
+    let status = match &integration.auth {
+        Auth::OAuth2(oauth2)
+            if oauth2.grant_type == GrantType::AuthorizationCode
+                && !new.credentials.contains("refresh_token")
+                && !new.credentials.contains("access_token") =>
+        {
+            AccountStatus::Pending
+        }
+        _ => AccountStatus::Connected,
+    };
+    Ok((plain, secret, status))
+}
+
+fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String> {
+    let mut problems = Vec::new();
+    match &integration.auth {
+        Auth::Basic(_) => {
+            // RFC 7617: the user-id cannot contain a colon.
+            if credentials.get("username").is_some_and(|u| u.expose_secret().contains(':')) {
+                problems.push("credential `username` must not contain `:` (RFC 7617)".to_owned());
+            }
+        }
+        Auth::Sftp(_) => {
+            let has = |name| credentials.get(name).is_some_and(|v: &SecretString| !v.expose_secret().is_empty());
+            if !has("password") && !has("private_key") {
+                problems.push("SFTP accounts need credential `password` or `private_key`".to_owned());
+            }
+            if has("passphrase") && !has("private_key") {
+                problems.push("credential `passphrase` is only used with `private_key`".to_owned());
+            }
+            if credentials.get("host").is_some_and(|host| !is_host_name(host.expose_secret())) {
+                problems.push("credential `host` is not a valid host name".to_owned());
+            }
+        }
+        Auth::OAuth2(_) | Auth::ApiToken(_) | Auth::CustomToken(_) => {}
+    }
+    problems
+}
+
+/// Renders every template of `integration` with `values`, the way each is
+/// rendered when used, and reports the values that do not fit.
+fn render_problems(integration: &Integration, values: &impl Values) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut url = |field: &str, template: Option<&UrlTemplate>| {
+        if let Some(Err(error)) = template.map(|template| template.render(values)) {
+            problems.push(format!("{error} (in {field})"));
+        }
+    };
+    url("base_url", integration.base_url.as_deref());
+    match &integration.auth {
+        Auth::OAuth2(oauth2) => {
+            url("auth.authorization_endpoint", oauth2.authorization_endpoint.as_deref());
+            url("auth.access_token_endpoint", Some(&oauth2.access_token_endpoint));
+            url("auth.revoke_token_endpoint", oauth2.revoke_token_endpoint.as_deref());
+        }
+        Auth::CustomToken(custom) => url("auth.access_token_endpoint", Some(&custom.access_token_endpoint)),
+        Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => {}
+    }
+    let mut text = |field: String, template: &integration_template::Template, escape: Escape| {
+        if let Err(error) = template.render(escape, values) {
+            problems.push(format!("{error} (in {field})"));
+        }
+    };
+    for (i, parameter) in integration.request_parameters.iter().enumerate() {
+        let escape = match parameter.parameter_type {
+            ParameterType::Header => Escape::Header,
+            ParameterType::UrlParameter => Escape::Query,
+        };
+        text(format!("request_parameters[{i}].value"), &parameter.value, escape);
+    }
+    match &integration.auth {
+        Auth::OAuth2(oauth2) => {
+            text("auth.scope".to_owned(), &oauth2.scope, Escape::Plain);
+            text("auth.client_id".to_owned(), &oauth2.client_id, Escape::Plain);
+        }
+        Auth::CustomToken(custom) => {
+            for (name, template) in &custom.access_token_parameters {
+                text(format!("auth.access_token_parameters.{name}"), template, Escape::Plain);
+            }
+        }
+        Auth::Sftp(sftp) => {
+            if let Some(host) = &sftp.host {
+                // Parsed as the authority of a URL so that values must be host labels.
+                match UrlTemplate::parse(&format!("https://{}/", host.source())) {
+                    Ok(url) => {
+                        if let Err(error) = url.render(values) {
+                            problems.push(format!("{error} (in auth.host)"));
+                        }
+                    }
+                    Err(_) => problems.push("auth.host is not a host name template".to_owned()),
+                }
+            }
+        }
+        Auth::ApiToken(_) | Auth::Basic(_) => {}
+    }
+    if let Some(token) = integration.auth.token() {
+        let escape = match token.parameter_type {
+            ParameterType::Header => Escape::Header,
+            ParameterType::UrlParameter => Escape::Query,
+        };
+        let with_token = Chain([("token", "token")], values);
+        if let Err(error) = token.value_template.render(escape, &with_token) {
+            problems.push(format!("{error} (in auth.token.value_template)"));
+        }
+    }
+    problems
+}

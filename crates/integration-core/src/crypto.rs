@@ -1,0 +1,340 @@
+//! Encryption of credentials before they reach any storage backend.
+//!
+//! Each secret value is sealed on its own with XChaCha20-Poly1305 under a
+//! versioned envelope: `version (1) | key id (4) | nonce (24) | ciphertext`.
+//! The header, the account id and the field name are bound as associated
+//! data, so a sealed value cannot be moved to another account or field, and
+//! one that was sealed under another key is recognised as such.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::{Error, ErrorKind, Result};
+
+/// The environment variable that holds the encryption key (32 bytes, in
+/// base64 or hex).
+pub const ENCRYPTION_KEY_ENV: &str = "INTEGRATIONS_ENCRYPTION_KEY";
+
+/// The key file's name inside a data directory.
+pub const KEY_FILE_NAME: &str = "encryption.key";
+
+const ENVELOPE_VERSION: u8 = 1;
+const KEY_ID_LEN: usize = 4;
+const NONCE_LEN: usize = 24;
+const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
+const TAG_LEN: usize = 16;
+
+/// A 256-bit key. Its bytes are wiped from memory when it is dropped and
+/// never shown: Debug prints only its id.
+#[derive(Clone)]
+pub struct EncryptionKey {
+    bytes: Zeroizing<[u8; 32]>,
+}
+
+impl EncryptionKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        bytes.copy_from_slice(&key);
+        Self { bytes }
+    }
+
+    /// Reads a key written in base64 (standard alphabet) or as 64 hex digits.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let decoded = Zeroizing::new(if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| key_error("the key is not valid hex"))?
+        } else {
+            BASE64
+                .decode(text)
+                .map_err(|_| key_error("the key is neither base64 nor 64 hex digits"))?
+        });
+        if decoded.len() != 32 {
+            return Err(key_error(format!("the key must be 32 bytes, found {}", decoded.len())));
+        }
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        bytes.copy_from_slice(&decoded);
+        Ok(Self { bytes })
+    }
+
+    /// The key in base64, for writing it down.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(BASE64.encode(self.bytes.as_slice()))
+    }
+
+    /// A short public fingerprint: the first bytes of the key's SHA-256.
+    pub fn id(&self) -> KeyId {
+        let digest = Sha256::digest(self.bytes.as_slice());
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        KeyId(id)
+    }
+
+    /// The key from [`ENCRYPTION_KEY_ENV`], if that variable is set.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(ENCRYPTION_KEY_ENV) {
+            Ok(text) => Self::parse(&text)
+                .map(Some)
+                .map_err(|error| key_error(format!("{ENCRYPTION_KEY_ENV}: {}", error.message()))),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(key_error(format!("{ENCRYPTION_KEY_ENV} is not valid UTF-8"))),
+        }
+    }
+
+    /// Reads the key file at `path`, or creates it with a new random key,
+    /// readable and writable by its owner only (0600).
+    pub fn load_or_create(path: &Path) -> Result<Self> {
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                check_permissions(path)?;
+                return Self::parse(&text)
+                    .map_err(|error| key_error(format!("key file {}: {}", path.display(), error.message())));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(key_error(format!("cannot read key file {}", path.display())).with_source(error));
+            }
+        }
+        let key = Self::generate();
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|error| key_error(format!("cannot create {}", parent.display())).with_source(error))?;
+        }
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                file.write_all(key.to_base64().as_bytes())
+                    .and_then(|()| file.write_all(b"\n"))
+                    .and_then(|()| file.sync_all())
+                    .map_err(|error| key_error(format!("cannot write key file {}", path.display())).with_source(error))?;
+                tracing::info!(path = %path.display(), key_id = %key.id(), "created a new encryption key");
+                Ok(key)
+            }
+            // Another process created it first: use theirs.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+            Err(error) => Err(key_error(format!("cannot create key file {}", path.display())).with_source(error)),
+        }
+    }
+
+    /// The key from [`ENCRYPTION_KEY_ENV`] when it is set, otherwise the
+    /// key file in `data_dir`, created when missing.
+    pub fn from_env_or_data_dir(data_dir: &Path) -> Result<Self> {
+        match Self::from_env()? {
+            Some(key) => Ok(key),
+            None => Self::load_or_create(&data_dir.join(KEY_FILE_NAME)),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn check_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)
+        .map_err(|error| key_error(format!("cannot read key file {}", path.display())).with_source(error))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(key_error(format!(
+            "key file {} is readable by other users (mode {:o}); run `chmod 600` on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_: &Path) -> Result<()> {
+    Ok(())
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionKey").field("id", &self.id()).finish_non_exhaustive()
+    }
+}
+
+/// The public fingerprint of a key, shown in errors and logs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// An encrypted value, as backends store it (base64 in text formats).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret(Vec<u8>);
+
+impl SealedSecret {
+    /// Wraps envelope bytes, as read back from a backend.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The envelope bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedSecret({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for SealedSecret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&BASE64.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SealedSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        BASE64
+            .decode(text.as_bytes())
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("sealed secret is not valid base64"))
+    }
+}
+
+/// Seals and opens secret values with one key.
+#[derive(Clone)]
+pub struct Cipher {
+    key_id: KeyId,
+    aead: XChaCha20Poly1305,
+}
+
+impl Cipher {
+    /// A cipher over `key`.
+    pub fn new(key: &EncryptionKey) -> Self {
+        Self {
+            key_id: key.id(),
+            aead: XChaCha20Poly1305::new(key.bytes.as_slice().into()),
+        }
+    }
+
+    /// The id of the key in use.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Encrypts `plaintext`, bound to `owner` (an account id or pending
+    /// state) and `field`.
+    pub fn seal(&self, owner: &str, field: &str, plaintext: &[u8]) -> SealedSecret {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let mut envelope = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        envelope.push(ENVELOPE_VERSION);
+        envelope.extend_from_slice(&self.key_id.0);
+        envelope.extend_from_slice(&nonce);
+        let aad = associated_data(&envelope, owner, field);
+        let ciphertext = self
+            .aead
+            .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+            // Encryption fails only for inputs beyond 256 GiB.
+            .unwrap_or_default();
+        envelope.extend_from_slice(&ciphertext);
+        SealedSecret(envelope)
+    }
+
+    /// Decrypts a value sealed for `owner` and `field`.
+    pub fn open(&self, owner: &str, field: &str, sealed: &SealedSecret) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        let envelope = sealed.as_bytes();
+        if envelope.len() < HEADER_LEN + TAG_LEN {
+            return Err(OpenError::Truncated);
+        }
+        if envelope[0] != ENVELOPE_VERSION {
+            return Err(OpenError::UnknownVersion(envelope[0]));
+        }
+        let mut key_id = [0u8; KEY_ID_LEN];
+        key_id.copy_from_slice(&envelope[1..1 + KEY_ID_LEN]);
+        if key_id != self.key_id.0 {
+            return Err(OpenError::OtherKey {
+                sealed_with: KeyId(key_id),
+                current: self.key_id,
+            });
+        }
+        let nonce = XNonce::from_slice(&envelope[1 + KEY_ID_LEN..HEADER_LEN]);
+        let aad = associated_data(&envelope[..HEADER_LEN], owner, field);
+        self.aead
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &envelope[HEADER_LEN..],
+                    aad: &aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| OpenError::Forged)
+    }
+}
+
+impl fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cipher").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+fn associated_data(header: &[u8], owner: &str, field: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + owner.len() + field.len() + 2);
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(owner.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(field.as_bytes());
+    aad
+}
+
+/// Why a sealed value could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Shorter than the smallest envelope.
+    #[error("the sealed value is truncated")]
+    Truncated,
+    /// An envelope version this build does not know.
+    #[error("unknown envelope version {0}")]
+    UnknownVersion(u8),
+    /// Sealed under another key.
+    #[error("sealed with another encryption key (key id {sealed_with}; the current key is {current})")]
+    OtherKey {
+        /// The id of the key it was sealed with.
+        sealed_with: KeyId,
+        /// The id of the key in use.
+        current: KeyId,
+    },
+    /// Authentication failed: the value was altered, or moved from another
+    /// account or field.
+    #[error("authentication failed: the value was altered or belongs to another account or field")]
+    Forged,
+}
+
+fn key_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Key, message)
+}

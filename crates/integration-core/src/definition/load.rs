@@ -1,0 +1,163 @@
+//! Reading definition files: TOML, YAML or JSON, one file or a directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::validate::{self, DefinitionError, DefinitionErrors};
+use super::Integration;
+
+/// The syntax of a definition file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// TOML (`.toml`).
+    Toml,
+    /// YAML (`.yaml`, `.yml`).
+    Yaml,
+    /// JSON (`.json`).
+    Json,
+}
+
+impl Format {
+    /// The format a file name's extension stands for.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "toml" => Some(Self::Toml),
+            "yaml" | "yml" => Some(Self::Yaml),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    fn parse(self, text: &str) -> Result<Value, String> {
+        match self {
+            Self::Toml => toml::from_str(text).map_err(|error| error.to_string()),
+            Self::Yaml => serde_yaml_ng::from_str(text).map_err(|error| error.to_string()),
+            Self::Json => serde_json::from_str(text).map_err(|error| error.to_string()),
+        }
+    }
+}
+
+/// A validated set of integrations, by key.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    integrations: BTreeMap<String, Arc<Integration>>,
+}
+
+impl Definitions {
+    /// Loads every definition in `paths`: files, or directories whose
+    /// `.toml`, `.yaml`, `.yml` and `.json` files are read (sorted by name,
+    /// subdirectories included). The whole set is validated at once and
+    /// every problem is reported.
+    pub fn load<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<Self, DefinitionErrors> {
+        let mut errors = Vec::new();
+        let mut files = Vec::new();
+        for path in paths {
+            collect_files(path.as_ref(), true, &mut files, &mut errors);
+        }
+        let mut sources = Vec::new();
+        for path in files {
+            let Some(format) = Format::from_path(&path) else {
+                errors.push(DefinitionError::in_file(
+                    &path,
+                    "",
+                    "unknown file format: use .toml, .yaml, .yml or .json".to_owned(),
+                ));
+                continue;
+            };
+            match fs::read_to_string(&path) {
+                Ok(text) => sources.push((Some(path), format, text)),
+                Err(error) => errors.push(DefinitionError::in_file(&path, "", format!("cannot read file: {error}"))),
+            }
+        }
+        Self::from_sources(sources, errors)
+    }
+
+    /// Parses and validates one document held in memory.
+    pub fn from_str(text: &str, format: Format) -> Result<Self, DefinitionErrors> {
+        Self::from_sources(vec![(None, format, text.to_owned())], Vec::new())
+    }
+
+    fn from_sources(
+        sources: Vec<(Option<PathBuf>, Format, String)>,
+        mut errors: Vec<DefinitionError>,
+    ) -> Result<Self, DefinitionErrors> {
+        let mut documents = Vec::with_capacity(sources.len());
+        for (file, format, text) in sources {
+            match format.parse(&text) {
+                Ok(value) => documents.push((file, value)),
+                Err(message) => errors.push(DefinitionError {
+                    file,
+                    path: String::new(),
+                    message: format!("cannot parse {format:?}: {}", message.trim_end()),
+                }),
+            }
+        }
+        let integrations = validate::validate_documents(&documents, &mut errors);
+        if !errors.is_empty() {
+            return Err(DefinitionErrors::new(errors));
+        }
+        Ok(Self {
+            integrations: integrations
+                .into_iter()
+                .map(|integration| (integration.key.clone(), Arc::new(integration)))
+                .collect(),
+        })
+    }
+
+    /// The integration with `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<Integration>> {
+        self.integrations.get(key)
+    }
+
+    /// Every integration, sorted by key.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Arc<Integration>> {
+        self.integrations.values()
+    }
+
+    /// How many integrations there are.
+    pub fn len(&self) -> usize {
+        self.integrations.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.integrations.is_empty()
+    }
+}
+
+fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>, errors: &mut Vec<DefinitionError>) {
+    let metadata = match fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            errors.push(DefinitionError::in_file(path, "", format!("cannot read: {error}")));
+            return;
+        }
+    };
+    if metadata.is_file() {
+        // Inside a directory, files of other kinds (READMEs, say) are skipped.
+        if explicit || Format::from_path(path).is_some() {
+            files.push(path.to_owned());
+        }
+        return;
+    }
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) => {
+            errors.push(DefinitionError::in_file(path, "", format!("cannot read directory: {error}")));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|child| !child.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with('.')))
+        .collect();
+    children.sort();
+    for child in children {
+        collect_files(&child, false, files, errors);
+    }
+}

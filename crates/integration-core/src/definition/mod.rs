@@ -1,0 +1,11 @@
+//! Integration definitions: the file format, loading and validation.
+
+mod load;
+mod model;
+mod schema;
+mod validate;
+
+pub use load::{Definitions, Format};
+pub use model::*;
+pub use schema::json_schema;
+pub use validate::{DefinitionError, DefinitionErrors};

@@ -1,0 +1,366 @@
+//! The definition format: the structs a definition file deserializes into.
+//!
+//! Field names are the spec's property names in snake_case. The JSON Schema
+//! published for editors is generated from these types, and the loader
+//! checks files against that same schema, so the three never disagree.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use integration_template::{Template, UrlTemplate};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One integration: the spec's properties for one auth method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Integration {
+    /// Unique identifier: ASCII letters and digits only.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// Base of relative request URLs, e.g. `https://{subdomain}.acme.example/api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<UrlTemplateField>,
+    /// The integration parameters, filled per connected account and
+    /// referenced as `{name}` in any template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<ParameterDeclaration>,
+    /// The auth method and its configuration.
+    pub auth: Auth,
+    /// Sent with every HTTP request made through an account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_parameters: Vec<RequestParameter>,
+}
+
+impl Integration {
+    /// The auth method's name, as written in `auth.type`.
+    pub fn auth_type(&self) -> &'static str {
+        self.auth.type_name()
+    }
+
+    /// The declaration of parameter `name`, if there is one.
+    pub fn parameter(&self, name: &str) -> Option<&ParameterDeclaration> {
+        self.parameters.iter().find(|parameter| parameter.name == name)
+    }
+}
+
+/// An integration parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterDeclaration {
+    /// Name, referenced as `{name}`: ASCII letters, digits and `_`.
+    pub name: String,
+    /// Shown to whoever fills in the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A secret value is encrypted at rest and never shown.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secret: bool,
+    /// Used when an account gives no value. A parameter without a default
+    /// must be given a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+/// The auth method, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Auth {
+    /// OAuth 2.0.
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2),
+    /// API Token.
+    ApiToken(ApiToken),
+    /// HTTP Basic Auth.
+    Basic(Basic),
+    /// Custom Token.
+    CustomToken(CustomToken),
+    /// SFTP.
+    Sftp(Sftp),
+}
+
+impl Auth {
+    /// Every value `type` can take.
+    pub const TYPES: [&'static str; 5] = ["oauth2", "api_token", "basic", "custom_token", "sftp"];
+
+    /// The name written in `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::OAuth2(_) => "oauth2",
+            Self::ApiToken(_) => "api_token",
+            Self::Basic(_) => "basic",
+            Self::CustomToken(_) => "custom_token",
+            Self::Sftp(_) => "sftp",
+        }
+    }
+
+    /// The auth-token injection, for the methods that have one.
+    pub fn token(&self) -> Option<&TokenInjection> {
+        match self {
+            Self::OAuth2(oauth2) => Some(&oauth2.token),
+            Self::ApiToken(api_token) => Some(&api_token.token),
+            Self::CustomToken(custom) => Some(&custom.token),
+            Self::Basic(_) | Self::Sftp(_) => None,
+        }
+    }
+}
+
+/// OAuth 2.0 configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    /// Authorization Grant Type.
+    pub grant_type: GrantType,
+    /// Authorization Endpoint; required for the authorization code grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<UrlTemplateField>,
+    /// Access Token Endpoint.
+    pub access_token_endpoint: UrlTemplateField,
+    /// Access Token Verb.
+    pub access_token_verb: Verb,
+    /// Revoke Token Endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_token_endpoint: Option<UrlTemplateField>,
+    /// OAuth Scope: space-separated scopes.
+    pub scope: TemplateField,
+    /// Client ID.
+    pub client_id: TemplateField,
+    /// Client Secret: a template (usually `{client_secret}` over a secret
+    /// parameter) or `{ env = "NAME" }`.
+    pub client_secret: SecretSource,
+    /// Auth Token: how the access token goes on each request.
+    pub token: TokenInjection,
+}
+
+/// API Token configuration. The account's credential is `token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Auth Token: how the token goes on each request.
+    pub token: TokenInjection,
+}
+
+/// HTTP Basic Auth configuration. The account's credentials are `username`
+/// and `password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Basic {}
+
+/// Custom Token configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomToken {
+    /// Access Token Endpoint.
+    pub access_token_endpoint: UrlTemplateField,
+    /// Access Token Verb.
+    pub access_token_verb: Verb,
+    /// Access Token Parameters: sent with the token request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub access_token_parameters: BTreeMap<String, TemplateField>,
+    /// Auth Token: how the token goes on each request.
+    pub token: TokenInjection,
+}
+
+/// SFTP configuration. The account's credentials are `username`, a
+/// `password` or a `private_key` (with `passphrase`), `host_key`, and
+/// `host` when the definition has none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sftp {
+    /// Server host, e.g. `{region}.sftp.example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<TemplateField>,
+    /// Server port.
+    #[serde(default = "default_sftp_port")]
+    #[schemars(range(min = 1))]
+    pub port: u16,
+}
+
+fn default_sftp_port() -> u16 {
+    22
+}
+
+/// The spec's Auth Token: where and how a token goes on each request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInjection {
+    /// Token Parameter Type.
+    pub parameter_type: ParameterType,
+    /// Token Parameter Name, e.g. `Authorization`.
+    pub parameter_name: String,
+    /// Token Parameter Value Template, e.g. `Bearer {token}`.
+    pub value_template: TokenTemplateField,
+}
+
+/// A request parameter sent with every HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestParameter {
+    /// Header or URL parameter.
+    #[serde(rename = "type")]
+    pub parameter_type: ParameterType,
+    /// Header or query parameter name.
+    pub name: String,
+    /// Value template.
+    pub value: TemplateField,
+}
+
+/// Authorization Grant Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// Authorization Code.
+    AuthorizationCode,
+    /// Client Credentials.
+    ClientCredentials,
+}
+
+/// The HTTP verb of a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Verb {
+    /// GET: parameters in the query.
+    #[serde(rename = "GET")]
+    Get,
+    /// POST: parameters in the body.
+    #[serde(rename = "POST")]
+    Post,
+}
+
+/// Where a token or request parameter goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterType {
+    /// An HTTP header.
+    Header,
+    /// A URL query parameter.
+    UrlParameter,
+}
+
+/// A secret taken from a template or from an environment variable.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    /// A template, usually `{client_secret}` over a secret parameter.
+    Template(TemplateField),
+    /// An environment variable of the process, read when it is needed.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // A template may be a literal secret: show only its references.
+            Self::Template(template) => f
+                .debug_struct("Template")
+                .field("parameters", &template.parameters().collect::<Vec<_>>())
+                .finish_non_exhaustive(),
+            Self::Env { env } => f.debug_struct("Env").field("env", env).finish(),
+        }
+    }
+}
+
+macro_rules! template_field {
+    ($(#[$meta:meta])* $name:ident($inner:ty), $kind:literal, $description:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash)]
+        pub struct $name($inner);
+
+        impl $name {
+            /// Parses `source`.
+            pub fn parse(source: &str) -> Result<Self, integration_template::ParseError> {
+                <$inner>::parse(source).map(Self)
+            }
+
+            /// The parsed template.
+            pub fn template(&self) -> &$inner {
+                &self.0
+            }
+
+            /// The text it was parsed from.
+            pub fn source(&self) -> &str {
+                self.0.source()
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = $inner;
+
+            fn deref(&self) -> &$inner {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.0.source(), f)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.0.source())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let source = Cow::<'de, str>::deserialize(deserializer)?;
+                Self::parse(&source).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "type": "string",
+                    "description": $description,
+                    (TEMPLATE_KEYWORD): $kind,
+                })
+            }
+        }
+    };
+}
+
+/// The schema keyword that marks a string as a template, with its kind:
+/// `text`, `url` or `token`.
+pub const TEMPLATE_KEYWORD: &str = "x-template";
+
+template_field!(
+    /// A text template: `{parameter}` references, `{{` and `}}` for braces.
+    TemplateField(Template),
+    "text",
+    "A template: {parameter} references a declared integration parameter; {{ and }} are literal braces."
+);
+
+template_field!(
+    /// A URL template: an absolute `http(s)://` URL whose parameters are
+    /// escaped for the component they stand in.
+    UrlTemplateField(UrlTemplate),
+    "url",
+    "A URL template: an absolute http(s) URL; {parameter} references a declared integration parameter."
+);
+
+template_field!(
+    /// A token value template such as `Bearer {token}`: the one place where
+    /// `{token}` may appear.
+    TokenTemplateField(Template),
+    "token",
+    "The token value template, e.g. `Bearer {token}`; it must contain {token}."
+);

@@ -1,0 +1,600 @@
+//! Validation of a whole set of definitions, reporting every problem by
+//! its field path.
+//!
+//! Structure (required and unknown fields, types, allowed values, template
+//! syntax) is checked against the JSON Schema generated from the model, so
+//! the published schema and the loader cannot disagree. The rules a schema
+//! cannot say (key characters, duplicates, parameter references) follow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use integration_template::{Template, UrlTemplate, is_valid_parameter_name};
+use serde_json::{Map, Value};
+
+use super::model::TEMPLATE_KEYWORD;
+use super::{Auth, GrantType, Integration, ParameterType, json_schema};
+
+/// The name reserved for the token in value templates.
+pub(crate) const TOKEN_PARAMETER: &str = "token";
+
+/// One problem in a definition, located by file and field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionError {
+    /// The file, when the definition came from one.
+    pub file: Option<PathBuf>,
+    /// The field path, e.g. `integration[2].auth.access_token_endpoint`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl DefinitionError {
+    pub(crate) fn in_file(file: &Path, path: &str, message: String) -> Self {
+        Self {
+            file: Some(file.to_owned()),
+            path: path.to_owned(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a set of definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionErrors(Vec<DefinitionError>);
+
+impl DefinitionErrors {
+    pub(crate) fn new(errors: Vec<DefinitionError>) -> Self {
+        Self(errors)
+    }
+
+    /// The problems, in file order.
+    pub fn errors(&self) -> &[DefinitionError] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DefinitionErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DefinitionErrors {}
+
+impl IntoIterator for DefinitionErrors {
+    type Item = DefinitionError;
+    type IntoIter = std::vec::IntoIter<DefinitionError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+static SCHEMA: LazyLock<Value> = LazyLock::new(|| json_schema().to_value());
+
+/// A template found while checking structure, kept for the reference checks.
+struct TemplateUse {
+    path: String,
+    kind: TemplateKind,
+    parameters: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TemplateKind {
+    Text,
+    Url,
+    Token,
+}
+
+/// Collects problems for one document.
+struct Checker<'a> {
+    file: &'a Option<PathBuf>,
+    errors: Vec<DefinitionError>,
+    templates: Vec<TemplateUse>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(DefinitionError {
+            file: self.file.clone(),
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, value: &Value, schema: &Value, path: &str) {
+        let schema = resolve(schema);
+        if let Some(Value::Array(variants)) = schema.get("oneOf") {
+            return self.check_one_of(value, variants, path);
+        }
+        if let Some(Value::Array(variants)) = schema.get("anyOf") {
+            return self.check_any_of(value, variants, path);
+        }
+        if !type_matches(value, schema) {
+            let expected = describe_type(schema);
+            return self.error(path, format!("expected {expected}, found {}", describe_value(value)));
+        }
+        match value {
+            Value::Object(object) => self.check_object(object, schema, path),
+            Value::Array(items) => {
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        self.check(item, item_schema, &format!("{path}[{i}]"));
+                    }
+                }
+            }
+            Value::String(text) => {
+                if let Some(kind) = schema.get(TEMPLATE_KEYWORD).and_then(Value::as_str) {
+                    self.check_template(text, kind, path);
+                }
+            }
+            Value::Number(number) => {
+                let minimum = schema.get("minimum").and_then(Value::as_f64);
+                let maximum = schema.get("maximum").and_then(Value::as_f64);
+                let n = number.as_f64().unwrap_or_default();
+                if minimum.is_some_and(|min| n < min) || maximum.is_some_and(|max| n > max) {
+                    let (min, max) = (minimum.unwrap_or(f64::MIN), maximum.unwrap_or(f64::MAX));
+                    self.error(path, format!("{number} is out of range ({min} to {max})"));
+                }
+            }
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+
+    fn check_object(&mut self, object: &Map<String, Value>, schema: &Value, path: &str) {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        if let Some(Value::Array(required)) = schema.get("required") {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !object.contains_key(name) {
+                    self.error(path, format!("missing required field `{name}`"));
+                }
+            }
+        }
+        for (name, field) in object {
+            let field_path = join(path, name);
+            match (properties.and_then(|properties| properties.get(name)), schema.get("additionalProperties")) {
+                (Some(field_schema), _) => self.check(field, field_schema, &field_path),
+                (None, Some(Value::Bool(false))) => {
+                    let known: Vec<&str> = properties.into_iter().flat_map(|p| p.keys()).map(String::as_str).collect();
+                    self.error(&field_path, format!("unknown field `{name}`; expected one of: {}", known.join(", ")));
+                }
+                (None, Some(additional)) => self.check(field, additional, &field_path),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// `oneOf` is either a set of string constants (an enumeration) or a set
+    /// of objects told apart by their `type` constant (the auth methods).
+    fn check_one_of(&mut self, value: &Value, variants: &[Value], path: &str) {
+        let constants: Vec<&str> = variants.iter().filter_map(|v| v.get("const")?.as_str()).collect();
+        if constants.len() == variants.len() {
+            match value.as_str() {
+                Some(text) if constants.contains(&text) => {}
+                _ => self.error(
+                    path,
+                    format!("expected one of {}, found {}", quote_all(&constants), describe_value(value)),
+                ),
+            }
+            return;
+        }
+        fn tag_of(variant: &Value) -> Option<&str> {
+            variant.pointer("/properties/type/const").and_then(Value::as_str)
+        }
+        let tags: Vec<&str> = variants.iter().filter_map(tag_of).collect();
+        let Some(object) = value.as_object() else {
+            return self.error(path, format!("expected a table, found {}", describe_value(value)));
+        };
+        match object.get("type") {
+            None => self.error(path, format!("missing required field `type` (one of {})", quote_all(&tags))),
+            Some(tag) => match variants.iter().find(|variant| tag_of(variant) == tag.as_str()) {
+                Some(variant) => self.check(value, variant, path),
+                None => self.error(
+                    &join(path, "type"),
+                    format!("unknown auth type {}; expected one of {}", describe_value(tag), quote_all(&tags)),
+                ),
+            },
+        }
+    }
+
+    /// `anyOf` alternatives (a template or `{ env = ... }`): the value must
+    /// match one of them.
+    fn check_any_of(&mut self, value: &Value, variants: &[Value], path: &str) {
+        for variant in variants {
+            let mut trial = Checker {
+                file: self.file,
+                errors: Vec::new(),
+                templates: Vec::new(),
+            };
+            trial.check(value, variant, path);
+            if trial.errors.is_empty() {
+                self.templates.extend(trial.templates);
+                return;
+            }
+            // A value of the alternative's own type gets that alternative's
+            // precise errors.
+            if type_matches(value, resolve(variant)) {
+                self.errors.extend(trial.errors);
+                return;
+            }
+        }
+        let expected: Vec<String> = variants.iter().map(|variant| describe_type(resolve(variant))).collect();
+        self.error(path, format!("expected {}, found {}", expected.join(" or "), describe_value(value)));
+    }
+
+    fn check_template(&mut self, text: &str, kind: &str, path: &str) {
+        let (kind, parsed) = match kind {
+            "url" => (TemplateKind::Url, UrlTemplate::parse(text).map(|url| url.template().clone())),
+            "token" => (TemplateKind::Token, Template::parse(text)),
+            _ => (TemplateKind::Text, Template::parse(text)),
+        };
+        match parsed {
+            Ok(template) => self.templates.push(TemplateUse {
+                path: path.to_owned(),
+                kind,
+                parameters: template.parameters().map(str::to_owned).collect(),
+            }),
+            // A client secret may be written literally: never echo any of it.
+            Err(_) if path.ends_with("client_secret") => self.error(
+                path,
+                "invalid template (its text is not shown, as it may be a secret); write `{{` and `}}` for literal braces",
+            ),
+            Err(error) => self.error(path, format!("invalid template: {error}")),
+        }
+    }
+}
+
+/// Validates every document and returns the integrations when all are valid.
+pub(crate) fn validate_documents(
+    documents: &[(Option<PathBuf>, Value)],
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<Integration> {
+    let root = &*SCHEMA;
+    let integration_schema = root.pointer("/$defs/Integration").unwrap_or(&Value::Null);
+    let mut integrations = Vec::new();
+    // Where each key was first defined, to report duplicates.
+    let mut seen_keys: BTreeMap<String, (Option<PathBuf>, String)> = BTreeMap::new();
+
+    for (file, document) in documents {
+        let mut checker = Checker {
+            file,
+            errors: Vec::new(),
+            templates: Vec::new(),
+        };
+        let Some(object) = document.as_object() else {
+            checker.error("", format!("expected a table with `integration`, found {}", describe_value(document)));
+            errors.append(&mut checker.errors);
+            continue;
+        };
+        let list_field = match (object.contains_key("integration"), object.contains_key("integrations")) {
+            (true, true) => {
+                checker.error("", "use either `integration` or `integrations`, not both");
+                "integration"
+            }
+            (false, true) => "integrations",
+            _ => "integration",
+        };
+        // Check the top level without descending: each integration is
+        // checked on its own below, so its errors stay together.
+        for name in object.keys().filter(|name| !matches!(name.as_str(), "integration" | "integrations")) {
+            checker.error(name, format!("unknown field `{name}`; expected `integration` or `integrations`"));
+        }
+        let items: &[Value] = match object.get(list_field) {
+            None => &[],
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                checker.error(list_field, format!("expected a list of tables, found {}", describe_value(other)));
+                &[]
+            }
+        };
+        if items.is_empty() && !object.contains_key(list_field) {
+            checker.error("", "no integration defined: add an `[[integration]]` table");
+        }
+        errors.append(&mut checker.errors);
+
+        for (index, item) in items.iter().enumerate() {
+            let path = format!("{list_field}[{index}]");
+            let mut checker = Checker {
+                file,
+                errors: Vec::new(),
+                templates: Vec::new(),
+            };
+            checker.check(item, integration_schema, &path);
+            if checker.errors.is_empty() {
+                match serde_json::from_value::<Integration>(item.clone()) {
+                    Ok(integration) => {
+                        check_rules(&mut checker, &integration, &path);
+                        if let Some((first_file, first_path)) = seen_keys.get(&integration.key) {
+                            let place = match first_file {
+                                Some(first_file) => format!("{}: {first_path}", first_file.display()),
+                                None => first_path.clone(),
+                            };
+                            checker.error(
+                                &join(&path, "key"),
+                                format!("duplicate key `{}`, first defined at {place}", integration.key),
+                            );
+                        } else {
+                            seen_keys.insert(integration.key.clone(), (file.clone(), path.clone()));
+                        }
+                        if checker.errors.is_empty() {
+                            integrations.push(integration);
+                        }
+                    }
+                    Err(error) => checker.error(&path, error.to_string()),
+                }
+            } else {
+                // Parameter references can still be checked when the rest is broken.
+                check_references(&mut checker, item);
+            }
+            errors.append(&mut checker.errors);
+        }
+    }
+    integrations
+}
+
+/// The rules a schema cannot say.
+fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str) {
+    if integration.key.is_empty() || !integration.key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        checker.error(
+            &join(path, "key"),
+            format!("key `{}` must be ASCII letters and digits only", integration.key),
+        );
+    }
+    if integration.name.trim().is_empty() {
+        checker.error(&join(path, "name"), "name must not be empty");
+    }
+
+    let mut declared = BTreeSet::new();
+    for (i, parameter) in integration.parameters.iter().enumerate() {
+        let parameter_path = format!("{path}.parameters[{i}].name");
+        if !is_valid_parameter_name(&parameter.name) {
+            checker.error(
+                &parameter_path,
+                format!("parameter name `{}` must be ASCII letters, digits and `_`", parameter.name),
+            );
+        } else if parameter.name == TOKEN_PARAMETER {
+            checker.error(&parameter_path, "`token` is reserved for the token value template");
+        } else if !declared.insert(parameter.name.as_str()) {
+            checker.error(&parameter_path, format!("duplicate parameter `{}`", parameter.name));
+        }
+    }
+    check_template_references(checker, &declared);
+
+    match &integration.auth {
+        Auth::OAuth2(oauth2) => {
+            if oauth2.grant_type == GrantType::AuthorizationCode && oauth2.authorization_endpoint.is_none() {
+                checker.error(
+                    &join(path, "auth"),
+                    "missing required field `authorization_endpoint` (the authorization_code grant needs it)",
+                );
+            }
+            if let super::SecretSource::Env { env } = &oauth2.client_secret {
+                if !is_env_name(env) {
+                    checker.error(
+                        &format!("{path}.auth.client_secret.env"),
+                        format!("`{env}` is not an environment variable name"),
+                    );
+                }
+            }
+        }
+        Auth::Sftp(sftp) => {
+            let host = sftp.host.as_ref().map(|host| host.source()).unwrap_or_default();
+            if host.contains(|c: char| matches!(c, '/' | ':' | '@' | '?' | '#') || c.is_whitespace()) {
+                checker.error(
+                    &format!("{path}.auth.host"),
+                    "host must be a host name alone, without scheme, port, path or user",
+                );
+            }
+            if !integration.request_parameters.is_empty() {
+                checker.error(
+                    &join(path, "request_parameters"),
+                    "SFTP makes no HTTP requests, so request parameters do not apply to it",
+                );
+            }
+            if integration.base_url.is_some() {
+                checker.error(
+                    &join(path, "base_url"),
+                    "SFTP makes no HTTP requests; set `auth.host` for the server instead",
+                );
+            }
+        }
+        Auth::ApiToken(_) | Auth::Basic(_) | Auth::CustomToken(_) => {}
+    }
+
+    if let Some(token) = integration.auth.token() {
+        let token_path = format!("{path}.auth.token.parameter_name");
+        check_parameter_name(checker, token.parameter_type, &token.parameter_name, &token_path);
+    }
+    let mut names: BTreeMap<(ParameterType, String), usize> = BTreeMap::new();
+    for (i, parameter) in integration.request_parameters.iter().enumerate() {
+        let name_path = format!("{path}.request_parameters[{i}].name");
+        check_parameter_name(checker, parameter.parameter_type, &parameter.name, &name_path);
+        let normalized = normalize(parameter.parameter_type, &parameter.name);
+        if let Some(token) = integration.auth.token() {
+            if token.parameter_type == parameter.parameter_type
+                && normalize(token.parameter_type, &token.parameter_name) == normalized
+            {
+                checker.error(
+                    &name_path,
+                    format!(
+                        "request parameter `{}` would overwrite the auth token (auth.token.parameter_name)",
+                        parameter.name
+                    ),
+                );
+            }
+        }
+        if let Some(first) = names.insert((parameter.parameter_type, normalized), i) {
+            checker.error(
+                &name_path,
+                format!("duplicate request parameter `{}`, first at request_parameters[{first}]", parameter.name),
+            );
+        }
+    }
+}
+
+fn check_template_references(checker: &mut Checker<'_>, declared: &BTreeSet<&str>) {
+    let uses = std::mem::take(&mut checker.templates);
+    for template in &uses {
+        for parameter in &template.parameters {
+            if parameter == TOKEN_PARAMETER {
+                if template.kind != TemplateKind::Token {
+                    checker.error(&template.path, "{token} may only appear in auth.token.value_template");
+                }
+            } else if !declared.contains(parameter.as_str()) {
+                let hint = if declared.is_empty() {
+                    "no parameters are declared".to_owned()
+                } else {
+                    format!("declared: {}", declared.iter().copied().collect::<Vec<_>>().join(", "))
+                };
+                checker.error(&template.path, format!("unknown parameter {{{parameter}}} ({hint})"));
+            }
+        }
+        if template.kind == TemplateKind::Token && !template.parameters.iter().any(|p| p == TOKEN_PARAMETER) {
+            checker.error(&template.path, "value_template must contain {token}");
+        }
+    }
+    checker.templates = uses;
+}
+
+/// Reference checks for an integration whose structure is broken, using
+/// whatever parameter names could be read.
+fn check_references(checker: &mut Checker<'_>, item: &Value) {
+    let declared: BTreeSet<&str> = match item.get("parameters") {
+        Some(Value::Array(parameters)) => parameters.iter().filter_map(|p| p.get("name")?.as_str()).collect(),
+        _ => BTreeSet::new(),
+    };
+    check_template_references(checker, &declared);
+}
+
+fn check_parameter_name(checker: &mut Checker<'_>, parameter_type: ParameterType, name: &str, path: &str) {
+    match parameter_type {
+        ParameterType::Header if !is_header_name(name) => {
+            checker.error(path, format!("`{name}` is not a valid header name"));
+        }
+        ParameterType::UrlParameter if name.is_empty() => checker.error(path, "URL parameter name must not be empty"),
+        _ => {}
+    }
+}
+
+/// RFC 9110 token characters.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn normalize(parameter_type: ParameterType, name: &str) -> String {
+    match parameter_type {
+        // Header names are case-insensitive; query names are not.
+        ParameterType::Header => name.to_ascii_lowercase(),
+        ParameterType::UrlParameter => name.to_owned(),
+    }
+}
+
+fn resolve(schema: &Value) -> &Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => reference
+            .strip_prefix('#')
+            .and_then(|pointer| SCHEMA.pointer(pointer))
+            .map(resolve)
+            .unwrap_or(schema),
+        None => schema,
+    }
+}
+
+fn type_matches(value: &Value, schema: &Value) -> bool {
+    let matches = |name: &str| match name {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        _ => true,
+    };
+    match schema.get("type") {
+        Some(Value::String(name)) => matches(name),
+        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).any(matches),
+        _ => true,
+    }
+}
+
+fn describe_type(schema: &Value) -> String {
+    let describe = |name: &str| match name {
+        "object" => {
+            let required: Vec<String> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|name| format!("`{name}`"))
+                .collect();
+            if required.is_empty() {
+                "a table".to_owned()
+            } else {
+                format!("a table with {}", required.join(", "))
+            }
+        }
+        "array" => "a list".to_owned(),
+        "string" if schema.get(TEMPLATE_KEYWORD).is_some() => "a template string".to_owned(),
+        "string" => "a string".to_owned(),
+        "integer" => "an integer".to_owned(),
+        "number" => "a number".to_owned(),
+        "boolean" => "true or false".to_owned(),
+        other => other.to_owned(),
+    };
+    match schema.get("type") {
+        Some(Value::String(name)) => describe(name),
+        Some(Value::Array(names)) => {
+            let names: Vec<String> = names.iter().filter_map(Value::as_str).filter(|n| *n != "null").map(describe).collect();
+            names.join(" or ")
+        }
+        _ => "a value".to_owned(),
+    }
+}
+
+fn describe_value(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing".to_owned(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("\"{}\"", s.escape_default()),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a table".to_owned(),
+    }
+}
+
+fn quote_all(names: &[&str]) -> String {
+    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+}

@@ -1,0 +1,138 @@
+//! The storage trait that backends implement, and the records they keep.
+//!
+//! Backends only ever see sealed secrets: every credential and secret
+//! parameter is encrypted by [`AccountStore`](crate::AccountStore) before it
+//! is handed to them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::crypto::SealedSecret;
+use crate::{AccountId, AccountStatus, Result};
+
+/// An account as a backend stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAccount {
+    /// The account id.
+    pub id: AccountId,
+    /// The key of its integration.
+    pub integration: String,
+    /// Values of the parameters that are not secret.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Values of the secret parameters, sealed.
+    #[serde(default)]
+    pub secret_parameters: BTreeMap<String, SealedSecret>,
+    /// Credentials, sealed.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, SealedSecret>,
+    /// Where the account stands.
+    pub status: AccountStatus,
+    /// Why, when worth telling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Bumped by one on every successful compare-and-swap; 1 when created.
+    pub revision: u64,
+}
+
+/// An OAuth 2.0 authorization in progress, kept from the authorization URL
+/// until its callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    /// The lookup key derived from the `state` parameter.
+    pub state: String,
+    /// The account being connected.
+    pub account: AccountId,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops being accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Values that are not secret, such as the redirect URI.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// Sealed values, such as the PKCE verifier.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SealedSecret>,
+}
+
+/// The outcome of [`Storage::compare_and_swap_account`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The record was replaced; this is what is stored now.
+    Swapped(StoredAccount),
+    /// The stored revision was not the expected one; this is what is stored.
+    Conflict(StoredAccount),
+}
+
+/// A storage backend for accounts and pending authorizations.
+///
+/// Used as `Arc<dyn Storage>`. Run `integration-storage-tests` against an
+/// implementation to check it keeps this contract.
+///
+/// # Behavior
+///
+/// - `account` of an id never inserted returns `Ok(None)`.
+/// - `insert_account` stores the record as given; inserting an id that exists
+///   fails with [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists)
+///   and leaves the stored record untouched.
+/// - `accounts` returns every account sorted by id; a record the backend
+///   cannot read is returned as an error in its place (naming its id) and the
+///   others are still returned.
+/// - `compare_and_swap_account` replaces the record only if its stored
+///   revision equals `expected_revision`, storing the new record with
+///   revision `expected_revision + 1` and returning
+///   [`Swap::Swapped`]; otherwise it changes nothing and returns
+///   [`Swap::Conflict`] with the stored record. It is atomic: of many
+///   concurrent swaps from the same revision, exactly one succeeds. Swapping
+///   a missing account fails with [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+/// - `delete_account` returns whether the account existed; deleting a
+///   missing account succeeds with `false`.
+/// - `insert_pending_authorization` fails with `AlreadyExists` for a state
+///   that is already pending.
+/// - `take_pending_authorization` removes and returns the pending
+///   authorization atomically: of concurrent takes of one state, exactly one
+///   gets it, and every later take gets `None`.
+/// - `delete_expired_pending_authorizations` removes those whose
+///   `expires_at` is at or before `now`, returns how many, and keeps the
+///   others.
+/// - Sealed secrets come back byte for byte as they were stored.
+/// - An acknowledged write survives the process being killed right after
+///   (for backends that persist at all).
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Stores a new account.
+    async fn insert_account(&self, account: &StoredAccount) -> Result<()>;
+
+    /// The account with `id`.
+    async fn account(&self, id: &AccountId) -> Result<Option<StoredAccount>>;
+
+    /// Every account, sorted by id; unreadable records as errors in place.
+    async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>>;
+
+    /// Replaces an account if its stored revision is `expected_revision`.
+    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap>;
+
+    /// Deletes an account; returns whether it existed.
+    async fn delete_account(&self, id: &AccountId) -> Result<bool>;
+
+    /// Stores a pending authorization.
+    async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()>;
+
+    /// Removes and returns the pending authorization for `state`.
+    async fn take_pending_authorization(&self, state: &str) -> Result<Option<PendingAuthorization>>;
+
+    /// Removes pending authorizations that expired at or before `now`.
+    async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize>;
+}

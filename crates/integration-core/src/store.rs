@@ -1,0 +1,202 @@
+//! Accounts with their secrets encrypted on the way to storage and
+//! decrypted on the way back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use crate::account::check_new_account;
+use crate::crypto::{Cipher, SealedSecret};
+use crate::definition::Integration;
+use crate::storage::{StoredAccount, Swap};
+use crate::{AccountId, AccountStatus, ConnectedAccount, Error, ErrorKind, NewAccount, Result, Secrets, Storage};
+
+/// Associated-data prefix of credentials.
+const CREDENTIAL_FIELD: &str = "credential:";
+/// Associated-data prefix of secret parameters.
+const PARAMETER_FIELD: &str = "parameter:";
+
+/// Connected accounts over any [`Storage`], with every secret sealed by a
+/// [`Cipher`] before the backend sees it.
+#[derive(Debug, Clone)]
+pub struct AccountStore {
+    storage: Arc<dyn Storage>,
+    cipher: Arc<Cipher>,
+}
+
+/// The outcome of [`AccountStore::update`].
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Stored; this is the account now.
+    Updated(ConnectedAccount),
+    /// Someone else changed the account first; this is the account now, and
+    /// nothing was written.
+    Conflict(ConnectedAccount),
+}
+
+/// Every readable account, and an error for each one that is not.
+#[derive(Debug, Default)]
+pub struct AccountList {
+    /// Readable accounts, sorted by id.
+    pub accounts: Vec<ConnectedAccount>,
+    /// One error per unreadable record, naming its account.
+    pub unreadable: Vec<Error>,
+}
+
+impl AccountStore {
+    /// Accounts in `storage`, sealed with `cipher`.
+    pub fn new(storage: Arc<dyn Storage>, cipher: Cipher) -> Self {
+        Self {
+            storage,
+            cipher: Arc::new(cipher),
+        }
+    }
+
+    /// The backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The cipher.
+    pub fn cipher(&self) -> &Cipher {
+        &self.cipher
+    }
+
+    /// Checks `new` against `integration` and stores it.
+    pub async fn create(&self, integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
+        let (parameters, secret_parameters, status) = check_new_account(integration, &new)?;
+        let now = OffsetDateTime::now_utc();
+        let account = ConnectedAccount {
+            id: new.id,
+            integration: integration.key.clone(),
+            parameters,
+            secret_parameters,
+            credentials: new.credentials,
+            status,
+            status_reason: None,
+            created_at: now,
+            updated_at: now,
+            revision: 1,
+        };
+        self.storage.insert_account(&self.seal(&account)).await?;
+        Ok(account)
+    }
+
+    /// The account with `id`.
+    pub async fn get(&self, id: &AccountId) -> Result<ConnectedAccount> {
+        match self.storage.account(id).await? {
+            Some(stored) => self.open(stored),
+            None => Err(Error::new(ErrorKind::NotFound, "no such account").with_context("account", id)),
+        }
+    }
+
+    /// Every account; one that cannot be read is reported in
+    /// [`AccountList::unreadable`] and the others are still returned.
+    pub async fn list(&self) -> Result<AccountList> {
+        let mut list = AccountList::default();
+        for entry in self.storage.accounts().await? {
+            match entry.and_then(|stored| self.open(stored)) {
+                Ok(account) => list.accounts.push(account),
+                Err(error) => list.unreadable.push(error),
+            }
+        }
+        Ok(list)
+    }
+
+    /// Deletes the account; returns whether it existed.
+    pub async fn remove(&self, id: &AccountId) -> Result<bool> {
+        self.storage.delete_account(id).await
+    }
+
+    /// Stores `account` (its credentials, status and parameters) if the
+    /// stored one is still at `account.revision()`. This is how a token
+    /// refresh avoids overwriting a newer token.
+    pub async fn update(&self, account: &ConnectedAccount) -> Result<Update> {
+        let mut next = account.clone();
+        next.updated_at = OffsetDateTime::now_utc();
+        next.revision = account.revision + 1;
+        match self.storage.compare_and_swap_account(account.revision, &self.seal(&next)).await? {
+            Swap::Swapped(stored) => self.open(stored).map(Update::Updated),
+            Swap::Conflict(stored) => self.open(stored).map(Update::Conflict),
+        }
+    }
+
+    /// Replaces the credentials and status of `account` with a
+    /// compare-and-swap on its revision.
+    pub async fn update_credentials(
+        &self,
+        account: &ConnectedAccount,
+        credentials: Secrets,
+        status: AccountStatus,
+        status_reason: Option<String>,
+    ) -> Result<Update> {
+        let mut next = account.clone();
+        next.credentials = credentials;
+        next.status = status;
+        next.status_reason = status_reason;
+        self.update(&next).await
+    }
+
+    fn seal(&self, account: &ConnectedAccount) -> StoredAccount {
+        let owner = account.id.as_str();
+        let seal_all = |prefix: &str, secrets: &Secrets| -> BTreeMap<String, SealedSecret> {
+            secrets
+                .iter()
+                .map(|(name, value)| {
+                    let field = format!("{prefix}{name}");
+                    (name.to_owned(), self.cipher.seal(owner, &field, value.expose_secret().as_bytes()))
+                })
+                .collect()
+        };
+        StoredAccount {
+            id: account.id.clone(),
+            integration: account.integration.clone(),
+            parameters: account.parameters.clone(),
+            secret_parameters: seal_all(PARAMETER_FIELD, &account.secret_parameters),
+            credentials: seal_all(CREDENTIAL_FIELD, &account.credentials),
+            status: account.status,
+            status_reason: account.status_reason.clone(),
+            created_at: account.created_at,
+            updated_at: account.updated_at,
+            revision: account.revision,
+        }
+    }
+
+    fn open(&self, stored: StoredAccount) -> Result<ConnectedAccount> {
+        let owner = stored.id.as_str();
+        let open_all = |prefix: &str, kind: &str, sealed: &BTreeMap<String, SealedSecret>| -> Result<Secrets> {
+            sealed
+                .iter()
+                .map(|(name, value)| {
+                    let field = format!("{prefix}{name}");
+                    let unreadable = |message: String| {
+                        Error::new(ErrorKind::Unreadable, message).with_context("account", &stored.id)
+                    };
+                    let plaintext = self
+                        .cipher
+                        .open(owner, &field, value)
+                        .map_err(|error| unreadable(format!("cannot decrypt {kind} `{name}`: {error}")))?;
+                    let text = String::from_utf8(plaintext.to_vec())
+                        .map_err(|_| unreadable(format!("{kind} `{name}` is not valid UTF-8")))?;
+                    Ok((name.clone(), SecretString::from(text)))
+                })
+                .collect()
+        };
+        let secret_parameters = open_all(PARAMETER_FIELD, "parameter", &stored.secret_parameters)?;
+        let credentials = open_all(CREDENTIAL_FIELD, "credential", &stored.credentials)?;
+        Ok(ConnectedAccount {
+            id: stored.id,
+            integration: stored.integration,
+            parameters: stored.parameters,
+            secret_parameters,
+            credentials,
+            status: stored.status,
+            status_reason: stored.status_reason,
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+            revision: stored.revision,
+        })
+    }
+}
