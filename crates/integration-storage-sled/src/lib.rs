@@ -1,1 +1,213 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+use std::path::Path;
+
+use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::time::OffsetDateTime;
+use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
+use serde_json::Error as JsonError;
+
+const ACCOUNTS_TREE: &str = "accounts.v1";
+const PENDING_TREE: &str = "pending_authorizations.v1";
+
+/// Accounts and pending authorizations in a sled database.
+#[derive(Debug, Clone)]
+pub struct SledStorage {
+    db: sled::Db,
+    accounts: sled::Tree,
+    pending: sled::Tree,
+}
+
+impl SledStorage {
+    /// Opens, or creates, the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let db = sled::Config::new().path(path).open().map_err(|error| {
+            let hint = if error.to_string().contains("lock") {
+                " (is another `integrations` process using this data directory?)"
+            } else {
+                ""
+            };
+            Error::new(
+                ErrorKind::Storage,
+                format!("cannot open the sled database at {}{hint}", path.display()),
+            )
+            .with_source(error)
+        })?;
+        Self::from_db(db)
+    }
+
+    /// A database in a temporary directory, deleted when dropped.
+    pub fn temporary() -> Result<Self> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|error| storage_error("cannot open a temporary sled database", error))?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self> {
+        let accounts = db
+            .open_tree(ACCOUNTS_TREE)
+            .map_err(|error| storage_error("cannot open the accounts tree", error))?;
+        let pending = db
+            .open_tree(PENDING_TREE)
+            .map_err(|error| storage_error("cannot open the pending authorizations tree", error))?;
+        Ok(Self { db, accounts, pending })
+    }
+
+    /// Makes every acknowledged write durable before returning.
+    async fn flush(&self) -> Result<()> {
+        self.db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(|error| storage_error("cannot flush the sled database", error))
+    }
+}
+
+fn storage_error(message: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(ErrorKind::Storage, message).with_source(error)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|error| storage_error("cannot encode a record", error))
+}
+
+fn decode_account(key: &[u8], bytes: &[u8]) -> Result<StoredAccount> {
+    serde_json::from_slice(bytes).map_err(|error: JsonError| {
+        Error::new(ErrorKind::Unreadable, format!("cannot parse the stored record: {error}"))
+            .with_context("account", String::from_utf8_lossy(key))
+    })
+}
+
+fn decode_pending(bytes: &[u8]) -> Result<PendingAuthorization> {
+    serde_json::from_slice(bytes).map_err(|error: JsonError| {
+        Error::new(
+            ErrorKind::Unreadable,
+            format!("cannot parse a stored pending authorization: {error}"),
+        )
+    })
+}
+
+#[async_trait]
+impl Storage for SledStorage {
+    async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
+        let bytes = encode(account)?;
+        let key = account.id.as_str().as_bytes();
+        let outcome = self
+            .accounts
+            .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))
+            .map_err(|error| storage_error("cannot insert the account", error))?;
+        if outcome.is_err() {
+            return Err(Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id));
+        }
+        self.flush().await
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<StoredAccount>> {
+        let key = id.as_str().as_bytes();
+        match self
+            .accounts
+            .get(key)
+            .map_err(|error| storage_error("cannot read the account", error))?
+        {
+            Some(bytes) => decode_account(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>> {
+        self.accounts
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(|error| storage_error("cannot read the accounts", error))?;
+                Ok(decode_account(&key, &bytes))
+            })
+            .collect()
+    }
+
+    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
+        let key = account.id.as_str().as_bytes();
+        let next = StoredAccount {
+            revision: expected_revision + 1,
+            ..account.clone()
+        };
+        let next_bytes = encode(&next)?;
+        loop {
+            let Some(current_bytes) = self
+                .accounts
+                .get(key)
+                .map_err(|error| storage_error("cannot read the account", error))?
+            else {
+                return Err(Error::new(ErrorKind::NotFound, "no such account").with_context("account", &account.id));
+            };
+            let current = decode_account(key, &current_bytes)?;
+            if current.revision != expected_revision {
+                return Ok(Swap::Conflict(current));
+            }
+            let outcome = self
+                .accounts
+                .compare_and_swap(key, Some(current_bytes), Some(next_bytes.as_slice()))
+                .map_err(|error| storage_error("cannot update the account", error))?;
+            // Lost a race at the byte level: read again and decide anew.
+            if outcome.is_ok() {
+                self.flush().await?;
+                return Ok(Swap::Swapped(next));
+            }
+        }
+    }
+
+    async fn delete_account(&self, id: &AccountId) -> Result<bool> {
+        let removed = self
+            .accounts
+            .remove(id.as_str().as_bytes())
+            .map_err(|error| storage_error("cannot delete the account", error))?;
+        self.flush().await?;
+        Ok(removed.is_some())
+    }
+
+    async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()> {
+        let bytes = encode(pending)?;
+        let outcome = self
+            .pending
+            .compare_and_swap(pending.state.as_bytes(), None as Option<&[u8]>, Some(bytes))
+            .map_err(|error| storage_error("cannot insert the pending authorization", error))?;
+        if outcome.is_err() {
+            return Err(Error::new(ErrorKind::AlreadyExists, "pending authorization exists already"));
+        }
+        self.flush().await
+    }
+
+    async fn take_pending_authorization(&self, state: &str) -> Result<Option<PendingAuthorization>> {
+        let removed = self
+            .pending
+            .remove(state.as_bytes())
+            .map_err(|error| storage_error("cannot take the pending authorization", error))?;
+        let Some(bytes) = removed else {
+            return Ok(None);
+        };
+        self.flush().await?;
+        decode_pending(&bytes).map(Some)
+    }
+
+    async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize> {
+        let mut deleted = 0;
+        for entry in self.pending.iter() {
+            let (key, bytes) = entry.map_err(|error| storage_error("cannot read pending authorizations", error))?;
+            // An unreadable record can never be used: it goes too.
+            let expired = decode_pending(&bytes).map_or(true, |pending| pending.expires_at <= now);
+            if expired {
+                let outcome = self
+                    .pending
+                    .compare_and_swap(&key, Some(bytes), None as Option<&[u8]>)
+                    .map_err(|error| storage_error("cannot delete a pending authorization", error))?;
+                deleted += usize::from(outcome.is_ok());
+            }
+        }
+        if deleted > 0 {
+            self.flush().await?;
+        }
+        Ok(deleted)
+    }
+}

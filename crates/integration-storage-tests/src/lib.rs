@@ -1,1 +1,355 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_core::crypto::SealedSecret;
+use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::time::OffsetDateTime;
+use integration_core::{AccountId, AccountStatus, ErrorKind};
+
+#[doc(hidden)]
+pub use tokio as __tokio;
+
+/// Generates one `#[tokio::test]` per behavior of the `Storage` contract.
+///
+/// `$factory` is a closure returning a future of a fresh, empty store
+/// (`Arc<impl Storage>`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@tests $factory;
+            missing_account_is_none,
+            inserted_account_reads_back_equal,
+            duplicate_insert_is_refused_and_keeps_the_original,
+            accounts_are_listed_sorted_by_id,
+            swap_at_expected_revision_replaces_and_bumps_it,
+            swap_at_stale_revision_conflicts_and_changes_nothing,
+            swap_of_missing_account_is_not_found,
+            concurrent_swaps_from_one_revision_let_exactly_one_win,
+            delete_reports_whether_the_account_existed,
+            pending_authorization_is_taken_once,
+            concurrent_takes_of_one_state_get_it_exactly_once,
+            duplicate_pending_state_is_refused,
+            expired_pending_authorizations_are_deleted_and_others_kept,
+            sealed_secrets_round_trip_byte_for_byte,
+        );
+    };
+    (@tests $factory:expr; $($name:ident,)*) => {
+        $(
+            #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let factory = $factory;
+                let storage = factory().await;
+                $crate::$name(storage).await;
+            }
+        )*
+    };
+}
+
+/// Runs every behavior in turn, each on a fresh store from `factory`.
+/// Panics naming the first behavior that fails.
+pub async fn run_all<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<S>>,
+    S: Storage,
+{
+    missing_account_is_none(factory().await).await;
+    inserted_account_reads_back_equal(factory().await).await;
+    duplicate_insert_is_refused_and_keeps_the_original(factory().await).await;
+    accounts_are_listed_sorted_by_id(factory().await).await;
+    swap_at_expected_revision_replaces_and_bumps_it(factory().await).await;
+    swap_at_stale_revision_conflicts_and_changes_nothing(factory().await).await;
+    swap_of_missing_account_is_not_found(factory().await).await;
+    concurrent_swaps_from_one_revision_let_exactly_one_win(factory().await).await;
+    delete_reports_whether_the_account_existed(factory().await).await;
+    pending_authorization_is_taken_once(factory().await).await;
+    concurrent_takes_of_one_state_get_it_exactly_once(factory().await).await;
+    duplicate_pending_state_is_refused(factory().await).await;
+    expired_pending_authorizations_are_deleted_and_others_kept(factory().await).await;
+    sealed_secrets_round_trip_byte_for_byte(factory().await).await;
+}
+
+/// A sample account record with sealed-looking bytes.
+pub fn sample_account(id: &str) -> StoredAccount {
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    StoredAccount {
+        id: account_id(id),
+        integration: "acme".to_owned(),
+        parameters: BTreeMap::from([("subdomain".to_owned(), "eu1".to_owned())]),
+        secret_parameters: BTreeMap::from([("client_secret".to_owned(), SealedSecret::from_bytes(vec![1, 2, 3]))]),
+        credentials: BTreeMap::from([
+            ("access_token".to_owned(), SealedSecret::from_bytes(vec![4, 5, 6, 7])),
+            ("refresh_token".to_owned(), SealedSecret::from_bytes(vec![8, 9])),
+        ]),
+        status: AccountStatus::Connected,
+        status_reason: None,
+        created_at: now,
+        updated_at: now,
+        revision: 1,
+    }
+}
+
+/// A sample pending authorization expiring at `expires_at`.
+pub fn sample_pending(state: &str, expires_at: OffsetDateTime) -> PendingAuthorization {
+    PendingAuthorization {
+        state: state.to_owned(),
+        account: account_id("acct1"),
+        created_at: expires_at - Duration::from_secs(600),
+        expires_at,
+        data: BTreeMap::from([("redirect_uri".to_owned(), "https://example.test/cb".to_owned())]),
+        secrets: BTreeMap::from([("pkce_verifier".to_owned(), SealedSecret::from_bytes(vec![0xfe; 40]))]),
+    }
+}
+
+fn account_id(id: &str) -> AccountId {
+    AccountId::new(id).unwrap_or_else(|error| panic!("test account id {id:?}: {error}"))
+}
+
+/// Behavior: `account` of an id never inserted returns `Ok(None)`.
+pub async fn missing_account_is_none(storage: Arc<impl Storage + ?Sized>) {
+    let found = storage.account(&account_id("nobody")).await.expect("account() must not fail");
+    assert!(found.is_none(), "a missing account must read as None");
+}
+
+/// Behavior: `insert_account` stores the record as given.
+pub async fn inserted_account_reads_back_equal(storage: Arc<impl Storage + ?Sized>) {
+    let account = sample_account("acct1");
+    storage.insert_account(&account).await.expect("insert must succeed");
+    let read = storage.account(&account.id).await.expect("account() must not fail");
+    assert_eq!(read.as_ref(), Some(&account), "the record must read back as it was inserted");
+}
+
+/// Behavior: inserting an existing id fails with `AlreadyExists` and keeps
+/// the stored record.
+pub async fn duplicate_insert_is_refused_and_keeps_the_original(storage: Arc<impl Storage + ?Sized>) {
+    let original = sample_account("acct1");
+    storage.insert_account(&original).await.expect("first insert must succeed");
+    let mut other = sample_account("acct1");
+    other.integration = "other".to_owned();
+    let error = storage.insert_account(&other).await.expect_err("second insert must fail");
+    assert_eq!(error.kind(), ErrorKind::AlreadyExists, "duplicate insert: {error}");
+    let read = storage.account(&original.id).await.expect("account() must not fail");
+    assert_eq!(read.as_ref(), Some(&original), "a refused insert must not change the record");
+}
+
+/// Behavior: `accounts` returns every account sorted by id.
+pub async fn accounts_are_listed_sorted_by_id(storage: Arc<impl Storage + ?Sized>) {
+    for id in ["charlie", "alpha", "bravo", "alpha-2"] {
+        storage.insert_account(&sample_account(id)).await.expect("insert must succeed");
+    }
+    let ids: Vec<String> = storage
+        .accounts()
+        .await
+        .expect("accounts() must not fail")
+        .into_iter()
+        .map(|entry| entry.expect("every record is readable").id.to_string())
+        .collect();
+    assert_eq!(ids, ["alpha", "alpha-2", "bravo", "charlie"]);
+}
+
+/// Behavior: a swap at the stored revision replaces the record and stores
+/// revision + 1.
+pub async fn swap_at_expected_revision_replaces_and_bumps_it(storage: Arc<impl Storage + ?Sized>) {
+    let account = sample_account("acct1");
+    storage.insert_account(&account).await.expect("insert must succeed");
+    let mut next = account.clone();
+    next.credentials
+        .insert("access_token".to_owned(), SealedSecret::from_bytes(vec![42; 8]));
+    next.status = AccountStatus::NeedsReauth;
+    let outcome = storage.compare_and_swap_account(1, &next).await.expect("swap must not fail");
+    let expected = StoredAccount { revision: 2, ..next };
+    assert_eq!(outcome, Swap::Swapped(expected.clone()), "swap at the stored revision must succeed");
+    let read = storage.account(&account.id).await.expect("account() must not fail");
+    assert_eq!(read, Some(expected), "the swapped record must be stored with revision 2");
+}
+
+/// Behavior: a swap at another revision changes nothing and returns the
+/// stored record.
+pub async fn swap_at_stale_revision_conflicts_and_changes_nothing(storage: Arc<impl Storage + ?Sized>) {
+    let account = sample_account("acct1");
+    storage.insert_account(&account).await.expect("insert must succeed");
+    let mut next = account.clone();
+    next.status = AccountStatus::NeedsReauth;
+    let outcome = storage.compare_and_swap_account(7, &next).await.expect("swap must not fail");
+    assert_eq!(outcome, Swap::Conflict(account.clone()), "a stale swap must report the stored record");
+    let read = storage.account(&account.id).await.expect("account() must not fail");
+    assert_eq!(read, Some(account), "a stale swap must change nothing");
+}
+
+/// Behavior: swapping a missing account fails with `NotFound`.
+pub async fn swap_of_missing_account_is_not_found(storage: Arc<impl Storage + ?Sized>) {
+    let error = storage
+        .compare_and_swap_account(1, &sample_account("ghost"))
+        .await
+        .expect_err("swapping a missing account must fail");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    let read = storage.account(&account_id("ghost")).await.expect("account() must not fail");
+    assert!(read.is_none(), "a failed swap must not create the account");
+}
+
+/// Behavior: of many concurrent swaps from one revision, exactly one wins.
+pub async fn concurrent_swaps_from_one_revision_let_exactly_one_win(storage: Arc<impl Storage + ?Sized>) {
+    swap_race(storage).await;
+}
+
+async fn swap_race<S: Storage + ?Sized>(storage: Arc<S>) {
+    const CONTENDERS: u8 = 24;
+    let account = sample_account("acct1");
+    storage.insert_account(&account).await.expect("insert must succeed");
+    let barrier = Arc::new(tokio::sync::Barrier::new(usize::from(CONTENDERS)));
+    let mut tasks = Vec::new();
+    for contender in 0..CONTENDERS {
+        let storage = Arc::clone(&storage);
+        let barrier = Arc::clone(&barrier);
+        let mut next = account.clone();
+        next.credentials
+            .insert("access_token".to_owned(), SealedSecret::from_bytes(vec![contender; 4]));
+        tasks.push(async move {
+            barrier.wait().await;
+            storage.compare_and_swap_account(1, &next).await
+        });
+    }
+    let outcomes = futures_join_all(tasks).await;
+    let winners: Vec<&StoredAccount> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome.as_ref().expect("swap must not fail") {
+            Swap::Swapped(stored) => Some(stored),
+            Swap::Conflict(_) => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one of {CONTENDERS} concurrent swaps must win");
+    let stored = storage.account(&account.id).await.expect("account() must not fail");
+    assert_eq!(stored.as_ref(), Some(winners[0]), "the winner's record must be the stored one");
+    assert_eq!(stored.map(|s| s.revision), Some(2));
+}
+
+/// Runs futures concurrently on the runtime and collects their outputs in
+/// order.
+async fn futures_join_all<T: Send + 'static>(
+    futures: Vec<impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("task must not panic"));
+    }
+    outputs
+}
+
+/// Behavior: `delete_account` returns whether the account existed.
+pub async fn delete_reports_whether_the_account_existed(storage: Arc<impl Storage + ?Sized>) {
+    let account = sample_account("acct1");
+    storage.insert_account(&account).await.expect("insert must succeed");
+    storage.insert_account(&sample_account("acct2")).await.expect("insert must succeed");
+    assert!(storage.delete_account(&account.id).await.expect("delete must not fail"), "existing → true");
+    assert!(!storage.delete_account(&account.id).await.expect("delete must not fail"), "missing → false");
+    assert!(storage.account(&account.id).await.expect("account() must not fail").is_none());
+    assert!(
+        storage.account(&account_id("acct2")).await.expect("account() must not fail").is_some(),
+        "deleting one account must keep the others"
+    );
+}
+
+fn in_ten_minutes() -> OffsetDateTime {
+    OffsetDateTime::now_utc() + Duration::from_secs(600)
+}
+
+/// Behavior: a pending authorization is taken once, then gone.
+pub async fn pending_authorization_is_taken_once(storage: Arc<impl Storage + ?Sized>) {
+    let pending = sample_pending("state-1", in_ten_minutes());
+    storage.insert_pending_authorization(&pending).await.expect("insert must succeed");
+    let first = storage.take_pending_authorization("state-1").await.expect("take must not fail");
+    assert_eq!(first, Some(pending), "the first take must return the stored authorization");
+    let second = storage.take_pending_authorization("state-1").await.expect("take must not fail");
+    assert!(second.is_none(), "a state must be single use");
+    let unknown = storage.take_pending_authorization("never-stored").await.expect("take must not fail");
+    assert!(unknown.is_none());
+}
+
+/// Behavior: of concurrent takes of one state, exactly one gets it.
+pub async fn concurrent_takes_of_one_state_get_it_exactly_once(storage: Arc<impl Storage + ?Sized>) {
+    take_race(storage).await;
+}
+
+async fn take_race<S: Storage + ?Sized>(storage: Arc<S>) {
+    const TAKERS: usize = 24;
+    storage
+        .insert_pending_authorization(&sample_pending("contended", in_ten_minutes()))
+        .await
+        .expect("insert must succeed");
+    let barrier = Arc::new(tokio::sync::Barrier::new(TAKERS));
+    let mut tasks = Vec::new();
+    for _ in 0..TAKERS {
+        let storage = Arc::clone(&storage);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(async move {
+            barrier.wait().await;
+            storage.take_pending_authorization("contended").await
+        });
+    }
+    let taken = futures_join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|outcome| outcome.as_ref().expect("take must not fail").is_some())
+        .count();
+    assert_eq!(taken, 1, "exactly one of {TAKERS} concurrent takes must get the state");
+}
+
+/// Behavior: inserting a state that is pending fails with `AlreadyExists`.
+pub async fn duplicate_pending_state_is_refused(storage: Arc<impl Storage + ?Sized>) {
+    let pending = sample_pending("state-1", in_ten_minutes());
+    storage.insert_pending_authorization(&pending).await.expect("insert must succeed");
+    let mut other = pending.clone();
+    other.account = account_id("intruder");
+    let error = storage
+        .insert_pending_authorization(&other)
+        .await
+        .expect_err("a duplicate state must be refused");
+    assert_eq!(error.kind(), ErrorKind::AlreadyExists, "{error}");
+    let taken = storage.take_pending_authorization("state-1").await.expect("take must not fail");
+    assert_eq!(taken, Some(pending), "a refused insert must keep the original");
+}
+
+/// Behavior: expired pending authorizations are deleted, the others kept.
+pub async fn expired_pending_authorizations_are_deleted_and_others_kept(storage: Arc<impl Storage + ?Sized>) {
+    let now = OffsetDateTime::now_utc();
+    storage
+        .insert_pending_authorization(&sample_pending("expired", now - Duration::from_secs(1)))
+        .await
+        .expect("insert must succeed");
+    storage
+        .insert_pending_authorization(&sample_pending("at-now", now))
+        .await
+        .expect("insert must succeed");
+    storage
+        .insert_pending_authorization(&sample_pending("live", now + Duration::from_secs(60)))
+        .await
+        .expect("insert must succeed");
+    let deleted = storage
+        .delete_expired_pending_authorizations(now)
+        .await
+        .expect("delete must not fail");
+    assert_eq!(deleted, 2, "the expired and the one expiring at `now` must go");
+    assert!(storage.take_pending_authorization("expired").await.expect("take").is_none());
+    assert!(storage.take_pending_authorization("live").await.expect("take").is_some(), "live must stay");
+}
+
+/// Behavior: sealed secrets come back byte for byte, whatever the bytes.
+pub async fn sealed_secrets_round_trip_byte_for_byte(storage: Arc<impl Storage + ?Sized>) {
+    let mut account = sample_account("bytes");
+    let every_byte: Vec<u8> = (0..=255).collect();
+    let large = vec![0xa5; 256 * 1024];
+    account.credentials = BTreeMap::from([
+        ("every_byte".to_owned(), SealedSecret::from_bytes(every_byte)),
+        ("empty".to_owned(), SealedSecret::from_bytes(Vec::new())),
+        ("large".to_owned(), SealedSecret::from_bytes(large)),
+    ]);
+    account.parameters.insert("ünïcödé".to_owned(), "値 ✓ \"quoted\"\n".to_owned());
+    storage.insert_account(&account).await.expect("insert must succeed");
+    let read = storage.account(&account.id).await.expect("account() must not fail");
+    assert_eq!(read, Some(account), "bytes and text must round-trip exactly");
+}
