@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use integration_template::{Chain, Escape, UrlTemplate, Values, is_host_name};
+use integration_template::{Chain, Escape, RenderError, Template, UrlTemplate, Values, is_host_name};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::definition::{Auth, GrantType, Integration, ParameterType};
+use crate::definition::{Auth, GrantType, Integration, ParameterType, SecretSource};
 use crate::{Error, ErrorKind, Result};
 
 /// An account id: 1 to 128 ASCII letters, digits, `-`, `_` and `.`,
@@ -459,12 +459,13 @@ fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String>
 }
 
 /// Renders every template of `integration` with `values`, the way each is
-/// rendered when used, and reports the values that do not fit.
+/// rendered when used, and reports the values that do not fit: one line
+/// per problem, listing every field where it occurs.
 fn render_problems(integration: &Integration, values: &impl Values) -> Vec<String> {
-    let mut problems = Vec::new();
+    let mut failures: Vec<(RenderError, String)> = Vec::new();
     let mut url = |field: &str, template: Option<&UrlTemplate>| {
         if let Some(Err(error)) = template.map(|template| template.render(values)) {
-            problems.push(format!("{error} (in {field})"));
+            failures.push((error, field.to_owned()));
         }
     };
     url("base_url", integration.base_url.as_deref());
@@ -475,54 +476,67 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
             url("auth.revoke_token_endpoint", oauth2.revoke_token_endpoint.as_deref());
         }
         Auth::CustomToken(custom) => url("auth.access_token_endpoint", Some(&custom.access_token_endpoint)),
-        Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => {}
+        Auth::Sftp(sftp) => {
+            // Parsed as the authority of a URL so that values must be host labels.
+            let host = sftp
+                .host
+                .as_ref()
+                .and_then(|host| UrlTemplate::parse(&format!("https://{}/", host.source())).ok());
+            url("auth.host", host.as_ref());
+        }
+        Auth::ApiToken(_) | Auth::Basic(_) => {}
     }
-    let mut text = |field: String, template: &integration_template::Template, escape: Escape| {
+    let mut text = |field: String, template: &Template, escape: Escape| {
         if let Err(error) = template.render(escape, values) {
-            problems.push(format!("{error} (in {field})"));
+            failures.push((error, field));
         }
     };
     for (i, parameter) in integration.request_parameters.iter().enumerate() {
-        let escape = match parameter.parameter_type {
-            ParameterType::Header => Escape::Header,
-            ParameterType::UrlParameter => Escape::Query,
-        };
-        text(format!("request_parameters[{i}].value"), &parameter.value, escape);
+        text(
+            format!("request_parameters[{i}].value"),
+            &parameter.value,
+            escape_for(parameter.parameter_type),
+        );
     }
     match &integration.auth {
         Auth::OAuth2(oauth2) => {
             text("auth.scope".to_owned(), &oauth2.scope, Escape::Plain);
             text("auth.client_id".to_owned(), &oauth2.client_id, Escape::Plain);
+            if let SecretSource::Template(secret) = &oauth2.client_secret {
+                text("auth.client_secret".to_owned(), secret, Escape::Plain);
+            }
         }
         Auth::CustomToken(custom) => {
             for (name, template) in &custom.access_token_parameters {
                 text(format!("auth.access_token_parameters.{name}"), template, Escape::Plain);
             }
         }
-        Auth::Sftp(sftp) => {
-            if let Some(host) = &sftp.host {
-                // Parsed as the authority of a URL so that values must be host labels.
-                match UrlTemplate::parse(&format!("https://{}/", host.source())) {
-                    Ok(url) => {
-                        if let Err(error) = url.render(values) {
-                            problems.push(format!("{error} (in auth.host)"));
-                        }
-                    }
-                    Err(_) => problems.push("auth.host is not a host name template".to_owned()),
-                }
-            }
-        }
-        Auth::ApiToken(_) | Auth::Basic(_) => {}
+        Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => {}
     }
     if let Some(token) = integration.auth.token() {
-        let escape = match token.parameter_type {
-            ParameterType::Header => Escape::Header,
-            ParameterType::UrlParameter => Escape::Query,
-        };
         let with_token = Chain([("token", "token")], values);
-        if let Err(error) = token.value_template.render(escape, &with_token) {
-            problems.push(format!("{error} (in auth.token.value_template)"));
+        if let Err(error) = token.value_template.render(escape_for(token.parameter_type), &with_token) {
+            failures.push((error, "auth.token.value_template".to_owned()));
         }
     }
-    problems
+
+    // One line per distinct problem, naming every field it occurs in.
+    let mut merged: Vec<(RenderError, Vec<String>)> = Vec::new();
+    for (error, field) in failures {
+        match merged.iter_mut().find(|(seen, _)| *seen == error) {
+            Some((_, fields)) => fields.push(field),
+            None => merged.push((error, vec![field])),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(error, fields)| format!("{error} (in {})", fields.join(", ")))
+        .collect()
+}
+
+fn escape_for(parameter_type: ParameterType) -> Escape {
+    match parameter_type {
+        ParameterType::Header => Escape::Header,
+        ParameterType::UrlParameter => Escape::Query,
+    }
 }

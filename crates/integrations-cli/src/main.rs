@@ -1,1 +1,44 @@
-fn main() {}
+//! The `integrations` command.
+
+mod accounts;
+mod cli;
+mod context;
+mod secrets;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{AccountsCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&anyhow::Error::new(error).context("cannot start the async runtime")),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Validate(args) => validate::run(&cli.global, args),
+            Command::Schema => validate::schema(),
+            Command::Accounts(AccountsCommand::Add(args)) => accounts::add(&cli.global, args).await,
+            Command::Accounts(AccountsCommand::List(args)) => accounts::list(&cli.global, args).await,
+            Command::Accounts(AccountsCommand::Show(args)) => accounts::show(&cli.global, args).await,
+            Command::Accounts(AccountsCommand::Remove(args)) => accounts::remove(&cli.global, args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints the error on one line, then each cause on its own.
+fn report(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    ExitCode::FAILURE
+}

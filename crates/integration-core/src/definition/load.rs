@@ -32,6 +32,15 @@ impl Format {
         }
     }
 
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Toml => "TOML",
+            Self::Yaml => "YAML",
+            Self::Json => "JSON",
+        }
+    }
+
     fn parse(self, text: &str) -> Result<Value, String> {
         match self {
             Self::Toml => toml::from_str(text).map_err(|error| error.to_string()),
@@ -92,7 +101,7 @@ impl Definitions {
                 Err(message) => errors.push(DefinitionError {
                     file,
                     path: String::new(),
-                    message: format!("cannot parse {format:?}: {}", message.trim_end()),
+                    message: format!("cannot parse {}: {}", format.name(), message.trim_end()),
                 }),
             }
         }

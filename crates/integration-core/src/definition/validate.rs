@@ -321,14 +321,22 @@ pub(crate) fn validate_documents(
                 templates: Vec::new(),
             };
             checker.check(item, integration_schema, &path);
-            if checker.errors.is_empty() {
+            let structure_is_valid = checker.errors.is_empty();
+            // Checked on the raw value, so it is reported even when the
+            // structure is broken.
+            if let Some(key) = item.get("key").and_then(Value::as_str) {
+                check_key(&mut checker, key, &join(&path, "key"));
+            }
+            if structure_is_valid {
                 match serde_json::from_value::<Integration>(item.clone()) {
                     Ok(integration) => {
                         check_rules(&mut checker, &integration, &path);
                         if let Some((first_file, first_path)) = seen_keys.get(&integration.key) {
                             let place = match first_file {
-                                Some(first_file) => format!("{}: {first_path}", first_file.display()),
-                                None => first_path.clone(),
+                                Some(first_file) if Some(first_file) != file.as_ref() => {
+                                    format!("{}: {first_path}", first_file.display())
+                                }
+                                _ => first_path.clone(),
                             };
                             checker.error(
                                 &join(&path, "key"),
@@ -353,14 +361,14 @@ pub(crate) fn validate_documents(
     integrations
 }
 
+fn check_key(checker: &mut Checker<'_>, key: &str, path: &str) {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        checker.error(path, format!("key `{key}` must be ASCII letters and digits only"));
+    }
+}
+
 /// The rules a schema cannot say.
 fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str) {
-    if integration.key.is_empty() || !integration.key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        checker.error(
-            &join(path, "key"),
-            format!("key `{}` must be ASCII letters and digits only", integration.key),
-        );
-    }
     if integration.name.trim().is_empty() {
         checker.error(&join(path, "name"), "name must not be empty");
     }

@@ -1,0 +1,181 @@
+//! `integrations accounts ...`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use integrations::time::OffsetDateTime;
+use integrations::time::format_description::well_known::Rfc3339;
+use integrations::{AccountId, AccountStatus, ConnectedAccount, NewAccount};
+use serde_json::{Value, json};
+
+use crate::cli::{AddArgs, GlobalArgs, ListArgs, RemoveArgs, ShowArgs};
+use crate::context;
+use crate::secrets::{self, Sources, Stdin};
+
+const MASK: &str = "********";
+
+pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> {
+    let definitions = context::definitions(global)?;
+    let Some(integration) = definitions.get(&args.integration) else {
+        let keys: Vec<&str> = definitions.iter().map(|integration| integration.key.as_str()).collect();
+        bail!("unknown integration `{}`; defined: {}", args.integration, keys.join(", "));
+    };
+    let id = AccountId::new(args.id.as_str())?;
+    let mut stdin = Stdin::new(args.param_stdins.len() + args.credential_stdins.len());
+    let parameters = secrets::collect(
+        &Sources {
+            kind: "parameter",
+            literal: &args.params,
+            env: &args.param_envs,
+            file: &args.param_files,
+            stdin: &args.param_stdins,
+        },
+        &mut stdin,
+    )?;
+    let credentials = secrets::collect(
+        &Sources {
+            kind: "credential",
+            literal: &args.credentials,
+            env: &args.credential_envs,
+            file: &args.credential_files,
+            stdin: &args.credential_stdins,
+        },
+        &mut stdin,
+    )?;
+    let store = context::store(global)?;
+    let account = store
+        .create(
+            integration,
+            NewAccount {
+                id,
+                parameters,
+                credentials,
+            },
+        )
+        .await
+        .context("cannot add the account")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "added account {} (integration {}, status {})",
+        account.id(),
+        account.integration(),
+        account.status()
+    )?;
+    if account.status() == AccountStatus::Pending {
+        writeln!(stdout, "it needs an OAuth 2.0 authorization before it can be used")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode> {
+    let store = context::store(global)?;
+    let list = store.list().await.context("cannot list accounts")?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let accounts: Vec<Value> = list.accounts.iter().map(masked_json).collect();
+        serde_json::to_writer_pretty(&mut stdout, &accounts)?;
+        writeln!(stdout)?;
+    } else if !list.accounts.is_empty() {
+        let width = list.accounts.iter().map(|a| a.id().as_str().len()).max().unwrap_or(0).max(2);
+        let integration_width = list.accounts.iter().map(|a| a.integration().len()).max().unwrap_or(0).max(11);
+        writeln!(stdout, "{:<width$}  {:<integration_width$}  {:<12}  UPDATED", "ID", "INTEGRATION", "STATUS")?;
+        for account in &list.accounts {
+            writeln!(
+                stdout,
+                "{:<width$}  {:<integration_width$}  {:<12}  {}",
+                account.id().as_str(),
+                account.integration(),
+                account.status().as_str(),
+                timestamp(account.updated_at())
+            )?;
+        }
+    }
+    let mut stderr = std::io::stderr().lock();
+    if list.accounts.is_empty() && list.unreadable.is_empty() && !args.json {
+        writeln!(stderr, "no accounts")?;
+    }
+    for error in &list.unreadable {
+        writeln!(stderr, "error: {error}")?;
+    }
+    Ok(if list.unreadable.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode> {
+    let id = AccountId::new(args.id.as_str())?;
+    let store = context::store(global)?;
+    let account = store.get(&id).await?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &masked_json(&account))?;
+        writeln!(stdout)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(stdout, "id:           {}", account.id())?;
+    writeln!(stdout, "integration:  {}", account.integration())?;
+    match account.status_reason() {
+        Some(reason) => writeln!(stdout, "status:       {} ({reason})", account.status())?,
+        None => writeln!(stdout, "status:       {}", account.status())?,
+    }
+    writeln!(stdout, "created:      {}", timestamp(account.created_at()))?;
+    writeln!(stdout, "updated:      {}", timestamp(account.updated_at()))?;
+    let mut parameters: Vec<(&str, String)> = account
+        .parameters()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .chain(account.secret_parameters().names().map(|name| (name, format!("{MASK} (secret)"))))
+        .collect();
+    parameters.sort();
+    writeln!(stdout, "parameters:{}", if parameters.is_empty() { "   none" } else { "" })?;
+    for (name, value) in parameters {
+        writeln!(stdout, "  {name} = {value}")?;
+    }
+    let credentials = account.credentials();
+    writeln!(stdout, "credentials:{}", if credentials.is_empty() { "  none" } else { "" })?;
+    for name in credentials.names() {
+        writeln!(stdout, "  {name} = {MASK}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<ExitCode> {
+    let id = AccountId::new(args.id.as_str())?;
+    let store = context::store(global)?;
+    if !store.remove(&id).await.context("cannot remove the account")? {
+        bail!("no such account `{id}`");
+    }
+    writeln!(std::io::stdout().lock(), "removed account {id}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The account as JSON: secret values are replaced by a mask, names kept.
+fn masked_json(account: &ConnectedAccount) -> Value {
+    let mut parameters = serde_json::Map::new();
+    for (name, value) in account.parameters() {
+        parameters.insert(name.clone(), Value::String(value.clone()));
+    }
+    for name in account.secret_parameters().names() {
+        parameters.insert(name.to_owned(), Value::String(MASK.to_owned()));
+    }
+    let credentials: serde_json::Map<String, Value> = account
+        .credentials()
+        .names()
+        .map(|name| (name.to_owned(), Value::String(MASK.to_owned())))
+        .collect();
+    json!({
+        "id": account.id().as_str(),
+        "integration": account.integration(),
+        "status": account.status().as_str(),
+        "status_reason": account.status_reason(),
+        "parameters": parameters,
+        "credentials": credentials,
+        "created_at": timestamp(account.created_at()),
+        "updated_at": timestamp(account.updated_at()),
+        "revision": account.revision(),
+    })
+}
+
+fn timestamp(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_else(|_| time.unix_timestamp().to_string())
+}

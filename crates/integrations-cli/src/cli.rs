@@ -1,0 +1,126 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Custom integrations: validate definitions and manage connected accounts.
+#[derive(Debug, Parser)]
+#[command(name = "integrations", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Definition files or directories of them (.toml, .yaml, .yml, .json).
+    #[arg(long, global = true, value_name = "PATH", env = "INTEGRATIONS_DEFINITIONS")]
+    pub(crate) definitions: Vec<PathBuf>,
+    /// Where accounts and the encryption key are kept [default: the user's
+    /// data directory, e.g. ~/.local/share/integrations].
+    #[arg(long, global = true, value_name = "DIR", env = "INTEGRATIONS_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check definition files; list every problem and exit 1 if there is one.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of the definition format.
+    Schema,
+    /// Manage connected accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// Files or directories to check [default: the --definitions paths].
+    #[arg(value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AccountsCommand {
+    /// Create a connected account.
+    #[command(after_long_help = ADD_HELP)]
+    Add(AddArgs),
+    /// List connected accounts.
+    List(ListArgs),
+    /// Show one account; secrets are masked.
+    Show(ShowArgs),
+    /// Delete an account and its credentials.
+    Remove(RemoveArgs),
+}
+
+const ADD_HELP: &str = "\
+Secret values need not sit in shell history: give them with --credential-env
+(an environment variable), --credential-file (a file's whole content) or
+--credential-stdin (typed at a prompt without echo, or read from standard
+input, one line per value: parameters first, then credentials, each in the
+order given; a single value takes all of standard input). The --param-*
+forms work the same way for parameter values.
+
+Examples:
+  integrations accounts add weather --id customer42 --credential-env token=WEATHER_TOKEN
+  integrations accounts add legacyerp --id erp1 --param host=erp.example.com \\
+      --param company=ACME --credential username=api --credential-stdin password";
+
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    /// The integration's key.
+    pub(crate) integration: String,
+    /// The new account's id: letters, digits, `-`, `_` and `.`.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// A parameter value.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub(crate) params: Vec<String>,
+    /// A parameter value read from an environment variable.
+    #[arg(long = "param-env", value_name = "NAME=VAR")]
+    pub(crate) param_envs: Vec<String>,
+    /// A parameter value read from a file.
+    #[arg(long = "param-file", value_name = "NAME=PATH")]
+    pub(crate) param_files: Vec<String>,
+    /// A parameter value read from standard input.
+    #[arg(long = "param-stdin", value_name = "NAME")]
+    pub(crate) param_stdins: Vec<String>,
+    /// A credential.
+    #[arg(long = "credential", value_name = "NAME=VALUE")]
+    pub(crate) credentials: Vec<String>,
+    /// A credential read from an environment variable.
+    #[arg(long = "credential-env", value_name = "NAME=VAR")]
+    pub(crate) credential_envs: Vec<String>,
+    /// A credential read from a file (a private key, say).
+    #[arg(long = "credential-file", value_name = "NAME=PATH")]
+    pub(crate) credential_files: Vec<String>,
+    /// A credential read from standard input.
+    #[arg(long = "credential-stdin", value_name = "NAME")]
+    pub(crate) credential_stdins: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The account's id.
+    pub(crate) id: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemoveArgs {
+    /// The account's id.
+    pub(crate) id: String,
+}

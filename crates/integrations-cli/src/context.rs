@@ -1,0 +1,56 @@
+//! What commands share: the data directory, the definitions, the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use integrations::storage::sled::SledStorage;
+use integrations::{AccountStore, Cipher, Definitions, EncryptionKey};
+
+use crate::cli::GlobalArgs;
+
+/// The data directory: `--data-dir`, or `integrations` in the user's data
+/// directory.
+pub(crate) fn data_dir(global: &GlobalArgs) -> Result<PathBuf> {
+    match &global.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => match dirs::data_dir() {
+            Some(dir) => Ok(dir.join("integrations")),
+            None => bail!("cannot find the user's data directory: pass --data-dir or set INTEGRATIONS_DATA_DIR"),
+        },
+    }
+}
+
+/// Loads the definitions named by `--definitions`.
+pub(crate) fn definitions(global: &GlobalArgs) -> Result<Definitions> {
+    if global.definitions.is_empty() {
+        bail!("no definitions given: pass --definitions PATH or set INTEGRATIONS_DEFINITIONS");
+    }
+    Definitions::load(&global.definitions).map_err(|errors| {
+        let count = errors.errors().len();
+        anyhow::Error::new(errors).context(format!(
+            "the definitions have {count} problem{}; run `integrations validate` to list them",
+            if count == 1 { "" } else { "s" }
+        ))
+    })
+}
+
+/// Opens the account store in the data directory, creating it (and its
+/// encryption key, unless INTEGRATIONS_ENCRYPTION_KEY is set) when missing.
+pub(crate) fn store(global: &GlobalArgs) -> Result<AccountStore> {
+    let dir = data_dir(global)?;
+    create_private_dir(&dir)?;
+    let key = EncryptionKey::from_env_or_data_dir(&dir).context("cannot get the encryption key")?;
+    let storage = SledStorage::open(dir.join("db"))?;
+    Ok(AccountStore::new(Arc::new(storage), Cipher::new(&key)))
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
