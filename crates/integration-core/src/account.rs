@@ -26,7 +26,9 @@ impl AccountId {
         let valid = !id.is_empty()
             && id.len() <= 128
             && !id.starts_with('.')
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if valid {
             Ok(Self(id))
         } else {
@@ -315,8 +317,16 @@ const fn field(name: &'static str, required: bool, description: &'static str) ->
 pub fn credential_fields(integration: &Integration) -> Vec<CredentialField> {
     match &integration.auth {
         Auth::OAuth2(_) => vec![
-            field("access_token", false, "an access token to import; normally obtained by the grant"),
-            field("refresh_token", false, "a refresh token to import; normally obtained by the grant"),
+            field(
+                "access_token",
+                false,
+                "an access token to import; normally obtained by the grant",
+            ),
+            field(
+                "refresh_token",
+                false,
+                "a refresh token to import; normally obtained by the grant",
+            ),
         ],
         Auth::ApiToken(_) => vec![field("token", true, "the API token")],
         Auth::Basic(_) => vec![
@@ -330,7 +340,11 @@ pub fn credential_fields(integration: &Integration) -> Vec<CredentialField> {
                 field("password", false, "the password (or a private key)"),
                 field("private_key", false, "a private key in OpenSSH, PKCS#8 or PEM format"),
                 field("passphrase", false, "the private key's passphrase"),
-                field("host_key", false, "the server's pinned key, SHA256 fingerprint or known_hosts lines"),
+                field(
+                    "host_key",
+                    false,
+                    "the server's pinned key, SHA256 fingerprint or known_hosts lines",
+                ),
             ];
             if sftp.host.is_none() {
                 fields.push(field("host", true, "the server's host name"));
@@ -405,7 +419,11 @@ pub(crate) fn check_new_account(
         }
     }
     for field in fields.iter().filter(|field| field.required) {
-        if new.credentials.get(field.name).is_none_or(|value| value.expose_secret().is_empty()) {
+        if new
+            .credentials
+            .get(field.name)
+            .is_none_or(|value| value.expose_secret().is_empty())
+        {
             problems.push(format!("missing credential `{}` ({})", field.name, field.description));
         }
     }
@@ -437,19 +455,29 @@ fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String>
     match &integration.auth {
         Auth::Basic(_) => {
             // RFC 7617: the user-id cannot contain a colon.
-            if credentials.get("username").is_some_and(|u| u.expose_secret().contains(':')) {
+            if credentials
+                .get("username")
+                .is_some_and(|u| u.expose_secret().contains(':'))
+            {
                 problems.push("credential `username` must not contain `:` (RFC 7617)".to_owned());
             }
         }
         Auth::Sftp(_) => {
-            let has = |name| credentials.get(name).is_some_and(|v: &SecretString| !v.expose_secret().is_empty());
+            let has = |name| {
+                credentials
+                    .get(name)
+                    .is_some_and(|v: &SecretString| !v.expose_secret().is_empty())
+            };
             if !has("password") && !has("private_key") {
                 problems.push("SFTP accounts need credential `password` or `private_key`".to_owned());
             }
             if has("passphrase") && !has("private_key") {
                 problems.push("credential `passphrase` is only used with `private_key`".to_owned());
             }
-            if credentials.get("host").is_some_and(|host| !is_host_name(host.expose_secret())) {
+            if credentials
+                .get("host")
+                .is_some_and(|host| !is_host_name(host.expose_secret()))
+            {
                 problems.push("credential `host` is not a valid host name".to_owned());
             }
         }
@@ -515,7 +543,10 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
     }
     if let Some(token) = integration.auth.token() {
         let with_token = Chain([("token", "token")], values);
-        if let Err(error) = token.value_template.render(escape_for(token.parameter_type), &with_token) {
+        if let Err(error) = token
+            .value_template
+            .render(escape_for(token.parameter_type), &with_token)
+        {
             failures.push((error, "auth.token.value_template".to_owned()));
         }
     }
@@ -538,5 +569,197 @@ fn escape_for(parameter_type: ParameterType) -> Escape {
     match parameter_type {
         ParameterType::Header => Escape::Header,
         ParameterType::UrlParameter => Escape::Query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Definitions;
+    use crate::definition::Format;
+
+    const DEFINITIONS: &str = r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "https://{subdomain}.crm.example/api"
+        parameters = [{ name = "subdomain" }, { name = "client_secret", secret = true }, { name = "region", default = "eu" }]
+        [integration.auth]
+        type = "oauth2"
+        grant_type = "authorization_code"
+        authorization_endpoint = "https://{subdomain}.crm.example/authorize"
+        access_token_endpoint = "https://{subdomain}.crm.example/token?region={region}"
+        access_token_verb = "POST"
+        scope = "read"
+        client_id = "id"
+        client_secret = "{client_secret}"
+        token = { parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {token}" }
+
+        [[integration]]
+        key = "erp"
+        name = "ERP"
+        parameters = [{ name = "company" }]
+        auth = { type = "basic" }
+        request_parameters = [{ type = "header", name = "X-Company", value = "{company}" }]
+
+        [[integration]]
+        key = "files"
+        name = "Files"
+        auth = { type = "sftp" }
+    "#;
+
+    fn definitions() -> Definitions {
+        Definitions::from_str(DEFINITIONS, Format::Toml).expect("valid definitions")
+    }
+
+    fn secrets(pairs: &[(&str, &str)]) -> Secrets {
+        pairs
+            .iter()
+            .map(|(name, value)| (*name, SecretString::from((*value).to_owned())))
+            .collect()
+    }
+
+    fn check(key: &str, parameters: &[(&str, &str)], credentials: &[(&str, &str)]) -> String {
+        let definitions = definitions();
+        let integration = definitions.get(key).expect("defined");
+        let new = NewAccount {
+            id: AccountId::new("acct").expect("valid id"),
+            parameters: secrets(parameters),
+            credentials: secrets(credentials),
+        };
+        match check_new_account(integration, &new) {
+            Ok((plain, secret, status)) => format!(
+                "ok {status}; plain {plain:?}; secret {:?}",
+                secret.names().collect::<Vec<_>>()
+            ),
+            Err(error) => format!("error: {error}"),
+        }
+    }
+
+    #[test]
+    fn parameters_are_split_and_defaults_filled() {
+        assert_eq!(
+            check("crm", &[("subdomain", "eu1"), ("client_secret", "s3cret")], &[]),
+            r#"ok pending; plain {"region": "eu", "subdomain": "eu1"}; secret ["client_secret"]"#
+        );
+        assert_eq!(
+            check(
+                "crm",
+                &[("subdomain", "eu1"), ("client_secret", "s"), ("region", "us")],
+                &[("refresh_token", "r")]
+            ),
+            r#"ok connected; plain {"region": "us", "subdomain": "eu1"}; secret ["client_secret"]"#
+        );
+    }
+
+    #[test]
+    fn every_problem_with_a_new_account_is_named() {
+        let message = check("crm", &[("tenant", "x")], &[("password", "p")]);
+        assert!(
+            message.contains("unknown parameter `tenant`; declared: subdomain, client_secret, region"),
+            "{message}"
+        );
+        assert!(message.contains("missing parameter `subdomain`"), "{message}");
+        assert!(message.contains("missing parameter `client_secret`"), "{message}");
+        assert!(
+            message.contains("unknown credential `password` for oauth2 accounts"),
+            "{message}"
+        );
+        assert!(message.contains("(account `acct`, integration `crm`)"), "{message}");
+    }
+
+    #[test]
+    fn values_are_checked_where_they_land() {
+        let message = check("crm", &[("subdomain", "evil.example/"), ("client_secret", "s")], &[]);
+        assert!(
+            message.contains("parameter {subdomain}: value is not a valid host name"),
+            "{message}"
+        );
+        assert!(
+            message.contains("in base_url, auth.authorization_endpoint, auth.access_token_endpoint"),
+            "{message}"
+        );
+        let message = check(
+            "erp",
+            &[("company", "A\r\nX-Injected: 1")],
+            &[("username", "u"), ("password", "p")],
+        );
+        assert!(message.contains("control character"), "{message}");
+        assert!(message.contains("request_parameters[0].value"), "{message}");
+        assert!(!message.contains("Injected"), "the value must not be echoed: {message}");
+    }
+
+    #[test]
+    fn credentials_follow_the_auth_method() {
+        let message = check("erp", &[("company", "A")], &[("username", "a:b")]);
+        assert!(message.contains("missing credential `password`"), "{message}");
+        assert!(message.contains("must not contain `:` (RFC 7617)"), "{message}");
+        let message = check("files", &[], &[("username", "u")]);
+        assert!(message.contains("missing credential `host`"), "{message}");
+        assert!(
+            message.contains("need credential `password` or `private_key`"),
+            "{message}"
+        );
+        let message = check(
+            "files",
+            &[],
+            &[
+                ("username", "u"),
+                ("host", "a/b"),
+                ("password", "p"),
+                ("passphrase", "x"),
+            ],
+        );
+        assert!(
+            message.contains("credential `host` is not a valid host name"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`passphrase` is only used with `private_key`"),
+            "{message}"
+        );
+        assert_eq!(
+            check(
+                "files",
+                &[],
+                &[("username", "u"), ("host", "sftp.example.com"), ("private_key", "k")]
+            ),
+            "ok connected; plain {}; secret []"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let new = NewAccount {
+            id: AccountId::new("acct").expect("valid id"),
+            parameters: secrets(&[("client_secret", "param-s3cret")]),
+            credentials: secrets(&[("password", "cred-s3cret")]),
+        };
+        let account = ConnectedAccount {
+            id: new.id.clone(),
+            integration: "crm".to_owned(),
+            parameters: BTreeMap::new(),
+            secret_parameters: new.parameters.clone(),
+            credentials: new.credentials.clone(),
+            status: AccountStatus::Connected,
+            status_reason: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+            revision: 1,
+        };
+        let shown = format!("{new:?} {account:?} {:#?}", account.credentials());
+        assert!(shown.contains("password") && shown.contains("client_secret"), "{shown}");
+        assert!(!shown.contains("s3cret"), "a secret leaked: {shown}");
+    }
+
+    #[test]
+    fn account_ids_are_checked() {
+        for good in ["a", "customer-42", "tenant_1.prod", &"x".repeat(128)] {
+            assert!(AccountId::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "has space", "slash/es", "ünï", &"x".repeat(129)] {
+            let error = AccountId::new(bad).expect_err(bad);
+            assert_eq!(error.kind(), ErrorKind::InvalidInput);
+        }
     }
 }

@@ -91,7 +91,9 @@ impl EncryptionKey {
                 .map(Some)
                 .map_err(|error| key_error(format!("{ENCRYPTION_KEY_ENV}: {}", error.message()))),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(key_error(format!("{ENCRYPTION_KEY_ENV} is not valid UTF-8"))),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(key_error(format!("{ENCRYPTION_KEY_ENV} is not valid UTF-8")))
+            }
         }
     }
 
@@ -123,7 +125,9 @@ impl EncryptionKey {
                 file.write_all(key.to_base64().as_bytes())
                     .and_then(|()| file.write_all(b"\n"))
                     .and_then(|()| file.sync_all())
-                    .map_err(|error| key_error(format!("cannot write key file {}", path.display())).with_source(error))?;
+                    .map_err(|error| {
+                        key_error(format!("cannot write key file {}", path.display())).with_source(error)
+                    })?;
                 tracing::info!(path = %path.display(), key_id = %key.id(), "created a new encryption key");
                 Ok(key)
             }
@@ -167,7 +171,9 @@ fn check_permissions(_: &Path) -> Result<()> {
 
 impl fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EncryptionKey").field("id", &self.id()).finish_non_exhaustive()
+        f.debug_struct("EncryptionKey")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -257,7 +263,13 @@ impl Cipher {
         let aad = associated_data(&envelope, owner, field);
         let ciphertext = self
             .aead
-            .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             // Encryption fails only for inputs beyond 256 GiB.
             .unwrap_or_default();
         envelope.extend_from_slice(&ciphertext);
@@ -298,7 +310,9 @@ impl Cipher {
 
 impl fmt::Debug for Cipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cipher").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Cipher")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -337,4 +351,105 @@ pub enum OpenError {
 
 fn key_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(ErrorKind::Key, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher() -> Cipher {
+        Cipher::new(&EncryptionKey::generate())
+    }
+
+    #[test]
+    fn sealed_values_open_for_their_owner_and_field_only() {
+        let cipher = cipher();
+        let sealed = cipher.seal("acct1", "credential:password", b"hunter2");
+        assert_eq!(
+            cipher
+                .open("acct1", "credential:password", &sealed)
+                .expect("opens")
+                .as_slice(),
+            b"hunter2"
+        );
+        assert_eq!(
+            cipher.open("acct2", "credential:password", &sealed),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(
+            cipher.open("acct1", "credential:username", &sealed),
+            Err(OpenError::Forged)
+        );
+        assert!(!sealed.as_bytes().windows(7).any(|window| window == b"hunter2"));
+    }
+
+    #[test]
+    fn the_same_value_seals_differently_each_time() {
+        let cipher = cipher();
+        assert_ne!(cipher.seal("a", "f", b"x"), cipher.seal("a", "f", b"x"));
+    }
+
+    #[test]
+    fn damaged_envelopes_are_told_apart() {
+        let cipher = cipher();
+        let sealed = cipher.seal("a", "f", b"value");
+        let mut flipped = sealed.as_bytes().to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(
+            cipher.open("a", "f", &SealedSecret::from_bytes(flipped)),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(
+            cipher.open("a", "f", &SealedSecret::from_bytes(vec![1; 10])),
+            Err(OpenError::Truncated)
+        );
+        let mut version = sealed.as_bytes().to_vec();
+        version[0] = 9;
+        assert_eq!(
+            cipher.open("a", "f", &SealedSecret::from_bytes(version)),
+            Err(OpenError::UnknownVersion(9))
+        );
+        let other = Cipher::new(&EncryptionKey::generate());
+        assert!(matches!(other.open("a", "f", &sealed), Err(OpenError::OtherKey { .. })));
+    }
+
+    #[test]
+    fn keys_parse_from_base64_and_hex() {
+        let key = EncryptionKey::generate();
+        let from_base64 = EncryptionKey::parse(&key.to_base64()).expect("base64");
+        assert_eq!(from_base64.id(), key.id());
+        let hex: String = key.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(EncryptionKey::parse(&hex).expect("hex").id(), key.id());
+        let short = EncryptionKey::parse("c2hvcnQ=").expect_err("too short");
+        assert!(short.to_string().contains("32 bytes, found 5"), "{short}");
+        assert!(EncryptionKey::parse("not a key!").is_err());
+    }
+
+    #[test]
+    fn debug_shows_the_key_id_only() {
+        let key = EncryptionKey::generate();
+        let debug = format!("{key:?} {:?}", Cipher::new(&key));
+        assert!(debug.contains(&key.id().to_string()));
+        assert!(!debug.contains(key.to_base64().as_str()));
+        let hex: String = key.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!debug.contains(&hex));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_key_file_is_created_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested").join(KEY_FILE_NAME);
+        let created = EncryptionKey::load_or_create(&path).expect("created");
+        let mode = fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(EncryptionKey::load_or_create(&path).expect("reused").id(), created.id());
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = EncryptionKey::load_or_create(&path).expect_err("readable by others");
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+        assert!(!error.to_string().contains(created.to_base64().as_str()));
+    }
 }

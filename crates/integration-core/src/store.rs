@@ -117,7 +117,11 @@ impl AccountStore {
         let mut next = account.clone();
         next.updated_at = OffsetDateTime::now_utc();
         next.revision = account.revision + 1;
-        match self.storage.compare_and_swap_account(account.revision, &self.seal(&next)).await? {
+        match self
+            .storage
+            .compare_and_swap_account(account.revision, &self.seal(&next))
+            .await?
+        {
             Swap::Swapped(stored) => self.open(stored).map(Update::Updated),
             Swap::Conflict(stored) => self.open(stored).map(Update::Conflict),
         }
@@ -146,7 +150,10 @@ impl AccountStore {
                 .iter()
                 .map(|(name, value)| {
                     let field = format!("{prefix}{name}");
-                    (name.to_owned(), self.cipher.seal(owner, &field, value.expose_secret().as_bytes()))
+                    (
+                        name.to_owned(),
+                        self.cipher.seal(owner, &field, value.expose_secret().as_bytes()),
+                    )
                 })
                 .collect()
         };

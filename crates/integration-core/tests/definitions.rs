@@ -59,9 +59,17 @@ fn broken_definitions_get_one_precise_error_each() {
     for file in files_in(&root.join("tests/definitions/broken")) {
         let errors = Definitions::load([&file]).expect_err("a broken definition must not load");
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        assert_eq!(errors.errors().len(), 1, "{name} must get exactly one error, got:\n{errors}");
+        assert_eq!(
+            errors.errors().len(),
+            1,
+            "{name} must get exactly one error, got:\n{errors}"
+        );
         let error = &errors.errors()[0];
-        assert_eq!(error.file.as_deref(), Some(file.as_path()), "the error must name the file");
+        assert_eq!(
+            error.file.as_deref(),
+            Some(file.as_path()),
+            "the error must name the file"
+        );
         writeln!(report, "{name}\n  {}: {}", error.path, error.message).expect("write to string");
     }
     insta::assert_snapshot!(report);
@@ -115,13 +123,19 @@ fn duplicate_keys_are_found_across_files() {
     let dir = tempfile::tempdir().expect("temp dir");
     let one = "[[integration]]\nkey = \"acme\"\nname = \"A\"\nauth = { type = \"basic\" }\n";
     std::fs::write(dir.path().join("a.toml"), one).expect("write");
-    std::fs::write(dir.path().join("b.json"), r#"{"integration": [{"key": "acme", "name": "B", "auth": {"type": "basic"}}]}"#)
-        .expect("write");
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"integration": [{"key": "acme", "name": "B", "auth": {"type": "basic"}}]}"#,
+    )
+    .expect("write");
     std::fs::write(dir.path().join("README.md"), "not a definition").expect("write");
     let errors = Definitions::load([dir.path()]).expect_err("duplicate");
     assert_eq!(errors.errors().len(), 1, "{errors}");
     let message = errors.to_string();
-    assert!(message.contains("b.json: integration[0].key: duplicate key `acme`, first defined at"), "{message}");
+    assert!(
+        message.contains("b.json: integration[0].key: duplicate key `acme`, first defined at"),
+        "{message}"
+    );
     assert!(message.contains("a.toml: integration[0]"), "{message}");
 }
 

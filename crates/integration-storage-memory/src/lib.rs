@@ -38,7 +38,9 @@ impl Storage for MemoryStorage {
     async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
         let mut state = self.state();
         if state.accounts.contains_key(&account.id) {
-            return Err(Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id));
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id)
+            );
         }
         state.accounts.insert(account.id.clone(), account.clone());
         Ok(())
@@ -74,7 +76,10 @@ impl Storage for MemoryStorage {
     async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()> {
         let mut state = self.state();
         if state.pending.contains_key(&pending.state) {
-            return Err(Error::new(ErrorKind::AlreadyExists, "pending authorization exists already"));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                "pending authorization exists already",
+            ));
         }
         state.pending.insert(pending.state.clone(), pending.clone());
         Ok(())

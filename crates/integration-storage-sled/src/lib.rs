@@ -76,8 +76,11 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
 
 fn decode_account(key: &[u8], bytes: &[u8]) -> Result<StoredAccount> {
     serde_json::from_slice(bytes).map_err(|error: JsonError| {
-        Error::new(ErrorKind::Unreadable, format!("cannot parse the stored record: {error}"))
-            .with_context("account", String::from_utf8_lossy(key))
+        Error::new(
+            ErrorKind::Unreadable,
+            format!("cannot parse the stored record: {error}"),
+        )
+        .with_context("account", String::from_utf8_lossy(key))
     })
 }
 
@@ -100,7 +103,9 @@ impl Storage for SledStorage {
             .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))
             .map_err(|error| storage_error("cannot insert the account", error))?;
         if outcome.is_err() {
-            return Err(Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id));
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id)
+            );
         }
         self.flush().await
     }
@@ -174,7 +179,10 @@ impl Storage for SledStorage {
             .compare_and_swap(pending.state.as_bytes(), None as Option<&[u8]>, Some(bytes))
             .map_err(|error| storage_error("cannot insert the pending authorization", error))?;
         if outcome.is_err() {
-            return Err(Error::new(ErrorKind::AlreadyExists, "pending authorization exists already"));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                "pending authorization exists already",
+            ));
         }
         self.flush().await
     }

@@ -36,9 +36,12 @@ fn new_account(id: &str) -> NewAccount {
     NewAccount {
         id: AccountId::new(id).expect("valid id"),
         parameters: Secrets::new(),
-        credentials: [("username", secret(id)), ("password", secret(&format!("password-of-{id}")))]
-            .into_iter()
-            .collect(),
+        credentials: [
+            ("username", secret(id)),
+            ("password", secret(&format!("password-of-{id}"))),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
@@ -71,7 +74,9 @@ fn write_until_killed(dir: &str, key: &str) {
                     .await
                     .expect("update");
             }
-            writeln!(stdout, "ack {id}").and_then(|()| stdout.flush()).expect("stdout");
+            writeln!(stdout, "ack {id}")
+                .and_then(|()| stdout.flush())
+                .expect("stdout");
         }
     });
 }
@@ -84,7 +89,12 @@ fn acknowledged_writes_survive_a_kill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = EncryptionKey::generate();
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "acknowledged_writes_survive_a_kill", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_a_kill",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir.path())
         .env(CHILD_KEY_ENV, key.to_base64().as_str())
         .stdout(Stdio::piped())
@@ -107,7 +117,11 @@ fn acknowledged_writes_survive_a_kill() {
     // SIGKILL: no destructor, no flush on the way out.
     child.kill().expect("kill child");
     child.wait().expect("reap child");
-    assert_eq!(acknowledged.len(), ACKS_BEFORE_KILL, "the child wrote too slowly or died");
+    assert_eq!(
+        acknowledged.len(),
+        ACKS_BEFORE_KILL,
+        "the child wrote too slowly or died"
+    );
 
     let store = AccountStore::new(
         Arc::new(SledStorage::open(dir.path()).expect("reopen sled after the kill")),
@@ -120,12 +134,25 @@ fn acknowledged_writes_survive_a_kill() {
                 .get(&AccountId::new(id.as_str()).expect("valid id"))
                 .await
                 .unwrap_or_else(|error| panic!("acknowledged account {id} lost or unreadable: {error}"));
-            let password = account.credentials().get("password").expect("password").expose_secret().to_owned();
-            let expected = if n % 2 == 1 { format!("rotated-{id}") } else { format!("password-of-{id}") };
+            let password = account
+                .credentials()
+                .get("password")
+                .expect("password")
+                .expose_secret()
+                .to_owned();
+            let expected = if n % 2 == 1 {
+                format!("rotated-{id}")
+            } else {
+                format!("password-of-{id}")
+            };
             assert_eq!(password, expected, "account {id} has the wrong password after the kill");
         }
         let list = store.list().await.expect("list after the kill");
-        assert!(list.unreadable.is_empty(), "unreadable records after the kill: {:?}", list.unreadable);
+        assert!(
+            list.unreadable.is_empty(),
+            "unreadable records after the kill: {:?}",
+            list.unreadable
+        );
     });
 }
 
@@ -136,7 +163,10 @@ fn an_unreadable_record_spoils_only_itself() {
     let definitions = definitions();
     let integration = definitions.get("acme").expect("acme");
     runtime().block_on(async {
-        let store = AccountStore::new(Arc::new(SledStorage::open(dir.path()).expect("open")), Cipher::new(&key));
+        let store = AccountStore::new(
+            Arc::new(SledStorage::open(dir.path()).expect("open")),
+            Cipher::new(&key),
+        );
         for id in ["garbled", "healthy", "tampered"] {
             store.create(integration, new_account(id)).await.expect("create");
         }
@@ -154,11 +184,15 @@ fn an_unreadable_record_spoils_only_itself() {
         let healthy: serde_json::Value =
             serde_json::from_slice(&tree.get("healthy").expect("read").expect("present")).expect("json");
         json["credentials"]["password"] = healthy["credentials"]["password"].clone();
-        tree.insert("tampered", serde_json::to_vec(&json).expect("json")).expect("write");
+        tree.insert("tampered", serde_json::to_vec(&json).expect("json"))
+            .expect("write");
         db.flush().expect("flush");
     }
 
-    let store = AccountStore::new(Arc::new(SledStorage::open(dir.path()).expect("reopen")), Cipher::new(&key));
+    let store = AccountStore::new(
+        Arc::new(SledStorage::open(dir.path()).expect("reopen")),
+        Cipher::new(&key),
+    );
     runtime().block_on(async {
         let list = store.list().await.expect("list");
         let readable: Vec<&str> = list.accounts.iter().map(|account| account.id().as_str()).collect();
@@ -170,15 +204,28 @@ fn an_unreadable_record_spoils_only_itself() {
         assert!(messages[0].contains("account `garbled`"), "{}", messages[0]);
         assert!(messages[0].contains("cannot parse"), "{}", messages[0]);
         assert!(messages[1].contains("account `tampered`"), "{}", messages[1]);
-        assert!(messages[1].contains("cannot decrypt credential `password`"), "{}", messages[1]);
+        assert!(
+            messages[1].contains("cannot decrypt credential `password`"),
+            "{}",
+            messages[1]
+        );
         for error in &list.unreadable {
             assert_eq!(error.kind(), ErrorKind::Unreadable);
-            assert!(!format!("{error:?}").contains("password-of"), "an error must never show a secret");
+            assert!(
+                !format!("{error:?}").contains("password-of"),
+                "an error must never show a secret"
+            );
         }
 
         // A different key is told apart from tampering.
         let other = AccountStore::new(Arc::clone(store.storage()), Cipher::new(&EncryptionKey::generate()));
-        let error = other.get(&AccountId::new("healthy").expect("id")).await.expect_err("wrong key");
-        assert!(error.to_string().contains("sealed with another encryption key"), "{error}");
+        let error = other
+            .get(&AccountId::new("healthy").expect("id"))
+            .await
+            .expect_err("wrong key");
+        assert!(
+            error.to_string().contains("sealed with another encryption key"),
+            "{error}"
+        );
     });
 }

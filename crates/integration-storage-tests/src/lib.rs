@@ -111,7 +111,10 @@ fn account_id(id: &str) -> AccountId {
 
 /// Behavior: `account` of an id never inserted returns `Ok(None)`.
 pub async fn missing_account_is_none(storage: Arc<impl Storage + ?Sized>) {
-    let found = storage.account(&account_id("nobody")).await.expect("account() must not fail");
+    let found = storage
+        .account(&account_id("nobody"))
+        .await
+        .expect("account() must not fail");
     assert!(found.is_none(), "a missing account must read as None");
 }
 
@@ -120,26 +123,43 @@ pub async fn inserted_account_reads_back_equal(storage: Arc<impl Storage + ?Size
     let account = sample_account("acct1");
     storage.insert_account(&account).await.expect("insert must succeed");
     let read = storage.account(&account.id).await.expect("account() must not fail");
-    assert_eq!(read.as_ref(), Some(&account), "the record must read back as it was inserted");
+    assert_eq!(
+        read.as_ref(),
+        Some(&account),
+        "the record must read back as it was inserted"
+    );
 }
 
 /// Behavior: inserting an existing id fails with `AlreadyExists` and keeps
 /// the stored record.
 pub async fn duplicate_insert_is_refused_and_keeps_the_original(storage: Arc<impl Storage + ?Sized>) {
     let original = sample_account("acct1");
-    storage.insert_account(&original).await.expect("first insert must succeed");
+    storage
+        .insert_account(&original)
+        .await
+        .expect("first insert must succeed");
     let mut other = sample_account("acct1");
     other.integration = "other".to_owned();
-    let error = storage.insert_account(&other).await.expect_err("second insert must fail");
+    let error = storage
+        .insert_account(&other)
+        .await
+        .expect_err("second insert must fail");
     assert_eq!(error.kind(), ErrorKind::AlreadyExists, "duplicate insert: {error}");
     let read = storage.account(&original.id).await.expect("account() must not fail");
-    assert_eq!(read.as_ref(), Some(&original), "a refused insert must not change the record");
+    assert_eq!(
+        read.as_ref(),
+        Some(&original),
+        "a refused insert must not change the record"
+    );
 }
 
 /// Behavior: `accounts` returns every account sorted by id.
 pub async fn accounts_are_listed_sorted_by_id(storage: Arc<impl Storage + ?Sized>) {
     for id in ["charlie", "alpha", "bravo", "alpha-2"] {
-        storage.insert_account(&sample_account(id)).await.expect("insert must succeed");
+        storage
+            .insert_account(&sample_account(id))
+            .await
+            .expect("insert must succeed");
     }
     let ids: Vec<String> = storage
         .accounts()
@@ -160,11 +180,22 @@ pub async fn swap_at_expected_revision_replaces_and_bumps_it(storage: Arc<impl S
     next.credentials
         .insert("access_token".to_owned(), SealedSecret::from_bytes(vec![42; 8]));
     next.status = AccountStatus::NeedsReauth;
-    let outcome = storage.compare_and_swap_account(1, &next).await.expect("swap must not fail");
+    let outcome = storage
+        .compare_and_swap_account(1, &next)
+        .await
+        .expect("swap must not fail");
     let expected = StoredAccount { revision: 2, ..next };
-    assert_eq!(outcome, Swap::Swapped(expected.clone()), "swap at the stored revision must succeed");
+    assert_eq!(
+        outcome,
+        Swap::Swapped(expected.clone()),
+        "swap at the stored revision must succeed"
+    );
     let read = storage.account(&account.id).await.expect("account() must not fail");
-    assert_eq!(read, Some(expected), "the swapped record must be stored with revision 2");
+    assert_eq!(
+        read,
+        Some(expected),
+        "the swapped record must be stored with revision 2"
+    );
 }
 
 /// Behavior: a swap at another revision changes nothing and returns the
@@ -174,8 +205,15 @@ pub async fn swap_at_stale_revision_conflicts_and_changes_nothing(storage: Arc<i
     storage.insert_account(&account).await.expect("insert must succeed");
     let mut next = account.clone();
     next.status = AccountStatus::NeedsReauth;
-    let outcome = storage.compare_and_swap_account(7, &next).await.expect("swap must not fail");
-    assert_eq!(outcome, Swap::Conflict(account.clone()), "a stale swap must report the stored record");
+    let outcome = storage
+        .compare_and_swap_account(7, &next)
+        .await
+        .expect("swap must not fail");
+    assert_eq!(
+        outcome,
+        Swap::Conflict(account.clone()),
+        "a stale swap must report the stored record"
+    );
     let read = storage.account(&account.id).await.expect("account() must not fail");
     assert_eq!(read, Some(account), "a stale swap must change nothing");
 }
@@ -187,7 +225,10 @@ pub async fn swap_of_missing_account_is_not_found(storage: Arc<impl Storage + ?S
         .await
         .expect_err("swapping a missing account must fail");
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
-    let read = storage.account(&account_id("ghost")).await.expect("account() must not fail");
+    let read = storage
+        .account(&account_id("ghost"))
+        .await
+        .expect("account() must not fail");
     assert!(read.is_none(), "a failed swap must not create the account");
 }
 
@@ -221,17 +262,23 @@ async fn swap_race<S: Storage + ?Sized>(storage: Arc<S>) {
             Swap::Conflict(_) => None,
         })
         .collect();
-    assert_eq!(winners.len(), 1, "exactly one of {CONTENDERS} concurrent swaps must win");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of {CONTENDERS} concurrent swaps must win"
+    );
     let stored = storage.account(&account.id).await.expect("account() must not fail");
-    assert_eq!(stored.as_ref(), Some(winners[0]), "the winner's record must be the stored one");
+    assert_eq!(
+        stored.as_ref(),
+        Some(winners[0]),
+        "the winner's record must be the stored one"
+    );
     assert_eq!(stored.map(|s| s.revision), Some(2));
 }
 
 /// Runs futures concurrently on the runtime and collects their outputs in
 /// order.
-async fn futures_join_all<T: Send + 'static>(
-    futures: Vec<impl Future<Output = T> + Send + 'static>,
-) -> Vec<T> {
+async fn futures_join_all<T: Send + 'static>(futures: Vec<impl Future<Output = T> + Send + 'static>) -> Vec<T> {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
     let mut outputs = Vec::with_capacity(handles.len());
     for handle in handles {
@@ -244,12 +291,31 @@ async fn futures_join_all<T: Send + 'static>(
 pub async fn delete_reports_whether_the_account_existed(storage: Arc<impl Storage + ?Sized>) {
     let account = sample_account("acct1");
     storage.insert_account(&account).await.expect("insert must succeed");
-    storage.insert_account(&sample_account("acct2")).await.expect("insert must succeed");
-    assert!(storage.delete_account(&account.id).await.expect("delete must not fail"), "existing → true");
-    assert!(!storage.delete_account(&account.id).await.expect("delete must not fail"), "missing → false");
-    assert!(storage.account(&account.id).await.expect("account() must not fail").is_none());
+    storage
+        .insert_account(&sample_account("acct2"))
+        .await
+        .expect("insert must succeed");
     assert!(
-        storage.account(&account_id("acct2")).await.expect("account() must not fail").is_some(),
+        storage.delete_account(&account.id).await.expect("delete must not fail"),
+        "existing → true"
+    );
+    assert!(
+        !storage.delete_account(&account.id).await.expect("delete must not fail"),
+        "missing → false"
+    );
+    assert!(
+        storage
+            .account(&account.id)
+            .await
+            .expect("account() must not fail")
+            .is_none()
+    );
+    assert!(
+        storage
+            .account(&account_id("acct2"))
+            .await
+            .expect("account() must not fail")
+            .is_some(),
         "deleting one account must keep the others"
     );
 }
@@ -261,12 +327,28 @@ fn in_ten_minutes() -> OffsetDateTime {
 /// Behavior: a pending authorization is taken once, then gone.
 pub async fn pending_authorization_is_taken_once(storage: Arc<impl Storage + ?Sized>) {
     let pending = sample_pending("state-1", in_ten_minutes());
-    storage.insert_pending_authorization(&pending).await.expect("insert must succeed");
-    let first = storage.take_pending_authorization("state-1").await.expect("take must not fail");
-    assert_eq!(first, Some(pending), "the first take must return the stored authorization");
-    let second = storage.take_pending_authorization("state-1").await.expect("take must not fail");
+    storage
+        .insert_pending_authorization(&pending)
+        .await
+        .expect("insert must succeed");
+    let first = storage
+        .take_pending_authorization("state-1")
+        .await
+        .expect("take must not fail");
+    assert_eq!(
+        first,
+        Some(pending),
+        "the first take must return the stored authorization"
+    );
+    let second = storage
+        .take_pending_authorization("state-1")
+        .await
+        .expect("take must not fail");
     assert!(second.is_none(), "a state must be single use");
-    let unknown = storage.take_pending_authorization("never-stored").await.expect("take must not fail");
+    let unknown = storage
+        .take_pending_authorization("never-stored")
+        .await
+        .expect("take must not fail");
     assert!(unknown.is_none());
 }
 
@@ -302,7 +384,10 @@ async fn take_race<S: Storage + ?Sized>(storage: Arc<S>) {
 /// Behavior: inserting a state that is pending fails with `AlreadyExists`.
 pub async fn duplicate_pending_state_is_refused(storage: Arc<impl Storage + ?Sized>) {
     let pending = sample_pending("state-1", in_ten_minutes());
-    storage.insert_pending_authorization(&pending).await.expect("insert must succeed");
+    storage
+        .insert_pending_authorization(&pending)
+        .await
+        .expect("insert must succeed");
     let mut other = pending.clone();
     other.account = account_id("intruder");
     let error = storage
@@ -310,7 +395,10 @@ pub async fn duplicate_pending_state_is_refused(storage: Arc<impl Storage + ?Siz
         .await
         .expect_err("a duplicate state must be refused");
     assert_eq!(error.kind(), ErrorKind::AlreadyExists, "{error}");
-    let taken = storage.take_pending_authorization("state-1").await.expect("take must not fail");
+    let taken = storage
+        .take_pending_authorization("state-1")
+        .await
+        .expect("take must not fail");
     assert_eq!(taken, Some(pending), "a refused insert must keep the original");
 }
 
@@ -334,8 +422,21 @@ pub async fn expired_pending_authorizations_are_deleted_and_others_kept(storage:
         .await
         .expect("delete must not fail");
     assert_eq!(deleted, 2, "the expired and the one expiring at `now` must go");
-    assert!(storage.take_pending_authorization("expired").await.expect("take").is_none());
-    assert!(storage.take_pending_authorization("live").await.expect("take").is_some(), "live must stay");
+    assert!(
+        storage
+            .take_pending_authorization("expired")
+            .await
+            .expect("take")
+            .is_none()
+    );
+    assert!(
+        storage
+            .take_pending_authorization("live")
+            .await
+            .expect("take")
+            .is_some(),
+        "live must stay"
+    );
 }
 
 /// Behavior: sealed secrets come back byte for byte, whatever the bytes.
@@ -348,7 +449,9 @@ pub async fn sealed_secrets_round_trip_byte_for_byte(storage: Arc<impl Storage +
         ("empty".to_owned(), SealedSecret::from_bytes(Vec::new())),
         ("large".to_owned(), SealedSecret::from_bytes(large)),
     ]);
-    account.parameters.insert("ünïcödé".to_owned(), "値 ✓ \"quoted\"\n".to_owned());
+    account
+        .parameters
+        .insert("ünïcödé".to_owned(), "値 ✓ \"quoted\"\n".to_owned());
     storage.insert_account(&account).await.expect("insert must succeed");
     let read = storage.account(&account.id).await.expect("account() must not fail");
     assert_eq!(read, Some(account), "bytes and text must round-trip exactly");

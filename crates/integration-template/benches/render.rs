@@ -1,5 +1,6 @@
 //! Rendering a URL template with three parameters, beside the same string
 //! built by `format!`.
+#![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
 use std::hint::black_box;
 
@@ -7,8 +8,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use integration_template::UrlTemplate;
 
 fn render_url(c: &mut Criterion) {
-    let template =
-        UrlTemplate::parse("https://{subdomain}.acme.example/api/{version}/contacts?owner={owner}").expect("valid template");
+    let template = UrlTemplate::parse("https://{subdomain}.acme.example/api/{version}/contacts?owner={owner}")
+        .expect("valid template");
     let values = [("subdomain", "eu1"), ("version", "v2"), ("owner", "jane.doe")];
     let expected = "https://eu1.acme.example/api/v2/contacts?owner=jane.doe";
     assert_eq!(template.render(&values).expect("renders"), expected);

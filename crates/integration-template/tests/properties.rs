@@ -96,7 +96,10 @@ proptest! {
 /// Decodes `{"user": "..."}` with the escapes `push_json` produces, to keep
 /// this crate free of a JSON dependency.
 fn serde_json_lite(text: &str) -> Result<std::collections::BTreeMap<String, String>, ()> {
-    let inner = text.strip_prefix(r#"{"user": ""#).and_then(|t| t.strip_suffix(r#""}"#)).ok_or(())?;
+    let inner = text
+        .strip_prefix(r#"{"user": ""#)
+        .and_then(|t| t.strip_suffix(r#""}"#))
+        .ok_or(())?;
     let mut out = String::new();
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {

@@ -19,7 +19,11 @@ pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> 
     let definitions = context::definitions(global)?;
     let Some(integration) = definitions.get(&args.integration) else {
         let keys: Vec<&str> = definitions.iter().map(|integration| integration.key.as_str()).collect();
-        bail!("unknown integration `{}`; defined: {}", args.integration, keys.join(", "));
+        bail!(
+            "unknown integration `{}`; defined: {}",
+            args.integration,
+            keys.join(", ")
+        );
     };
     let id = AccountId::new(args.id.as_str())?;
     let mut stdin = Stdin::new(args.param_stdins.len() + args.credential_stdins.len());
@@ -78,9 +82,25 @@ pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode
         serde_json::to_writer_pretty(&mut stdout, &accounts)?;
         writeln!(stdout)?;
     } else if !list.accounts.is_empty() {
-        let width = list.accounts.iter().map(|a| a.id().as_str().len()).max().unwrap_or(0).max(2);
-        let integration_width = list.accounts.iter().map(|a| a.integration().len()).max().unwrap_or(0).max(11);
-        writeln!(stdout, "{:<width$}  {:<integration_width$}  {:<12}  UPDATED", "ID", "INTEGRATION", "STATUS")?;
+        let width = list
+            .accounts
+            .iter()
+            .map(|a| a.id().as_str().len())
+            .max()
+            .unwrap_or(0)
+            .max(2);
+        let integration_width = list
+            .accounts
+            .iter()
+            .map(|a| a.integration().len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        writeln!(
+            stdout,
+            "{:<width$}  {:<integration_width$}  {:<12}  UPDATED",
+            "ID", "INTEGRATION", "STATUS"
+        )?;
         for account in &list.accounts {
             writeln!(
                 stdout,
@@ -99,7 +119,11 @@ pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode
     for error in &list.unreadable {
         writeln!(stderr, "error: {error}")?;
     }
-    Ok(if list.unreadable.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if list.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode> {
@@ -124,15 +148,28 @@ pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode
         .parameters()
         .iter()
         .map(|(name, value)| (name.as_str(), value.clone()))
-        .chain(account.secret_parameters().names().map(|name| (name, format!("{MASK} (secret)"))))
+        .chain(
+            account
+                .secret_parameters()
+                .names()
+                .map(|name| (name, format!("{MASK} (secret)"))),
+        )
         .collect();
     parameters.sort();
-    writeln!(stdout, "parameters:{}", if parameters.is_empty() { "   none" } else { "" })?;
+    writeln!(
+        stdout,
+        "parameters:{}",
+        if parameters.is_empty() { "   none" } else { "" }
+    )?;
     for (name, value) in parameters {
         writeln!(stdout, "  {name} = {value}")?;
     }
     let credentials = account.credentials();
-    writeln!(stdout, "credentials:{}", if credentials.is_empty() { "  none" } else { "" })?;
+    writeln!(
+        stdout,
+        "credentials:{}",
+        if credentials.is_empty() { "  none" } else { "" }
+    )?;
     for name in credentials.names() {
         writeln!(stdout, "  {name} = {MASK}")?;
     }
@@ -177,5 +214,6 @@ fn masked_json(account: &ConnectedAccount) -> Value {
 }
 
 fn timestamp(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_else(|_| time.unix_timestamp().to_string())
+    time.format(&Rfc3339)
+        .unwrap_or_else(|_| time.unix_timestamp().to_string())
 }

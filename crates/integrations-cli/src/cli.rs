@@ -48,7 +48,7 @@ pub(crate) struct ValidateArgs {
 pub(crate) enum AccountsCommand {
     /// Create a connected account.
     #[command(after_long_help = ADD_HELP)]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List connected accounts.
     List(ListArgs),
     /// Show one account; secrets are masked.

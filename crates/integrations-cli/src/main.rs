@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate(args) => validate::run(&cli.global, args),
             Command::Schema => validate::schema(),
-            Command::Accounts(AccountsCommand::Add(args)) => accounts::add(&cli.global, args).await,
+            Command::Accounts(AccountsCommand::Add(args)) => accounts::add(&cli.global, *args).await,
             Command::Accounts(AccountsCommand::List(args)) => accounts::list(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Show(args)) => accounts::show(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Remove(args)) => accounts::remove(&cli.global, args).await,

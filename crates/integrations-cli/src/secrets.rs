@@ -40,7 +40,10 @@ impl Stdin {
         }
         if self.lines.is_none() {
             let mut text = String::new();
-            stdin.lock().read_to_string(&mut text).context("cannot read standard input")?;
+            stdin
+                .lock()
+                .read_to_string(&mut text)
+                .context("cannot read standard input")?;
             let values: Vec<String> = if self.wanted == 1 {
                 // One value takes all of stdin (a private key, say), less the
                 // final line break.
@@ -84,8 +87,8 @@ pub(crate) fn collect(sources: &Sources<'_>, stdin: &mut Stdin) -> Result<Secret
     }
     for pair in sources.file {
         let (name, path) = split(kind, pair, "NAME=PATH")?;
-        let value = std::fs::read_to_string(Path::new(path))
-            .with_context(|| format!("{kind} `{name}`: cannot read {path}"))?;
+        let value =
+            std::fs::read_to_string(Path::new(path)).with_context(|| format!("{kind} `{name}`: cannot read {path}"))?;
         put(&mut values, name, SecretString::from(value))?;
     }
     for name in sources.stdin {

@@ -10,7 +10,11 @@ use integrations::definition::json_schema;
 use crate::cli::{GlobalArgs, ValidateArgs};
 
 pub(crate) fn run(global: &GlobalArgs, args: ValidateArgs) -> Result<ExitCode> {
-    let files = if args.files.is_empty() { &global.definitions } else { &args.files };
+    let files = if args.files.is_empty() {
+        &global.definitions
+    } else {
+        &args.files
+    };
     if files.is_empty() {
         bail!("nothing to validate: name files or directories, or pass --definitions");
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::validate::{self, DefinitionError, DefinitionErrors};
 use super::Integration;
+use super::validate::{self, DefinitionError, DefinitionErrors};
 
 /// The syntax of a definition file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,7 +79,11 @@ impl Definitions {
             };
             match fs::read_to_string(&path) {
                 Ok(text) => sources.push((Some(path), format, text)),
-                Err(error) => errors.push(DefinitionError::in_file(&path, "", format!("cannot read file: {error}"))),
+                Err(error) => errors.push(DefinitionError::in_file(
+                    &path,
+                    "",
+                    format!("cannot read file: {error}"),
+                )),
             }
         }
         Self::from_sources(sources, errors)
@@ -156,14 +160,23 @@ fn collect_files(path: &Path, explicit: bool, files: &mut Vec<PathBuf>, errors: 
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,
         Err(error) => {
-            errors.push(DefinitionError::in_file(path, "", format!("cannot read directory: {error}")));
+            errors.push(DefinitionError::in_file(
+                path,
+                "",
+                format!("cannot read directory: {error}"),
+            ));
             return;
         }
     };
     let mut children: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|child| !child.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with('.')))
+        .filter(|child| {
+            !child
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with('.'))
+        })
         .collect();
     children.sort();
     for child in children {

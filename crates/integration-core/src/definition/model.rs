@@ -71,6 +71,10 @@ fn is_false(value: &bool) -> bool {
 /// The auth method, chosen by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "definitions are few, loaded once and shared by Arc; plain variants keep matching simple"
+)]
 pub enum Auth {
     /// OAuth 2.0.
     #[serde(rename = "oauth2")]

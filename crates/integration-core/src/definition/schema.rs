@@ -22,5 +22,7 @@ pub(crate) struct DefinitionFile {
 /// The JSON Schema (draft 2020-12) of a definition file, for editors and
 /// other tools.
 pub fn json_schema() -> Schema {
-    SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<DefinitionFile>()
+    SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<DefinitionFile>()
 }

@@ -173,11 +173,21 @@ impl Checker<'_> {
         }
         for (name, field) in object {
             let field_path = join(path, name);
-            match (properties.and_then(|properties| properties.get(name)), schema.get("additionalProperties")) {
+            match (
+                properties.and_then(|properties| properties.get(name)),
+                schema.get("additionalProperties"),
+            ) {
                 (Some(field_schema), _) => self.check(field, field_schema, &field_path),
                 (None, Some(Value::Bool(false))) => {
-                    let known: Vec<&str> = properties.into_iter().flat_map(|p| p.keys()).map(String::as_str).collect();
-                    self.error(&field_path, format!("unknown field `{name}`; expected one of: {}", known.join(", ")));
+                    let known: Vec<&str> = properties
+                        .into_iter()
+                        .flat_map(|p| p.keys())
+                        .map(String::as_str)
+                        .collect();
+                    self.error(
+                        &field_path,
+                        format!("unknown field `{name}`; expected one of: {}", known.join(", ")),
+                    );
                 }
                 (None, Some(additional)) => self.check(field, additional, &field_path),
                 (None, None) => {}
@@ -194,7 +204,11 @@ impl Checker<'_> {
                 Some(text) if constants.contains(&text) => {}
                 _ => self.error(
                     path,
-                    format!("expected one of {}, found {}", quote_all(&constants), describe_value(value)),
+                    format!(
+                        "expected one of {}, found {}",
+                        quote_all(&constants),
+                        describe_value(value)
+                    ),
                 ),
             }
             return;
@@ -207,12 +221,19 @@ impl Checker<'_> {
             return self.error(path, format!("expected a table, found {}", describe_value(value)));
         };
         match object.get("type") {
-            None => self.error(path, format!("missing required field `type` (one of {})", quote_all(&tags))),
+            None => self.error(
+                path,
+                format!("missing required field `type` (one of {})", quote_all(&tags)),
+            ),
             Some(tag) => match variants.iter().find(|variant| tag_of(variant) == tag.as_str()) {
                 Some(variant) => self.check(value, variant, path),
                 None => self.error(
                     &join(path, "type"),
-                    format!("unknown auth type {}; expected one of {}", describe_value(tag), quote_all(&tags)),
+                    format!(
+                        "unknown auth type {}; expected one of {}",
+                        describe_value(tag),
+                        quote_all(&tags)
+                    ),
                 ),
             },
         }
@@ -240,12 +261,18 @@ impl Checker<'_> {
             }
         }
         let expected: Vec<String> = variants.iter().map(|variant| describe_type(resolve(variant))).collect();
-        self.error(path, format!("expected {}, found {}", expected.join(" or "), describe_value(value)));
+        self.error(
+            path,
+            format!("expected {}, found {}", expected.join(" or "), describe_value(value)),
+        );
     }
 
     fn check_template(&mut self, text: &str, kind: &str, path: &str) {
         let (kind, parsed) = match kind {
-            "url" => (TemplateKind::Url, UrlTemplate::parse(text).map(|url| url.template().clone())),
+            "url" => (
+                TemplateKind::Url,
+                UrlTemplate::parse(text).map(|url| url.template().clone()),
+            ),
             "token" => (TemplateKind::Token, Template::parse(text)),
             _ => (TemplateKind::Text, Template::parse(text)),
         };
@@ -283,7 +310,13 @@ pub(crate) fn validate_documents(
             templates: Vec::new(),
         };
         let Some(object) = document.as_object() else {
-            checker.error("", format!("expected a table with `integration`, found {}", describe_value(document)));
+            checker.error(
+                "",
+                format!(
+                    "expected a table with `integration`, found {}",
+                    describe_value(document)
+                ),
+            );
             errors.append(&mut checker.errors);
             continue;
         };
@@ -297,14 +330,23 @@ pub(crate) fn validate_documents(
         };
         // Check the top level without descending: each integration is
         // checked on its own below, so its errors stay together.
-        for name in object.keys().filter(|name| !matches!(name.as_str(), "integration" | "integrations")) {
-            checker.error(name, format!("unknown field `{name}`; expected `integration` or `integrations`"));
+        for name in object
+            .keys()
+            .filter(|name| !matches!(name.as_str(), "integration" | "integrations"))
+        {
+            checker.error(
+                name,
+                format!("unknown field `{name}`; expected `integration` or `integrations`"),
+            );
         }
         let items: &[Value] = match object.get(list_field) {
             None => &[],
             Some(Value::Array(items)) => items,
             Some(other) => {
-                checker.error(list_field, format!("expected a list of tables, found {}", describe_value(other)));
+                checker.error(
+                    list_field,
+                    format!("expected a list of tables, found {}", describe_value(other)),
+                );
                 &[]
             }
         };
@@ -379,7 +421,10 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
         if !is_valid_parameter_name(&parameter.name) {
             checker.error(
                 &parameter_path,
-                format!("parameter name `{}` must be ASCII letters, digits and `_`", parameter.name),
+                format!(
+                    "parameter name `{}` must be ASCII letters, digits and `_`",
+                    parameter.name
+                ),
             );
         } else if parameter.name == TOKEN_PARAMETER {
             checker.error(&parameter_path, "`token` is reserved for the token value template");
@@ -397,13 +442,13 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                     "missing required field `authorization_endpoint` (the authorization_code grant needs it)",
                 );
             }
-            if let super::SecretSource::Env { env } = &oauth2.client_secret {
-                if !is_env_name(env) {
-                    checker.error(
-                        &format!("{path}.auth.client_secret.env"),
-                        format!("`{env}` is not an environment variable name"),
-                    );
-                }
+            if let super::SecretSource::Env { env } = &oauth2.client_secret
+                && !is_env_name(env)
+            {
+                checker.error(
+                    &format!("{path}.auth.client_secret.env"),
+                    format!("`{env}` is not an environment variable name"),
+                );
             }
         }
         Auth::Sftp(sftp) => {
@@ -439,9 +484,10 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
         let name_path = format!("{path}.request_parameters[{i}].name");
         check_parameter_name(checker, parameter.parameter_type, &parameter.name, &name_path);
         let normalized = normalize(parameter.parameter_type, &parameter.name);
-        if let Some(token) = integration.auth.token() {
-            if token.parameter_type == parameter.parameter_type
-                && normalize(token.parameter_type, &token.parameter_name) == normalized
+        if let Some(token) = integration.auth.token()
+            && token.parameter_type == parameter.parameter_type
+            && normalize(token.parameter_type, &token.parameter_name) == normalized
+        {
             {
                 checker.error(
                     &name_path,
@@ -455,7 +501,10 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
         if let Some(first) = names.insert((parameter.parameter_type, normalized), i) {
             checker.error(
                 &name_path,
-                format!("duplicate request parameter `{}`, first at request_parameters[{first}]", parameter.name),
+                format!(
+                    "duplicate request parameter `{}`, first at request_parameters[{first}]",
+                    parameter.name
+                ),
             );
         }
     }
@@ -507,7 +556,10 @@ fn check_parameter_name(checker: &mut Checker<'_>, parameter_type: ParameterType
 
 /// RFC 9110 token characters.
 fn is_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -581,7 +633,12 @@ fn describe_type(schema: &Value) -> String {
     match schema.get("type") {
         Some(Value::String(name)) => describe(name),
         Some(Value::Array(names)) => {
-            let names: Vec<String> = names.iter().filter_map(Value::as_str).filter(|n| *n != "null").map(describe).collect();
+            let names: Vec<String> = names
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|n| *n != "null")
+                .map(describe)
+                .collect();
             names.join(" or ")
         }
         _ => "a value".to_owned(),
@@ -600,9 +657,17 @@ fn describe_value(value: &Value) -> String {
 }
 
 fn quote_all(names: &[&str]) -> String {
-    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
 }

@@ -1,0 +1,316 @@
+//! The `integrations` binary, run as a user would.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn integrations(data_dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_integrations"));
+    command
+        .args(args)
+        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+        .env_remove("INTEGRATIONS_DEFINITIONS")
+        .env("INTEGRATIONS_DATA_DIR", data_dir)
+        .envs(envs.iter().copied())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("run integrations");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().expect("wait");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn run(data_dir: &Path, args: &[&str]) -> Run {
+    integrations(data_dir, args, &[], None)
+}
+
+#[test]
+fn validate_reports_ok_or_every_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let ok = run(dir.path(), &["validate", examples.to_str().expect("utf-8 path")]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.starts_with("ok: 6 integrations"), "{}", ok.stdout);
+
+    let broken = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/definitions/broken");
+    let failed = run(
+        dir.path(),
+        &[
+            "validate",
+            broken.join("unknown-auth-type.toml").to_str().expect("utf-8"),
+            broken.join("missing-name.json").to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed
+            .stderr
+            .contains("integration[0].auth.type: unknown auth type \"oauth1\""),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("integrations[0]: missing required field `name`"),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.stderr.ends_with("2 problems found\n"), "{}", failed.stderr);
+}
+
+#[test]
+fn accounts_round_trip_through_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = examples();
+    let definitions = definitions.to_str().expect("utf-8 path");
+
+    let added = integrations(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "add",
+            "legacyerp",
+            "--id",
+            "erp1",
+            "--param",
+            "host=erp.example.com",
+            "--param",
+            "company=ACME",
+            "--credential-env",
+            "username=ERP_USER",
+            "--credential-stdin",
+            "password",
+        ],
+        &[("ERP_USER", "api-user-s3cret")],
+        Some("pass-s3cret\n"),
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert_eq!(
+        added.stdout,
+        "added account erp1 (integration legacyerp, status connected)\n"
+    );
+
+    let weather = run(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "add",
+            "weather",
+            "--id",
+            "w1",
+            "--credential",
+            "token=tok-s3cret",
+        ],
+    );
+    assert_eq!(weather.code, 0, "{}", weather.stderr);
+
+    let list = run(dir.path(), &["accounts", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", list.stdout);
+    assert!(lines[0].starts_with("ID    INTEGRATION  STATUS"), "{}", list.stdout);
+    assert!(lines[1].starts_with("erp1  legacyerp    connected"), "{}", list.stdout);
+    assert!(lines[2].starts_with("w1    weather      connected"), "{}", list.stdout);
+
+    let show = run(dir.path(), &["accounts", "show", "erp1"]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(show.stdout.contains("host = erp.example.com"), "{}", show.stdout);
+    assert!(show.stdout.contains("password = ********"), "{}", show.stdout);
+    let json = run(dir.path(), &["accounts", "show", "erp1", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(value["credentials"]["username"], "********");
+    assert_eq!(value["parameters"]["company"], "ACME");
+
+    for output in [&added, &weather, &list, &show, &json] {
+        assert!(
+            !output.stdout.contains("s3cret") && !output.stderr.contains("s3cret"),
+            "a secret leaked"
+        );
+    }
+    // Nothing in the data directory holds a secret in plain text.
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).expect("read");
+        assert!(
+            !bytes.windows(6).any(|w| w == b"s3cret"),
+            "{} holds a plaintext secret",
+            entry.display()
+        );
+    }
+
+    let removed = run(dir.path(), &["accounts", "remove", "erp1"]);
+    assert_eq!((removed.code, removed.stdout.as_str()), (0, "removed account erp1\n"));
+    let again = run(dir.path(), &["accounts", "remove", "erp1"]);
+    assert_eq!(again.code, 1);
+    assert_eq!(again.stderr, "error: no such account `erp1`\n");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_failure_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = examples();
+    let definitions = definitions.to_str().expect("utf-8 path");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--definitions", definitions, "accounts", "add", "nosuch", "--id", "a"],
+            "error: unknown integration `nosuch`; defined: acmecrm, dropzone, ledger, legacyerp, partnerapi, weather\n",
+        ),
+        (
+            &[
+                "--definitions",
+                definitions,
+                "accounts",
+                "add",
+                "weather",
+                "--id",
+                "bad id",
+            ],
+            "error: invalid account id \"bad id\": use 1 to 128 ASCII letters, digits, `-`, `_` and `.`, not starting with `.`\n",
+        ),
+        (
+            &[
+                "--definitions",
+                definitions,
+                "accounts",
+                "add",
+                "weather",
+                "--id",
+                "w",
+                "--credential",
+                "s3cret",
+            ],
+            "error: a credential must be given as NAME=VALUE\n",
+        ),
+        (
+            &["--definitions", definitions, "accounts", "add", "weather", "--id", "w"],
+            "error: cannot add the account\n  caused by: missing credential `token` (the API token) (account `w`, integration `weather`)\n",
+        ),
+        (
+            &["accounts", "add", "weather", "--id", "w"],
+            "error: no definitions given: pass --definitions PATH or set INTEGRATIONS_DEFINITIONS\n",
+        ),
+        (
+            &["accounts", "show", "ghost"],
+            "error: no such account (account `ghost`)\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let outcome = run(dir.path(), args);
+        assert_eq!(outcome.code, 1, "{args:?}");
+        assert_eq!(&outcome.stderr, expected, "{args:?}");
+    }
+}
+
+#[test]
+fn a_key_from_the_environment_is_used_and_a_wrong_one_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = examples();
+    let definitions = definitions.to_str().expect("utf-8 path");
+    let key = (
+        "INTEGRATIONS_ENCRYPTION_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    let added = integrations(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "add",
+            "weather",
+            "--id",
+            "w1",
+            "--credential",
+            "token=t",
+        ],
+        &[key],
+        None,
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(
+        !dir.path().join("encryption.key").exists(),
+        "no key file when the key comes from the environment"
+    );
+
+    // Without the variable a new key file is made, which cannot open the record.
+    let list = run(dir.path(), &["accounts", "list"]);
+    assert_eq!(list.code, 1);
+    assert!(
+        list.stderr
+            .contains("error: cannot decrypt credential `token`: sealed with another encryption key"),
+        "{}",
+        list.stderr
+    );
+    assert!(list.stderr.contains("(account `w1`)"), "{}", list.stderr);
+
+    let malformed = integrations(
+        dir.path(),
+        &["accounts", "list"],
+        &[("INTEGRATIONS_ENCRYPTION_KEY", "short")],
+        None,
+    );
+    assert_eq!(malformed.code, 1);
+    assert!(
+        malformed
+            .stderr
+            .starts_with("error: cannot get the encryption key\n  caused by: INTEGRATIONS_ENCRYPTION_KEY:"),
+        "{}",
+        malformed.stderr
+    );
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let help = run(dir.path(), &["--help"]);
+    for command in ["validate", "schema", "accounts"] {
+        assert!(help.stdout.contains(command), "{}", help.stdout);
+    }
+    let add = run(dir.path(), &["accounts", "add", "--help"]);
+    for flag in [
+        "--param",
+        "--credential",
+        "--credential-env",
+        "--credential-stdin",
+        "--credential-file",
+    ] {
+        assert!(add.stdout.contains(flag), "{}", add.stdout);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
