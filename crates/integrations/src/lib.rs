@@ -4,7 +4,7 @@
 pub use integration_core::*;
 
 /// Storage backends, one feature each. The trait itself is
-/// [`Storage`](crate::Storage).
+/// [`Storage`].
 pub mod storage {
     pub use integration_core::storage::*;
 
