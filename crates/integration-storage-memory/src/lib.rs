@@ -9,12 +9,12 @@ use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 
 /// Accounts and pending authorizations in memory, gone when the process
 /// ends. For tests, and for services that keep accounts elsewhere.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStorage {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     accounts: BTreeMap<AccountId, StoredAccount>,
     pending: BTreeMap<String, PendingAuthorization>,
@@ -30,6 +30,17 @@ impl MemoryStorage {
         // A panic while holding the lock cannot leave a map half-written:
         // every change below is a single insert or remove.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryStorage {
+    /// Counts only: records are not shown, sealed or not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("MemoryStorage")
+            .field("accounts", &state.accounts.len())
+            .field("pending_authorizations", &state.pending.len())
+            .finish()
     }
 }
 
