@@ -514,6 +514,11 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
         }
         Auth::ApiToken(_) | Auth::Basic(_) => {}
     }
+    for (i, pattern) in integration.allowed_hosts.iter().enumerate() {
+        let host = pattern.source().strip_prefix("*.").unwrap_or(pattern.source());
+        let template = UrlTemplate::parse(&format!("https://{host}/")).ok();
+        url(&format!("allowed_hosts[{i}]"), template.as_ref());
+    }
     let mut text = |field: String, template: &Template, escape: Escape| {
         if let Err(error) = template.render(escape, values) {
             failures.push((error, field));

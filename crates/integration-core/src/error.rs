@@ -20,6 +20,19 @@ pub enum ErrorKind {
     Key,
     /// The storage backend failed.
     Storage,
+    /// A request was refused before anything was sent: a host the
+    /// integration does not name, plain http to a remote host, a header that
+    /// would replace the credential.
+    Refused,
+    /// A call took longer than its time limit.
+    Timeout,
+    /// The connection failed or broke.
+    Transport,
+    /// A provider refused a token request or answered one off the format.
+    Provider,
+    /// Configuration the process needs is missing, e.g. an environment
+    /// variable a definition names.
+    Config,
 }
 
 impl ErrorKind {
@@ -31,6 +44,11 @@ impl ErrorKind {
             Self::Unreadable => "unreadable record",
             Self::Key => "encryption key",
             Self::Storage => "storage",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Transport => "transport",
+            Self::Provider => "provider",
+            Self::Config => "configuration",
         }
     }
 }

@@ -3,8 +3,45 @@
 
 pub use integration_core::*;
 
-/// Storage backends, one feature each. The trait itself is
-/// [`Storage`].
+#[cfg(feature = "http")]
+mod hub;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use hub::Integrations;
+
+/// Authenticated HTTP requests through accounts.
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http {
+    pub use integration_http::*;
+}
+
+/// The auth methods, one feature each.
+pub mod auth {
+    /// API Token.
+    #[cfg(feature = "auth-api-token")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth-api-token")))]
+    pub mod api_token {
+        pub use integration_auth_api_token::*;
+    }
+
+    /// HTTP Basic Auth.
+    #[cfg(feature = "auth-basic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth-basic")))]
+    pub mod basic {
+        pub use integration_auth_basic::*;
+    }
+
+    /// Custom Token.
+    #[cfg(feature = "auth-custom-token")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth-custom-token")))]
+    pub mod custom_token {
+        pub use integration_auth_custom_token::*;
+    }
+}
+
+/// Storage backends, one feature each. The trait itself is [`Storage`].
 pub mod storage {
     pub use integration_core::storage::*;
 

@@ -32,6 +32,69 @@ pub struct Integration {
     /// Sent with every HTTP request made through an account.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_parameters: Vec<RequestParameter>,
+    /// More hosts that requests through an account may go to, beside those
+    /// of `base_url` and the endpoints: host name templates, or `*.domain`
+    /// for any subdomain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<TemplateField>,
+    /// The time limit of each HTTP call, in seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 3600.0))]
+    pub timeout_seconds: Option<f64>,
+    /// How failed HTTP requests are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// How failed HTTP requests are retried: 429 and 503 after their
+/// `Retry-After`, other 5xx and connection errors with exponential backoff
+/// and jitter, for idempotent methods only, within a total time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 turns retries off.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: u32,
+    /// The first backoff, in seconds; it doubles on each retry.
+    #[serde(default = "default_initial_backoff")]
+    #[schemars(range(min = 0.0, max = 60.0))]
+    pub initial_backoff_seconds: f64,
+    /// The longest single backoff, in seconds.
+    #[serde(default = "default_max_backoff")]
+    #[schemars(range(min = 0.0, max = 600.0))]
+    pub max_backoff_seconds: f64,
+    /// No retry starts after this many seconds from the first attempt.
+    #[serde(default = "default_max_total")]
+    #[schemars(range(min = 0.0, max = 3600.0))]
+    pub max_total_seconds: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff_seconds: default_initial_backoff(),
+            max_backoff_seconds: default_max_backoff(),
+            max_total_seconds: default_max_total(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn default_initial_backoff() -> f64 {
+    0.2
+}
+
+fn default_max_backoff() -> f64 {
+    5.0
+}
+
+fn default_max_total() -> f64 {
+    30.0
 }
 
 impl Integration {
@@ -164,11 +227,57 @@ pub struct CustomToken {
     pub access_token_endpoint: UrlTemplateField,
     /// Access Token Verb.
     pub access_token_verb: Verb,
+    /// How a POST sends the access token parameters: `form` (default) or
+    /// `json`. A GET sends them in the query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_body: Option<BodyFormat>,
     /// Access Token Parameters: sent with the token request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub access_token_parameters: BTreeMap<String, TemplateField>,
+    /// Where the token and its lifetime are read from the response.
+    #[serde(default)]
+    pub token_response: TokenResponse,
     /// Auth Token: how the token goes on each request.
     pub token: TokenInjection,
+}
+
+/// The body format of a POST token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// `application/x-www-form-urlencoded`.
+    #[default]
+    Form,
+    /// `application/json`, an object of strings.
+    Json,
+}
+
+/// Where a token endpoint's response keeps the token and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenResponse {
+    /// JSON pointer to the token, e.g. `/data/token` (a bare name is a
+    /// top-level field). Default: `/access_token`, then `/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Read the token from this response header instead of the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_header: Option<String>,
+    /// JSON pointer to the lifetime in seconds, a number or a string.
+    /// Default: `/expires_in`, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// JSON pointer to the absolute expiry: RFC 3339 text or Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// A fixed lifetime in seconds, for responses that give none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub lifetime_seconds: Option<u64>,
+    /// Get a new token this many seconds before the old one expires
+    /// (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_margin_seconds: Option<u64>,
 }
 
 /// SFTP configuration. The account's credentials are `username`, a

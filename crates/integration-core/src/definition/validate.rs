@@ -451,13 +451,34 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                 );
             }
         }
+        Auth::CustomToken(custom) => {
+            let auth_path = join(path, "auth");
+            if custom.access_token_verb == super::Verb::Get && custom.access_token_body.is_some() {
+                checker.error(
+                    &join(&auth_path, "access_token_body"),
+                    "a GET token request sends its parameters in the query; access_token_body applies to POST only",
+                );
+            }
+            check_token_response(checker, &custom.token_response, &join(&auth_path, "token_response"));
+        }
         Auth::Sftp(sftp) => {
             let host = sftp.host.as_ref().map(|host| host.source()).unwrap_or_default();
-            if host.contains(|c: char| matches!(c, '/' | ':' | '@' | '?' | '#') || c.is_whitespace()) {
+            if !is_host_template(host) {
                 checker.error(
                     &format!("{path}.auth.host"),
                     "host must be a host name alone, without scheme, port, path or user",
                 );
+            }
+            for (field, set) in [
+                ("allowed_hosts", !integration.allowed_hosts.is_empty()),
+                ("retry", integration.retry.is_some()),
+            ] {
+                if set {
+                    checker.error(
+                        &join(path, field),
+                        format!("SFTP makes no HTTP requests, so {field} does not apply to it"),
+                    );
+                }
             }
             if !integration.request_parameters.is_empty() {
                 checker.error(
@@ -472,7 +493,16 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                 );
             }
         }
-        Auth::ApiToken(_) | Auth::Basic(_) | Auth::CustomToken(_) => {}
+        Auth::ApiToken(_) | Auth::Basic(_) => {}
+    }
+    for (i, host) in integration.allowed_hosts.iter().enumerate() {
+        let pattern = host.source().strip_prefix("*.").unwrap_or(host.source());
+        if pattern.is_empty() || !is_host_template(pattern) || pattern.contains('*') {
+            checker.error(
+                &format!("{path}.allowed_hosts[{i}]"),
+                format!("`{}` is not a host name or `*.domain` pattern", host.source()),
+            );
+        }
     }
 
     if let Some(token) = integration.auth.token() {
@@ -507,6 +537,43 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                 ),
             );
         }
+    }
+}
+
+/// Whether a template's literal text can only form a host name.
+fn is_host_template(source: &str) -> bool {
+    !source.contains(|c: char| matches!(c, '/' | ':' | '@' | '?' | '#') || c.is_whitespace())
+}
+
+fn check_token_response(checker: &mut Checker<'_>, response: &super::TokenResponse, path: &str) {
+    if response.token.is_some() && response.token_header.is_some() {
+        checker.error(path, "set `token` or `token_header`, not both");
+    }
+    if response.expires_in.is_some() && response.expires_at.is_some() {
+        checker.error(path, "set `expires_in` or `expires_at`, not both");
+    }
+    for (field, pointer) in [
+        ("token", &response.token),
+        ("expires_in", &response.expires_in),
+        ("expires_at", &response.expires_at),
+    ] {
+        if pointer
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || p.contains(char::is_whitespace))
+        {
+            checker.error(
+                &join(path, field),
+                "expected a JSON pointer such as `/data/token`, or a field name",
+            );
+        }
+    }
+    if let Some(header) = &response.token_header
+        && !is_header_name(header)
+    {
+        checker.error(
+            &join(path, "token_header"),
+            format!("`{header}` is not a valid header name"),
+        );
     }
 }
 

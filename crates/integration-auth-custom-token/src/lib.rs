@@ -1,0 +1,306 @@
+#![doc = include_str!("../README.md")]
+
+mod response;
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use integration_core::definition::{Auth, BodyFormat, CustomToken, Integration, Verb};
+use integration_core::secrecy::{ExposeSecret, SecretString};
+use integration_core::template::Escape;
+use integration_core::time::OffsetDateTime;
+use integration_core::time::format_description::well_known::Rfc3339;
+use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
+use integration_http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use integration_http::{Authenticator, Credential, HttpClient};
+use url::Url;
+
+pub use crate::response::ObtainedToken;
+
+/// The credential names a custom token is kept under in storage.
+pub const ACCESS_TOKEN: &str = "access_token";
+/// When the stored token expires, RFC 3339; absent when it does not.
+pub const ACCESS_TOKEN_EXPIRES_AT: &str = "access_token_expires_at";
+
+const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Custom Token auth for one account: calls the access token endpoint,
+/// keeps the token in memory and in storage, and gets a new one ahead of
+/// expiry or once after a 401, one call at a time however many requests
+/// wait.
+pub struct CustomTokenAuthenticator {
+    account: AccountId,
+    integration: String,
+    store: AccountStore,
+    http: HttpClient,
+    endpoint: Url,
+    config: CustomToken,
+    parameters: Vec<(String, SecretString)>,
+    margin: Duration,
+    timeout: Duration,
+    current: RwLock<Option<Cached>>,
+    renewal: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    credential: Arc<Credential>,
+    /// When to get a new one; `None` when the token does not expire.
+    renew_at: Option<OffsetDateTime>,
+}
+
+impl CustomTokenAuthenticator {
+    /// The authenticator for `account` of a `custom_token` integration. A
+    /// token kept in storage by an earlier run is used until it expires.
+    pub fn new(
+        account: &ConnectedAccount,
+        integration: &Integration,
+        store: AccountStore,
+        http: HttpClient,
+    ) -> Result<Self> {
+        let error = |message: String| {
+            Error::new(ErrorKind::InvalidInput, message)
+                .with_context("account", account.id())
+                .with_context("integration", &integration.key)
+        };
+        let Auth::CustomToken(config) = &integration.auth else {
+            return Err(error("not a custom_token integration".to_owned()));
+        };
+        let values = account.parameter_values();
+        let endpoint = config
+            .access_token_endpoint
+            .render(&values)
+            .map_err(|e| error(format!("{e} (in auth.access_token_endpoint)")))?;
+        let endpoint = Url::parse(&endpoint).map_err(|e| error(format!("auth.access_token_endpoint: {e}")))?;
+        let parameters = config
+            .access_token_parameters
+            .iter()
+            .map(|(name, template)| {
+                template
+                    .render(Escape::Plain, &values)
+                    .map(|value| (name.clone(), SecretString::from(value)))
+                    .map_err(|e| error(format!("{e} (in auth.access_token_parameters.{name})")))
+            })
+            .collect::<Result<_>>()?;
+        let margin = config
+            .token_response
+            .refresh_margin_seconds
+            .map_or(DEFAULT_MARGIN, Duration::from_secs);
+        let timeout = integration
+            .timeout_seconds
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .unwrap_or(TOKEN_TIMEOUT);
+        let stored = stored_token(account, margin);
+        Ok(Self {
+            account: account.id().clone(),
+            integration: integration.key.clone(),
+            store,
+            http,
+            endpoint,
+            config: config.clone(),
+            parameters,
+            margin,
+            timeout,
+            current: RwLock::new(stored),
+            renewal: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn fresh(&self) -> Option<Arc<Credential>> {
+        let current = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cached = current.as_ref()?;
+        match cached.renew_at {
+            Some(renew_at) if OffsetDateTime::now_utc() >= renew_at => None,
+            _ => Some(Arc::clone(&cached.credential)),
+        }
+    }
+
+    fn set_current(&self, cached: Option<Cached>) {
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = cached;
+    }
+
+    fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error::new(kind, message.into())
+            .with_context("account", &self.account)
+            .with_context("integration", &self.integration)
+    }
+
+    /// Calls the access token endpoint.
+    pub async fn obtain(&self) -> Result<ObtainedToken> {
+        let client = self.http.reqwest();
+        let parameters = self
+            .parameters
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose_secret()));
+        let request = match (
+            self.config.access_token_verb,
+            self.config.access_token_body.unwrap_or_default(),
+        ) {
+            (Verb::Get, _) => {
+                let mut url = self.endpoint.clone();
+                if self.parameters.is_empty() {
+                    client.get(url)
+                } else {
+                    url.query_pairs_mut().extend_pairs(parameters);
+                    client.get(url)
+                }
+            }
+            (Verb::Post, BodyFormat::Form) => {
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(parameters)
+                    .finish();
+                client
+                    .post(self.endpoint.clone())
+                    .header(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    )
+                    .body(body)
+            }
+            (Verb::Post, BodyFormat::Json) => {
+                let object: serde_json::Map<String, serde_json::Value> = parameters
+                    .map(|(name, value)| (name.to_owned(), serde_json::Value::String(value.to_owned())))
+                    .collect();
+                client
+                    .post(self.endpoint.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(serde_json::Value::Object(object).to_string())
+            }
+        };
+        let host = self.endpoint.host_str().unwrap_or_default().to_owned();
+        let response = request
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Transport
+                };
+                self.error(kind, format!("the token request to {host} failed"))
+                    .with_source(e.without_url())
+                    .temporary()
+            })?;
+        response::read(response, &self.config.token_response)
+            .await
+            .map_err(|(kind, message)| self.error(kind, message))
+    }
+
+    /// Stores `token` with the account, so that other processes and later
+    /// runs reuse it. A write lost to a concurrent change is tried again on
+    /// the newer record.
+    async fn persist(&self, token: &ObtainedToken) -> Result<()> {
+        let mut account = self.store.get(&self.account).await?;
+        for _ in 0..5 {
+            let mut credentials = account.credentials().clone();
+            credentials.insert(ACCESS_TOKEN, token.token.clone());
+            match token.expires_at.and_then(|at| at.format(&Rfc3339).ok()) {
+                Some(at) => credentials.insert(ACCESS_TOKEN_EXPIRES_AT, SecretString::from(at)),
+                None => drop(credentials.remove(ACCESS_TOKEN_EXPIRES_AT)),
+            }
+            match self
+                .store
+                .update_credentials(
+                    &account,
+                    credentials,
+                    account.status(),
+                    account.status_reason().map(str::to_owned),
+                )
+                .await?
+            {
+                Update::Updated(_) => return Ok(()),
+                Update::Conflict(current) => account = current,
+            }
+        }
+        Err(self.error(
+            ErrorKind::Storage,
+            "the account kept changing while the token was stored",
+        ))
+    }
+}
+
+/// The token a previous run stored, if it is still worth using.
+fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<Cached> {
+    let token = account.credentials().get(ACCESS_TOKEN)?;
+    let expires_at = match account.credentials().get(ACCESS_TOKEN_EXPIRES_AT) {
+        Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
+        None => None,
+    };
+    let renew_at = expires_at.map(|at| at - margin);
+    if renew_at.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
+        return None;
+    }
+    Some(Cached {
+        credential: Arc::new(Credential::token(token.clone())),
+        renew_at,
+    })
+}
+
+/// When to renew a token obtained now: `margin` before it expires, but no
+/// earlier than halfway through its lifetime.
+fn renew_at(expires_at: Option<OffsetDateTime>, margin: Duration) -> Option<OffsetDateTime> {
+    let expires_at = expires_at?;
+    let now = OffsetDateTime::now_utc();
+    let lifetime = (expires_at - now).max(integration_core::time::Duration::ZERO);
+    let margin = integration_core::time::Duration::try_from(margin).unwrap_or(lifetime);
+    Some(expires_at - margin.min(lifetime / 2))
+}
+
+#[async_trait]
+impl Authenticator for CustomTokenAuthenticator {
+    async fn credential(&self) -> Result<Arc<Credential>> {
+        if let Some(credential) = self.fresh() {
+            return Ok(credential);
+        }
+        // One token call at a time: whoever waited here finds the new token.
+        let _renewal = self.renewal.lock().await;
+        if let Some(credential) = self.fresh() {
+            return Ok(credential);
+        }
+        let token = self.obtain().await?;
+        if let Err(error) = self.persist(&token).await {
+            // The token works even if it could not be stored; the next run
+            // gets a new one.
+            tracing::warn!(account = %self.account, %error, "cannot store the new custom token");
+        }
+        let cached = Cached {
+            credential: Arc::new(Credential::token(token.token)),
+            renew_at: renew_at(token.expires_at, self.margin),
+        };
+        let credential = Arc::clone(&cached.credential);
+        self.set_current(Some(cached));
+        tracing::debug!(account = %self.account, "obtained a new custom token");
+        Ok(credential)
+    }
+
+    async fn rejected(&self, credential: &Arc<Credential>) -> Result<bool> {
+        let _renewal = self.renewal.lock().await;
+        let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Drop it only if no one has replaced it already.
+        if current
+            .as_ref()
+            .is_some_and(|cached| Arc::ptr_eq(&cached.credential, credential))
+        {
+            *current = None;
+        }
+        Ok(true)
+    }
+}
+
+impl fmt::Debug for CustomTokenAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomTokenAuthenticator")
+            .field("account", &self.account)
+            .field("integration", &self.integration)
+            .field("endpoint_host", &self.endpoint.host_str())
+            .field(
+                "parameters",
+                &self.parameters.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}

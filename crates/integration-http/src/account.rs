@@ -1,0 +1,356 @@
+//! One account's compiled request settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_core::definition::{Auth, Integration, ParameterType, RetryPolicy};
+use integration_core::template::{Chain, Escape, Template, UrlTemplate};
+use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result, Secrets};
+use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::HttpClient;
+use crate::auth::{Authenticator, Credential, Injected};
+use crate::hosts::{self, HostPolicy};
+use crate::request::RequestBuilder;
+use crate::retry::Retry;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes authenticated requests through one connected account.
+///
+/// Everything that does not change between requests is worked out once
+/// here: the base URL, the request parameters rendered with the account's
+/// values, the hosts credentials may go to. Cloning is cheap.
+#[derive(Clone)]
+pub struct AccountClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) account: AccountId,
+    pub(crate) integration: String,
+    pub(crate) http: HttpClient,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) base_url: Option<Url>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) query: Vec<(String, String)>,
+    token: Option<TokenPlacement>,
+    pub(crate) hosts: HostPolicy,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: Retry,
+}
+
+struct TokenPlacement {
+    parameter_type: ParameterType,
+    name: String,
+    header_name: Option<HeaderName>,
+    value_template: Template,
+    parameters: BTreeMap<String, String>,
+    secret_parameters: Secrets,
+}
+
+impl AccountClient {
+    /// Compiles `integration`'s request settings for `account`, with the
+    /// auth method's `authenticator`.
+    pub fn new(
+        account: &ConnectedAccount,
+        integration: &Integration,
+        http: HttpClient,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Result<Self> {
+        let error = |message: String| {
+            Error::new(ErrorKind::InvalidInput, message)
+                .with_context("account", account.id())
+                .with_context("integration", &integration.key)
+        };
+        if integration.key != account.integration() {
+            return Err(error(format!(
+                "the account belongs to integration `{}`",
+                account.integration()
+            )));
+        }
+        let values = account.parameter_values();
+        let render_url = |field: &str, template: &UrlTemplate| -> Result<Url> {
+            let text = template
+                .render(&values)
+                .map_err(|e| error(format!("{e} (in {field})")))?;
+            Url::parse(&text).map_err(|e| error(format!("{field} does not render to a valid URL: {e}")))
+        };
+
+        let mut hosts = HostPolicy::default();
+        let base_url = match &integration.base_url {
+            Some(template) => {
+                let url = render_url("base_url", template)?;
+                hosts.allow_origin(&url);
+                Some(url)
+            }
+            None => None,
+        };
+        let endpoints: Vec<(&str, &UrlTemplate)> = match &integration.auth {
+            Auth::OAuth2(oauth2) => [
+                ("auth.access_token_endpoint", Some(&*oauth2.access_token_endpoint)),
+                ("auth.authorization_endpoint", oauth2.authorization_endpoint.as_deref()),
+                ("auth.revoke_token_endpoint", oauth2.revoke_token_endpoint.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(field, template)| Some((field, template?)))
+            .collect(),
+            Auth::CustomToken(custom) => vec![("auth.access_token_endpoint", &*custom.access_token_endpoint)],
+            Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => Vec::new(),
+        };
+        for (field, template) in endpoints {
+            hosts.allow_origin(&render_url(field, template)?);
+        }
+        for (i, pattern) in integration.allowed_hosts.iter().enumerate() {
+            let host = pattern
+                .render(Escape::Plain, &values)
+                .map_err(|e| error(format!("{e} (in allowed_hosts[{i}])")))?;
+            hosts.allow_pattern(&host);
+        }
+
+        let mut headers = Vec::new();
+        let mut query = Vec::new();
+        for (i, parameter) in integration.request_parameters.iter().enumerate() {
+            let field = format!("request_parameters[{i}]");
+            match parameter.parameter_type {
+                ParameterType::Header => {
+                    let value = parameter
+                        .value
+                        .render(Escape::Header, &values)
+                        .map_err(|e| error(format!("{e} (in {field}.value)")))?;
+                    let name = HeaderName::from_bytes(parameter.name.as_bytes())
+                        .map_err(|_| error(format!("`{}` is not a valid header name (in {field})", parameter.name)))?;
+                    let value = HeaderValue::from_str(&value)
+                        .map_err(|_| error(format!("{field}.value is not a valid header value")))?;
+                    headers.push((name, value));
+                }
+                ParameterType::UrlParameter => {
+                    let value = parameter
+                        .value
+                        .render(Escape::Plain, &values)
+                        .map_err(|e| error(format!("{e} (in {field}.value)")))?;
+                    query.push((parameter.name.clone(), value));
+                }
+            }
+        }
+
+        let token = match integration.auth.token() {
+            Some(token) => Some(TokenPlacement {
+                parameter_type: token.parameter_type,
+                name: token.parameter_name.clone(),
+                header_name: match token.parameter_type {
+                    ParameterType::Header => {
+                        Some(HeaderName::from_bytes(token.parameter_name.as_bytes()).map_err(|_| {
+                            error(format!(
+                                "`{}` is not a valid header name (in auth.token)",
+                                token.parameter_name
+                            ))
+                        })?)
+                    }
+                    ParameterType::UrlParameter => None,
+                },
+                value_template: token.value_template.template().clone(),
+                parameters: account.parameters().clone(),
+                secret_parameters: account.secret_parameters().clone(),
+            }),
+            None => None,
+        };
+
+        let timeout = integration
+            .timeout_seconds
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let retry = Retry::new(integration.retry.as_ref().unwrap_or(&RetryPolicy::default()));
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                account: account.id().clone(),
+                integration: integration.key.clone(),
+                http,
+                authenticator,
+                base_url,
+                headers,
+                query,
+                token,
+                hosts,
+                timeout,
+                retry,
+            }),
+        })
+    }
+
+    /// Starts a request. `url` is absolute, or relative to the
+    /// integration's `base_url` (appended to its path: with a base of
+    /// `https://x.example/api`, `contacts/1` and `/contacts/1` both go to
+    /// `https://x.example/api/contacts/1`).
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, self.resolve(url))
+    }
+
+    /// The account id.
+    pub fn account(&self) -> &AccountId {
+        &self.inner.account
+    }
+
+    /// The integration's key.
+    pub fn integration(&self) -> &str {
+        &self.inner.integration
+    }
+
+    /// The auth method.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
+        &self.inner.authenticator
+    }
+
+    /// Resolves `url` and checks that credentials may go there.
+    pub fn resolve(&self, url: &str) -> Result<Url> {
+        let inner = &self.inner;
+        let is_absolute = url.split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        });
+        if !is_absolute {
+            return self.join(url);
+        }
+        let parsed = Url::parse(url).map_err(|e| self.invalid_url(e))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if hosts::is_loopback(&parsed) => {}
+            "http" => return Err(self.refused("plain http is refused except to loopback; use https")),
+            other => return Err(self.refused(&format!("scheme `{other}` is not http or https"))),
+        }
+        if !inner.hosts.allows(&parsed) {
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port_or_known_default().unwrap_or_default();
+            return Err(self.refused(&format!(
+                "{host}:{port} is not a host this integration sends credentials to (allowed: {}; add it to allowed_hosts)",
+                inner.hosts.describe()
+            )));
+        }
+        Ok(parsed)
+    }
+
+    /// Appends a relative URL to the base URL's path. Only the path, query
+    /// and fragment change, so the base's scheme and host, checked when
+    /// the account was compiled, stay as they are.
+    fn join(&self, relative: &str) -> Result<Url> {
+        let Some(base) = &self.inner.base_url else {
+            return Err(self.refused("a relative URL needs a base_url in the integration's definition"));
+        };
+        let (rest, fragment) = match relative.split_once('#') {
+            Some((rest, fragment)) => (rest, Some(fragment)),
+            None => (relative, None),
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        let mut url = base.clone();
+        if !path.is_empty() {
+            let base_path = base.path().trim_end_matches('/');
+            let mut joined = String::with_capacity(base_path.len() + path.len() + 1);
+            joined.push_str(base_path);
+            if !path.starts_with('/') {
+                joined.push('/');
+            }
+            joined.push_str(path);
+            url.set_path(&joined);
+        }
+        if query.is_some() || base.query().is_some() {
+            let combined = match (base.query(), query) {
+                (Some(base), Some(query)) => Some(format!("{base}&{query}")),
+                (Some(base), None) => Some(base.to_owned()),
+                (None, query) => query.map(str::to_owned),
+            };
+            url.set_query(combined.as_deref());
+        }
+        url.set_fragment(fragment);
+        Ok(url)
+    }
+
+    fn invalid_url(&self, error: url::ParseError) -> Error {
+        Error::new(ErrorKind::InvalidInput, format!("invalid URL: {error}"))
+            .with_context("account", &self.inner.account)
+    }
+
+    fn refused(&self, message: &str) -> Error {
+        Error::new(ErrorKind::Refused, format!("request refused: {message}"))
+            .with_context("account", &self.inner.account)
+            .with_context("integration", &self.inner.integration)
+    }
+
+    /// Renders `credential` into its header or query parameter, once.
+    pub(crate) fn injected<'c>(&self, credential: &'c Credential) -> Result<Option<&'c Injected>> {
+        if credential.ready_header().is_some() {
+            return Ok(None);
+        }
+        if let Some(injected) = credential.injected.get() {
+            return Ok(Some(injected));
+        }
+        let (Some(placement), Some(token)) = (&self.inner.token, credential.expose_token()) else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the auth method gave a token but the integration has no token settings",
+            )
+            .with_context("account", &self.inner.account));
+        };
+        let values = Chain(
+            [("token", token)],
+            Chain(&placement.parameters, &placement.secret_parameters),
+        );
+        let escape = match placement.parameter_type {
+            ParameterType::Header => Escape::Header,
+            ParameterType::UrlParameter => Escape::Plain,
+        };
+        let rendered = placement.value_template.render(escape, &values).map_err(|e| {
+            Error::new(ErrorKind::Provider, format!("the token cannot be sent: {e}"))
+                .with_context("account", &self.inner.account)
+        })?;
+        let injected = match &placement.header_name {
+            Some(name) => {
+                let mut value = HeaderValue::from_str(&rendered).map_err(|_| {
+                    Error::new(ErrorKind::Provider, "the token is not a valid header value")
+                        .with_context("account", &self.inner.account)
+                })?;
+                value.set_sensitive(true);
+                Injected::Header(name.clone(), value)
+            }
+            None => Injected::Query(placement.name.clone(), SecretString::from(rendered)),
+        };
+        // Another task may have set it meanwhile; both are equal.
+        let _ = credential.injected.set(injected);
+        Ok(credential.injected.get())
+    }
+
+    /// The header name the credential goes in, which a caller may not set.
+    pub(crate) fn credential_header(&self) -> Option<&HeaderName> {
+        self.inner.token.as_ref().and_then(|token| token.header_name.as_ref())
+    }
+
+    /// The query parameter the credential goes in, which a caller may not set.
+    pub(crate) fn credential_query(&self) -> Option<&str> {
+        self.inner
+            .token
+            .as_ref()
+            .filter(|token| token.parameter_type == ParameterType::UrlParameter)
+            .map(|token| token.name.as_str())
+    }
+}
+
+impl fmt::Debug for AccountClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountClient")
+            .field("account", &self.inner.account)
+            .field("integration", &self.inner.integration)
+            .field("allowed_hosts", &self.inner.hosts.describe())
+            .field("authenticator", &self.inner.authenticator)
+            .finish_non_exhaustive()
+    }
+}

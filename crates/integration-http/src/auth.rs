@@ -1,0 +1,96 @@
+//! What auth methods hand to the request path.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use integration_core::Result;
+use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+/// A credential to put on requests: a token that goes where the
+/// integration's auth token settings say, or a ready header (HTTP Basic).
+pub struct Credential {
+    kind: Kind,
+    /// The token rendered into its header or query parameter, made once on
+    /// first use by the account it belongs to.
+    pub(crate) injected: OnceLock<Injected>,
+}
+
+enum Kind {
+    Token(SecretString),
+    Header(HeaderName, HeaderValue),
+}
+
+/// A token rendered into the place it goes.
+pub(crate) enum Injected {
+    Header(HeaderName, HeaderValue),
+    Query(String, SecretString),
+}
+
+impl Credential {
+    /// A token, placed by the integration's `token` settings.
+    pub fn token(token: SecretString) -> Self {
+        Self {
+            kind: Kind::Token(token),
+            injected: OnceLock::new(),
+        }
+    }
+
+    /// A header used as it is (marked sensitive, so it never shows in
+    /// Debug output).
+    pub fn header(name: HeaderName, mut value: HeaderValue) -> Self {
+        value.set_sensitive(true);
+        Self {
+            kind: Kind::Header(name, value),
+            injected: OnceLock::new(),
+        }
+    }
+
+    /// The token, for a credential made with [`Credential::token`].
+    pub fn expose_token(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Token(token) => Some(token.expose_secret()),
+            Kind::Header(..) => None,
+        }
+    }
+
+    pub(crate) fn ready_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
+        match &self.kind {
+            Kind::Header(name, value) => Some((name, value)),
+            Kind::Token(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Token(_) => f.write_str("Credential::Token(..)"),
+            Kind::Header(name, _) => write!(f, "Credential::Header({name}: ..)"),
+        }
+    }
+}
+
+/// The auth method of one account, as the request path sees it.
+///
+/// # Behavior
+///
+/// - `credential` returns what to put on the next request; a method that
+///   obtains tokens returns a cached one while it is valid, and renews it
+///   ahead of expiry, one renewal at a time however many requests wait.
+/// - `rejected` is called once when a request carrying `credential` got
+///   401; it returns whether a retry with a fresh credential can help (and
+///   drops the rejected one if so). A request is retried at most once for
+///   this, so a provider that keeps answering 401 cannot cause a loop.
+#[async_trait]
+pub trait Authenticator: Send + Sync + fmt::Debug {
+    /// The credential for the next request.
+    async fn credential(&self) -> Result<Arc<Credential>>;
+
+    /// The provider refused `credential`; whether a new one is worth a retry.
+    async fn rejected(&self, credential: &Arc<Credential>) -> Result<bool> {
+        let _ = credential;
+        Ok(false)
+    }
+}

@@ -1,0 +1,704 @@
+//! Requests through accounts of each HTTP auth method, checked as they
+//! arrive at a real HTTP server on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use integrations::definition::Format;
+use integrations::http::{Method, StatusCode};
+use integrations::secrecy::SecretString;
+use integrations::storage::memory::MemoryStorage;
+use integrations::time::OffsetDateTime;
+use integrations::time::format_description::well_known::Rfc3339;
+use integrations::{
+    AccountId, AccountStore, Cipher, Definitions, EncryptionKey, ErrorKind, Integrations, NewAccount, Secrets,
+};
+use wiremock::matchers::{body_string, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+fn secrets(pairs: &[(&str, &str)]) -> Secrets {
+    pairs
+        .iter()
+        .map(|(name, value)| (*name, SecretString::from((*value).to_owned())))
+        .collect()
+}
+
+/// Integrations over `definitions` with one account `acct`.
+async fn hub(definitions: &str, parameters: &[(&str, &str)], credentials: &[(&str, &str)]) -> Integrations {
+    let definitions = Definitions::from_str(definitions, Format::Toml).unwrap_or_else(|errors| panic!("{errors}"));
+    let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
+    let key = definitions.iter().next().expect("one integration").key.clone();
+    store
+        .create(
+            definitions.get(&key).expect("integration"),
+            NewAccount {
+                id: acct(),
+                parameters: secrets(parameters),
+                credentials: secrets(credentials),
+            },
+        )
+        .await
+        .expect("create account");
+    Integrations::new(definitions, store).expect("integrations")
+}
+
+fn acct() -> AccountId {
+    AccountId::new("acct").expect("valid id")
+}
+
+async fn only_request(server: &MockServer) -> Request {
+    let mut requests = server.received_requests().await.expect("recording");
+    assert_eq!(requests.len(), 1, "expected exactly one request");
+    requests.remove(0)
+}
+
+fn header_values(request: &Request, name: &str) -> Vec<String> {
+    request
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn api_token_in_a_header_with_request_parameters() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("contacts"))
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{uri}/api/{{version}}"
+        parameters = [{{ name = "version" }}, {{ name = "company" }}]
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
+        request_parameters = [
+          {{ type = "header", name = "Accept", value = "application/json" }},
+          {{ type = "header", name = "X-Company", value = "{{company}}" }},
+          {{ type = "url_parameter", name = "company", value = "{{company}}" }},
+        ]
+        "#,
+        uri = server.uri()
+    );
+    let hub = hub(
+        &definitions,
+        &[("version", "v2"), ("company", "Acme & Co/ü")],
+        &[("token", "tok-123")],
+    )
+    .await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account
+        .request(Method::GET, "contacts")
+        .query([("page", "2")])
+        .header("X-Trace", "t1")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.expect("body"), "contacts");
+
+    let request = only_request(&server).await;
+    assert_eq!(request.url.path(), "/api/v2/contacts");
+    assert_eq!(request.url.query(), Some("company=Acme+%26+Co%2F%C3%BC&page=2"));
+    assert_eq!(header_values(&request, "authorization"), ["Bearer tok-123"]);
+    assert_eq!(header_values(&request, "accept"), ["application/json"]);
+    assert_eq!(header_values(&request, "x-company"), ["Acme & Co/ü"]);
+    assert_eq!(header_values(&request, "x-trace"), ["t1"]);
+
+    let error = account
+        .request(Method::GET, "contacts")
+        .header("authorization", "Bearer mine")
+        .send()
+        .await
+        .expect_err("the credential's header cannot be set");
+    assert_eq!(error.kind(), ErrorKind::Refused);
+    assert_eq!(
+        error.to_string(),
+        "request refused: header `authorization` carries the account's credential and cannot be set (account `acct`, integration `crm`)"
+    );
+}
+
+#[tokio::test]
+async fn api_token_in_a_url_parameter_is_encoded() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/weather"))
+        .and(query_param("appid", "key:a b&c=d"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "weather"
+        name = "Weather"
+        base_url = "{}/v1"
+        auth = {{ type = "api_token", token = {{ parameter_type = "url_parameter", parameter_name = "appid", value_template = "key:{{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("token", "a b&c=d")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "/weather").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let request = only_request(&server).await;
+    assert_eq!(request.url.query(), Some("appid=key%3Aa+b%26c%3Dd"));
+    assert!(request.headers.get("authorization").is_none());
+
+    // The credential's query parameter cannot be set by the caller.
+    let error = account
+        .request(Method::GET, "/weather?appid=mine")
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::Refused);
+}
+
+#[tokio::test]
+async fn basic_auth_is_rfc_7617_in_utf_8() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/erp/orders"))
+        .and(header("authorization", "Basic dXNlcjpww6Rzc3fDtnJk"))
+        .and(body_string("{\"id\":1}"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "erp"
+        name = "ERP"
+        base_url = "{}/erp"
+        auth = {{ type = "basic" }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("username", "user"), ("password", "pässwörd")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account
+        .request(Method::POST, "orders")
+        .header("content-type", "application/json")
+        .body("{\"id\":1}")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    // The credential's header cannot be replaced by the caller.
+    let error = account
+        .request(Method::GET, "orders")
+        .header("Authorization", "Basic other")
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::Refused);
+    assert_eq!(
+        only_request(&server).await.url.path(),
+        "/erp/orders",
+        "the refused request was not sent"
+    );
+}
+
+#[tokio::test]
+async fn values_in_the_base_url_path_are_escaped() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{}/tenants/{{tenant}}"
+        parameters = [{{ name = "tenant" }}]
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[("tenant", "a/b c?d")], &[("token", "k")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    account.request(Method::GET, "items").send().await.expect("sent");
+    let request = only_request(&server).await;
+    assert_eq!(request.url.path(), "/tenants/a%2Fb%20c%3Fd/items");
+    assert_eq!(header_values(&request, "x-key"), ["k"]);
+}
+
+#[tokio::test]
+async fn credentials_go_to_no_other_host() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    for target in [&server, &elsewhere] {
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(target)
+            .await;
+    }
+    let elsewhere_port = elsewhere.address().port();
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{}/api"
+        allowed_hosts = ["localhost"]
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+
+    for url in [
+        format!("{}/steal", elsewhere.uri()),
+        "https://attacker.example/steal".to_owned(),
+        "http://example.com/plain".to_owned(),
+        "ftp://127.0.0.1/x".to_owned(),
+    ] {
+        let error = account.request(Method::GET, &url).send().await.expect_err("refused");
+        assert_eq!(error.kind(), ErrorKind::Refused, "{url}: {error}");
+        assert!(!error.to_string().contains("tok"), "{error}");
+    }
+    let message = account
+        .request(Method::GET, &format!("{}/steal", elsewhere.uri()))
+        .send()
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "request refused: 127.0.0.1:{elsewhere_port} is not a host this integration sends credentials to"
+        )),
+        "{message}"
+    );
+    assert!(
+        elsewhere.received_requests().await.expect("recording").is_empty(),
+        "nothing may reach another host"
+    );
+
+    // allowed_hosts lets `localhost` through, on any port.
+    let allowed = account
+        .request(Method::GET, &format!("http://localhost:{elsewhere_port}/ok"))
+        .send()
+        .await
+        .expect("allowed host");
+    assert_eq!(allowed.status(), StatusCode::OK);
+}
+
+fn custom_token_definition(uri: &str, extra: &str) -> String {
+    format!(
+        r#"
+        [[integration]]
+        key = "partner"
+        name = "Partner"
+        base_url = "{uri}/api"
+        parameters = [{{ name = "username" }}, {{ name = "password", secret = true }}]
+        [integration.auth]
+        type = "custom_token"
+        access_token_endpoint = "{uri}/session"
+        access_token_verb = "POST"
+        access_token_parameters = {{ username = "{{username}}", password = "{{password}}", scope = "all read" }}
+        token = {{ parameter_type = "header", parameter_name = "X-Session", value_template = "{{token}}" }}
+        {extra}
+        "#
+    )
+}
+
+async fn custom_hub(server: &MockServer, extra: &str) -> Integrations {
+    hub(
+        &custom_token_definition(&server.uri(), extra),
+        &[("username", "ann"), ("password", "pw-s3cret&=")],
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn custom_token_is_fetched_once_and_reused() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string("password=pw-s3cret%26%3D&scope=all+read&username=ann"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({ "access_token": "t1", "expires_in": "3600" })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/data"))
+        .and(header("x-session", "t1"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    let account = hub.account(&acct()).await.expect("account");
+    for _ in 0..3 {
+        let response = account.request(Method::GET, "data").send().await.expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The token is kept with the account in storage, sealed.
+    let stored = hub.store().get(&acct()).await.expect("stored");
+    assert!(stored.credentials().contains("access_token"));
+    assert!(stored.credentials().contains("access_token_expires_at"));
+}
+
+#[tokio::test]
+async fn custom_token_by_get_json_pointer_and_header() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/session"))
+        .and(query_param("username", "ann"))
+        .and(query_param("password", "pw-s3cret&="))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({ "data": { "session": "nested", "expiry": "2999-01-01T00:00:00Z" } }),
+            ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("x-session", "nested"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let definition = custom_token_definition(
+        &server.uri(),
+        r#"token_response = { token = "/data/session", expires_at = "/data/expiry" }"#,
+    )
+    .replace(r#"access_token_verb = "POST""#, r#"access_token_verb = "GET""#);
+    let hub = hub(&definition, &[("username", "ann"), ("password", "pw-s3cret&=")], &[]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "x").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let stored = hub.store().get(&acct()).await.expect("stored");
+    let expiry = stored.credentials().get("access_token_expires_at").expect("expiry");
+    assert_eq!(
+        integrations::secrecy::ExposeSecret::expose_secret(expiry),
+        "2999-01-01T00:00:00Z"
+    );
+}
+
+#[tokio::test]
+async fn custom_token_from_a_json_post_and_a_response_header() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .and(header("content-type", "application/json"))
+        .and(wiremock::matchers::body_json(
+            serde_json::json!({ "username": "ann", "password": "pw-s3cret&=", "scope": "all read" }),
+        ))
+        .respond_with(ResponseTemplate::new(200).insert_header("X-Auth-Token", "from-header"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("x-session", "from-header"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let hub = custom_hub(
+        &server,
+        r#"access_token_body = "json"
+        token_response = { token_header = "X-Auth-Token", lifetime_seconds = 600 }"#,
+    )
+    .await;
+    let account = hub.account(&acct()).await.expect("account");
+    assert_eq!(
+        account.request(Method::GET, "x").send().await.expect("sent").status(),
+        StatusCode::OK
+    );
+}
+
+/// Stores an expired token, as a previous run would have left it.
+async fn store_token(hub: &Integrations, token: &str, expires_at: Option<OffsetDateTime>) {
+    let account = hub.store().get(&acct()).await.expect("account");
+    let mut credentials = Secrets::new();
+    credentials.insert("access_token", SecretString::from(token.to_owned()));
+    if let Some(at) = expires_at {
+        credentials.insert(
+            "access_token_expires_at",
+            SecretString::from(at.format(&Rfc3339).expect("time")),
+        );
+    }
+    hub.store()
+        .update_credentials(&account, credentials, account.status(), None)
+        .await
+        .expect("update");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_requests_on_an_expired_token_make_one_token_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "token": "new", "expires_in": 3600 }))
+                .set_delay(Duration::from_millis(100)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("x-session", "new"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(200)
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    store_token(&hub, "old", Some(OffsetDateTime::now_utc() - Duration::from_secs(10))).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let account = account.clone();
+            tokio::spawn(async move { account.request(Method::GET, &format!("item/{i}")).send().await })
+        })
+        .collect();
+    for task in tasks {
+        let response = task.await.expect("task").expect("sent");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_401_gets_one_new_token_and_one_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "access_token": "fresh" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("x-session", "stale"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("x-session", "fresh"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    store_token(&hub, "stale", None).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "data").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_keeps_refusing_causes_no_loop() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "access_token": "also-refused" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    store_token(&hub, "stale", None).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "data").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_request_quotes_status_and_code_only() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            serde_json::json!({ "error": "invalid_client", "error_description": "wrong password pw-s3cret&=" }),
+        ))
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    let account = hub.account(&acct()).await.expect("account");
+    let error = account.request(Method::GET, "data").send().await.expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::Provider);
+    assert_eq!(
+        error.to_string(),
+        "the token endpoint answered 400 Bad Request with error `invalid_client` (account `acct`, integration `partner`)"
+    );
+    assert!(!format!("{error:?}").contains("s3cret"));
+}
+
+fn retrying_definition(uri: &str, policy: &str) -> String {
+    format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{uri}"
+        timeout_seconds = 0.5
+        retry = {{ {policy} }}
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
+        "#
+    )
+}
+
+async fn hits(server: &MockServer) -> usize {
+    server.received_requests().await.expect("recording").len()
+}
+
+#[tokio::test]
+async fn retries_follow_the_policy() {
+    let server = MockServer::start().await;
+    Mock::given(path("/busy"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "0"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(path("/busy"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&server)
+        .await;
+    Mock::given(path("/broken"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let definition = retrying_definition(
+        &server.uri(),
+        "max_attempts = 3, initial_backoff_seconds = 0.01, max_total_seconds = 5",
+    );
+    let hub = hub(&definition, &[], &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+
+    let busy = account.request(Method::GET, "/busy").send().await.expect("sent");
+    assert_eq!(
+        busy.status(),
+        StatusCode::OK,
+        "a GET is retried after 503 and Retry-After"
+    );
+    assert_eq!(hits(&server).await, 3);
+
+    server.reset().await;
+    Mock::given(path("/broken"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let post = account
+        .request(Method::POST, "/broken")
+        .body("x")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(post.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(hits(&server).await, 1, "a POST is not retried after a 500");
+
+    let get = account.request(Method::GET, "/broken").send().await.expect("sent");
+    assert_eq!(get.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(hits(&server).await, 4, "a GET is tried three times in all");
+
+    server.reset().await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/limited"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&server)
+        .await;
+    let limited = account
+        .request(Method::POST, "/limited")
+        .body("x")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        limited.status(),
+        StatusCode::CREATED,
+        "429 was not processed: even a POST is sent again"
+    );
+
+    server.reset().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let error = account
+        .request(Method::POST, "/slow")
+        .body("x")
+        .send()
+        .await
+        .expect_err("timed out");
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+    assert_eq!(
+        hits(&server).await,
+        1,
+        "a POST that may have reached the server is not retried"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_budget_returns_the_response() {
+    let server = MockServer::start().await;
+    Mock::given(path("/busy"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "120"))
+        .mount(&server)
+        .await;
+    let definition = retrying_definition(&server.uri(), "max_total_seconds = 2");
+    let hub = hub(&definition, &[], &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "/busy").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits(&server).await, 1);
+}
+
+#[tokio::test]
+async fn a_streaming_body_is_never_replayed() {
+    let server = MockServer::start().await;
+    Mock::given(path("/upload"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "0"))
+        .mount(&server)
+        .await;
+    let definition = retrying_definition(&server.uri(), "max_attempts = 5, initial_backoff_seconds = 0.01");
+    let hub = hub(&definition, &[], &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account
+        .request(Method::PUT, "/upload")
+        .streaming_body(reqwest::Body::from("streamed"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits(&server).await, 1);
+}
