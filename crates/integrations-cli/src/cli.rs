@@ -35,6 +35,45 @@ pub(crate) enum Command {
     /// Manage connected accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Make an HTTP request through an account, with its credential and
+    /// request parameters applied, and print the response body.
+    #[command(after_long_help = REQUEST_HELP)]
+    Request(RequestArgs),
+}
+
+const REQUEST_HELP: &str = "\
+The URL is absolute, or relative to the integration's base_url. Credentials
+only go to the hosts the integration names; any other host is refused before
+anything is sent.
+
+Exit codes: 0 when a response came back (whatever its status, unless
+--fail), 1 on an error before or while sending, 22 with --fail when the status
+is 400 or more.
+
+Examples:
+  integrations request customer42 GET /forecast -H 'Accept: application/json'
+  integrations request erp1 POST orders -d @order.json -H 'Content-Type: application/json' --fail";
+
+#[derive(Debug, Args)]
+pub(crate) struct RequestArgs {
+    /// The account's id.
+    pub(crate) account: String,
+    /// The HTTP method: GET, POST, PUT, PATCH, DELETE...
+    pub(crate) method: String,
+    /// Absolute, or relative to the integration's base_url.
+    pub(crate) url: String,
+    /// A header, as `Name: value`.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub(crate) headers: Vec<String>,
+    /// The body: text, `@FILE` for a file's content, `@-` for standard input.
+    #[arg(short = 'd', long = "data", value_name = "BODY")]
+    pub(crate) data: Option<String>,
+    /// Print the status line and headers before the body.
+    #[arg(short = 'i', long)]
+    pub(crate) include: bool,
+    /// Exit with code 22 when the status is 400 or more.
+    #[arg(short = 'f', long)]
+    pub(crate) fail: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use integrations::storage::sled::SledStorage;
-use integrations::{AccountStore, Cipher, Definitions, EncryptionKey};
+use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 
 use crate::cli::GlobalArgs;
 
@@ -53,4 +53,11 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     builder
         .create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The definitions and the store together, ready for requests.
+pub(crate) fn integrations(global: &GlobalArgs) -> Result<Integrations> {
+    let definitions = definitions(global)?;
+    let store = store(global)?;
+    Ok(Integrations::new(definitions, store)?)
 }

@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod context;
+mod request;
 mod secrets;
 mod validate;
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
             Command::Accounts(AccountsCommand::List(args)) => accounts::list(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Show(args)) => accounts::show(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Remove(args)) => accounts::remove(&cli.global, args).await,
+            Command::Request(args) => request::run(&cli.global, args).await,
         }
     });
     match outcome {

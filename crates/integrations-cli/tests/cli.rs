@@ -287,7 +287,7 @@ fn a_key_from_the_environment_is_used_and_a_wrong_one_refused() {
 fn help_lists_the_commands() {
     let dir = tempfile::tempdir().expect("temp dir");
     let help = run(dir.path(), &["--help"]);
-    for command in ["validate", "schema", "accounts"] {
+    for command in ["validate", "schema", "accounts", "request"] {
         assert!(help.stdout.contains(command), "{}", help.stdout);
     }
     let add = run(dir.path(), &["accounts", "add", "--help"]);
@@ -313,4 +313,139 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_goes_through_the_account() {
+    use wiremock::matchers::{body_string, header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders"))
+        .and(query_param("key", "tok-s3cret"))
+        .and(header("content-type", "application/json"))
+        .and(body_string("{\"id\":7}"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .insert_header("x-order", "7")
+                .set_body_string("created"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/missing"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("no such thing"))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = dir.path().join("shop.toml");
+    std::fs::write(
+        &definitions,
+        format!(
+            r#"
+            [[integration]]
+            key = "shop"
+            name = "Shop"
+            base_url = "{}/api"
+            auth = {{ type = "api_token", token = {{ parameter_type = "url_parameter", parameter_name = "key", value_template = "{{token}}" }} }}
+            "#,
+            server.uri()
+        ),
+    )
+    .expect("write definition");
+    let body = dir.path().join("order.json");
+    std::fs::write(&body, "{\"id\":7}").expect("write body");
+    let definitions = definitions.to_str().expect("utf-8").to_owned();
+    let body_arg = format!("@{}", body.to_str().expect("utf-8"));
+    let data = dir.path().join("data");
+
+    let outcome = tokio::task::spawn_blocking(move || {
+        let add = run(
+            &data,
+            &[
+                "--definitions",
+                &definitions,
+                "accounts",
+                "add",
+                "shop",
+                "--id",
+                "s1",
+                "--credential",
+                "token=tok-s3cret",
+            ],
+        );
+        assert_eq!(add.code, 0, "{}", add.stderr);
+        let created = run(
+            &data,
+            &[
+                "--definitions",
+                &definitions,
+                "request",
+                "s1",
+                "post",
+                "orders",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body_arg,
+                "--include",
+            ],
+        );
+        let missing = run(
+            &data,
+            &["--definitions", &definitions, "request", "s1", "GET", "/missing"],
+        );
+        let failed = run(
+            &data,
+            &[
+                "--definitions",
+                &definitions,
+                "request",
+                "s1",
+                "GET",
+                "/missing",
+                "--fail",
+            ],
+        );
+        let refused = run(
+            &data,
+            &[
+                "--definitions",
+                &definitions,
+                "request",
+                "s1",
+                "GET",
+                "https://elsewhere.example/x",
+            ],
+        );
+        (created, missing, failed, refused)
+    })
+    .await
+    .expect("cli runs");
+    let (created, missing, failed, refused) = outcome;
+
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(
+        created.stdout.starts_with("HTTP/1.1 201 Created\n"),
+        "{}",
+        created.stdout
+    );
+    assert!(created.stdout.contains("x-order: 7\n"), "{}", created.stdout);
+    assert!(created.stdout.ends_with("\n\ncreated"), "{}", created.stdout);
+
+    assert_eq!((missing.code, missing.stdout.as_str()), (0, "no such thing"));
+    assert_eq!((failed.code, failed.stdout.as_str()), (22, "no such thing"));
+    assert_eq!(failed.stderr, "error: the server answered 404 Not Found\n");
+
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .starts_with("error: request refused: elsewhere.example:443 is not a host"),
+        "{}",
+        refused.stderr
+    );
+    for output in [&created, &missing, &failed, &refused] {
+        assert!(!output.stderr.contains("s3cret"), "a secret leaked: {}", output.stderr);
+    }
 }
