@@ -42,3 +42,18 @@ impl Authenticator for ApiTokenAuthenticator {
 
     // A refused API token cannot be renewed: the 401 goes back to the caller.
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let authenticator = ApiTokenAuthenticator {
+            credential: Arc::new(Credential::token(integration_core::secrecy::SecretString::from(
+                "tok-s3cret".to_owned(),
+            ))),
+        };
+        assert!(!format!("{authenticator:?}").contains("s3cret"));
+    }
+}

@@ -304,3 +304,72 @@ impl fmt::Debug for CustomTokenAuthenticator {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use integration_core::definition::Format;
+    use integration_core::{AccountStore, Cipher, Definitions, EncryptionKey, NewAccount, Secrets};
+    use integration_storage_memory::MemoryStorage;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_never_shows_a_secret() {
+        let definitions = Definitions::from_str(
+            r#"
+            [[integration]]
+            key = "partner"
+            name = "Partner"
+            parameters = [{ name = "password", secret = true }]
+            [integration.auth]
+            type = "custom_token"
+            access_token_endpoint = "https://partner.example/session"
+            access_token_verb = "POST"
+            access_token_parameters = { password = "{password}" }
+            token = { parameter_type = "header", parameter_name = "X-Session", value_template = "{token}" }
+            "#,
+            Format::Toml,
+        )
+        .expect("valid");
+        let integration = definitions.get("partner").expect("partner");
+        let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
+        let mut parameters = Secrets::new();
+        parameters.insert("password", SecretString::from("pw-s3cret".to_owned()));
+        let account = store
+            .create(
+                integration,
+                NewAccount {
+                    id: AccountId::new("acct").expect("id"),
+                    parameters,
+                    credentials: Secrets::new(),
+                },
+            )
+            .await
+            .expect("create");
+        let authenticator =
+            CustomTokenAuthenticator::new(&account, integration, store, HttpClient::new().expect("client"))
+                .expect("new");
+        let obtained = ObtainedToken {
+            token: SecretString::from("tok-s3cret".to_owned()),
+            expires_at: None,
+        };
+        let shown = format!("{authenticator:?} {obtained:?}");
+        assert!(
+            shown.contains("partner.example") && shown.contains("password"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn renewal_comes_before_expiry_but_not_before_half_the_lifetime() {
+        let now = OffsetDateTime::now_utc();
+        let long = renew_at(Some(now + Duration::from_secs(3600)), Duration::from_secs(60)).expect("renew");
+        assert!((long - (now + Duration::from_secs(3540))).abs() < integration_core::time::Duration::seconds(2));
+        let short = renew_at(Some(now + Duration::from_secs(20)), Duration::from_secs(60)).expect("renew");
+        assert!((short - (now + Duration::from_secs(10))).abs() < integration_core::time::Duration::seconds(2));
+        assert!(renew_at(None, Duration::from_secs(60)).is_none());
+    }
+}

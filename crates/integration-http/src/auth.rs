@@ -94,3 +94,20 @@ pub trait Authenticator: Send + Sync + fmt::Debug {
         Ok(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_credential() {
+        let token = Credential::token(SecretString::from("tok-s3cret".to_owned()));
+        let header = Credential::header(
+            reqwest::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic czNjcmV0"),
+        );
+        let shown = format!("{token:?} {header:?}");
+        assert_eq!(shown, "Credential::Token(..) Credential::Header(authorization: ..)");
+        assert!(header.ready_header().is_some_and(|(_, value)| value.is_sensitive()));
+    }
+}
