@@ -176,3 +176,16 @@ fn published_schema_matches_the_model() {
         "docs/definition.schema.json is out of date: run `cargo xtask schema`"
     );
 }
+
+#[test]
+fn a_directory_without_definitions_is_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("notes.txt"), "nothing here").expect("write");
+    let errors = Definitions::load([dir.path()]).expect_err("empty");
+    assert!(
+        errors
+            .to_string()
+            .ends_with("no definition files (.toml, .yaml, .yml, .json) in this directory"),
+        "{errors}"
+    );
+}

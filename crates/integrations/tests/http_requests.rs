@@ -702,3 +702,37 @@ async fn a_streaming_body_is_never_replayed() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(hits(&server).await, 1);
 }
+
+#[tokio::test]
+async fn a_connection_that_never_opens_is_retried_then_reported() {
+    // A port that was just free: connections to it are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let definition = retrying_definition(
+        &format!("http://127.0.0.1:{port}"),
+        "max_attempts = 3, initial_backoff_seconds = 0.01",
+    );
+    let hub = hub(&definition, &[], &[("token", "tok-s3cret")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let error = account
+        .request(Method::POST, "/x")
+        .body("x")
+        .send()
+        .await
+        .expect_err("refused connection");
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    assert!(error.is_temporary());
+    assert_eq!(
+        error.to_string(),
+        "cannot connect (after 3 attempts) (account `acct`, integration `crm`)"
+    );
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(cause) = source {
+        chain.push_str(&format!("{cause:?} "));
+        source = cause.source();
+    }
+    assert!(!chain.contains("s3cret"), "{chain}");
+}

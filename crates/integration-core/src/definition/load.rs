@@ -65,7 +65,16 @@ impl Definitions {
         let mut errors = Vec::new();
         let mut files = Vec::new();
         for path in paths {
-            collect_files(path.as_ref(), true, &mut files, &mut errors);
+            let path = path.as_ref();
+            let before = files.len();
+            collect_files(path, true, &mut files, &mut errors);
+            if files.len() == before && path.is_dir() {
+                errors.push(DefinitionError::in_file(
+                    path,
+                    "",
+                    "no definition files (.toml, .yaml, .yml, .json) in this directory".to_owned(),
+                ));
+            }
         }
         let mut sources = Vec::new();
         for path in files {
