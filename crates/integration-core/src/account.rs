@@ -535,6 +535,12 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
         Auth::OAuth2(oauth2) => {
             text("auth.scope".to_owned(), &oauth2.scope, Escape::Plain);
             text("auth.client_id".to_owned(), &oauth2.client_id, Escape::Plain);
+            for (name, template) in &oauth2.authorization_parameters {
+                text(format!("auth.authorization_parameters.{name}"), template, Escape::Plain);
+            }
+            for (name, template) in &oauth2.token_parameters {
+                text(format!("auth.token_parameters.{name}"), template, Escape::Plain);
+            }
             if let SecretSource::Template(secret) = &oauth2.client_secret {
                 text("auth.client_secret".to_owned(), secret, Escape::Plain);
             }

@@ -201,8 +201,48 @@ pub struct OAuth2 {
     /// Client Secret: a template (usually `{client_secret}` over a secret
     /// parameter) or `{ env = "NAME" }`.
     pub client_secret: SecretSource,
+    /// PKCE (S256) on the authorization code grant; on unless set to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkce: Option<bool>,
+    /// How the client authenticates to the token and revoke endpoints:
+    /// `basic` (HTTP Basic, the default) or `body` (in the request body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_authentication: Option<ClientAuthentication>,
+    /// Extra parameters of the authorization URL, e.g. `{ prompt = "consent" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorization_parameters: BTreeMap<String, TemplateField>,
+    /// Extra parameters of every token request, e.g. `{ audience = "{tenant}" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_parameters: BTreeMap<String, TemplateField>,
+    /// Where the tokens and their lifetime are read from the token response,
+    /// for providers that nest them or leave out `expires_in`.
+    #[serde(default)]
+    pub token_response: TokenResponse,
     /// Auth Token: how the access token goes on each request.
     pub token: TokenInjection,
+}
+
+impl OAuth2 {
+    /// Whether PKCE is used on the authorization code grant.
+    pub fn uses_pkce(&self) -> bool {
+        self.pkce.unwrap_or(true)
+    }
+
+    /// How the client authenticates.
+    pub fn client_authentication(&self) -> ClientAuthentication {
+        self.client_authentication.unwrap_or_default()
+    }
+}
+
+/// How an OAuth 2.0 client authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthentication {
+    /// `Authorization: Basic` with the client id and secret (RFC 6749 2.3.1).
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the request body.
+    Body,
 }
 
 /// API Token configuration. The account's credential is `token`.
@@ -260,6 +300,10 @@ pub struct TokenResponse {
     /// top-level field). Default: `/access_token`, then `/token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// OAuth 2.0 only: JSON pointer to the refresh token. Default
+    /// `/refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// Read the token from this response header instead of the body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_header: Option<String>,

@@ -442,6 +442,14 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                     "missing required field `authorization_endpoint` (the authorization_code grant needs it)",
                 );
             }
+            let response_path = format!("{path}.auth.token_response");
+            check_token_response(checker, &oauth2.token_response, &response_path);
+            if oauth2.token_response.token_header.is_some() {
+                checker.error(
+                    &join(&response_path, "token_header"),
+                    "OAuth 2.0 tokens come in the response body; token_header applies to custom_token only",
+                );
+            }
             if let super::SecretSource::Env { env } = &oauth2.client_secret
                 && !is_env_name(env)
             {
@@ -459,7 +467,14 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                     "a GET token request sends its parameters in the query; access_token_body applies to POST only",
                 );
             }
-            check_token_response(checker, &custom.token_response, &join(&auth_path, "token_response"));
+            let response_path = join(&auth_path, "token_response");
+            check_token_response(checker, &custom.token_response, &response_path);
+            if custom.token_response.refresh_token.is_some() {
+                checker.error(
+                    &join(&response_path, "refresh_token"),
+                    "custom tokens are not refreshed; refresh_token applies to oauth2 only",
+                );
+            }
         }
         Auth::Sftp(sftp) => {
             let host = sftp.host.as_ref().map(|host| host.source()).unwrap_or_default();
@@ -554,6 +569,7 @@ fn check_token_response(checker: &mut Checker<'_>, response: &super::TokenRespon
     }
     for (field, pointer) in [
         ("token", &response.token),
+        ("refresh_token", &response.refresh_token),
         ("expires_in", &response.expires_in),
         ("expires_at", &response.expires_at),
     ] {
