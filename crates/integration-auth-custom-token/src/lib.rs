@@ -13,7 +13,7 @@ use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
 use integration_http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use integration_http::{Authenticator, Credential, HttpClient};
+use integration_http::{Authenticator, Credential, HttpClient, renew_at};
 use url::Url;
 
 pub use crate::response::ObtainedToken;
@@ -240,16 +240,6 @@ fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<Cached> 
     })
 }
 
-/// When to renew a token obtained now: `margin` before it expires, but no
-/// earlier than halfway through its lifetime.
-fn renew_at(expires_at: Option<OffsetDateTime>, margin: Duration) -> Option<OffsetDateTime> {
-    let expires_at = expires_at?;
-    let now = OffsetDateTime::now_utc();
-    let lifetime = (expires_at - now).max(integration_core::time::Duration::ZERO);
-    let margin = integration_core::time::Duration::try_from(margin).unwrap_or(lifetime);
-    Some(expires_at - margin.min(lifetime / 2))
-}
-
 #[async_trait]
 impl Authenticator for CustomTokenAuthenticator {
     async fn credential(&self) -> Result<Arc<Credential>> {
@@ -361,15 +351,5 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("s3cret"), "{shown}");
-    }
-
-    #[test]
-    fn renewal_comes_before_expiry_but_not_before_half_the_lifetime() {
-        let now = OffsetDateTime::now_utc();
-        let long = renew_at(Some(now + Duration::from_secs(3600)), Duration::from_secs(60)).expect("renew");
-        assert!((long - (now + Duration::from_secs(3540))).abs() < integration_core::time::Duration::seconds(2));
-        let short = renew_at(Some(now + Duration::from_secs(20)), Duration::from_secs(60)).expect("renew");
-        assert!((short - (now + Duration::from_secs(10))).abs() < integration_core::time::Duration::seconds(2));
-        assert!(renew_at(None, Duration::from_secs(60)).is_none());
     }
 }

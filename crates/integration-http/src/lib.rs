@@ -4,12 +4,14 @@ mod account;
 mod auth;
 mod client;
 mod hosts;
+mod lifetime;
 mod request;
 mod retry;
 
 pub use account::AccountClient;
 pub use auth::{Authenticator, Credential};
 pub use client::HttpClient;
+pub use lifetime::renew_at;
 pub use request::RequestBuilder;
 
 /// Re-exported so that callers name the same types.

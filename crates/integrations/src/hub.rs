@@ -7,6 +7,18 @@ use integration_core::definition::{Auth, Integration};
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, Result};
 use integration_http::{AccountClient, Authenticator, HttpClient};
 
+/// What removing an account did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Removal {
+    /// Whether the account existed.
+    pub existed: bool,
+    /// The OAuth 2.0 tokens the provider revoked, refresh token first.
+    pub revoked: Vec<&'static str>,
+    /// Revocation failures, reported without blocking the removal.
+    pub revoke_failures: Vec<Error>,
+}
+
 /// Definitions, accounts and one shared HTTP client: the entry point for
 /// making requests through connected accounts.
 ///
@@ -77,10 +89,30 @@ impl Integrations {
             .remove(id);
     }
 
-    /// Deletes an account; returns whether it existed.
-    pub async fn remove_account(&self, id: &AccountId) -> Result<bool> {
+    /// Deletes an account. OAuth 2.0 tokens are revoked first where the
+    /// integration has a revoke endpoint; a provider failure is reported in
+    /// the outcome and does not block the removal.
+    pub async fn remove_account(&self, id: &AccountId) -> Result<Removal> {
         self.forget(id);
-        self.store.remove(id).await
+        #[allow(unused_mut, reason = "only OAuth 2.0 revokes")]
+        let mut removal = Removal::default();
+        #[cfg(feature = "auth-oauth2")]
+        if let Ok(account) = self.store.get(id).await
+            && let Ok(integration) = self.integration(account.integration())
+            && matches!(integration.auth, Auth::OAuth2(_))
+        {
+            let client = integration_auth_oauth2::OAuth2Client::new(
+                &account,
+                integration,
+                self.store.clone(),
+                self.http.clone(),
+            )?;
+            let revocation = client.revoke(&account).await;
+            removal.revoked = revocation.revoked;
+            removal.revoke_failures = revocation.failures;
+        }
+        removal.existed = self.store.remove(id).await?;
+        Ok(removal)
     }
 
     fn cached(&self, id: &AccountId) -> Option<AccountClient> {
@@ -124,12 +156,90 @@ impl Integrations {
                 self.store.clone(),
                 self.http.clone(),
             )?)),
+            #[cfg(feature = "auth-oauth2")]
+            Auth::OAuth2(_) => Ok(Arc::new(integration_auth_oauth2::OAuth2Authenticator::new(
+                self.oauth2_client(account, integration)?,
+                account,
+            ))),
             Auth::Sftp(_) => Err(unavailable("SFTP accounts make no HTTP requests".to_owned())),
             #[allow(unreachable_patterns, reason = "reachable when an auth feature is off")]
             other => Err(unavailable(format!(
                 "requests through {} accounts are not available in this build",
                 other.type_name()
             ))),
+        }
+    }
+}
+
+#[cfg(feature = "auth-oauth2")]
+mod oauth2 {
+    use integration_auth_oauth2::{
+        AuthorizationStart, Callback, OAuth2Authenticator, OAuth2Client, RedirectUri, Revocation,
+    };
+    use integration_core::definition::{Auth, Integration};
+    use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result};
+
+    use super::Integrations;
+
+    impl Integrations {
+        pub(super) fn oauth2_client(
+            &self,
+            account: &ConnectedAccount,
+            integration: &Integration,
+        ) -> Result<OAuth2Client> {
+            OAuth2Client::new(account, integration, self.store.clone(), self.http.clone())
+        }
+
+        async fn oauth2_account(&self, id: &AccountId) -> Result<(ConnectedAccount, OAuth2Client)> {
+            let account = self.store.get(id).await?;
+            let integration = self.integration(account.integration())?;
+            if !matches!(integration.auth, Auth::OAuth2(_)) {
+                return Err(Error::new(ErrorKind::InvalidInput, "not an OAuth 2.0 account")
+                    .with_context("account", id)
+                    .with_context("integration", &integration.key));
+            }
+            let client = self.oauth2_client(&account, integration)?;
+            Ok((account, client))
+        }
+
+        /// Starts connecting an OAuth 2.0 account: the URL to send the user
+        /// to. The provider sends them back to `redirect_uri`, whose query
+        /// goes to [`Integrations::complete_authorization`].
+        pub async fn start_authorization(
+            &self,
+            id: &AccountId,
+            redirect_uri: &RedirectUri,
+        ) -> Result<AuthorizationStart> {
+            let (_, client) = self.oauth2_account(id).await?;
+            client.start_authorization(redirect_uri).await
+        }
+
+        /// Completes an authorization from the callback's query: checks the
+        /// state, exchanges the code and stores the tokens.
+        pub async fn complete_authorization(&self, callback: &Callback) -> Result<ConnectedAccount> {
+            let verified = integration_auth_oauth2::verify_callback(&self.store, callback).await?;
+            let (_, client) = self.oauth2_account(verified.account()).await?;
+            let id = verified.account().clone();
+            let account = client.complete_authorization(verified).await?;
+            self.forget(&id);
+            Ok(account)
+        }
+
+        /// Gets new tokens for an OAuth 2.0 account now.
+        pub async fn refresh(&self, id: &AccountId) -> Result<ConnectedAccount> {
+            let (account, client) = self.oauth2_account(id).await?;
+            let authenticator = OAuth2Authenticator::new(client, &account);
+            let refreshed = authenticator.refresh().await;
+            self.forget(id);
+            refreshed
+        }
+
+        /// Revokes an OAuth 2.0 account's tokens and forgets them.
+        pub async fn disconnect(&self, id: &AccountId) -> Result<Revocation> {
+            let (_, client) = self.oauth2_account(id).await?;
+            let revocation = client.disconnect().await;
+            self.forget(id);
+            revocation
         }
     }
 }

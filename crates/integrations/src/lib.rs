@@ -8,7 +8,7 @@ mod hub;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use hub::Integrations;
+pub use hub::{Integrations, Removal};
 
 /// Authenticated HTTP requests through accounts.
 #[cfg(feature = "http")]
@@ -31,6 +31,13 @@ pub mod auth {
     #[cfg_attr(docsrs, doc(cfg(feature = "auth-basic")))]
     pub mod basic {
         pub use integration_auth_basic::*;
+    }
+
+    /// OAuth 2.0.
+    #[cfg(feature = "auth-oauth2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth-oauth2")))]
+    pub mod oauth2 {
+        pub use integration_auth_oauth2::*;
     }
 
     /// Custom Token.

@@ -1,0 +1,342 @@
+//! Access tokens for requests: cached, renewed ahead of expiry and after a
+//! 401, one renewal at a time in a process and one across processes that
+//! share a store.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use integration_core::definition::GrantType;
+use integration_core::secrecy::{ExposeSecret, SecretString};
+use integration_core::time::OffsetDateTime;
+use integration_core::time::format_description::well_known::Rfc3339;
+use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, async_trait};
+use integration_http::{Authenticator, Credential, renew_at};
+
+use crate::OAuth2Client;
+use crate::store::{
+    ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN, store_tokens, update_credentials,
+};
+use crate::token::TokenFailure;
+
+const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
+/// How long a lease keeps other processes from refreshing: longer than a
+/// token request may take.
+const LEASE: Duration = Duration::from_secs(90);
+const LEASE_POLL: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// OAuth 2.0 access tokens for one account's requests.
+pub struct OAuth2Authenticator {
+    client: OAuth2Client,
+    holder: String,
+    margin: Duration,
+    current: RwLock<Option<Cached>>,
+    renewal: tokio::sync::Mutex<()>,
+    failures: Mutex<Failures>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    access_token: String,
+    credential: Arc<Credential>,
+    renew_at: Option<OffsetDateTime>,
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    retry_after: Option<OffsetDateTime>,
+}
+
+/// The outcome of one attempt to take the refresh lease.
+enum Lease {
+    Taken(ConnectedAccount),
+    /// Another process holds it, or the record changed: look again.
+    Busy,
+}
+
+impl OAuth2Authenticator {
+    /// The authenticator for the account of `client`, starting from the
+    /// tokens stored with `account`.
+    pub fn new(client: OAuth2Client, account: &ConnectedAccount) -> Self {
+        let margin = client
+            .config
+            .token_response
+            .refresh_margin_seconds
+            .map_or(DEFAULT_MARGIN, Duration::from_secs);
+        let current = stored(account, margin);
+        let holder = format!("{:016x}", fastrand::u64(..));
+        Self {
+            client,
+            holder,
+            margin,
+            current: RwLock::new(current),
+            renewal: tokio::sync::Mutex::new(()),
+            failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    /// The account's OAuth 2.0 client.
+    pub fn client(&self) -> &OAuth2Client {
+        &self.client
+    }
+
+    fn fresh(&self) -> Option<Arc<Credential>> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let cached = current.as_ref()?;
+        match cached.renew_at {
+            Some(at) if OffsetDateTime::now_utc() >= at => None,
+            _ => Some(Arc::clone(&cached.credential)),
+        }
+    }
+
+    fn set_current(&self, cached: Option<Cached>) -> Option<Arc<Credential>> {
+        let credential = cached.as_ref().map(|cached| Arc::clone(&cached.credential));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = cached;
+        credential
+    }
+
+    /// Gets new tokens now (refresh, or a new client credentials token),
+    /// whatever the cached one's expiry.
+    pub async fn refresh(&self) -> Result<ConnectedAccount> {
+        let _renewal = self.renewal.lock().await;
+        self.set_current(None);
+        self.renew(true).await
+    }
+
+    /// Renews the tokens, or adopts ones another process stored meanwhile.
+    /// Returns the account as stored afterwards.
+    async fn renew(&self, forced: bool) -> Result<ConnectedAccount> {
+        if let Some(until) = self.failures.lock().unwrap_or_else(|p| p.into_inner()).retry_after
+            && OffsetDateTime::now_utc() < until
+            && !forced
+        {
+            return Err(self
+                .client
+                .error(
+                    ErrorKind::Provider,
+                    "the last token request failed; waiting before the next one",
+                )
+                .temporary());
+        }
+        let rejected = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.access_token.clone());
+        loop {
+            let account = self.client.store.get(&self.client.account).await?;
+            if account.status() == AccountStatus::NeedsReauth {
+                let reason = account.status_reason().unwrap_or("its authorization was refused");
+                return Err(self.client.error(
+                    ErrorKind::Provider,
+                    format!("the account needs to be connected again: {reason}"),
+                ));
+            }
+            // Another process may have stored newer tokens.
+            if !forced
+                && let Some(cached) = stored(&account, self.margin)
+                && Some(&cached.access_token) != rejected.as_ref()
+            {
+                self.set_current(Some(cached));
+                return Ok(account);
+            }
+            match self.take_lease(account).await? {
+                Lease::Busy => tokio::time::sleep(LEASE_POLL).await,
+                Lease::Taken(leased) => return self.call_provider(leased).await,
+            }
+        }
+    }
+
+    async fn take_lease(&self, account: ConnectedAccount) -> Result<Lease> {
+        let now = OffsetDateTime::now_utc();
+        if let Some((holder, until)) = lease(&account)
+            && holder != self.holder
+            && until > now
+        {
+            return Ok(Lease::Busy);
+        }
+        let until = (now + LEASE).format(&Rfc3339).unwrap_or_default();
+        let mut credentials = account.credentials().clone();
+        credentials.insert(REFRESH_LEASE, SecretString::from(format!("{} {until}", self.holder)));
+        let status = account.status();
+        let reason = account.status_reason().map(str::to_owned);
+        match self
+            .client
+            .store
+            .update_credentials(&account, credentials, status, reason)
+            .await?
+        {
+            integration_core::Update::Updated(leased) => Ok(Lease::Taken(leased)),
+            integration_core::Update::Conflict(_) => Ok(Lease::Busy),
+        }
+    }
+
+    async fn call_provider(&self, leased: ConnectedAccount) -> Result<ConnectedAccount> {
+        let refresh_token = leased
+            .credentials()
+            .get(REFRESH_TOKEN)
+            .map(|t| t.expose_secret().to_owned());
+        let scope = self.client.scope.clone();
+        let result = match self.client.grant_type() {
+            GrantType::ClientCredentials => {
+                let mut grant = vec![("grant_type", "client_credentials")];
+                if !scope.is_empty() {
+                    grant.push(("scope", scope.as_str()));
+                }
+                self.client.token.request(&grant).await
+            }
+            GrantType::AuthorizationCode => match &refresh_token {
+                Some(refresh_token) => {
+                    self.client
+                        .token
+                        .request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+                        .await
+                }
+                None => {
+                    let reason = "no refresh token: connect the account again";
+                    self.mark_needs_reauth(leased, reason, None).await?;
+                    return Err(self.client.error(ErrorKind::Provider, reason));
+                }
+            },
+        };
+        match result {
+            Ok(tokens) => {
+                // The rotated refresh token is stored before the new access
+                // token is handed to any request.
+                let stored = store_tokens(&self.client, &tokens, Some(leased), AccountStatus::Connected, None).await?;
+                *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
+                self.set_current(Some(Cached {
+                    access_token: tokens.access_token.expose_secret().to_owned(),
+                    credential: Arc::new(Credential::token(tokens.access_token)),
+                    renew_at: renew_at(tokens.expires_at, self.margin),
+                }));
+                tracing::debug!(account = %self.client.account, "obtained new OAuth 2.0 tokens");
+                Ok(stored)
+            }
+            Err(TokenFailure::InvalidGrant(message)) => {
+                self.mark_needs_reauth(leased, &format!("invalid_grant: {message}"), refresh_token.as_deref())
+                    .await?;
+                Err(self.client.error(
+                    ErrorKind::Provider,
+                    format!("{message}: the account needs to be connected again"),
+                ))
+            }
+            Err(TokenFailure::Other(error)) => {
+                self.release_lease(leased).await;
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                failures.count += 1;
+                let backoff = Duration::from_secs(1u64 << failures.count.min(6)).min(MAX_BACKOFF);
+                failures.retry_after = Some(OffsetDateTime::now_utc() + backoff);
+                Err(error.with_context("account", &self.client.account))
+            }
+        }
+    }
+
+    /// Marks the account `needs_reauth` and drops its refresh token, which
+    /// the provider refused, unless another process rotated it meanwhile.
+    async fn mark_needs_reauth(&self, leased: ConnectedAccount, reason: &str, used: Option<&str>) -> Result<()> {
+        let current = self.client.store.get(&self.client.account).await?;
+        let rotated_elsewhere =
+            used.is_some() && current.credentials().get(REFRESH_TOKEN).map(|t| t.expose_secret()) != used;
+        if rotated_elsewhere {
+            return Ok(());
+        }
+        tracing::warn!(account = %self.client.account, reason, "the account needs to be connected again");
+        self.set_current(None);
+        drop(leased);
+        update_credentials(&self.client, current, |_, credentials| {
+            credentials.remove(REFRESH_TOKEN);
+            credentials.remove(ACCESS_TOKEN);
+            credentials.remove(ACCESS_TOKEN_EXPIRES_AT);
+            credentials.remove(REFRESH_LEASE);
+            (AccountStatus::NeedsReauth, Some(reason.to_owned()))
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn release_lease(&self, leased: ConnectedAccount) {
+        let holder = self.holder.clone();
+        let released = update_credentials(&self.client, leased, |account, credentials| {
+            let ours = credentials
+                .get(REFRESH_LEASE)
+                .is_some_and(|lease| lease.expose_secret().starts_with(&holder));
+            if ours {
+                credentials.remove(REFRESH_LEASE);
+            }
+            (account.status(), account.status_reason().map(str::to_owned))
+        })
+        .await;
+        if let Err(error) = released {
+            tracing::warn!(account = %self.client.account, %error, "cannot release the refresh lease; it expires by itself");
+        }
+    }
+}
+
+/// The stored access token, if it is still worth using.
+fn stored(account: &ConnectedAccount, margin: Duration) -> Option<Cached> {
+    let token = account.credentials().get(ACCESS_TOKEN)?;
+    let expires_at = match account.credentials().get(ACCESS_TOKEN_EXPIRES_AT) {
+        Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
+        None => None,
+    };
+    let renew = expires_at.map(|at| at - margin);
+    if renew.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
+        return None;
+    }
+    Some(Cached {
+        access_token: token.expose_secret().to_owned(),
+        credential: Arc::new(Credential::token(token.clone())),
+        renew_at: renew,
+    })
+}
+
+fn lease(account: &ConnectedAccount) -> Option<(String, OffsetDateTime)> {
+    let lease = account.credentials().get(REFRESH_LEASE)?;
+    let (holder, until) = lease.expose_secret().split_once(' ')?;
+    Some((holder.to_owned(), OffsetDateTime::parse(until, &Rfc3339).ok()?))
+}
+
+#[async_trait]
+impl Authenticator for OAuth2Authenticator {
+    async fn credential(&self) -> Result<Arc<Credential>> {
+        if let Some(credential) = self.fresh() {
+            return Ok(credential);
+        }
+        let _renewal = self.renewal.lock().await;
+        if let Some(credential) = self.fresh() {
+            return Ok(credential);
+        }
+        self.renew(false).await?;
+        self.fresh().ok_or_else(|| {
+            self.client
+                .error(ErrorKind::Provider, "the provider gave a token that is already expired")
+        })
+    }
+
+    async fn rejected(&self, credential: &Arc<Credential>) -> Result<bool> {
+        let _renewal = self.renewal.lock().await;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|cached| Arc::ptr_eq(&cached.credential, credential))
+        {
+            // Keep the rejected token's text so a stored copy is not adopted again.
+            if let Some(cached) = current.as_mut() {
+                cached.renew_at = Some(OffsetDateTime::UNIX_EPOCH);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl fmt::Debug for OAuth2Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2Authenticator")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,150 @@
+//! One account's OAuth 2.0 client: authorization, token requests, revocation.
+
+use std::fmt;
+use std::time::Duration;
+
+use integration_core::definition::{Auth, GrantType, Integration, OAuth2, SecretSource};
+use integration_core::secrecy::{ExposeSecret, SecretString};
+use integration_core::template::Escape;
+use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result};
+use integration_http::HttpClient;
+use url::Url;
+
+use crate::token::TokenEndpoint;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The OAuth 2.0 settings of one account, rendered with its parameter
+/// values and its client secret resolved.
+pub struct OAuth2Client {
+    pub(crate) account: AccountId,
+    pub(crate) integration: String,
+    pub(crate) config: OAuth2,
+    pub(crate) store: AccountStore,
+    pub(crate) token: TokenEndpoint,
+    pub(crate) authorization_endpoint: Option<Url>,
+    pub(crate) revoke_endpoint: Option<Url>,
+    pub(crate) scope: String,
+    pub(crate) authorization_parameters: Vec<(String, String)>,
+}
+
+impl OAuth2Client {
+    /// The client for `account` of an `oauth2` integration.
+    pub fn new(
+        account: &ConnectedAccount,
+        integration: &Integration,
+        store: AccountStore,
+        http: HttpClient,
+    ) -> Result<Self> {
+        let error = |kind: ErrorKind, message: String| {
+            Error::new(kind, message)
+                .with_context("account", account.id())
+                .with_context("integration", &integration.key)
+        };
+        let Auth::OAuth2(config) = &integration.auth else {
+            return Err(error(ErrorKind::InvalidInput, "not an oauth2 integration".to_owned()));
+        };
+        let values = account.parameter_values();
+        let url = |field: &str, template: &integration_core::template::UrlTemplate| -> Result<Url> {
+            let text = template
+                .render(&values)
+                .map_err(|e| error(ErrorKind::InvalidInput, format!("{e} (in {field})")))?;
+            Url::parse(&text).map_err(|e| error(ErrorKind::InvalidInput, format!("{field}: {e}")))
+        };
+        let text = |field: &str, template: &integration_core::template::Template| -> Result<String> {
+            template
+                .render(Escape::Plain, &values)
+                .map_err(|e| error(ErrorKind::InvalidInput, format!("{e} (in {field})")))
+        };
+        let client_secret = match &config.client_secret {
+            SecretSource::Template(template) => SecretString::from(text("auth.client_secret", template)?),
+            SecretSource::Env { env } => SecretString::from(std::env::var(env).map_err(|_| {
+                error(
+                    ErrorKind::Config,
+                    format!("environment variable {env} (auth.client_secret) is not set or not UTF-8"),
+                )
+            })?),
+        };
+        let extra = config
+            .token_parameters
+            .iter()
+            .map(|(name, template)| {
+                text(&format!("auth.token_parameters.{name}"), template)
+                    .map(|value| (name.clone(), SecretString::from(value)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let authorization_parameters = config
+            .authorization_parameters
+            .iter()
+            .map(|(name, template)| {
+                text(&format!("auth.authorization_parameters.{name}"), template).map(|value| (name.clone(), value))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let timeout = integration
+            .timeout_seconds
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .unwrap_or(DEFAULT_TIMEOUT);
+        Ok(Self {
+            account: account.id().clone(),
+            integration: integration.key.clone(),
+            store,
+            token: TokenEndpoint {
+                http,
+                url: url("auth.access_token_endpoint", &config.access_token_endpoint)?,
+                verb: config.access_token_verb,
+                client_id: text("auth.client_id", &config.client_id)?,
+                client_secret,
+                authentication: config.client_authentication(),
+                extra,
+                response: config.token_response.clone(),
+                timeout,
+            },
+            authorization_endpoint: config
+                .authorization_endpoint
+                .as_ref()
+                .map(|template| url("auth.authorization_endpoint", template))
+                .transpose()?,
+            revoke_endpoint: config
+                .revoke_token_endpoint
+                .as_ref()
+                .map(|template| url("auth.revoke_token_endpoint", template))
+                .transpose()?,
+            scope: text("auth.scope", &config.scope)?,
+            authorization_parameters,
+            config: config.clone(),
+        })
+    }
+
+    /// The account id.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// The grant the integration uses.
+    pub fn grant_type(&self) -> GrantType {
+        self.config.grant_type
+    }
+
+    pub(crate) fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error::new(kind, message.into())
+            .with_context("account", &self.account)
+            .with_context("integration", &self.integration)
+    }
+
+    /// The client secret, for the revoke endpoint.
+    pub(crate) fn client_secret(&self) -> &str {
+        self.token.client_secret.expose_secret()
+    }
+}
+
+impl fmt::Debug for OAuth2Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2Client")
+            .field("account", &self.account)
+            .field("integration", &self.integration)
+            .field("grant_type", &self.config.grant_type)
+            .field("token_endpoint_host", &self.token.url.host_str())
+            .field("client_id", &self.token.client_id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+mod authenticator;
+mod authorization;
+mod client;
+mod redirect;
+mod revoke;
+mod store;
+mod token;
+
+pub use authenticator::OAuth2Authenticator;
+pub use authorization::{AuthorizationStart, Callback, STATE_LIFETIME, VerifiedCallback, verify_callback};
+pub use client::OAuth2Client;
+pub use redirect::{CALLBACK_PATH, Realm, RedirectUri};
+pub use revoke::Revocation;
+pub use store::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN};
+pub use token::TokenSet;

@@ -1,0 +1,113 @@
+//! Token revocation (RFC 7009).
+
+use integration_core::secrecy::ExposeSecret;
+use integration_core::{ConnectedAccount, Error, ErrorKind};
+use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+
+use crate::OAuth2Client;
+use crate::store::{ACCESS_TOKEN, REFRESH_TOKEN};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+/// What revoking an account's tokens did.
+#[derive(Debug, Default)]
+pub struct Revocation {
+    /// The kinds of token the provider accepted to revoke, in order.
+    pub revoked: Vec<&'static str>,
+    /// The provider's failures; they never block removing an account.
+    pub failures: Vec<Error>,
+    /// Whether the integration has a revoke endpoint at all.
+    pub endpoint: bool,
+}
+
+impl OAuth2Client {
+    /// Revokes the account's tokens and forgets them: an authorization code
+    /// account goes back to `pending`. A provider failure is reported in the
+    /// outcome and does not stop the tokens from being forgotten.
+    pub async fn disconnect(&self) -> integration_core::Result<Revocation> {
+        let account = self.store.get(&self.account).await?;
+        let revocation = self.revoke(&account).await;
+        let status = match self.grant_type() {
+            integration_core::definition::GrantType::AuthorizationCode => integration_core::AccountStatus::Pending,
+            integration_core::definition::GrantType::ClientCredentials => integration_core::AccountStatus::Connected,
+        };
+        crate::store::update_credentials(self, account, |_, credentials| {
+            for name in [
+                ACCESS_TOKEN,
+                REFRESH_TOKEN,
+                crate::ACCESS_TOKEN_EXPIRES_AT,
+                crate::REFRESH_LEASE,
+            ] {
+                credentials.remove(name);
+            }
+            (status, None)
+        })
+        .await?;
+        Ok(revocation)
+    }
+
+    /// Revokes the account's tokens at the revoke endpoint, the refresh
+    /// token first (revoking it also ends the access tokens it issued at
+    /// most providers), then the access token.
+    pub async fn revoke(&self, account: &ConnectedAccount) -> Revocation {
+        let Some(endpoint) = &self.revoke_endpoint else {
+            return Revocation::default();
+        };
+        let mut outcome = Revocation {
+            endpoint: true,
+            ..Revocation::default()
+        };
+        for (kind, hint) in [(REFRESH_TOKEN, "refresh_token"), (ACCESS_TOKEN, "access_token")] {
+            let Some(token) = account.credentials().get(kind) else {
+                continue;
+            };
+            let mut pairs = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
+            let basic = match self.config.client_authentication() {
+                integration_core::definition::ClientAuthentication::Body => {
+                    pairs.push(("client_id", self.token.client_id.as_str()));
+                    pairs.push(("client_secret", self.client_secret()));
+                    None
+                }
+                integration_core::definition::ClientAuthentication::Basic => {
+                    let id: String = url::form_urlencoded::byte_serialize(self.token.client_id.as_bytes()).collect();
+                    let secret: String =
+                        url::form_urlencoded::byte_serialize(self.client_secret().as_bytes()).collect();
+                    let mut value =
+                        HeaderValue::from_str(&format!("Basic {}", BASE64.encode(format!("{id}:{secret}"))))
+                            .unwrap_or_else(|_| HeaderValue::from_static(""));
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+            };
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            let mut request = self
+                .token
+                .http
+                .reqwest()
+                .post(endpoint.clone())
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
+                .timeout(self.token.timeout)
+                .body(body);
+            if let Some(basic) = basic {
+                request = request.header(AUTHORIZATION, basic);
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => outcome.revoked.push(hint),
+                Ok(response) => outcome.failures.push(self.error(
+                    ErrorKind::Provider,
+                    format!("the revoke endpoint answered {} for the {hint}", response.status()),
+                )),
+                Err(error) => outcome.failures.push(
+                    self.error(ErrorKind::Transport, format!("cannot revoke the {hint}"))
+                        .with_source(error.without_url()),
+                ),
+            }
+        }
+        outcome
+    }
+}

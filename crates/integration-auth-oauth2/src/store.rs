@@ -1,0 +1,73 @@
+//! Writing tokens to the account, with compare-and-swap.
+
+use integration_core::secrecy::SecretString;
+use integration_core::time::format_description::well_known::Rfc3339;
+use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, Secrets, Update};
+
+use crate::OAuth2Client;
+use crate::token::TokenSet;
+
+/// The access token.
+pub const ACCESS_TOKEN: &str = "access_token";
+/// The refresh token.
+pub const REFRESH_TOKEN: &str = "refresh_token";
+/// When the access token expires, RFC 3339.
+pub const ACCESS_TOKEN_EXPIRES_AT: &str = "access_token_expires_at";
+/// Who is refreshing the account's tokens, and until when: `HOLDER RFC3339`.
+pub const REFRESH_LEASE: &str = "refresh_lease";
+
+const MAX_CONFLICTS: usize = 20;
+
+/// Applies `change` to the newest stored credentials and writes them with a
+/// compare-and-swap, again on the newer record after a conflict.
+pub(crate) async fn update_credentials(
+    client: &OAuth2Client,
+    mut account: ConnectedAccount,
+    change: impl Fn(&ConnectedAccount, &mut Secrets) -> (AccountStatus, Option<String>),
+) -> Result<ConnectedAccount> {
+    for _ in 0..MAX_CONFLICTS {
+        let mut credentials = account.credentials().clone();
+        let (status, reason) = change(&account, &mut credentials);
+        match client
+            .store
+            .update_credentials(&account, credentials, status, reason)
+            .await?
+        {
+            Update::Updated(updated) => return Ok(updated),
+            Update::Conflict(current) => account = current,
+        }
+    }
+    Err(client.error(
+        ErrorKind::Storage,
+        "the account kept changing while its tokens were stored",
+    ))
+}
+
+/// Stores new tokens: the access token with its expiry, the refresh token
+/// (the old one kept when the provider sent none), the lease released.
+pub(crate) async fn store_tokens(
+    client: &OAuth2Client,
+    tokens: &TokenSet,
+    account: Option<ConnectedAccount>,
+    status: AccountStatus,
+    reason: Option<String>,
+) -> Result<ConnectedAccount> {
+    let account = match account {
+        Some(account) => account,
+        None => client.store.get(&client.account).await?,
+    };
+    let expires_at = tokens.expires_at.and_then(|at| at.format(&Rfc3339).ok());
+    update_credentials(client, account, |_, credentials| {
+        credentials.insert(ACCESS_TOKEN, tokens.access_token.clone());
+        match &expires_at {
+            Some(at) => credentials.insert(ACCESS_TOKEN_EXPIRES_AT, SecretString::from(at.clone())),
+            None => drop(credentials.remove(ACCESS_TOKEN_EXPIRES_AT)),
+        }
+        if let Some(refresh) = &tokens.refresh_token {
+            credentials.insert(REFRESH_TOKEN, refresh.clone());
+        }
+        credentials.remove(REFRESH_LEASE);
+        (status, reason.clone())
+    })
+    .await
+}

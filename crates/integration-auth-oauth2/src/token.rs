@@ -1,0 +1,276 @@
+//! Requests to the token endpoint, and reading what it answers.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use integration_core::definition::{ClientAuthentication, TokenResponse, Verb};
+use integration_core::secrecy::{ExposeSecret, SecretString};
+use integration_core::time::OffsetDateTime;
+use integration_core::time::format_description::well_known::Rfc3339;
+use integration_core::{Error, ErrorKind};
+use integration_http::HttpClient;
+use integration_http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde_json::Value;
+use url::Url;
+
+/// The largest token response read.
+const MAX_BODY: usize = 256 * 1024;
+
+/// Tokens as a token endpoint gave them.
+pub struct TokenSet {
+    /// The access token.
+    pub access_token: SecretString,
+    /// The refresh token, when the provider sent one.
+    pub refresh_token: Option<SecretString>,
+    /// When the access token expires; `None` when neither the provider nor
+    /// the definition says.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token request failed.
+#[derive(Debug)]
+pub(crate) enum TokenFailure {
+    /// The provider refused the grant (`invalid_grant`): the refresh token
+    /// or code is spent, revoked or expired. Retrying cannot help.
+    InvalidGrant(String),
+    /// Anything else: transport, 5xx, other error codes, malformed answers.
+    Other(Error),
+}
+
+/// The token endpoint of one account, with its client credentials.
+pub(crate) struct TokenEndpoint {
+    pub(crate) http: HttpClient,
+    pub(crate) url: Url,
+    pub(crate) verb: Verb,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) authentication: ClientAuthentication,
+    pub(crate) extra: Vec<(String, SecretString)>,
+    pub(crate) response: TokenResponse,
+    pub(crate) timeout: Duration,
+}
+
+impl TokenEndpoint {
+    /// Sends a token request with `grant` parameters and reads the tokens.
+    pub(crate) async fn request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, TokenFailure> {
+        let mut pairs: Vec<(&str, &str)> = grant.to_vec();
+        pairs.extend(
+            self.extra
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose_secret())),
+        );
+        if self.authentication == ClientAuthentication::Body {
+            pairs.push(("client_id", &self.client_id));
+            pairs.push(("client_secret", self.client_secret.expose_secret()));
+        }
+        let client = self.http.reqwest();
+        let mut request = match self.verb {
+            Verb::Get => {
+                let mut url = self.url.clone();
+                url.query_pairs_mut().extend_pairs(&pairs);
+                client.get(url)
+            }
+            Verb::Post => client
+                .post(self.url.clone())
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&pairs)
+                        .finish(),
+                ),
+        };
+        if self.authentication == ClientAuthentication::Basic {
+            request = request.header(AUTHORIZATION, self.basic_authorization()?);
+        }
+        let host = self.url.host_str().unwrap_or_default().to_owned();
+        let response = request
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Transport
+                };
+                TokenFailure::Other(
+                    Error::new(kind, format!("the token request to {host} failed"))
+                        .with_source(e.without_url())
+                        .temporary(),
+                )
+            })?;
+        read(response, &self.response).await
+    }
+
+    /// RFC 6749 section 2.3.1: id and secret form-encoded, then joined.
+    fn basic_authorization(&self) -> Result<HeaderValue, TokenFailure> {
+        let id: String = url::form_urlencoded::byte_serialize(self.client_id.as_bytes()).collect();
+        let secret: String =
+            url::form_urlencoded::byte_serialize(self.client_secret.expose_secret().as_bytes()).collect();
+        let encoded = SecretString::from(format!("Basic {}", BASE64.encode(format!("{id}:{secret}"))));
+        let mut value = HeaderValue::from_str(encoded.expose_secret())
+            .map_err(|_| TokenFailure::Other(Error::new(ErrorKind::Config, "invalid client credentials")))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+async fn read(mut response: reqwest::Response, config: &TokenResponse) -> Result<TokenSet, TokenFailure> {
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| other(ErrorKind::Transport, "the token response broke off".to_owned()).temporary_failure())?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(other(
+                ErrorKind::Provider,
+                format!("the token response is larger than {MAX_BODY} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    if !status.is_success() {
+        // The status and the provider's error code only: the body may echo
+        // what was sent.
+        let code = json
+            .as_ref()
+            .and_then(|json| json.get("error"))
+            .and_then(Value::as_str)
+            .filter(|code| code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+        let message = match code {
+            Some(code) => format!("the token endpoint answered {status} with error `{code}`"),
+            None => format!("the token endpoint answered {status}"),
+        };
+        if code == Some("invalid_grant") {
+            return Err(TokenFailure::InvalidGrant(message));
+        }
+        let error = Error::new(ErrorKind::Provider, message);
+        let error = if status.is_server_error() || status.as_u16() == 429 {
+            error.temporary()
+        } else {
+            error
+        };
+        return Err(TokenFailure::Other(error));
+    }
+    let json = json.ok_or_else(|| other(ErrorKind::Provider, "the token response is not JSON".to_owned()))?;
+    let string_at = |pointer: &str| -> Result<Option<String>, TokenFailure> {
+        match json.pointer(pointer) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if !text.is_empty() => Ok(Some(text.clone())),
+            Some(_) => Err(other(
+                ErrorKind::Provider,
+                format!("the value at {pointer} is not a token"),
+            )),
+        }
+    };
+    let access_pointer = pointer(config.token.as_deref(), "/access_token");
+    let access_token = string_at(&access_pointer)?.ok_or_else(|| {
+        other(
+            ErrorKind::Provider,
+            format!("the token response has no access token at {access_pointer}"),
+        )
+    })?;
+    let refresh_token = string_at(&pointer(config.refresh_token.as_deref(), "/refresh_token"))?;
+    Ok(TokenSet {
+        access_token: SecretString::from(access_token),
+        refresh_token: refresh_token.map(SecretString::from),
+        expires_at: expiry(&json, config)?,
+    })
+}
+
+fn expiry(json: &Value, config: &TokenResponse) -> Result<Option<OffsetDateTime>, TokenFailure> {
+    let now = OffsetDateTime::now_utc();
+    if let Some(at) = &config.expires_at {
+        let at = pointer(Some(at), "");
+        let value = json
+            .pointer(&at)
+            .ok_or_else(|| other(ErrorKind::Provider, format!("the token response has no expiry at {at}")))?;
+        let time = match value {
+            Value::String(text) => OffsetDateTime::parse(text.trim(), &Rfc3339).ok().or_else(|| {
+                text.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
+            }),
+            Value::Number(number) => number
+                .as_i64()
+                .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok()),
+            _ => None,
+        };
+        return time.map(Some).ok_or_else(|| {
+            other(
+                ErrorKind::Provider,
+                format!("the expiry at {at} is neither RFC 3339 nor Unix seconds"),
+            )
+        });
+    }
+    let expires_in = pointer(config.expires_in.as_deref(), "/expires_in");
+    let seconds = match json.pointer(&expires_in) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(number)) => number.as_f64(),
+        Some(Value::String(text)) => Some(text.trim().parse::<f64>().map_err(|_| {
+            other(
+                ErrorKind::Provider,
+                format!("the lifetime at {expires_in} is not a number of seconds"),
+            )
+        })?),
+        Some(_) => {
+            return Err(other(
+                ErrorKind::Provider,
+                format!("the lifetime at {expires_in} is not a number of seconds"),
+            ));
+        }
+    };
+    let lifetime = match seconds {
+        Some(seconds) => Duration::try_from_secs_f64(seconds).ok(),
+        None => config.lifetime_seconds.map(Duration::from_secs),
+    };
+    Ok(lifetime.map(|lifetime| now + lifetime))
+}
+
+fn pointer(configured: Option<&str>, default: &str) -> String {
+    match configured {
+        Some(pointer) if pointer.starts_with('/') => pointer.to_owned(),
+        Some(name) => format!("/{name}"),
+        None => default.to_owned(),
+    }
+}
+
+fn other(kind: ErrorKind, message: String) -> TokenFailure {
+    TokenFailure::Other(Error::new(kind, message))
+}
+
+impl TokenFailure {
+    fn temporary_failure(self) -> Self {
+        match self {
+            Self::Other(error) => Self::Other(error.temporary()),
+            invalid => invalid,
+        }
+    }
+
+    /// As an error of the account.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Self::InvalidGrant(message) => Error::new(ErrorKind::Provider, message),
+            Self::Other(error) => error,
+        }
+    }
+}
