@@ -9,7 +9,7 @@ use integrations::time::format_description::well_known::Rfc3339;
 use integrations::{AccountId, AccountStatus, ConnectedAccount, NewAccount};
 use serde_json::{Value, json};
 
-use crate::cli::{AddArgs, GlobalArgs, ListArgs, RemoveArgs, ShowArgs};
+use crate::cli::{AddArgs, GlobalArgs, IdArgs, ListArgs, RemoveArgs, ShowArgs};
 use crate::context;
 use crate::secrets::{self, Sources, Stdin};
 
@@ -178,12 +178,78 @@ pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode
 
 pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
-    let store = context::store(global)?;
-    if !store.remove(&id).await.context("cannot remove the account")? {
-        bail!("no such account `{id}`");
+    // Without definitions nothing can be revoked, but the account can go.
+    if global.definitions.is_empty() {
+        let store = context::store(global)?;
+        if !store.remove(&id).await.context("cannot remove the account")? {
+            bail!("no such account `{id}`");
+        }
+    } else {
+        let integrations = context::integrations(global)?;
+        let removal = integrations
+            .remove_account(&id)
+            .await
+            .context("cannot remove the account")?;
+        if !removal.existed {
+            bail!("no such account `{id}`");
+        }
+        for failure in &removal.revoke_failures {
+            eprintln!("warning: {failure}");
+        }
+        if !removal.revoked.is_empty() {
+            writeln!(std::io::stdout().lock(), "revoked {}", removal.revoked.join(", "))?;
+        }
     }
     writeln!(std::io::stdout().lock(), "removed account {id}")?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn refresh(global: &GlobalArgs, args: IdArgs) -> Result<ExitCode> {
+    let id = AccountId::new(args.id.as_str())?;
+    let integrations = context::integrations(global)?;
+    let account = integrations
+        .refresh(&id)
+        .await
+        .context("cannot refresh the account's tokens")?;
+    let expires = account
+        .credentials()
+        .get("access_token_expires_at")
+        .map(|at| {
+            format!(
+                ", the access token expires at {}",
+                secrecy::ExposeSecret::expose_secret(at)
+            )
+        })
+        .unwrap_or_default();
+    writeln!(std::io::stdout().lock(), "refreshed account {id}{expires}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn revoke(global: &GlobalArgs, args: IdArgs) -> Result<ExitCode> {
+    let id = AccountId::new(args.id.as_str())?;
+    let integrations = context::integrations(global)?;
+    let revocation = integrations
+        .disconnect(&id)
+        .await
+        .context("cannot revoke the account's tokens")?;
+    let mut stdout = std::io::stdout().lock();
+    if !revocation.endpoint {
+        writeln!(
+            stdout,
+            "the integration has no revoke endpoint; the tokens were forgotten"
+        )?;
+    } else if !revocation.revoked.is_empty() {
+        writeln!(stdout, "revoked {}", revocation.revoked.join(", "))?;
+    }
+    writeln!(stdout, "account {id} is disconnected")?;
+    for failure in &revocation.failures {
+        eprintln!("error: {failure}");
+    }
+    Ok(if revocation.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The account as JSON: secret values are replaced by a mask, names kept.

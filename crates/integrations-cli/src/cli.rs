@@ -35,11 +35,21 @@ pub(crate) enum Command {
     /// Manage connected accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Connect an OAuth 2.0 account: open the authorization URL, receive the
+    /// redirect on loopback, exchange the code and store the tokens.
+    #[command(after_long_help = CONNECT_HELP)]
+    Connect(ConnectArgs),
     /// Make an HTTP request through an account, with its credential and
     /// request parameters applied, and print the response body.
     #[command(after_long_help = REQUEST_HELP)]
     Request(RequestArgs),
 }
+
+const CONNECT_HELP: &str = "\
+The redirect URI is the public URL plus /internal/sessions/v1/auth/callback,
+e.g. http://127.0.0.1:8400/internal/sessions/v1/auth/callback by default:
+register it with the provider. `connect` listens on that loopback address
+until the provider redirects the browser there (ten minutes at most).";
 
 const REQUEST_HELP: &str = "\
 The URL is absolute, or relative to the integration's base_url. Credentials
@@ -53,6 +63,19 @@ is 400 or more.
 Examples:
   integrations request customer42 GET /forecast -H 'Accept: application/json'
   integrations request erp1 POST orders -d @order.json -H 'Content-Type: application/json' --fail";
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The account's id.
+    pub(crate) account: String,
+    /// The public base URL the provider redirects to; `connect` listens on it,
+    /// so it must be a loopback address.
+    #[arg(long, env = "INTEGRATIONS_PUBLIC_URL", default_value = "http://127.0.0.1:8400")]
+    pub(crate) public_url: String,
+    /// Print the URL without trying to open a browser.
+    #[arg(long)]
+    pub(crate) no_browser: bool,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct RequestArgs {
@@ -92,8 +115,20 @@ pub(crate) enum AccountsCommand {
     List(ListArgs),
     /// Show one account; secrets are masked.
     Show(ShowArgs),
-    /// Delete an account and its credentials.
+    /// Delete an account and its credentials, revoking OAuth 2.0 tokens
+    /// first where the integration has a revoke endpoint.
     Remove(RemoveArgs),
+    /// Get new OAuth 2.0 tokens for an account now.
+    Refresh(IdArgs),
+    /// Revoke an OAuth 2.0 account's tokens (refresh token first) and forget
+    /// them; the account goes back to pending.
+    Revoke(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    /// The account's id.
+    pub(crate) id: String,
 }
 
 const ADD_HELP: &str = "\

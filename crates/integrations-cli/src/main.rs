@@ -2,6 +2,7 @@
 
 mod accounts;
 mod cli;
+mod connect;
 mod context;
 mod request;
 mod secrets;
@@ -27,6 +28,9 @@ fn main() -> ExitCode {
             Command::Accounts(AccountsCommand::List(args)) => accounts::list(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Show(args)) => accounts::show(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Remove(args)) => accounts::remove(&cli.global, args).await,
+            Command::Accounts(AccountsCommand::Refresh(args)) => accounts::refresh(&cli.global, args).await,
+            Command::Accounts(AccountsCommand::Revoke(args)) => accounts::revoke(&cli.global, args).await,
+            Command::Connect(args) => connect::run(&cli.global, args).await,
             Command::Request(args) => request::run(&cli.global, args).await,
         }
     });

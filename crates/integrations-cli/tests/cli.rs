@@ -449,3 +449,170 @@ async fn request_goes_through_the_account() {
         assert!(!output.stderr.contains("s3cret"), "a secret leaked: {}", output.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refresh_revoke_and_remove_an_oauth2_account() {
+    use std::io::{BufRead, BufReader};
+
+    use integration_oauth2_test_server::{Config, TestServer};
+
+    let server = TestServer::start(Config::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = dir.path().join("provider.toml");
+    std::fs::write(
+        &definitions,
+        format!(
+            r#"
+            [[integration]]
+            key = "provider"
+            name = "Provider"
+            base_url = "{api}"
+            [integration.auth]
+            type = "oauth2"
+            grant_type = "authorization_code"
+            authorization_endpoint = "{authorize}"
+            access_token_endpoint = "{token}"
+            access_token_verb = "POST"
+            revoke_token_endpoint = "{revoke}"
+            scope = "profile"
+            client_id = "test-client"
+            client_secret = {{ env = "PROVIDER_CLIENT_SECRET" }}
+            token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+            "#,
+            api = server.url("/api"),
+            authorize = server.url("/authorize"),
+            token = server.url("/token"),
+            revoke = server.url("/revoke"),
+        ),
+    )
+    .expect("write definition");
+    let definitions = definitions.to_str().expect("utf-8").to_owned();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let secret = [("PROVIDER_CLIENT_SECRET", "test-secret")];
+
+    let added = integrations(
+        &data,
+        &[
+            "--definitions",
+            &definitions,
+            "accounts",
+            "add",
+            "provider",
+            "--id",
+            "p1",
+        ],
+        &secret,
+        None,
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(added.stdout.contains("status pending"), "{}", added.stdout);
+
+    // `connect` prints the URL and waits; a browser follows it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_integrations"))
+        .args([
+            "--definitions",
+            &definitions,
+            "connect",
+            "p1",
+            "--public-url",
+            &public_url,
+            "--no-browser",
+        ])
+        .env("INTEGRATIONS_DATA_DIR", &data)
+        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+        .env("PROVIDER_CLIENT_SECRET", "test-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("connect");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = tokio::task::spawn_blocking(move || {
+        let url = lines
+            .by_ref()
+            .map(|line| line.expect("line"))
+            .find_map(|line| line.trim().strip_prefix("http").map(|rest| format!("http{rest}")))
+            .expect("an authorization URL");
+        (url, lines)
+    })
+    .await
+    .expect("read URL");
+    let (url, lines) = url;
+    let page = reqwest::get(&url).await.expect("browser follows the redirects");
+    assert!(page.text().await.expect("page").contains("Authorization received"));
+    let rest: Vec<String> = tokio::task::spawn_blocking(move || lines.map(|line| line.expect("line")).collect())
+        .await
+        .expect("rest of output");
+    let status = child.wait().expect("connect exits");
+    assert!(status.success(), "connect failed: {rest:?}");
+    assert!(
+        rest.iter()
+            .any(|line| line == "connected account p1 (status connected)"),
+        "{rest:?}"
+    );
+    assert_eq!(server.token_calls("authorization_code"), 1);
+
+    let me = integrations(
+        &data,
+        &["--definitions", &definitions, "request", "p1", "GET", "me", "--fail"],
+        &secret,
+        None,
+    );
+    assert_eq!(
+        (me.code, me.stdout.as_str()),
+        (0, r#"{"user":"tester"}"#),
+        "{}",
+        me.stderr
+    );
+
+    let refreshed = integrations(
+        &data,
+        &["--definitions", &definitions, "accounts", "refresh", "p1"],
+        &secret,
+        None,
+    );
+    assert_eq!(refreshed.code, 0, "{}", refreshed.stderr);
+    assert!(
+        refreshed
+            .stdout
+            .starts_with("refreshed account p1, the access token expires at "),
+        "{}",
+        refreshed.stdout
+    );
+    assert_eq!(server.token_calls("refresh_token"), 1);
+
+    let revoked = integrations(
+        &data,
+        &["--definitions", &definitions, "accounts", "revoke", "p1"],
+        &secret,
+        None,
+    );
+    assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    assert_eq!(
+        revoked.stdout,
+        "revoked refresh_token, access_token\naccount p1 is disconnected\n"
+    );
+    assert_eq!(server.revoke_calls(), 2);
+    let show = run(&data, &["accounts", "show", "p1"]);
+    assert!(show.stdout.contains("status:       pending"), "{}", show.stdout);
+
+    let removed = integrations(
+        &data,
+        &["--definitions", &definitions, "accounts", "remove", "p1"],
+        &secret,
+        None,
+    );
+    assert_eq!(
+        (removed.code, removed.stdout.as_str()),
+        (0, "removed account p1\n"),
+        "{}",
+        removed.stderr
+    );
+    for output in [&added, &me, &refreshed, &revoked, &removed] {
+        assert!(!output.stdout.contains("test-secret") && !output.stderr.contains("test-secret"));
+    }
+}

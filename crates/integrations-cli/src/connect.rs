@@ -1,0 +1,101 @@
+//! `integrations connect`: the authorization code flow from a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{RawQuery, State};
+use axum::response::Html;
+use integrations::AccountId;
+use integrations::auth::oauth2::{CALLBACK_PATH, Callback, RedirectUri, STATE_LIFETIME};
+use tokio::sync::mpsc;
+use url::{Host, Url};
+
+use crate::cli::{ConnectArgs, GlobalArgs};
+use crate::context;
+
+pub(crate) async fn run(global: &GlobalArgs, args: ConnectArgs) -> Result<ExitCode> {
+    let id = AccountId::new(args.account.as_str())?;
+    let redirect_uri = RedirectUri::from_public_base_url(&args.public_url)?;
+    let address = loopback_address(redirect_uri.url())?;
+    let integrations = context::integrations(global)?;
+
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for the redirect"))?;
+    let start = integrations.start_authorization(&id, &redirect_uri).await?;
+
+    let (sender, mut receiver) = mpsc::channel::<String>(1);
+    let app = axum::Router::new()
+        .route(CALLBACK_PATH, axum::routing::get(callback))
+        .with_state(sender);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "Open this URL to authorize account {id}:\n\n  {}\n", start.url)?;
+    writeln!(stdout, "Waiting for the redirect to {redirect_uri} ...")?;
+    stdout.flush()?;
+    drop(stdout);
+    if !args.no_browser && std::io::stdout().is_terminal() {
+        open_browser(start.url.as_str());
+    }
+
+    let query = tokio::time::timeout(STATE_LIFETIME, receiver.recv())
+        .await
+        .context("no redirect came before the authorization expired")?
+        .context("the redirect listener stopped")?;
+    server.abort();
+    let account = integrations
+        .complete_authorization(&Callback::from_query(&query))
+        .await?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "connected account {} (status {})",
+        account.id(),
+        account.status()
+    )?;
+    if let Some(reason) = account.status_reason() {
+        writeln!(stdout, "warning: {reason}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn callback(State(sender): State<mpsc::Sender<String>>, RawQuery(query): RawQuery) -> Html<&'static str> {
+    // Only the first redirect counts; a second is answered the same way.
+    let _ = sender.try_send(query.unwrap_or_default());
+    Html("<!doctype html><title>integrations</title><p>Authorization received. You can close this window.</p>")
+}
+
+/// The loopback socket address the redirect URI points at.
+fn loopback_address(url: &Url) -> Result<SocketAddr> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let ip = match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(Host::Domain("localhost")) => IpAddr::from([127, 0, 0, 1]),
+        _ => bail!("`connect` receives the redirect on loopback: pass a --public-url such as http://127.0.0.1:8400"),
+    };
+    if !ip.is_loopback() {
+        bail!("`connect` receives the redirect on loopback: pass a --public-url such as http://127.0.0.1:8400");
+    }
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Best effort: the URL is printed anyway.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    let _ = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
