@@ -20,9 +20,9 @@ use crate::store::{
 use crate::token::TokenFailure;
 
 const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
-/// How long a lease keeps other processes from refreshing: longer than a
-/// token request may take.
-const LEASE: Duration = Duration::from_secs(90);
+/// How long a lease outlasts the token request's time limit, so that it
+/// expires only after its holder has surely given up or died.
+const LEASE_SLACK: Duration = Duration::from_secs(5);
 const LEASE_POLL: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -158,7 +158,8 @@ impl OAuth2Authenticator {
         {
             return Ok(Lease::Busy);
         }
-        let until = (now + LEASE).format(&Rfc3339).unwrap_or_default();
+        let lease = self.client.token.timeout.saturating_mul(2) + LEASE_SLACK;
+        let until = (now + lease).format(&Rfc3339).unwrap_or_default();
         let mut credentials = account.credentials().clone();
         credentials.insert(REFRESH_LEASE, SecretString::from(format!("{} {until}", self.holder)));
         let status = account.status();
