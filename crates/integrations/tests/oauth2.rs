@@ -121,7 +121,15 @@ async fn authorization_code_with_pkce() {
         ..Config::default()
     })
     .await;
-    let hub = hub_with(&definition(&server, "authorization_code", ""), store()).await;
+    let hub = hub_with(
+        &definition(
+            &server,
+            "authorization_code",
+            r#"authorization_parameters = { prompt = "consent" }"#,
+        ),
+        store(),
+    )
+    .await;
     assert_eq!(
         hub.store().get(&acct()).await.expect("account").status(),
         AccountStatus::Pending
@@ -138,6 +146,7 @@ async fn authorization_code_with_pkce() {
     assert_eq!(sent["scope"], "profile email");
     assert_eq!(sent["code_challenge_method"], "S256");
     assert!(sent["state"].len() >= 20, "a random state");
+    assert_eq!(sent["prompt"], "consent");
 
     let account = hub
         .complete_authorization(&Callback::from_query(&query))
@@ -456,4 +465,25 @@ async fn secrets_never_show_in_debug() {
     for secret in ["test-secret", &credential(&account, "access_token").expect("token")] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
+}
+
+#[tokio::test]
+async fn a_401_on_a_request_refreshes_once_and_retries() {
+    let server = TestServer::start(Config::default()).await;
+    let hub = hub_with(&definition(&server, "authorization_code", ""), store()).await;
+    let connected = connect(&hub).await;
+    assert_eq!(me(&hub).await, StatusCode::OK);
+    // The provider stops accepting the access token before it expires.
+    let access = credential(&connected, "access_token").expect("access token");
+    reqwest::Client::new()
+        .post(server.url("/revoke"))
+        .basic_auth("test-client", Some("test-secret"))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(me(&hub).await, StatusCode::OK, "refreshed after the 401 and retried");
+    assert_eq!(server.token_calls("refresh_token"), 1);
+    assert_eq!(me(&hub).await, StatusCode::OK);
+    assert_eq!(server.token_calls("refresh_token"), 1, "the new token is reused");
 }
