@@ -3,7 +3,7 @@
 mod response;
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use integration_core::definition::{Auth, BodyFormat, CustomToken, Integration, Verb};
@@ -13,6 +13,7 @@ use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
 use integration_http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use integration_http::token::{CachedToken, TokenCache};
 use integration_http::{Authenticator, Credential, HttpClient, renew_at};
 use url::Url;
 
@@ -40,15 +41,8 @@ pub struct CustomTokenAuthenticator {
     parameters: Vec<(String, SecretString)>,
     margin: Duration,
     timeout: Duration,
-    current: RwLock<Option<Cached>>,
+    cache: TokenCache,
     renewal: tokio::sync::Mutex<()>,
-}
-
-#[derive(Clone)]
-struct Cached {
-    credential: Arc<Credential>,
-    /// When to get a new one; `None` when the token does not expire.
-    renew_at: Option<OffsetDateTime>,
 }
 
 impl CustomTokenAuthenticator {
@@ -103,22 +97,9 @@ impl CustomTokenAuthenticator {
             parameters,
             margin,
             timeout,
-            current: RwLock::new(stored),
+            cache: TokenCache::new(stored),
             renewal: tokio::sync::Mutex::new(()),
         })
-    }
-
-    fn fresh(&self) -> Option<Arc<Credential>> {
-        let current = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let cached = current.as_ref()?;
-        match cached.renew_at {
-            Some(renew_at) if OffsetDateTime::now_utc() >= renew_at => None,
-            _ => Some(Arc::clone(&cached.credential)),
-        }
-    }
-
-    fn set_current(&self, cached: Option<Cached>) {
-        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = cached;
     }
 
     fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Error {
@@ -224,7 +205,7 @@ impl CustomTokenAuthenticator {
 }
 
 /// The token a previous run stored, if it is still worth using.
-fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<Cached> {
+fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<CachedToken> {
     let token = account.credentials().get(ACCESS_TOKEN)?;
     let expires_at = match account.credentials().get(ACCESS_TOKEN_EXPIRES_AT) {
         Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
@@ -234,7 +215,7 @@ fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<Cached> 
     if renew_at.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
         return None;
     }
-    Some(Cached {
+    Some(CachedToken {
         credential: Arc::new(Credential::token(token.clone())),
         renew_at,
     })
@@ -243,12 +224,12 @@ fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<Cached> 
 #[async_trait]
 impl Authenticator for CustomTokenAuthenticator {
     async fn credential(&self) -> Result<Arc<Credential>> {
-        if let Some(credential) = self.fresh() {
+        if let Some(credential) = self.cache.fresh() {
             return Ok(credential);
         }
         // One token call at a time: whoever waited here finds the new token.
         let _renewal = self.renewal.lock().await;
-        if let Some(credential) = self.fresh() {
+        if let Some(credential) = self.cache.fresh() {
             return Ok(credential);
         }
         let token = self.obtain().await?;
@@ -257,26 +238,18 @@ impl Authenticator for CustomTokenAuthenticator {
             // gets a new one.
             tracing::warn!(account = %self.account, %error, "cannot store the new custom token");
         }
-        let cached = Cached {
-            credential: Arc::new(Credential::token(token.token)),
+        let credential = Arc::new(Credential::token(token.token));
+        self.cache.set(Some(CachedToken {
+            credential: Arc::clone(&credential),
             renew_at: renew_at(token.expires_at, self.margin),
-        };
-        let credential = Arc::clone(&cached.credential);
-        self.set_current(Some(cached));
+        }));
         tracing::debug!(account = %self.account, "obtained a new custom token");
         Ok(credential)
     }
 
     async fn rejected(&self, credential: &Arc<Credential>) -> Result<bool> {
         let _renewal = self.renewal.lock().await;
-        let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Drop it only if no one has replaced it already.
-        if current
-            .as_ref()
-            .is_some_and(|cached| Arc::ptr_eq(&cached.credential, credential))
-        {
-            *current = None;
-        }
+        self.cache.expire(credential);
         Ok(true)
     }
 }

@@ -7,6 +7,7 @@ use integration_core::definition::TokenResponse;
 use integration_core::secrecy::SecretString;
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
+use integration_http::token::{self, BodyError};
 use serde_json::Value;
 
 /// The largest token response read; anything longer is refused.
@@ -38,21 +39,15 @@ pub(crate) async fn read(response: reqwest::Response, config: &TokenResponse) ->
         .as_ref()
         .and_then(|name| response.headers().get(name.as_str()))
         .map(|value| value.to_str().map(str::to_owned));
-    let body = read_body(response).await?;
+    let body = token::read_body(response, MAX_BODY)
+        .await
+        .map_err(|error| match error {
+            BodyError::Broken => (ErrorKind::Transport, "the token response broke off".to_owned()),
+            BodyError::TooLarge(limit) => provider(format!("the token response is larger than {limit} bytes")),
+        })?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
-        // Quote the status and the provider's error code, never the body:
-        // it may echo the credentials that were sent.
-        let code = json
-            .as_ref()
-            .and_then(|json| json.get("error"))
-            .and_then(Value::as_str)
-            .filter(|code| code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
-        let message = match code {
-            Some(code) => format!("the token endpoint answered {status} with error `{code}`"),
-            None => format!("the token endpoint answered {status}"),
-        };
-        return Err((ErrorKind::Provider, message));
+        return Err((ErrorKind::Provider, token::refusal(status, json.as_ref()).0));
     }
 
     let token = match (&config.token_header, header_token) {
@@ -93,21 +88,6 @@ pub(crate) async fn read(response: reqwest::Response, config: &TokenResponse) ->
         token: SecretString::from(token),
         expires_at,
     })
-}
-
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, Failure> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|_| (ErrorKind::Transport, "the token response broke off".to_owned()))?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(provider(format!("the token response is larger than {MAX_BODY} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// When the token expires: the response's `expires_at` or `expires_in`

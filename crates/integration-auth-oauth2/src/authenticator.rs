@@ -3,7 +3,7 @@
 //! share a store.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integration_core::definition::GrantType;
@@ -11,6 +11,7 @@ use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, async_trait};
+use integration_http::token::{CachedToken, TokenCache};
 use integration_http::{Authenticator, Credential, renew_at};
 
 use crate::OAuth2Client;
@@ -31,16 +32,9 @@ pub struct OAuth2Authenticator {
     client: OAuth2Client,
     holder: String,
     margin: Duration,
-    current: RwLock<Option<Cached>>,
+    cache: TokenCache,
     renewal: tokio::sync::Mutex<()>,
     failures: Mutex<Failures>,
-}
-
-#[derive(Clone)]
-struct Cached {
-    access_token: String,
-    credential: Arc<Credential>,
-    renew_at: Option<OffsetDateTime>,
 }
 
 #[derive(Default)]
@@ -71,7 +65,7 @@ impl OAuth2Authenticator {
             client,
             holder,
             margin,
-            current: RwLock::new(current),
+            cache: TokenCache::new(current),
             renewal: tokio::sync::Mutex::new(()),
             failures: Mutex::new(Failures::default()),
         }
@@ -82,26 +76,11 @@ impl OAuth2Authenticator {
         &self.client
     }
 
-    fn fresh(&self) -> Option<Arc<Credential>> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let cached = current.as_ref()?;
-        match cached.renew_at {
-            Some(at) if OffsetDateTime::now_utc() >= at => None,
-            _ => Some(Arc::clone(&cached.credential)),
-        }
-    }
-
-    fn set_current(&self, cached: Option<Cached>) -> Option<Arc<Credential>> {
-        let credential = cached.as_ref().map(|cached| Arc::clone(&cached.credential));
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = cached;
-        credential
-    }
-
     /// Gets new tokens now (refresh, or a new client credentials token),
     /// whatever the cached one's expiry.
     pub async fn refresh(&self) -> Result<ConnectedAccount> {
         let _renewal = self.renewal.lock().await;
-        self.set_current(None);
+        self.cache.set(None);
         self.renew(true).await
     }
 
@@ -120,12 +99,7 @@ impl OAuth2Authenticator {
                 )
                 .temporary());
         }
-        let rejected = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|c| c.access_token.clone());
+        let rejected = self.cache.current_token();
         loop {
             let account = self.client.store.get(&self.client.account).await?;
             if account.status() == AccountStatus::NeedsReauth {
@@ -138,9 +112,9 @@ impl OAuth2Authenticator {
             // Another process may have stored newer tokens.
             if !forced
                 && let Some(cached) = stored(&account, self.margin)
-                && Some(&cached.access_token) != rejected.as_ref()
+                && cached.credential.expose_token() != rejected.as_deref()
             {
-                self.set_current(Some(cached));
+                self.cache.set(Some(cached));
                 return Ok(account);
             }
             match self.take_lease(account).await? {
@@ -209,8 +183,7 @@ impl OAuth2Authenticator {
                 // token is handed to any request.
                 let stored = store_tokens(&self.client, &tokens, Some(leased), AccountStatus::Connected, None).await?;
                 *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
-                self.set_current(Some(Cached {
-                    access_token: tokens.access_token.expose_secret().to_owned(),
+                self.cache.set(Some(CachedToken {
                     credential: Arc::new(Credential::token(tokens.access_token)),
                     renew_at: renew_at(tokens.expires_at, self.margin),
                 }));
@@ -246,7 +219,7 @@ impl OAuth2Authenticator {
             return Ok(());
         }
         tracing::warn!(account = %self.client.account, reason, "the account needs to be connected again");
-        self.set_current(None);
+        self.cache.set(None);
         drop(leased);
         update_credentials(&self.client, current, |_, credentials| {
             credentials.remove(REFRESH_TOKEN);
@@ -278,7 +251,7 @@ impl OAuth2Authenticator {
 }
 
 /// The stored access token, if it is still worth using.
-fn stored(account: &ConnectedAccount, margin: Duration) -> Option<Cached> {
+fn stored(account: &ConnectedAccount, margin: Duration) -> Option<CachedToken> {
     let token = account.credentials().get(ACCESS_TOKEN)?;
     let expires_at = match account.credentials().get(ACCESS_TOKEN_EXPIRES_AT) {
         Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
@@ -288,8 +261,7 @@ fn stored(account: &ConnectedAccount, margin: Duration) -> Option<Cached> {
     if renew.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
         return None;
     }
-    Some(Cached {
-        access_token: token.expose_secret().to_owned(),
+    Some(CachedToken {
         credential: Arc::new(Credential::token(token.clone())),
         renew_at: renew,
     })
@@ -304,15 +276,15 @@ fn lease(account: &ConnectedAccount) -> Option<(String, OffsetDateTime)> {
 #[async_trait]
 impl Authenticator for OAuth2Authenticator {
     async fn credential(&self) -> Result<Arc<Credential>> {
-        if let Some(credential) = self.fresh() {
+        if let Some(credential) = self.cache.fresh() {
             return Ok(credential);
         }
         let _renewal = self.renewal.lock().await;
-        if let Some(credential) = self.fresh() {
+        if let Some(credential) = self.cache.fresh() {
             return Ok(credential);
         }
         self.renew(false).await?;
-        self.fresh().ok_or_else(|| {
+        self.cache.fresh().ok_or_else(|| {
             self.client
                 .error(ErrorKind::Provider, "the provider gave a token that is already expired")
         })
@@ -320,16 +292,7 @@ impl Authenticator for OAuth2Authenticator {
 
     async fn rejected(&self, credential: &Arc<Credential>) -> Result<bool> {
         let _renewal = self.renewal.lock().await;
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if current
-            .as_ref()
-            .is_some_and(|cached| Arc::ptr_eq(&cached.credential, credential))
-        {
-            // Keep the rejected token's text so a stored copy is not adopted again.
-            if let Some(cached) = current.as_mut() {
-                cached.renew_at = Some(OffsetDateTime::UNIX_EPOCH);
-            }
-        }
+        self.cache.expire(credential);
         Ok(true)
     }
 }

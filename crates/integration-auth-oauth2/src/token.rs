@@ -12,6 +12,7 @@ use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{Error, ErrorKind};
 use integration_http::HttpClient;
 use integration_http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use integration_http::token::{self, BodyError};
 use serde_json::Value;
 use url::Url;
 
@@ -130,36 +131,23 @@ impl TokenEndpoint {
     }
 }
 
-async fn read(mut response: reqwest::Response, config: &TokenResponse) -> Result<TokenSet, TokenFailure> {
+async fn read(response: reqwest::Response, config: &TokenResponse) -> Result<TokenSet, TokenFailure> {
     let status = response.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = token::read_body(response, MAX_BODY)
         .await
-        .map_err(|_| other(ErrorKind::Transport, "the token response broke off".to_owned()).temporary_failure())?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(other(
+        .map_err(|error| match error {
+            BodyError::Broken => {
+                TokenFailure::Other(Error::new(ErrorKind::Transport, "the token response broke off").temporary())
+            }
+            BodyError::TooLarge(limit) => other(
                 ErrorKind::Provider,
-                format!("the token response is larger than {MAX_BODY} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+                format!("the token response is larger than {limit} bytes"),
+            ),
+        })?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
-        // The status and the provider's error code only: the body may echo
-        // what was sent.
-        let code = json
-            .as_ref()
-            .and_then(|json| json.get("error"))
-            .and_then(Value::as_str)
-            .filter(|code| code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
-        let message = match code {
-            Some(code) => format!("the token endpoint answered {status} with error `{code}`"),
-            None => format!("the token endpoint answered {status}"),
-        };
-        if code == Some("invalid_grant") {
+        let (message, code) = token::refusal(status, json.as_ref());
+        if code.as_deref() == Some("invalid_grant") {
             return Err(TokenFailure::InvalidGrant(message));
         }
         let error = Error::new(ErrorKind::Provider, message);
@@ -259,13 +247,6 @@ fn other(kind: ErrorKind, message: String) -> TokenFailure {
 }
 
 impl TokenFailure {
-    fn temporary_failure(self) -> Self {
-        match self {
-            Self::Other(error) => Self::Other(error.temporary()),
-            invalid => invalid,
-        }
-    }
-
     /// As an error of the account.
     pub(crate) fn into_error(self) -> Error {
         match self {

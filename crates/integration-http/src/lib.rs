@@ -7,6 +7,7 @@ mod hosts;
 mod lifetime;
 mod request;
 mod retry;
+pub mod token;
 
 pub use account::AccountClient;
 pub use auth::{Authenticator, Credential};

@@ -1,0 +1,126 @@
+//! Pieces every token-based auth method shares: the cached token, and
+//! reading a token endpoint's answer.
+
+use std::sync::{Arc, RwLock};
+
+use integration_core::time::OffsetDateTime;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::Credential;
+
+/// A token held in memory, with when to renew it.
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    /// The credential requests carry.
+    pub credential: Arc<Credential>,
+    /// When to get a new one; `None` when the token does not expire.
+    pub renew_at: Option<OffsetDateTime>,
+}
+
+/// One account's current token, read by every request and replaced by the
+/// one task that renews it.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    current: RwLock<Option<CachedToken>>,
+}
+
+impl TokenCache {
+    /// A cache holding `initial`.
+    pub fn new(initial: Option<CachedToken>) -> Self {
+        Self {
+            current: RwLock::new(initial),
+        }
+    }
+
+    /// The token, unless it is due for renewal.
+    pub fn fresh(&self) -> Option<Arc<Credential>> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let cached = current.as_ref()?;
+        match cached.renew_at {
+            Some(at) if OffsetDateTime::now_utc() >= at => None,
+            _ => Some(Arc::clone(&cached.credential)),
+        }
+    }
+
+    /// The token text held, fresh or not.
+    pub fn current_token(&self) -> Option<String> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref()?.credential.expose_token().map(str::to_owned)
+    }
+
+    /// Replaces the token; returns its credential.
+    pub fn set(&self, cached: Option<CachedToken>) -> Option<Arc<Credential>> {
+        let credential = cached.as_ref().map(|cached| Arc::clone(&cached.credential));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = cached;
+        credential
+    }
+
+    /// Marks `credential` due for renewal, if no one has replaced it yet.
+    /// Its text is kept, so a copy of it found in storage is known stale.
+    pub fn expire(&self, credential: &Arc<Credential>) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = current.as_mut()
+            && Arc::ptr_eq(&cached.credential, credential)
+        {
+            cached.renew_at = Some(OffsetDateTime::UNIX_EPOCH);
+        }
+    }
+}
+
+/// Why a token response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// The connection broke while reading.
+    Broken,
+    /// Larger than the limit.
+    TooLarge(usize),
+}
+
+/// Reads a token endpoint's body, refusing one larger than `limit` bytes.
+pub async fn read_body(mut response: Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| BodyError::Broken)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The message for a refused token request, and the provider's `error`
+/// code when it is a plain identifier. Never quotes the rest of the body:
+/// it may echo the credentials that were sent.
+pub fn refusal(status: StatusCode, json: Option<&Value>) -> (String, Option<String>) {
+    let code = json
+        .and_then(|json| json.get("error"))
+        .and_then(Value::as_str)
+        .filter(|code| code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+    let message = match code {
+        Some(code) => format!("the token endpoint answered {status} with error `{code}`"),
+        None => format!("the token endpoint answered {status}"),
+    };
+    (message, code.map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_quote_the_code_only() {
+        let json = serde_json::json!({ "error": "invalid_client", "error_description": "bad secret hunter2" });
+        let (message, code) = refusal(StatusCode::UNAUTHORIZED, Some(&json));
+        assert_eq!(
+            message,
+            "the token endpoint answered 401 Unauthorized with error `invalid_client`"
+        );
+        assert_eq!(code.as_deref(), Some("invalid_client"));
+        let odd = serde_json::json!({ "error": "echo: hunter2 <script>" });
+        assert_eq!(
+            refusal(StatusCode::BAD_REQUEST, Some(&odd)).0,
+            "the token endpoint answered 400 Bad Request"
+        );
+    }
+}
