@@ -267,3 +267,19 @@ pub async fn verify_callback(store: &AccountStore, callback: &Callback) -> Resul
         redirect_uri: pending.data.get(REDIRECT_URI).cloned().unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks_parse_and_hide_their_code() {
+        let callback = Callback::from_query("code=c0de-s3cret&state=st%20ate&extra=1");
+        assert_eq!(callback.state.as_deref(), Some("st ate"));
+        assert_eq!(callback.code.as_deref(), Some("c0de-s3cret"));
+        assert!(!format!("{callback:?}").contains("s3cret"));
+        let denied = Callback::from_query("error=access_denied&error_description=no+thanks&state=x");
+        assert_eq!(denied.error.as_deref(), Some("access_denied"));
+        assert_eq!(denied.error_description.as_deref(), Some("no thanks"));
+    }
+}

@@ -255,3 +255,26 @@ impl TokenFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let tokens = TokenSet {
+            access_token: SecretString::from("access-s3cret".to_owned()),
+            refresh_token: Some(SecretString::from("refresh-s3cret".to_owned())),
+            expires_at: None,
+        };
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn pointers_accept_bare_names() {
+        assert_eq!(pointer(Some("data/token"), "/x"), "/data/token");
+        assert_eq!(pointer(Some("/data/token"), "/x"), "/data/token");
+        assert_eq!(pointer(None, "/access_token"), "/access_token");
+    }
+}
