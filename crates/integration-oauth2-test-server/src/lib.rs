@@ -38,6 +38,8 @@ pub struct Config {
     pub interactive_login: bool,
     /// Delay every token response, to widen races in tests.
     pub token_delay: Duration,
+    /// Answer every token request with this status (a provider outage).
+    pub fail_token_requests: Option<u16>,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             require_pkce: false,
             interactive_login: false,
             token_delay: Duration::ZERO,
+            fail_token_requests: None,
         }
     }
 }
@@ -260,6 +263,10 @@ async fn token(
     };
     let grant_type = params.get("grant_type").cloned().unwrap_or_default();
     *state.inner().token_calls.entry(grant_type.clone()).or_default() += 1;
+    if let Some(status) = config.fail_token_requests {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, "temporarily_unavailable");
+    }
     if !client_authenticated(&config, &headers, &params) {
         return error(StatusCode::UNAUTHORIZED, "invalid_client");
     }

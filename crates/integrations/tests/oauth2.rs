@@ -487,3 +487,60 @@ async fn a_401_on_a_request_refreshes_once_and_retries() {
     assert_eq!(me(&hub).await, StatusCode::OK);
     assert_eq!(server.token_calls("refresh_token"), 1, "the new token is reused");
 }
+
+#[tokio::test]
+async fn client_credentials_are_fetched_again_ahead_of_expiry() {
+    let server = TestServer::start(Config {
+        access_token_lifetime: Some(Duration::from_secs(2)),
+        ..Config::default()
+    })
+    .await;
+    let hub = hub_with(&definition(&server, "client_credentials", ""), store()).await;
+    assert_eq!(me(&hub).await, StatusCode::OK);
+    assert_eq!(me(&hub).await, StatusCode::OK);
+    assert_eq!(server.token_calls("client_credentials"), 1);
+    // Renewal is due halfway through a lifetime shorter than the margin.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(me(&hub).await, StatusCode::OK);
+    assert_eq!(
+        server.token_calls("client_credentials"),
+        2,
+        "renewed before the token expired"
+    );
+}
+
+#[tokio::test]
+async fn transient_refresh_failures_back_off() {
+    let server = TestServer::start(Config::default()).await;
+    let hub = hub_with(&definition(&server, "authorization_code", ""), store()).await;
+    connect(&hub).await;
+    server.configure(|config| config.fail_token_requests = Some(503));
+    let client = hub.account(&acct()).await.expect("account");
+    let credential = client.authenticator().credential().await.expect("credential");
+    client.authenticator().rejected(&credential).await.expect("rejected");
+
+    let first = client
+        .authenticator()
+        .credential()
+        .await
+        .expect_err("the provider is down");
+    assert!(first.is_temporary(), "{first}");
+    assert!(first.to_string().contains("503"), "{first}");
+    let second = client.authenticator().credential().await.expect_err("backing off");
+    assert!(second.to_string().contains("waiting before the next one"), "{second}");
+    assert_eq!(
+        server.token_calls("refresh_token"),
+        1,
+        "the back-off kept the provider from a second call"
+    );
+    let account = hub.store().get(&acct()).await.expect("account");
+    assert_eq!(
+        account.status(),
+        AccountStatus::Connected,
+        "a transient failure is not invalid_grant"
+    );
+    assert!(
+        account.credentials().get("refresh_lease").is_none(),
+        "the lease was released"
+    );
+}
