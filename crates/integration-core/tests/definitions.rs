@@ -160,7 +160,11 @@ fn a_literal_client_secret_is_never_echoed() {
     assert!(shown.contains("client_secret"), "{shown}");
     assert!(!shown.contains("s3cret"), "the secret leaked: {shown}");
 
-    let valid = text.replace("sup3r{s3cret", "sup3r{{s3cret");
+    let valid = text.replace("sup3r{s3cret", "sup3r{{s3cret").replace(
+        r#"name = "Acme""#,
+        r#"name = "Acme"
+        parameters = [{ name = "fallback", secret = true, default = "def4ult-s3cret" }]"#,
+    );
     let definitions = Definitions::from_str(&valid, Format::Toml).expect("valid");
     let debug = format!("{definitions:?}");
     assert!(!debug.contains("s3cret"), "the secret leaked into Debug: {debug}");

@@ -137,7 +137,6 @@ impl Integrations {
                 .with_context("account", account.id())
                 .with_context("integration", &integration.key)
         };
-        let _ = &unavailable;
         match &integration.auth {
             #[cfg(feature = "auth-api-token")]
             Auth::ApiToken(_) => Ok(Arc::new(integration_auth_api_token::ApiTokenAuthenticator::new(

@@ -110,7 +110,7 @@ impl Integration {
 }
 
 /// An integration parameter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParameterDeclaration {
     /// Name, referenced as `{name}`: ASCII letters, digits and `_`.
@@ -125,6 +125,22 @@ pub struct ParameterDeclaration {
     /// must be given a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+}
+
+impl fmt::Debug for ParameterDeclaration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The default of a secret parameter is itself a secret.
+        let default = self
+            .default
+            .as_ref()
+            .map(|value| if self.secret { "..." } else { value.as_str() });
+        f.debug_struct("ParameterDeclaration")
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("secret", &self.secret)
+            .field("default", &default)
+            .finish()
+    }
 }
 
 fn is_false(value: &bool) -> bool {
