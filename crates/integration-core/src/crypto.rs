@@ -34,6 +34,15 @@ const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 const TAG_LEN: usize = 16;
 
+/// `N` bytes from the operating system's cryptographic random source, for
+/// secrets such as API keys.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
 /// A 256-bit key. Its bytes are wiped from memory when it is dropped and
 /// never shown: Debug prints only its id.
 #[derive(Clone)]

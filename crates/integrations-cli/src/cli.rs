@@ -39,6 +39,11 @@ pub(crate) enum Command {
     /// redirect on loopback, exchange the code and store the tokens.
     #[command(after_long_help = CONNECT_HELP)]
     Connect(ConnectArgs),
+    /// Run the gateway: a REST API over the connected accounts.
+    Serve(ServeArgs),
+    /// Manage the gateway's API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Make an HTTP request through an account, with its credential and
     /// request parameters applied, and print the response body.
     #[command(after_long_help = REQUEST_HELP)]
@@ -63,6 +68,33 @@ is 400 or more.
 Examples:
   integrations request customer42 GET /forecast -H 'Accept: application/json'
   integrations request erp1 POST orders -d @order.json -H 'Content-Type: application/json' --fail";
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "INTEGRATIONS_LISTEN", default_value = "127.0.0.1:8400")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Log lines as `text` or `json`.
+    #[arg(long, env = "INTEGRATIONS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create an API key and print it (it is shown once, and stored hashed).
+    Create {
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// List API keys (ids and names; the keys themselves are not kept).
+    List,
+    /// Revoke an API key.
+    Revoke {
+        /// The key's id, as `keys list` shows it.
+        id: String,
+    },
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {

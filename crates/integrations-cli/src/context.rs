@@ -45,7 +45,7 @@ pub(crate) fn store(global: &GlobalArgs) -> Result<AccountStore> {
     Ok(AccountStore::new(Arc::new(storage), Cipher::new(&key)))
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

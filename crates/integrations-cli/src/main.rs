@@ -6,6 +6,7 @@ mod connect;
 mod context;
 mod request;
 mod secrets;
+mod serve;
 mod validate;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ fn main() -> ExitCode {
             Command::Accounts(AccountsCommand::Refresh(args)) => accounts::refresh(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Revoke(args)) => accounts::revoke(&cli.global, args).await,
             Command::Connect(args) => connect::run(&cli.global, args).await,
+            Command::Serve(args) => serve::run(&cli.global, args).await,
+            Command::Keys(command) => serve::keys(&cli.global, command),
             Command::Request(args) => request::run(&cli.global, args).await,
         }
     });

@@ -616,3 +616,92 @@ async fn connect_refresh_revoke_and_remove_an_oauth2_account() {
         assert!(!output.stdout.contains("test-secret") && !output.stderr.contains("test-secret"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_with_a_key_and_stops_gracefully() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let created = run(dir.path(), &["keys", "create", "--name", "tests"]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let key = created.stdout.trim().to_owned();
+    assert!(key.starts_with("ik_"), "{key}");
+    let listed = run(dir.path(), &["keys", "list"]);
+    assert!(listed.stdout.contains("  tests\n"), "{}", listed.stdout);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_integrations"))
+        .args([
+            "--definitions",
+            examples.to_str().expect("utf-8"),
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .env("INTEGRATIONS_DATA_DIR", dir.path())
+        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the gateway did not come up");
+    let client = reqwest::Client::new();
+    let unauthorized = client
+        .get(format!("{base}/v1/integrations"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(unauthorized.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let listed = client
+        .get(format!("{base}/v1/integrations"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(listed.status(), reqwest::StatusCode::OK);
+
+    let revoked = run(dir.path(), &["keys", "revoke", key.split('_').nth(1).expect("id")]);
+    assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    let refused = client
+        .get(format!("{base}/v1/integrations"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        refused.status(),
+        reqwest::StatusCode::UNAUTHORIZED,
+        "a revoked key is refused at once"
+    );
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("exit");
+    assert!(output.status.success(), "graceful exit");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.lines().all(|line| line.starts_with('{')), "JSON logs: {logs}");
+    assert!(logs.contains("gateway listening") && logs.contains("stopped"), "{logs}");
+    assert!(!logs.contains(&key), "the API key leaked into the logs");
+}

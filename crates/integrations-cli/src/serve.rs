@@ -1,0 +1,104 @@
+//! `integrations serve` and `integrations keys`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use integrations::secrecy::ExposeSecret;
+use integrations::time::format_description::well_known::Rfc3339;
+use integrations_gateway::AppState;
+use integrations_gateway::keys::ApiKeys;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{GlobalArgs, KeysCommand, ServeArgs};
+use crate::context;
+
+pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
+    let filter = EnvFilter::try_from_env("INTEGRATIONS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+
+    let dir = context::data_dir(global)?;
+    let integrations = context::integrations(global)?;
+    let keys = ApiKeys::in_data_dir(&dir)?;
+    if keys.is_empty() {
+        tracing::warn!("no API key exists yet: create one with `integrations keys create --name NAME`");
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        %address,
+        integrations = integrations.definitions().len(),
+        data_dir = %dir.display(),
+        "gateway listening: try `curl http://{address}/healthz`"
+    );
+    let state = Arc::new(AppState { integrations, keys });
+    integrations_gateway::serve(listener, state, shutdown_signal())
+        .await
+        .context("the server failed")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish the requests in flight.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+pub(crate) fn keys(global: &GlobalArgs, command: KeysCommand) -> Result<ExitCode> {
+    let dir = context::data_dir(global)?;
+    context::create_private_dir(&dir)?;
+    let keys = ApiKeys::in_data_dir(&dir)?;
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        KeysCommand::Create { name } => {
+            let (key, secret) = keys.create(&name)?;
+            writeln!(stdout, "{}", secret.expose_secret())?;
+            eprintln!(
+                "created API key {} ({}); it is shown once, keep it now",
+                key.id, key.name
+            );
+        }
+        KeysCommand::List => {
+            for key in keys.list()? {
+                let created = key.created_at.format(&Rfc3339).unwrap_or_default();
+                writeln!(stdout, "{}  {created}  {}", key.id, key.name)?;
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !keys.revoke(&id)? {
+                bail!("no such API key `{id}`");
+            }
+            writeln!(stdout, "revoked API key {id}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

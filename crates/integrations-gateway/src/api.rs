@@ -1,0 +1,304 @@
+//! The REST API under `/v1`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use integrations::definition::{Auth, Integration};
+use integrations::secrecy::SecretString;
+use integrations::time::format_description::well_known::Rfc3339;
+use integrations::{AccountId, ConnectedAccount, NewAccount, Secrets};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+/// What `/v1` shows of secret values.
+pub const MASK: &str = "********";
+
+/// An integration, without anything secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntegrationView {
+    /// Its key.
+    pub key: String,
+    /// Its display name.
+    pub name: String,
+    /// `oauth2`, `api_token`, `basic`, `custom_token` or `sftp`.
+    pub auth_type: &'static str,
+    /// For OAuth 2.0: `authorization_code` or `client_credentials`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<String>,
+    /// The base URL template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The parameters an account fills in.
+    pub parameters: Vec<ParameterView>,
+    /// The credentials an account of this integration takes when created.
+    pub credentials: Vec<CredentialView>,
+}
+
+/// An integration parameter.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParameterView {
+    /// Its name.
+    pub name: String,
+    /// What it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whether its value is secret.
+    pub secret: bool,
+    /// Whether it may be left out.
+    pub optional: bool,
+}
+
+/// A credential an account takes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialView {
+    /// Its name.
+    pub name: &'static str,
+    /// Whether an account must have it.
+    pub required: bool,
+    /// What it is.
+    pub description: &'static str,
+}
+
+impl From<&Integration> for IntegrationView {
+    fn from(integration: &Integration) -> Self {
+        Self {
+            key: integration.key.clone(),
+            name: integration.name.clone(),
+            auth_type: integration.auth_type(),
+            grant_type: match &integration.auth {
+                Auth::OAuth2(oauth2) => serde_json::to_value(oauth2.grant_type)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_owned)),
+                _ => None,
+            },
+            base_url: integration.base_url.as_ref().map(|url| url.source().to_owned()),
+            parameters: integration
+                .parameters
+                .iter()
+                .map(|parameter| ParameterView {
+                    name: parameter.name.clone(),
+                    description: parameter.description.clone(),
+                    secret: parameter.secret,
+                    optional: parameter.default.is_some(),
+                })
+                .collect(),
+            credentials: integrations::account::credential_fields(integration)
+                .into_iter()
+                .map(|field| CredentialView {
+                    name: field.name,
+                    required: field.required,
+                    description: field.description,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A connected account. Secret parameter values are masked; credentials
+/// are never returned, only their names.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    /// Its id.
+    pub id: String,
+    /// Its integration's key.
+    pub integration: String,
+    /// `pending`, `connected` or `needs_reauth`.
+    pub status: String,
+    /// Why, when worth telling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Parameter values; secret ones as `********`.
+    pub parameters: BTreeMap<String, String>,
+    /// The names of the credentials it holds.
+    pub credentials: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<&ConnectedAccount> for AccountView {
+    fn from(account: &ConnectedAccount) -> Self {
+        let mut parameters = account.parameters().clone();
+        for name in account.secret_parameters().names() {
+            parameters.insert(name.to_owned(), MASK.to_owned());
+        }
+        Self {
+            id: account.id().to_string(),
+            integration: account.integration().to_owned(),
+            status: account.status().as_str().to_owned(),
+            status_reason: account.status_reason().map(str::to_owned),
+            parameters,
+            credentials: account.credentials().names().map(str::to_owned).collect(),
+            created_at: account.created_at().format(&Rfc3339).unwrap_or_default(),
+            updated_at: account.updated_at().format(&Rfc3339).unwrap_or_default(),
+        }
+    }
+}
+
+/// A new account. Credentials are write-only.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccountRequest {
+    /// Its id: 1 to 128 ASCII letters, digits, `-`, `_` and `.`.
+    pub id: String,
+    /// Its integration's key.
+    pub integration: String,
+    /// Parameter values.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Credentials.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
+}
+
+/// What removing an account did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemovalView {
+    /// The OAuth 2.0 tokens the provider revoked.
+    pub revoked: Vec<&'static str>,
+    /// Revocation failures; the account is removed all the same.
+    pub revoke_failures: Vec<String>,
+}
+
+/// The gateway is up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+/// Liveness: no API key needed.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Every integration, sorted by key.
+#[utoipa::path(
+    get, path = "/v1/integrations", tag = "integrations",
+    responses((status = 200, body = [IntegrationView]), (status = 401, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_integrations(State(state): State<Arc<AppState>>) -> Json<Vec<IntegrationView>> {
+    Json(
+        state
+            .integrations
+            .definitions()
+            .iter()
+            .map(|i| IntegrationView::from(i.as_ref()))
+            .collect(),
+    )
+}
+
+/// One integration.
+#[utoipa::path(
+    get, path = "/v1/integrations/{key}", tag = "integrations",
+    params(("key" = String, Path, description = "The integration's key")),
+    responses((status = 200, body = IntegrationView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_integration(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    let integration = state.integrations.integration(&key)?;
+    Ok(Json(IntegrationView::from(integration.as_ref())))
+}
+
+/// Every account, sorted by id. Unreadable records are left out and logged.
+#[utoipa::path(
+    get, path = "/v1/accounts", tag = "accounts",
+    responses((status = 200, body = [AccountView]), (status = 401, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_accounts(State(state): State<Arc<AppState>>) -> Result<Json<Vec<AccountView>>, ApiError> {
+    let list = state.integrations.store().list().await?;
+    for error in &list.unreadable {
+        tracing::error!(%error, "unreadable account record");
+    }
+    Ok(Json(list.accounts.iter().map(AccountView::from).collect()))
+}
+
+/// Creates an account.
+#[utoipa::path(
+    post, path = "/v1/accounts", tag = "accounts",
+    request_body = NewAccountRequest,
+    responses(
+        (status = 201, body = AccountView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such integration"),
+        (status = 409, body = ErrorBody, description = "An account with this id exists"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_account(
+    State(state): State<Arc<AppState>>,
+    Json(request): Json<NewAccountRequest>,
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    let integration = state.integrations.integration(&request.integration)?;
+    let secrets = |values: BTreeMap<String, String>| -> Secrets {
+        values
+            .into_iter()
+            .map(|(name, value)| (name, SecretString::from(value)))
+            .collect()
+    };
+    let account = state
+        .integrations
+        .store()
+        .create(
+            integration,
+            NewAccount {
+                id: AccountId::new(request.id)?,
+                parameters: secrets(request.parameters),
+                credentials: secrets(request.credentials),
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(AccountView::from(&account))))
+}
+
+/// One account.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The account's id")),
+    responses((status = 200, body = AccountView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_account(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    let account = state.integrations.store().get(&AccountId::new(id)?).await?;
+    Ok(Json(AccountView::from(&account)))
+}
+
+/// Deletes an account, revoking OAuth 2.0 tokens first where the
+/// integration has a revoke endpoint.
+#[utoipa::path(
+    delete, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The account's id")),
+    responses((status = 200, body = RemovalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn delete_account(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<RemovalView>, ApiError> {
+    let id = AccountId::new(id)?;
+    let removal = state.integrations.remove_account(&id).await?;
+    if !removal.existed {
+        return Err(ApiError::not_found(format!("no such account (account `{id}`)")));
+    }
+    Ok(Json(RemovalView {
+        revoked: removal.revoked,
+        revoke_failures: removal.revoke_failures.iter().map(ToString::to_string).collect(),
+    }))
+}

@@ -1,0 +1,223 @@
+//! API keys: random bearer keys, stored as SHA-256 hashes in a file of the
+//! data directory, compared in constant time.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use integrations::crypto::random_bytes;
+use integrations::secrecy::SecretString;
+use integrations::time::OffsetDateTime;
+use integrations::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The key file's name inside a data directory.
+pub const KEYS_FILE_NAME: &str = "api-keys.json";
+
+const KEY_PREFIX: &str = "ik_";
+
+/// A stored API key: its id, name and hash. The key itself is shown once,
+/// when it is created, and never kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// A short public id, used to revoke the key.
+    pub id: String,
+    /// What the key is for.
+    pub name: String,
+    /// When it was created.
+    #[serde(with = "integrations::time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Hex SHA-256 of the key.
+    hash: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct KeyFile {
+    keys: Vec<ApiKey>,
+}
+
+/// The API keys of a gateway, in one file; changes made by another process
+/// (`integrations keys create` while the gateway runs) are picked up.
+#[derive(Debug)]
+pub struct ApiKeys {
+    path: PathBuf,
+    loaded: Mutex<(Option<SystemTime>, Vec<ApiKey>)>,
+}
+
+impl ApiKeys {
+    /// The keys in `path` (none when the file does not exist yet).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let keys = Self {
+            path: path.into(),
+            loaded: Mutex::new((None, Vec::new())),
+        };
+        keys.reload()?;
+        Ok(keys)
+    }
+
+    /// The keys of a data directory.
+    pub fn in_data_dir(dir: &Path) -> Result<Self> {
+        Self::open(dir.join(KEYS_FILE_NAME))
+    }
+
+    /// Creates a key named `name`; returns it with the key itself, which
+    /// is not stored and cannot be shown again.
+    pub fn create(&self, name: &str) -> Result<(ApiKey, SecretString)> {
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a key name must be 1 to 100 characters",
+            ));
+        }
+        let id: String = random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect();
+        let secret = format!("{KEY_PREFIX}{id}_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let key = ApiKey {
+            id,
+            name: name.trim().to_owned(),
+            created_at: OffsetDateTime::now_utc(),
+            hash: hash(&secret),
+        };
+        self.update(|keys| keys.push(key.clone()))?;
+        Ok((key, SecretString::from(secret)))
+    }
+
+    /// Every key, oldest first.
+    pub fn list(&self) -> Result<Vec<ApiKey>> {
+        self.reload()?;
+        Ok(self.loaded.lock().unwrap_or_else(|p| p.into_inner()).1.clone())
+    }
+
+    /// Revokes the key with `id`; returns whether it existed.
+    pub fn revoke(&self, id: &str) -> Result<bool> {
+        let mut found = false;
+        self.update(|keys| {
+            let before = keys.len();
+            keys.retain(|key| key.id != id);
+            found = keys.len() != before;
+        })?;
+        Ok(found)
+    }
+
+    /// The key `presented` is, if it is one. Every stored hash is compared,
+    /// in constant time, so timing tells nothing about near misses.
+    pub fn verify(&self, presented: &str) -> Option<ApiKey> {
+        if let Err(error) = self.reload() {
+            tracing::warn!(%error, "cannot reload the API keys; using the ones loaded before");
+        }
+        let presented = hash(presented);
+        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        for key in &loaded.1 {
+            if bool::from(key.hash.as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(key.clone());
+            }
+        }
+        found
+    }
+
+    /// Whether any key exists.
+    pub fn is_empty(&self) -> bool {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).1.is_empty()
+    }
+
+    fn reload(&self) -> Result<()> {
+        let modified = match fs::metadata(&self.path) {
+            Ok(metadata) => metadata.modified().ok(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(self.error("cannot read").with_source(error)),
+        };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if modified.is_some() && loaded.0 == modified {
+            return Ok(());
+        }
+        loaded.1 = match modified {
+            None => Vec::new(),
+            Some(_) => {
+                let text = fs::read_to_string(&self.path).map_err(|e| self.error("cannot read").with_source(e))?;
+                serde_json::from_str::<KeyFile>(&text)
+                    .map_err(|e| self.error("cannot parse").with_source(e))?
+                    .keys
+            }
+        };
+        loaded.0 = modified;
+        Ok(())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Vec<ApiKey>)) -> Result<()> {
+        self.reload()?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = loaded.1.clone();
+        change(&mut keys);
+        let text = serde_json::to_string_pretty(&KeyFile { keys: keys.clone() })
+            .map_err(|e| self.error("cannot encode").with_source(e))?;
+        // Written whole to a private temporary file, then renamed over.
+        let temporary = self.path.with_extension("json.tmp");
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&temporary).and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        });
+        written
+            .and_then(|()| fs::rename(&temporary, &self.path))
+            .map_err(|e| self.error("cannot write").with_source(e))?;
+        *loaded = (fs::metadata(&self.path).ok().and_then(|m| m.modified().ok()), keys);
+        Ok(())
+    }
+
+    fn error(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Storage,
+            format!("{what} the API key file {}", self.path.display()),
+        )
+    }
+}
+
+fn hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use integrations::secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_stored_hashed_and_verified() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = ApiKeys::in_data_dir(dir.path()).expect("open");
+        let (created, secret) = keys.create("billing service").expect("create");
+        assert!(secret.expose_secret().starts_with(&format!("ik_{}_", created.id)));
+        let file = fs::read_to_string(dir.path().join(KEYS_FILE_NAME)).expect("file");
+        assert!(!file.contains(secret.expose_secret()), "only the hash is stored");
+        assert_eq!(
+            keys.verify(secret.expose_secret()).map(|k| k.id),
+            Some(created.id.clone())
+        );
+        assert!(keys.verify("ik_nope").is_none());
+
+        // Another process's view sees the same keys, and revocation.
+        let other = ApiKeys::in_data_dir(dir.path()).expect("open");
+        assert!(other.verify(secret.expose_secret()).is_some());
+        assert!(other.revoke(&created.id).expect("revoke"));
+        assert!(!other.revoke(&created.id).expect("revoke again"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            keys.verify(secret.expose_secret()).is_none(),
+            "revoked elsewhere, refused here"
+        );
+        assert!(!format!("{created:?}").contains(secret.expose_secret()));
+    }
+}

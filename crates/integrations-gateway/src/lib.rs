@@ -1,0 +1,105 @@
+#![doc = include_str!("../README.md")]
+
+pub mod api;
+pub mod error;
+pub mod keys;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use integrations::Integrations;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::keys::ApiKeys;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// Definitions, accounts and the HTTP client.
+    pub integrations: Integrations,
+    /// The API keys.
+    pub keys: ApiKeys,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "integrations gateway", description = "Connected accounts of custom integrations, over HTTP."),
+    modifiers(&BearerKeys),
+    tags((name = "accounts"), (name = "integrations"), (name = "health"))
+)]
+struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The gateway's routes and their OpenAPI document, generated from the
+/// handlers themselves.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (protected, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::list_integrations))
+        .routes(routes!(api::get_integration))
+        .routes(routes!(api::list_accounts, api::create_account))
+        .routes(routes!(api::get_account, api::delete_account))
+        .split_for_parts();
+    let (public, public_doc) = OpenApiRouter::new().routes(routes!(api::healthz)).split_for_parts();
+    openapi.merge(public_doc);
+    let document = Arc::new(openapi);
+    let protected = protected
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
+    protected.merge(public).with_state(state)
+}
+
+/// Refuses requests without a valid `Authorization: Bearer` API key.
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented.and_then(|key| state.keys.verify(key)) {
+        Some(_) => Ok(next.run(request).await),
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

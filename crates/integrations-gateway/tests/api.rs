@@ -1,0 +1,262 @@
+//! Every route over HTTP against a running gateway: success, each error
+//! status, and a missing or wrong API key.
+
+use std::sync::Arc;
+
+use integrations::definition::Format;
+use integrations::secrecy::ExposeSecret;
+use integrations::storage::memory::MemoryStorage;
+use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
+use integrations_gateway::AppState;
+use integrations_gateway::keys::ApiKeys;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const DEFINITIONS: &str = r#"
+    [[integration]]
+    key = "weather"
+    name = "Weather"
+    base_url = "https://api.weather.example/v1"
+    parameters = [{ name = "units", default = "metric" }, { name = "station_secret", secret = true, default = "x" }]
+    auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
+    request_parameters = [{ type = "header", name = "X-Literal-Key", value = "literal-s3cret" }]
+
+    [[integration]]
+    key = "crm"
+    name = "CRM"
+    [integration.auth]
+    type = "oauth2"
+    grant_type = "client_credentials"
+    access_token_endpoint = "https://crm.example/token"
+    access_token_verb = "POST"
+    scope = "read"
+    client_id = "id"
+    client_secret = "client-s3cret"
+    token = { parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {token}" }
+"#;
+
+struct Gateway {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
+        let (_, key) = keys.create("tests").expect("key");
+        let definitions = Definitions::from_str(DEFINITIONS, Format::Toml).expect("valid");
+        let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
+        let state = Arc::new(AppState {
+            integrations: Integrations::new(definitions, store).expect("integrations"),
+            keys,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+        Self {
+            base,
+            key: key.expose_secret().to_owned(),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("response");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+#[tokio::test]
+async fn health_needs_no_key_and_everything_else_does() {
+    let gateway = Gateway::start().await;
+    let health = reqwest::get(format!("{}/healthz", gateway.base)).await.expect("health");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await.expect("json"), json!({ "status": "ok" }));
+
+    for path in [
+        "/v1/integrations",
+        "/v1/integrations/weather",
+        "/v1/accounts",
+        "/v1/accounts/a1",
+        "/v1/openapi.json",
+    ] {
+        let missing = reqwest::get(format!("{}{path}", gateway.base)).await.expect("response");
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "{path} without a key");
+        assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+        let body: Value = missing.json().await.expect("json");
+        assert_eq!(body["error"]["kind"], "unauthorized");
+
+        let wrong = gateway
+            .http
+            .get(format!("{}{path}", gateway.base))
+            .bearer_auth(format!("{}x", gateway.key))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path} with a wrong key");
+    }
+}
+
+#[tokio::test]
+async fn integrations_are_listed_without_secrets() {
+    let gateway = Gateway::start().await;
+    let (status, list) = gateway.call(reqwest::Method::GET, "/v1/integrations", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let keys: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| i["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["crm", "weather"]);
+    let text = list.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+
+    let (status, weather) = gateway
+        .call(reqwest::Method::GET, "/v1/integrations/weather", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(weather["auth_type"], "api_token");
+    assert_eq!(weather["credentials"][0]["name"], "token");
+    assert_eq!(
+        weather["parameters"][0],
+        json!({ "name": "units", "secret": false, "optional": true })
+    );
+    let (status, crm) = gateway.call(reqwest::Method::GET, "/v1/integrations/crm", None).await;
+    assert_eq!(
+        (status, crm["grant_type"].as_str()),
+        (StatusCode::OK, Some("client_credentials"))
+    );
+
+    let (status, missing) = gateway.call(reqwest::Method::GET, "/v1/integrations/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"]["kind"], "not_found");
+}
+
+#[tokio::test]
+async fn accounts_are_created_read_listed_and_deleted() {
+    let gateway = Gateway::start().await;
+    let new = json!({
+        "id": "w1",
+        "integration": "weather",
+        "parameters": { "station_secret": "station-s3cret" },
+        "credentials": { "token": "token-s3cret" },
+    });
+    let (status, created) = gateway
+        .call(reqwest::Method::POST, "/v1/accounts", Some(new.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["id"], "w1");
+    assert_eq!(created["status"], "connected");
+    assert_eq!(
+        created["parameters"],
+        json!({ "units": "metric", "station_secret": "********" })
+    );
+    assert_eq!(created["credentials"], json!(["token"]));
+
+    let (status, duplicate) = gateway.call(reqwest::Method::POST, "/v1/accounts", Some(new)).await;
+    assert_eq!(
+        (status, duplicate["error"]["kind"].as_str()),
+        (StatusCode::CONFLICT, Some("already_exists"))
+    );
+
+    let (status, read) = gateway.call(reqwest::Method::GET, "/v1/accounts/w1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read["credentials"], json!(["token"]));
+    let (status, list) = gateway.call(reqwest::Method::GET, "/v1/accounts", None).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    for body in [&created, &read, &list] {
+        assert!(!body.to_string().contains("s3cret"), "{body}");
+    }
+
+    let (status, removed) = gateway.call(reqwest::Method::DELETE, "/v1/accounts/w1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(removed, json!({ "revoked": [], "revoke_failures": [] }));
+    let (status, _) = gateway.call(reqwest::Method::DELETE, "/v1/accounts/w1", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = gateway.call(reqwest::Method::GET, "/v1/accounts/w1", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_error() {
+    let gateway = Gateway::start().await;
+    let cases = [
+        (
+            json!({ "id": "bad id", "integration": "weather" }),
+            StatusCode::BAD_REQUEST,
+            "invalid account id",
+        ),
+        (
+            json!({ "id": "w2", "integration": "nope" }),
+            StatusCode::NOT_FOUND,
+            "no such integration",
+        ),
+        (
+            json!({ "id": "w3", "integration": "weather" }),
+            StatusCode::BAD_REQUEST,
+            "missing credential `token`",
+        ),
+        (
+            json!({ "id": "w4", "integration": "weather", "credentials": { "token": "t", "password": "p" } }),
+            StatusCode::BAD_REQUEST,
+            "unknown credential `password`",
+        ),
+    ];
+    for (body, expected, message) in cases {
+        let (status, error) = gateway
+            .call(reqwest::Method::POST, "/v1/accounts", Some(body.clone()))
+            .await;
+        assert_eq!(status, expected, "{body}: {error}");
+        assert!(
+            error["error"]["message"].as_str().is_some_and(|m| m.contains(message)),
+            "{body}: {error}"
+        );
+    }
+    // Not JSON, or unknown fields: refused by the JSON extractor with 4xx.
+    let response = gateway
+        .http
+        .post(format!("{}/v1/accounts", gateway.base))
+        .bearer_auth(&gateway.key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("response");
+    assert!(response.status().is_client_error());
+    let (status, _) = gateway.call(reqwest::Method::GET, "/v1/accounts/bad%20id", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_routes() {
+    let gateway = Gateway::start().await;
+    let (status, document) = gateway.call(reqwest::Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/healthz",
+        "/v1/integrations",
+        "/v1/integrations/{key}",
+        "/v1/accounts",
+        "/v1/accounts/{id}",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing from the document");
+    }
+    assert!(document["components"]["securitySchemes"]["api_key"].is_object());
+    assert!(document["components"]["schemas"]["AccountView"].is_object());
+}
