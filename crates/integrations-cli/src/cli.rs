@@ -74,6 +74,10 @@ pub(crate) struct ServeArgs {
     /// The address to listen on.
     #[arg(long, env = "INTEGRATIONS_LISTEN", default_value = "127.0.0.1:8400")]
     pub(crate) listen: std::net::SocketAddr,
+    /// The gateway's public base URL, on which OAuth 2.0 redirect URIs are
+    /// built [default: http://LISTEN].
+    #[arg(long, env = "INTEGRATIONS_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
     /// Log lines as `text` or `json`.
     #[arg(long, env = "INTEGRATIONS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use integrations::auth::oauth2::RedirectUri;
 use integrations::secrecy::ExposeSecret;
 use integrations::time::format_description::well_known::Rfc3339;
 use integrations_gateway::AppState;
@@ -42,7 +43,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode
         data_dir = %dir.display(),
         "gateway listening: try `curl http://{address}/healthz`"
     );
-    let state = Arc::new(AppState { integrations, keys });
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    let redirect_uri = RedirectUri::from_public_base_url(&public_url)?;
+    tracing::info!(%redirect_uri, "OAuth 2.0 redirect URI (register it with providers)");
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri,
+    });
     integrations_gateway::serve(listener, state, shutdown_signal())
         .await
         .context("the server failed")?;

@@ -302,3 +302,136 @@ pub async fn delete_account(
         revoke_failures: removal.revoke_failures.iter().map(ToString::to_string).collect(),
     }))
 }
+
+/// An authorization to send the user to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectView {
+    /// The provider's authorization URL.
+    pub authorization_url: String,
+    /// When it stops working, RFC 3339.
+    pub expires_at: String,
+    /// Where the provider sends the user back.
+    pub redirect_uri: String,
+}
+
+/// Starts connecting an OAuth 2.0 account (authorization code grant): the
+/// URL to send the user to. The provider redirects back to the gateway's
+/// callback, which completes the connection.
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/connect", tag = "oauth2",
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, body = ConnectView),
+        (status = 400, body = ErrorBody, description = "Not an OAuth 2.0 authorization code account"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn connect_account(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectView>, ApiError> {
+    let id = AccountId::new(id)?;
+    let start = state.integrations.start_authorization(&id, &state.redirect_uri).await?;
+    Ok(Json(ConnectView {
+        authorization_url: start.url.to_string(),
+        expires_at: start.expires_at.format(&Rfc3339).unwrap_or_default(),
+        redirect_uri: state.redirect_uri.to_string(),
+    }))
+}
+
+/// The OAuth 2.0 callback: providers redirect the user's browser here. No
+/// API key: the single-use state is the credential.
+#[utoipa::path(
+    get, path = "/internal/sessions/v1/auth/callback", tag = "oauth2",
+    params(
+        ("state" = Option<String>, Query, description = "The state sent with the authorization"),
+        ("code" = Option<String>, Query, description = "The authorization code"),
+        ("error" = Option<String>, Query, description = "The provider's error"),
+    ),
+    responses(
+        (status = 200, description = "Connected", content_type = "text/html", body = String),
+        (status = 400, description = "Refused: unknown, used or expired state, or the provider's error", content_type = "text/html", body = String),
+    )
+)]
+pub async fn oauth_callback(
+    State(state): State<Arc<AppState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> (StatusCode, axum::response::Html<String>) {
+    let callback = integrations::auth::oauth2::Callback::from_query(query.as_deref().unwrap_or_default());
+    match state.integrations.complete_authorization(&callback).await {
+        Ok(account) => (
+            StatusCode::OK,
+            axum::response::Html(page(&format!("Account {} is connected.", account.id()), "connected")),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "OAuth 2.0 callback refused");
+            let status = match error.kind() {
+                integrations::ErrorKind::Provider
+                | integrations::ErrorKind::Transport
+                | integrations::ErrorKind::Timeout => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, axum::response::Html(page(&error.to_string(), "failed")))
+        }
+    }
+}
+
+/// A minimal page for the browser that lands on the callback.
+fn page(message: &str, outcome: &str) -> String {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    format!(
+        "<!doctype html><meta charset=utf-8><title>integrations</title>\
+         <p id=outcome data-outcome={outcome}>{escaped}</p><p>You can close this window.</p>"
+    )
+}
+
+/// Gets new OAuth 2.0 tokens for an account now.
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/refresh", tag = "oauth2",
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, body = AccountView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "The provider refused or failed"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn refresh_account(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    let account = state.integrations.refresh(&AccountId::new(id)?).await?;
+    Ok(Json(AccountView::from(&account)))
+}
+
+/// Revokes an OAuth 2.0 account's tokens (refresh token first) and forgets
+/// them; the account goes back to `pending`.
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/revoke", tag = "oauth2",
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, body = RemovalView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn revoke_account(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<RemovalView>, ApiError> {
+    let revocation = state.integrations.disconnect(&AccountId::new(id)?).await?;
+    Ok(Json(RemovalView {
+        revoked: revocation.revoked,
+        revoke_failures: revocation.failures.iter().map(ToString::to_string).collect(),
+    }))
+}

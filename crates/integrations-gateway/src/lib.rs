@@ -13,6 +13,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use integrations::Integrations;
+use integrations::auth::oauth2::RedirectUri;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -28,13 +29,16 @@ pub struct AppState {
     pub integrations: Integrations,
     /// The API keys.
     pub keys: ApiKeys,
+    /// Where providers send users back after an OAuth 2.0 authorization:
+    /// the gateway's public URL plus the callback path.
+    pub redirect_uri: RedirectUri,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "integrations gateway", description = "Connected accounts of custom integrations, over HTTP."),
     modifiers(&BearerKeys),
-    tags((name = "accounts"), (name = "integrations"), (name = "health"))
+    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -58,8 +62,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::get_integration))
         .routes(routes!(api::list_accounts, api::create_account))
         .routes(routes!(api::get_account, api::delete_account))
+        .routes(routes!(api::connect_account))
+        .routes(routes!(api::refresh_account))
+        .routes(routes!(api::revoke_account))
         .split_for_parts();
-    let (public, public_doc) = OpenApiRouter::new().routes(routes!(api::healthz)).split_for_parts();
+    let (public, public_doc) = OpenApiRouter::new()
+        .routes(routes!(api::healthz))
+        .routes(routes!(api::oauth_callback))
+        .split_for_parts();
     openapi.merge(public_doc);
     let document = Arc::new(openapi);
     let protected = protected

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use integrations::auth::oauth2::RedirectUri;
 use integrations::definition::Format;
 use integrations::secrecy::ExposeSecret;
 use integrations::storage::memory::MemoryStorage;
@@ -44,17 +45,22 @@ struct Gateway {
 
 impl Gateway {
     async fn start() -> Self {
+        Self::with_definitions(DEFINITIONS).await
+    }
+
+    async fn with_definitions(definitions: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
         let (_, key) = keys.create("tests").expect("key");
-        let definitions = Definitions::from_str(DEFINITIONS, Format::Toml).expect("valid");
+        let definitions = Definitions::from_str(definitions, Format::Toml).expect("valid");
         let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
         let state = Arc::new(AppState {
             integrations: Integrations::new(definitions, store).expect("integrations"),
             keys,
+            redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
         Self {
             base,
@@ -259,4 +265,111 @@ async fn the_openapi_document_describes_the_routes() {
     }
     assert!(document["components"]["securitySchemes"]["api_key"].is_object());
     assert!(document["components"]["schemas"]["AccountView"].is_object());
+}
+
+#[tokio::test]
+async fn oauth2_accounts_connect_refresh_and_revoke_through_the_api() {
+    use integration_oauth2_test_server::{Config, TestServer};
+
+    let server = TestServer::start(Config::default()).await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "provider"
+        name = "Provider"
+        base_url = "{api}"
+        [integration.auth]
+        type = "oauth2"
+        grant_type = "authorization_code"
+        authorization_endpoint = "{authorize}"
+        access_token_endpoint = "{token}"
+        access_token_verb = "POST"
+        revoke_token_endpoint = "{revoke}"
+        scope = "profile"
+        client_id = "test-client"
+        client_secret = "test-secret"
+        token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+        "#,
+        api = server.url("/api"),
+        authorize = server.url("/authorize"),
+        token = server.url("/token"),
+        revoke = server.url("/revoke"),
+    );
+    let gateway = Gateway::with_definitions(&definitions).await;
+    let (status, _) = gateway
+        .call(
+            reqwest::Method::POST,
+            "/v1/accounts",
+            Some(json!({ "id": "p1", "integration": "provider" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, connect) = gateway
+        .call(reqwest::Method::POST, "/v1/accounts/p1/connect", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{connect}");
+    assert_eq!(
+        connect["redirect_uri"],
+        format!("{}/internal/sessions/v1/auth/callback", gateway.base)
+    );
+    // The browser follows the provider's redirect back to the gateway.
+    let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
+        .await
+        .expect("browser");
+    assert_eq!(landing.status(), StatusCode::OK);
+    assert!(landing.text().await.expect("page").contains("Account p1 is connected."));
+    let (_, account) = gateway.call(reqwest::Method::GET, "/v1/accounts/p1", None).await;
+    assert_eq!(account["status"], "connected");
+
+    // A replayed callback is refused with a page that says why.
+    let replay = reqwest::get(format!(
+        "{}/internal/sessions/v1/auth/callback?state=forged&code=x",
+        gateway.base
+    ))
+    .await
+    .expect("replay");
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        replay
+            .text()
+            .await
+            .expect("page")
+            .contains("unknown or already used state")
+    );
+
+    let (status, refreshed) = gateway
+        .call(reqwest::Method::POST, "/v1/accounts/p1/refresh", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(server.token_calls("refresh_token"), 1);
+
+    let (status, revoked) = gateway
+        .call(reqwest::Method::POST, "/v1/accounts/p1/revoke", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        revoked,
+        json!({ "revoked": ["refresh_token", "access_token"], "revoke_failures": [] })
+    );
+    let (_, account) = gateway.call(reqwest::Method::GET, "/v1/accounts/p1", None).await;
+    assert_eq!(account["status"], "pending");
+
+    // Not an OAuth 2.0 account.
+    let weather = Gateway::start().await;
+    weather
+        .call(
+            reqwest::Method::POST,
+            "/v1/accounts",
+            Some(json!({ "id": "w1", "integration": "weather", "credentials": { "token": "t" } })),
+        )
+        .await;
+    let (status, error) = weather
+        .call(reqwest::Method::POST, "/v1/accounts/w1/connect", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, _) = weather
+        .call(reqwest::Method::POST, "/v1/accounts/nobody/refresh", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
