@@ -3,6 +3,7 @@
 pub mod api;
 pub mod error;
 pub mod keys;
+pub mod proxy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub struct AppState {
 #[openapi(
     info(title = "integrations gateway", description = "Connected accounts of custom integrations, over HTTP."),
     modifiers(&BearerKeys),
-    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "health"))
+    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "proxy"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -66,6 +67,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::refresh_account))
         .routes(routes!(api::revoke_account))
         .split_for_parts();
+    // Every method goes through the proxy; the document describes GET.
+    openapi.merge(
+        OpenApiRouter::<Arc<AppState>>::new()
+            .routes(routes!(proxy::proxy))
+            .into_openapi(),
+    );
+    let protected = protected.route("/v1/accounts/{id}/proxy/{*path}", axum::routing::any(proxy::proxy));
     let (public, public_doc) = OpenApiRouter::new()
         .routes(routes!(api::healthz))
         .routes(routes!(api::oauth_callback))

@@ -373,3 +373,116 @@ async fn oauth2_accounts_connect_refresh_and_revoke_through_the_api() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_proxy_forwards_through_the_account_both_ways() {
+    use wiremock::matchers::{body_bytes, header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/forecast/berlin"))
+        .and(query_param("days", "3"))
+        .and(header("x-key", "token-s3cret"))
+        .and(header("x-trace", "t1"))
+        .respond_with(
+            ResponseTemplate::new(418)
+                .insert_header("x-upstream", "yes")
+                .set_body_string("short and stout"),
+        )
+        .mount(&upstream)
+        .await;
+    let large = vec![7u8; 3 * 1024 * 1024];
+    Mock::given(method("PUT"))
+        .and(path("/v1/upload"))
+        .and(body_bytes(large.clone()))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/small"))
+        .and(body_bytes(b"{\"a\":1}".to_vec()))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(large.clone()))
+        .mount(&upstream)
+        .await;
+    let definitions = DEFINITIONS.replace("https://api.weather.example/v1", &format!("{}/v1", upstream.uri()));
+    let gateway = Gateway::with_definitions(&definitions).await;
+    let (status, _) = gateway
+        .call(
+            reqwest::Method::POST,
+            "/v1/accounts",
+            Some(json!({ "id": "w1", "integration": "weather", "credentials": { "token": "token-s3cret" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let response = gateway
+        .http
+        .get(format!("{}/v1/accounts/w1/proxy/forecast/berlin?days=3", gateway.base))
+        .bearer_auth(&gateway.key)
+        .header("x-trace", "t1")
+        .send()
+        .await
+        .expect("proxied");
+    assert_eq!(
+        response.status(),
+        StatusCode::IM_A_TEAPOT,
+        "the upstream status comes back as it came"
+    );
+    assert_eq!(response.headers()["x-upstream"], "yes");
+    assert_eq!(response.text().await.expect("body"), "short and stout");
+    let received = upstream.received_requests().await.expect("recording");
+    let first = &received[0];
+    assert_eq!(
+        first.headers["x-literal-key"], "literal-s3cret",
+        "request parameters are applied"
+    );
+    let forwarded_auth = first.headers.get("authorization");
+    assert!(forwarded_auth.is_none(), "the gateway's API key is not forwarded");
+
+    // A large body is streamed up; a small one is buffered; a large
+    // response is streamed down.
+    let uploaded = gateway
+        .http
+        .put(format!("{}/v1/accounts/w1/proxy/upload", gateway.base))
+        .bearer_auth(&gateway.key)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            large
+                .chunks(64 * 1024)
+                .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+                .collect::<Vec<_>>(),
+        )))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let small = gateway
+        .http
+        .post(format!("{}/v1/accounts/w1/proxy/small", gateway.base))
+        .bearer_auth(&gateway.key)
+        .body("{\"a\":1}")
+        .send()
+        .await
+        .expect("small");
+    assert_eq!(small.status(), StatusCode::OK);
+    assert_eq!(small.bytes().await.expect("body").len(), large.len());
+
+    // The credential's header cannot be set through the proxy.
+    let refused = gateway
+        .http
+        .get(format!("{}/v1/accounts/w1/proxy/forecast/berlin", gateway.base))
+        .bearer_auth(&gateway.key)
+        .header("x-key", "mine")
+        .send()
+        .await
+        .expect("refused");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let missing = gateway
+        .http
+        .get(format!("{}/v1/accounts/nobody/proxy/x", gateway.base))
+        .bearer_auth(&gateway.key)
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

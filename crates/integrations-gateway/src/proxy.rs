@@ -1,0 +1,115 @@
+//! The proxy: a request forwarded through an account, with its request
+//! parameters and credential applied, streamed both ways.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use integrations::AccountId;
+use integrations::http::reqwest;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Bodies up to this size are held in memory, so the request can be
+/// retried; larger ones, and those of unknown length, are streamed.
+const BUFFERED_BODY: u64 = 1024 * 1024;
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// and the gateway's own `Authorization`: never forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+    )
+}
+
+/// Forwards the request to the account's integration: the path is relative
+/// to its `base_url`, the query and headers go as they came (less
+/// hop-by-hop headers and the gateway's API key), and the upstream response
+/// comes back as it came.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/proxy/{path}", tag = "proxy",
+    params(
+        ("id" = String, Path, description = "The account's id"),
+        ("path" = String, Path, description = "The path, relative to the integration's base_url"),
+    ),
+    responses(
+        (status = 200, description = "The upstream response, as it came (any status)"),
+        (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody, description = "Refused: a header that carries the credential, or a host the integration does not name"),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 502, body = crate::error::ErrorBody, description = "The upstream failed or a token could not be obtained"),
+        (status = 504, body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn proxy(
+    State(state): State<Arc<AppState>>,
+    Path((id, path)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let id = AccountId::new(id)?;
+    let account = state.integrations.account(&id).await?;
+    let (parts, body) = request.into_parts();
+    let mut target = String::with_capacity(path.len() + 1);
+    target.push('/');
+    target.push_str(&path);
+    if let Some(query) = parts.uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name) && name != header::AUTHORIZATION {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let mut upstream = account.request(parts.method.clone(), &target).headers(headers);
+    upstream = match length {
+        Some(0) => upstream,
+        Some(length) if length <= BUFFERED_BODY => {
+            let bytes = axum::body::to_bytes(body, BUFFERED_BODY as usize)
+                .await
+                .map_err(|_| ApiError::invalid("the request body could not be read"))?;
+            upstream.body(bytes)
+        }
+        _ if parts.method == reqwest::Method::GET || parts.method == reqwest::Method::HEAD => upstream,
+        _ => upstream.streaming_body(reqwest::Body::wrap_stream(body.into_data_stream())),
+    };
+    let response = upstream.send().await?;
+
+    let mut builder = Response::builder().status(response.status().as_u16());
+    for (name, value) in response.headers() {
+        if !is_hop_by_hop(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    let stream = response.bytes_stream().map_err(std::io::Error::other);
+    builder
+        .body(Body::from_stream(stream))
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "transport",
+                "the upstream response was malformed",
+            )
+        })
+        .map(IntoResponse::into_response)
+}
