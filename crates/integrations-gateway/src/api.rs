@@ -387,7 +387,7 @@ fn page(message: &str, outcome: &str) -> String {
         .replace('"', "&quot;");
     format!(
         "<!doctype html><meta charset=utf-8><title>integrations</title>\
-         <p id=outcome data-outcome={outcome}>{escaped}</p><p>You can close this window.</p>"
+         <p id=outcome data-outcome={outcome}>{escaped}</p><p><a href=\"/connect\">Back to the accounts</a></p>"
     )
 }
 

@@ -89,7 +89,20 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
-    protected.merge(public).with_state(state)
+    let page = Router::new().route("/connect", axum::routing::get(connect_page));
+    protected.merge(public).merge(page).with_state(state)
+}
+
+/// The connect page: static, served with the binary, no build step. It
+/// holds no data; it asks for an API key and calls `/v1` with it.
+async fn connect_page() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("../assets/connect.html"),
+    )
 }
 
 /// Refuses requests without a valid `Authorization: Bearer` API key.

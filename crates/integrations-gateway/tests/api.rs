@@ -486,3 +486,30 @@ async fn the_proxy_forwards_through_the_account_both_ways() {
         .expect("missing");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_connect_page_is_public_and_holds_no_data() {
+    let gateway = Gateway::start().await;
+    let page = reqwest::get(format!("{}/connect", gateway.base)).await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
+    let html = page.text().await.expect("html");
+    for part in [
+        "id=\"api-key\"",
+        "id=\"accounts\"",
+        "id=\"account-form\"",
+        "/v1/accounts",
+        "/connect\"",
+    ] {
+        assert!(html.contains(part), "{part} missing");
+    }
+    assert!(
+        !html.contains("weather"),
+        "the page is static: data comes through the API with a key"
+    );
+}
