@@ -236,13 +236,15 @@ pub async fn list_accounts(State(state): State<Arc<AppState>>) -> Result<Json<Ve
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such integration"),
         (status = 409, body = ErrorBody, description = "An account with this id exists"),
+        (status = 415, body = ErrorBody, description = "The body is not `application/json`"),
     ),
     security(("api_key" = []))
 )]
 pub async fn create_account(
     State(state): State<Arc<AppState>>,
-    Json(request): Json<NewAccountRequest>,
+    request: Result<Json<NewAccountRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    let Json(request) = request.map_err(ApiError::from)?;
     let integration = state.integrations.integration(&request.integration)?;
     let secrets = |values: BTreeMap<String, String>| -> Secrets {
         values
@@ -268,7 +270,7 @@ pub async fn create_account(
 /// One account.
 #[utoipa::path(
     get, path = "/v1/accounts/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "The account's id")),
+    params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, body = AccountView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -284,7 +286,7 @@ pub async fn get_account(
 /// integration has a revoke endpoint.
 #[utoipa::path(
     delete, path = "/v1/accounts/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "The account's id")),
+    params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, body = RemovalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -319,7 +321,7 @@ pub struct ConnectView {
 /// callback, which completes the connection.
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/connect", tag = "oauth2",
-    params(("id" = String, Path, description = "The account's id")),
+    params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses(
         (status = 200, body = ConnectView),
         (status = 400, body = ErrorBody, description = "Not an OAuth 2.0 authorization code account"),
@@ -346,13 +348,15 @@ pub async fn connect_account(
 #[utoipa::path(
     get, path = "/internal/sessions/v1/auth/callback", tag = "oauth2",
     params(
-        ("state" = Option<String>, Query, description = "The state sent with the authorization"),
+        ("state" = String, Query, description = "The state sent with the authorization"),
         ("code" = Option<String>, Query, description = "The authorization code"),
         ("error" = Option<String>, Query, description = "The provider's error"),
     ),
     responses(
         (status = 200, description = "Connected", content_type = "text/html", body = String),
-        (status = 400, description = "Refused: unknown, used or expired state, or the provider's error", content_type = "text/html", body = String),
+        (status = 400, description = "The callback cannot be read", content_type = "text/html", body = String),
+        (status = 403, description = "Refused: no code, or an unknown, used or expired state", content_type = "text/html", body = String),
+        (status = 502, description = "The provider refused the authorization or the code exchange", content_type = "text/html", body = String),
     )
 )]
 pub async fn oauth_callback(
@@ -371,6 +375,7 @@ pub async fn oauth_callback(
                 integrations::ErrorKind::Provider
                 | integrations::ErrorKind::Transport
                 | integrations::ErrorKind::Timeout => StatusCode::BAD_GATEWAY,
+                integrations::ErrorKind::Refused => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };
             (status, axum::response::Html(page(&error.to_string(), "failed")))
@@ -394,7 +399,7 @@ fn page(message: &str, outcome: &str) -> String {
 /// Gets new OAuth 2.0 tokens for an account now.
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/refresh", tag = "oauth2",
-    params(("id" = String, Path, description = "The account's id")),
+    params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses(
         (status = 200, body = AccountView),
         (status = 400, body = ErrorBody),
@@ -416,7 +421,7 @@ pub async fn refresh_account(
 /// them; the account goes back to `pending`.
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/revoke", tag = "oauth2",
-    params(("id" = String, Path, description = "The account's id")),
+    params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses(
         (status = 200, body = RemovalView),
         (status = 400, body = ErrorBody),

@@ -42,11 +42,12 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 #[utoipa::path(
     get, path = "/v1/accounts/{id}/proxy/{path}", tag = "proxy",
     params(
-        ("id" = String, Path, description = "The account's id"),
+        ("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"),
         ("path" = String, Path, description = "The path, relative to the integration's base_url"),
     ),
     responses(
         (status = 200, description = "The upstream response, as it came (any status)"),
+        (status = 400, body = crate::error::ErrorBody, description = "An invalid account id, or a body that cannot be read"),
         (status = 401, body = crate::error::ErrorBody),
         (status = 403, body = crate::error::ErrorBody, description = "Refused: a header that carries the credential, or a host the integration does not name"),
         (status = 404, body = crate::error::ErrorBody),

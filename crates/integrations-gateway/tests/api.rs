@@ -329,7 +329,7 @@ async fn oauth2_accounts_connect_refresh_and_revoke_through_the_api() {
     ))
     .await
     .expect("replay");
-    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(replay.status(), StatusCode::FORBIDDEN);
     assert!(
         replay
             .text()
