@@ -1,0 +1,161 @@
+//! The connect page in headless Chromium: an operator connects an OAuth 2.0
+//! account through a provider's login page, end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use integration_oauth2_test_server::{Config, TestServer};
+
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e")
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_peer() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !Path::new(&chromium).exists() {
+        return Some(format!("no Chromium at {chromium} (apt-get install chromium)"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("no node on PATH".to_owned());
+    }
+    if !e2e_dir().join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is not installed (npm ci --prefix tests/e2e)".to_owned());
+    }
+    None
+}
+
+fn integrations(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_integrations"))
+        .args(args)
+        .env("INTEGRATIONS_DATA_DIR", data)
+        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+        .output()
+        .expect("run integrations")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_connects_an_account_from_the_connect_page() {
+    if let Some(reason) = missing_peer() {
+        assert!(
+            std::env::var("INTEGRATIONS_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "INTEGRATIONS_REQUIRE_PEERS=1 but the browser test cannot run: {reason}"
+        );
+        eprintln!("skipping the browser test: {reason}");
+        return;
+    }
+    let provider = TestServer::start(Config {
+        interactive_login: true,
+        require_pkce: true,
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = dir.path().join("provider.toml");
+    std::fs::write(
+        &definitions,
+        format!(
+            r#"
+            [[integration]]
+            key = "provider"
+            name = "Provider"
+            [integration.auth]
+            type = "oauth2"
+            grant_type = "authorization_code"
+            authorization_endpoint = "{authorize}"
+            access_token_endpoint = "{token}"
+            access_token_verb = "POST"
+            scope = "profile"
+            client_id = "test-client"
+            client_secret = "test-secret"
+            token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+            "#,
+            authorize = provider.url("/authorize"),
+            token = provider.url("/token"),
+        ),
+    )
+    .expect("write definition");
+    let definitions = definitions.to_str().expect("utf-8").to_owned();
+    let data = dir.path().join("data");
+    let key = integrations(&data, &["keys", "create", "--name", "browser"]);
+    let key = String::from_utf8(key.stdout).expect("utf-8").trim().to_owned();
+    let added = integrations(
+        &data,
+        &[
+            "--definitions",
+            &definitions,
+            "accounts",
+            "add",
+            "provider",
+            "--id",
+            "p1",
+        ],
+    );
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_integrations"))
+        .args([
+            "--definitions",
+            &definitions,
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("INTEGRATIONS_DATA_DIR", &data)
+        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut up = false;
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the gateway did not come up");
+
+    let browser = tokio::task::spawn_blocking({
+        let (base, key) = (base.clone(), key.clone());
+        move || {
+            Command::new("node")
+                .arg(e2e_dir().join("connect.mjs"))
+                .args([&base, &key, "p1"])
+                .output()
+                .expect("run node")
+        }
+    })
+    .await
+    .expect("browser");
+    let account = reqwest::Client::new()
+        .get(format!("{base}/v1/accounts/p1"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("account")
+        .text()
+        .await
+        .expect("body");
+    let account: serde_json::Value = serde_json::from_str(&account).expect("json");
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert!(
+        browser.status.success(),
+        "the browser flow failed:\n{}\n{}",
+        String::from_utf8_lossy(&browser.stdout),
+        String::from_utf8_lossy(&browser.stderr)
+    );
+    assert_eq!(account["status"], "connected", "{account}");
+    assert_eq!(provider.token_calls("authorization_code"), 1);
+}
