@@ -1,5 +1,7 @@
 //! `cargo xtask <task>`: the checks CI runs, benchmarks and generated files.
 
+mod bench_proxy;
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -10,6 +12,8 @@ tasks:
   ci       cargo fmt --check, clippy -D warnings, the whole test suite, docs
   test     the whole test suite only
   bench    every criterion benchmark (pass a filter after `--` to narrow it)
+  bench-proxy  wrk load through the gateway's proxy, straight to the upstream,
+           and through nginx adding the same header (needs wrk and nginx)
   schema   regenerate docs/definition.schema.json from the definition model";
 
 fn main() -> ExitCode {
@@ -19,6 +23,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         Some("schema") => schema(),
+        Some("bench-proxy") => bench_proxy::run(&root()),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -69,7 +74,7 @@ fn schema() -> Result<(), String> {
     Ok(())
 }
 
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(cargo_binary())
         .current_dir(root())
