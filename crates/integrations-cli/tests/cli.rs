@@ -678,6 +678,8 @@ async fn serve_answers_with_a_key_and_stops_gracefully() {
 
     let revoked = run(dir.path(), &["keys", "revoke", key.split('_').nth(1).expect("id")]);
     assert_eq!(revoked.code, 0, "{}", revoked.stderr);
+    // A running gateway looks at the key file at most twice a second.
+    tokio::time::sleep(integrations_gateway::keys::RELOAD_INTERVAL).await;
     let refused = client
         .get(format!("{base}/v1/integrations"))
         .bearer_auth(&key)

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,7 +48,13 @@ struct KeyFile {
 pub struct ApiKeys {
     path: PathBuf,
     loaded: Mutex<(Option<SystemTime>, Vec<ApiKey>)>,
+    /// When the file was last looked at, to stat it at most once per
+    /// [`RELOAD_INTERVAL`] on the request path.
+    checked: Mutex<Option<Instant>>,
 }
+
+/// How long a revocation made by another process may take to be seen.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
 impl ApiKeys {
     /// The keys in `path` (none when the file does not exist yet).
@@ -56,6 +62,7 @@ impl ApiKeys {
         let keys = Self {
             path: path.into(),
             loaded: Mutex::new((None, Vec::new())),
+            checked: Mutex::new(None),
         };
         keys.reload()?;
         Ok(keys)
@@ -107,7 +114,15 @@ impl ApiKeys {
     /// The key `presented` is, if it is one. Every stored hash is compared,
     /// in constant time, so timing tells nothing about near misses.
     pub fn verify(&self, presented: &str) -> Option<ApiKey> {
-        if let Err(error) = self.reload() {
+        let due = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = checked.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL);
+            if due {
+                *checked = Some(Instant::now());
+            }
+            due
+        };
+        if due && let Err(error) = self.reload() {
             tracing::warn!(%error, "cannot reload the API keys; using the ones loaded before");
         }
         let presented = hash(presented);
