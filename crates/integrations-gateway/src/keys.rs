@@ -228,7 +228,7 @@ mod tests {
         assert!(other.verify(secret.expose_secret()).is_some());
         assert!(other.revoke(&created.id).expect("revoke"));
         assert!(!other.revoke(&created.id).expect("revoke again"));
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(RELOAD_INTERVAL);
         assert!(
             keys.verify(secret.expose_secret()).is_none(),
             "revoked elsewhere, refused here"
