@@ -9,20 +9,17 @@ use std::time::Duration;
 use integration_core::definition::{Auth, BodyFormat, CustomToken, Integration, Verb};
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
-use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
-use integration_http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use integration_http::token::{CachedToken, TokenCache};
+use integration_http::header::{CONTENT_TYPE, HeaderValue};
+use integration_http::token::{self, CachedToken, TokenCache};
 use integration_http::{Authenticator, Credential, HttpClient, renew_at};
 use url::Url;
 
 pub use crate::response::ObtainedToken;
 
 /// The credential names a custom token is kept under in storage.
-pub const ACCESS_TOKEN: &str = "access_token";
-/// When the stored token expires, RFC 3339; absent when it does not.
-pub const ACCESS_TOKEN_EXPIRES_AT: &str = "access_token_expires_at";
+pub use integration_http::token::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT};
 
 const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,7 +83,7 @@ impl CustomTokenAuthenticator {
             .timeout_seconds
             .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
             .unwrap_or(TOKEN_TIMEOUT);
-        let stored = stored_token(account, margin);
+        let stored = CachedToken::from_stored(account.credentials(), margin);
         Ok(Self {
             account: account.id().clone(),
             integration: integration.key.clone(),
@@ -150,22 +147,12 @@ impl CustomTokenAuthenticator {
                     .body(serde_json::Value::Object(object).to_string())
             }
         };
-        let host = self.endpoint.host_str().unwrap_or_default().to_owned();
-        let response = request
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| {
-                let kind = if e.is_timeout() {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::Transport
-                };
-                self.error(kind, format!("the token request to {host} failed"))
-                    .with_source(e.without_url())
-                    .temporary()
-            })?;
+        let host = self.endpoint.host_str().unwrap_or_default();
+        let response = token::send(request, host, self.timeout).await.map_err(|error| {
+            error
+                .with_context("account", &self.account)
+                .with_context("integration", &self.integration)
+        })?;
         response::read(response, &self.config.token_response)
             .await
             .map_err(|(kind, message)| self.error(kind, message))
@@ -202,23 +189,6 @@ impl CustomTokenAuthenticator {
             "the account kept changing while the token was stored",
         ))
     }
-}
-
-/// The token a previous run stored, if it is still worth using.
-fn stored_token(account: &ConnectedAccount, margin: Duration) -> Option<CachedToken> {
-    let token = account.credentials().get(ACCESS_TOKEN)?;
-    let expires_at = match account.credentials().get(ACCESS_TOKEN_EXPIRES_AT) {
-        Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
-        None => None,
-    };
-    let renew_at = expires_at.map(|at| at - margin);
-    if renew_at.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
-        return None;
-    }
-    Some(CachedToken {
-        credential: Arc::new(Credential::token(token.clone())),
-        renew_at,
-    })
 }
 
 #[async_trait]

@@ -59,7 +59,7 @@ impl OAuth2Authenticator {
             .token_response
             .refresh_margin_seconds
             .map_or(DEFAULT_MARGIN, Duration::from_secs);
-        let current = stored(account, margin);
+        let current = CachedToken::from_stored(account.credentials(), margin);
         let holder = format!("{:016x}", fastrand::u64(..));
         Self {
             client,
@@ -111,7 +111,7 @@ impl OAuth2Authenticator {
             }
             // Another process may have stored newer tokens.
             if !forced
-                && let Some(cached) = stored(&account, self.margin)
+                && let Some(cached) = CachedToken::from_stored(account.credentials(), self.margin)
                 && cached.credential.expose_token() != rejected.as_deref()
             {
                 self.cache.set(Some(cached));
@@ -248,23 +248,6 @@ impl OAuth2Authenticator {
             tracing::warn!(account = %self.client.account, %error, "cannot release the refresh lease; it expires by itself");
         }
     }
-}
-
-/// The stored access token, if it is still worth using.
-fn stored(account: &ConnectedAccount, margin: Duration) -> Option<CachedToken> {
-    let token = account.credentials().get(ACCESS_TOKEN)?;
-    let expires_at = match account.credentials().get(ACCESS_TOKEN_EXPIRES_AT) {
-        Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
-        None => None,
-    };
-    let renew = expires_at.map(|at| at - margin);
-    if renew.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
-        return None;
-    }
-    Some(CachedToken {
-        credential: Arc::new(Credential::token(token.clone())),
-        renew_at: renew,
-    })
 }
 
 fn lease(account: &ConnectedAccount) -> Option<(String, OffsetDateTime)> {

@@ -7,12 +7,9 @@ use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, Secre
 use crate::OAuth2Client;
 use crate::token::TokenSet;
 
-/// The access token.
-pub const ACCESS_TOKEN: &str = "access_token";
+pub use integration_http::token::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT};
 /// The refresh token.
 pub const REFRESH_TOKEN: &str = "refresh_token";
-/// When the access token expires, RFC 3339.
-pub const ACCESS_TOKEN_EXPIRES_AT: &str = "access_token_expires_at";
 /// Who is refreshing the account's tokens, and until when: `HOLDER RFC3339`.
 pub const REFRESH_LEASE: &str = "refresh_lease";
 

@@ -11,7 +11,7 @@ use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{Error, ErrorKind};
 use integration_http::HttpClient;
-use integration_http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use integration_http::token::{self, BodyError};
 use serde_json::Value;
 use url::Url;
@@ -97,24 +97,10 @@ impl TokenEndpoint {
         if self.authentication == ClientAuthentication::Basic {
             request = request.header(AUTHORIZATION, self.basic_authorization()?);
         }
-        let host = self.url.host_str().unwrap_or_default().to_owned();
-        let response = request
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .timeout(self.timeout)
-            .send()
+        let host = self.url.host_str().unwrap_or_default();
+        let response = token::send(request, host, self.timeout)
             .await
-            .map_err(|e| {
-                let kind = if e.is_timeout() {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::Transport
-                };
-                TokenFailure::Other(
-                    Error::new(kind, format!("the token request to {host} failed"))
-                        .with_source(e.without_url())
-                        .temporary(),
-                )
-            })?;
+            .map_err(TokenFailure::Other)?;
         read(response, &self.response).await
     }
 

@@ -2,9 +2,14 @@
 //! reading a token endpoint's answer.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use integration_core::Secrets;
 use integration_core::time::OffsetDateTime;
-use reqwest::{Response, StatusCode};
+use integration_core::time::format_description::well_known::Rfc3339;
+use integration_core::{Error, ErrorKind};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::Credential;
@@ -16,6 +21,55 @@ pub struct CachedToken {
     pub credential: Arc<Credential>,
     /// When to get a new one; `None` when the token does not expire.
     pub renew_at: Option<OffsetDateTime>,
+}
+
+/// The credential an obtained access token is kept under in storage.
+pub const ACCESS_TOKEN: &str = "access_token";
+/// When the stored access token expires, RFC 3339; absent when it does not.
+pub const ACCESS_TOKEN_EXPIRES_AT: &str = "access_token_expires_at";
+
+impl CachedToken {
+    /// The access token a previous run stored in `credentials`, if it is
+    /// still worth using: not within `margin` of its expiry.
+    pub fn from_stored(credentials: &Secrets, margin: Duration) -> Option<Self> {
+        let token = credentials.get(ACCESS_TOKEN)?;
+        let expires_at = match credentials.get(ACCESS_TOKEN_EXPIRES_AT) {
+            Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
+            None => None,
+        };
+        let renew_at = expires_at.map(|at| at - margin);
+        if renew_at.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
+            return None;
+        }
+        Some(Self {
+            credential: Arc::new(Credential::token(token.clone())),
+            renew_at,
+        })
+    }
+}
+
+/// Sends a token request with `Accept: application/json` and `timeout`.
+/// A failure names the endpoint's host only: the URL may carry
+/// credentials in its query.
+pub async fn send(request: RequestBuilder, host: &str, timeout: Duration) -> Result<Response, Error> {
+    request
+        .header(
+            reqwest::header::ACCEPT,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        )
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|error| {
+            let kind = if error.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Transport
+            };
+            Error::new(kind, format!("the token request to {host} failed"))
+                .with_source(error.without_url())
+                .temporary()
+        })
 }
 
 /// One account's current token, read by every request and replaced by the
