@@ -342,13 +342,15 @@ pub fn credential_fields(integration: &Integration) -> Vec<CredentialField> {
                 field("passphrase", false, "the private key's passphrase"),
                 field(
                     "host_key",
-                    false,
-                    "the server's pinned key, SHA256 fingerprint or known_hosts lines",
+                    true,
+                    "the server's public key, SHA256 fingerprint or known_hosts lines (`ssh-keyscan` prints them); \
+                     `insecure-accept-any` to accept any key",
                 ),
             ];
             if sftp.host.is_none() {
                 fields.push(field("host", true, "the server's host name"));
             }
+            fields.push(field("port", false, "the server's port, when not the definition's"));
             fields
         }
     }
@@ -479,6 +481,11 @@ fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String>
                 .is_some_and(|host| !is_host_name(host.expose_secret()))
             {
                 problems.push("credential `host` is not a valid host name".to_owned());
+            }
+            if let Some(port) = credentials.get("port").map(|port| port.expose_secret())
+                && !port.parse::<u16>().is_ok_and(|port| port > 0)
+            {
+                problems.push(format!("credential `port` is not a port number: `{port}`"));
             }
         }
         Auth::OAuth2(_) | Auth::ApiToken(_) | Auth::CustomToken(_) => {}
@@ -707,6 +714,7 @@ mod tests {
         assert!(message.contains("must not contain `:` (RFC 7617)"), "{message}");
         let message = check("files", &[], &[("username", "u")]);
         assert!(message.contains("missing credential `host`"), "{message}");
+        assert!(message.contains("missing credential `host_key`"), "{message}");
         assert!(
             message.contains("need credential `password` or `private_key`"),
             "{message}"
@@ -719,8 +727,10 @@ mod tests {
                 ("host", "a/b"),
                 ("password", "p"),
                 ("passphrase", "x"),
+                ("port", "70000"),
             ],
         );
+        assert!(message.contains("`port` is not a port number: `70000`"), "{message}");
         assert!(
             message.contains("credential `host` is not a valid host name"),
             "{message}"
@@ -733,7 +743,13 @@ mod tests {
             check(
                 "files",
                 &[],
-                &[("username", "u"), ("host", "sftp.example.com"), ("private_key", "k")]
+                &[
+                    ("username", "u"),
+                    ("host", "sftp.example.com"),
+                    ("private_key", "k"),
+                    ("host_key", "insecure-accept-any"),
+                    ("port", "2222")
+                ]
             ),
             "ok connected; plain {}; secret []"
         );
