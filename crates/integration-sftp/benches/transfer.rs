@@ -19,6 +19,8 @@ use integration_storage_memory::MemoryStorage;
 use secrecy::SecretString;
 
 const MIB: u64 = 1024 * 1024;
+/// The cipher the library prefers, to compare OpenSSH on the same one too.
+const AES_GCM: &str = "aes256-gcm@openssh.com";
 
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -37,7 +39,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut results: [Vec<Duration>; 4] = Default::default();
+    let mut results: [Vec<Duration>; 6] = Default::default();
     for round in 0..rounds {
         let remote = sshd.files().join(format!("up-{round}.bin"));
         results[0].push(runtime.block_on(library_upload(&sshd, &source, &remote)));
@@ -50,20 +52,18 @@ fn main() {
         std::fs::remove_file(&downloaded).ok();
         std::fs::remove_file(&remote).ok();
 
-        results[2].push(openssh(
-            &sshd,
-            &format!("put {} {}", source.display(), remote.display()),
-        ));
-        results[3].push(openssh(
-            &sshd,
-            &format!("get {} {}", remote.display(), downloaded.display()),
-        ));
-        assert_eq!(
-            std::fs::metadata(&downloaded).expect("downloaded").len(),
-            size_mib * MIB
-        );
-        std::fs::remove_file(&downloaded).ok();
-        std::fs::remove_file(&remote).ok();
+        for (slot, cipher) in [(2, None), (4, Some(AES_GCM))] {
+            let put = format!("put {} {}", source.display(), remote.display());
+            results[slot].push(openssh(&sshd, &put, cipher));
+            let get = format!("get {} {}", remote.display(), downloaded.display());
+            results[slot + 1].push(openssh(&sshd, &get, cipher));
+            assert_eq!(
+                std::fs::metadata(&downloaded).expect("downloaded").len(),
+                size_mib * MIB
+            );
+            std::fs::remove_file(&downloaded).ok();
+            std::fs::remove_file(&remote).ok();
+        }
     }
 
     let rate = |durations: &[Duration]| {
@@ -74,16 +74,20 @@ fn main() {
         rates.sort_by(f64::total_cmp);
         rates[rates.len() / 2]
     };
-    let [library_up, library_down, openssh_up, openssh_down] = results.each_ref().map(|durations| rate(durations));
-    println!("{size_mib} MiB, median of {rounds} rounds, connection set-up included:");
-    println!(
-        "  upload    integrations {library_up:7.1} MiB/s   OpenSSH sftp {openssh_up:7.1} MiB/s   ratio {:.2}",
-        library_up / openssh_up
-    );
-    println!(
-        "  download  integrations {library_down:7.1} MiB/s   OpenSSH sftp {openssh_down:7.1} MiB/s   ratio {:.2}",
-        library_down / openssh_down
-    );
+    let [library_up, library_down, openssh_up, openssh_down, gcm_up, gcm_down] =
+        results.each_ref().map(|durations| rate(durations));
+    println!("{size_mib} MiB, median of {rounds} rounds, connection set-up included (MiB/s):");
+    println!("            integrations   OpenSSH sftp (its default cipher)   OpenSSH sftp -c {AES_GCM}");
+    for (direction, library, openssh, gcm) in [
+        ("upload", library_up, openssh_up, gcm_up),
+        ("download", library_down, openssh_down, gcm_down),
+    ] {
+        println!(
+            "  {direction:<9} {library:8.1}   {openssh:8.1} (ratio {:.2})              {gcm:8.1} (ratio {:.2})",
+            library / openssh,
+            library / gcm
+        );
+    }
 }
 
 async fn client(sshd: &Sshd) -> SftpClient {
@@ -140,8 +144,9 @@ async fn library_download(sshd: &Sshd, remote: &Path, local: &Path) -> Duration 
     started.elapsed()
 }
 
-/// One `sftp -b` session running `command`, timed from start to exit.
-fn openssh(sshd: &Sshd, command: &str) -> Duration {
+/// One `sftp -b` session running `command`, timed from start to exit;
+/// `cipher` overrides OpenSSH's choice.
+fn openssh(sshd: &Sshd, command: &str, cipher: Option<&str>) -> Duration {
     let known_hosts = sshd.files().join("../bench_known_hosts");
     std::fs::write(&known_hosts, sshd.known_hosts()).expect("known_hosts");
     let started = Instant::now();
@@ -156,6 +161,7 @@ fn openssh(sshd: &Sshd, command: &str) -> Duration {
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args(cipher.map(|cipher| format!("-oCiphers={cipher}")))
         .arg(format!("{}@127.0.0.1", sshd.user()))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
