@@ -48,6 +48,94 @@ pub(crate) enum Command {
     /// request parameters applied, and print the response body.
     #[command(after_long_help = REQUEST_HELP)]
     Request(RequestArgs),
+    /// Work with files through an SFTP account.
+    #[command(after_long_help = SFTP_HELP)]
+    Sftp(SftpArgs),
+}
+
+const SFTP_HELP: &str = "\
+Paths on the server are absolute, or relative to the login directory. `get`
+and `put` show a progress bar when standard error is a terminal; `-` stands
+for standard output (get) or standard input (put). `put` writes to a
+temporary name beside the file and renames it into place when complete,
+unless --in-place.
+
+Examples:
+  integrations sftp partner1 ls outbox
+  integrations sftp partner1 put report.csv outbox/2026/report.csv
+  integrations sftp partner1 get inbox/orders.csv - | head
+  integrations sftp partner1 mkdir -p archive/2026/11";
+
+#[derive(Debug, Args)]
+pub(crate) struct SftpArgs {
+    /// The account's id.
+    pub(crate) account: String,
+    #[command(subcommand)]
+    pub(crate) command: SftpCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SftpCommand {
+    /// List a directory: kind and permissions, size, modification time, name.
+    Ls {
+        /// The directory.
+        #[arg(default_value = ".")]
+        path: String,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a path is.
+    Stat {
+        /// The path.
+        path: String,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a file.
+    Get {
+        /// The file on the server.
+        remote: String,
+        /// Where to write it; `-` for standard output.
+        local: std::path::PathBuf,
+    },
+    /// Upload a file.
+    Put {
+        /// The file to send; `-` for standard input.
+        local: std::path::PathBuf,
+        /// Where to write it on the server.
+        remote: String,
+        /// Write straight to the final name instead of a temporary one.
+        #[arg(long)]
+        in_place: bool,
+    },
+    /// Rename or move a file or directory (an existing file at TO is
+    /// replaced where the server supports it, as OpenSSH does).
+    Mv {
+        /// The current path.
+        from: String,
+        /// The new path.
+        to: String,
+    },
+    /// Remove a file.
+    Rm {
+        /// The file.
+        path: String,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parent directories too; an existing directory is no error.
+        #[arg(short, long)]
+        parents: bool,
+        /// The directory.
+        path: String,
+    },
+    /// Remove an empty directory.
+    Rmdir {
+        /// The directory.
+        path: String,
+    },
 }
 
 const CONNECT_HELP: &str = "\

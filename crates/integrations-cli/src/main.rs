@@ -7,6 +7,7 @@ mod context;
 mod request;
 mod secrets;
 mod serve;
+mod sftp;
 mod validate;
 
 use std::process::ExitCode;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(&cli.global, args).await,
             Command::Keys(command) => serve::keys(&cli.global, command),
             Command::Request(args) => request::run(&cli.global, args).await,
+            Command::Sftp(args) => sftp::run(&cli.global, args).await,
         }
     });
     match outcome {

@@ -707,3 +707,97 @@ async fn serve_answers_with_a_key_and_stops_gracefully() {
     assert!(logs.contains("gateway listening") && logs.contains("stopped"), "{logs}");
     assert!(!logs.contains(&key), "the API key leaked into the logs");
 }
+
+#[test]
+fn sftp_commands_work_through_an_account() {
+    let Some(sshd) = integration_sftp_test_server::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let definitions = dir.path().join("files.toml");
+    std::fs::write(
+        &definitions,
+        "[[integration]]\nkey = \"files\"\nname = \"Files\"\nauth = { type = \"sftp\", host = \"127.0.0.1\" }\n",
+    )
+    .expect("definition");
+    let key_file = sshd.user_key_path(integration_sftp_test_server::UserKey::Ed25519);
+    let host_key = dir.path().join("host_key");
+    std::fs::write(&host_key, sshd.known_hosts()).expect("known_hosts");
+    let definitions = definitions.display().to_string();
+    let port = format!("port={}", sshd.port());
+    let username = format!("username={}", sshd.user());
+    let private_key = format!("private_key={}", key_file.display());
+    let host_key = format!("host_key={}", host_key.display());
+    let added = run(
+        dir.path(),
+        &[
+            "--definitions",
+            &definitions,
+            "accounts",
+            "add",
+            "files",
+            "--id",
+            "f1",
+            "--credential",
+            &username,
+            "--credential",
+            &port,
+            "--credential-file",
+            &private_key,
+            "--credential-file",
+            &host_key,
+        ],
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+
+    let remote = sshd.files().display().to_string();
+    let sftp = |args: &[&str]| {
+        let mut all = vec!["--definitions", definitions.as_str(), "sftp", "f1"];
+        all.extend_from_slice(args);
+        let outcome = run(dir.path(), &all);
+        assert_eq!(outcome.code, 0, "{args:?}: {}", outcome.stderr);
+        outcome.stdout
+    };
+    let local = dir.path().join("hello.txt");
+    std::fs::write(&local, "hello over sftp\n").expect("local file");
+    sftp(&["mkdir", "-p", &format!("{remote}/a/b")]);
+    sftp(&["put", &local.display().to_string(), &format!("{remote}/a/b/hello.txt")]);
+    let listing = sftp(&["ls", &format!("{remote}/a/b")]);
+    assert!(listing.starts_with("-rw"), "{listing}");
+    assert!(
+        listing.contains(" hello.txt\n") && listing.contains(" 16 "),
+        "{listing}"
+    );
+    let stat: serde_json::Value =
+        serde_json::from_str(&sftp(&["stat", "--json", &format!("{remote}/a/b/hello.txt")])).expect("json");
+    assert_eq!((stat["kind"].as_str(), stat["size"].as_u64()), (Some("file"), Some(16)));
+    sftp(&[
+        "mv",
+        &format!("{remote}/a/b/hello.txt"),
+        &format!("{remote}/a/moved.txt"),
+    ]);
+    let back = dir.path().join("back.txt");
+    sftp(&["get", &format!("{remote}/a/moved.txt"), &back.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(&back).expect("downloaded"), "hello over sftp\n");
+    assert_eq!(
+        sftp(&["get", &format!("{remote}/a/moved.txt"), "-"]),
+        "hello over sftp\n"
+    );
+    sftp(&["rm", &format!("{remote}/a/moved.txt")]);
+    sftp(&["rmdir", &format!("{remote}/a/b")]);
+    assert_eq!(sftp(&["ls", &format!("{remote}/a")]), "");
+
+    let missing = run(
+        dir.path(),
+        &[
+            "--definitions",
+            &definitions,
+            "sftp",
+            "f1",
+            "stat",
+            &format!("{remote}/nothing"),
+        ],
+    );
+    assert_eq!(missing.code, 1);
+    assert_eq!(missing.stderr, format!("error: stat {remote}/nothing: No such file\n"));
+}

@@ -32,6 +32,8 @@ pub struct Integrations {
     store: AccountStore,
     http: HttpClient,
     clients: Mutex<HashMap<AccountId, AccountClient>>,
+    #[cfg(feature = "sftp")]
+    sftp: sftp::SftpClients,
 }
 
 impl Integrations {
@@ -47,6 +49,8 @@ impl Integrations {
             store,
             http,
             clients: Mutex::new(HashMap::new()),
+            #[cfg(feature = "sftp")]
+            sftp: sftp::SftpClients::default(),
         }
     }
 
@@ -87,6 +91,8 @@ impl Integrations {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(id);
+        #[cfg(feature = "sftp")]
+        self.sftp.forget(id);
     }
 
     /// Deletes an account. OAuth 2.0 tokens are revoked first where the
@@ -166,6 +172,60 @@ impl Integrations {
                 "requests through {} accounts are not available in this build",
                 other.type_name()
             ))),
+        }
+    }
+}
+
+#[cfg(feature = "sftp")]
+mod sftp {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use integration_core::definition::Auth;
+    use integration_core::{AccountId, Error, ErrorKind, Result};
+    use integration_sftp::{SftpClient, SftpSettings};
+
+    use super::Integrations;
+
+    /// One client, hence one connection, per SFTP account.
+    #[derive(Debug, Default)]
+    pub(super) struct SftpClients(Mutex<HashMap<AccountId, SftpClient>>);
+
+    impl SftpClients {
+        pub(super) fn forget(&self, id: &AccountId) {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(id);
+        }
+    }
+
+    impl Integrations {
+        /// The SFTP client of account `id` (of an `sftp` integration): made
+        /// once, then shared, so that calls reuse its connection.
+        pub async fn sftp(&self, id: &AccountId) -> Result<SftpClient> {
+            if let Some(client) = self
+                .sftp
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(id)
+            {
+                return Ok(client.clone());
+            }
+            let account = self.store.get(id).await?;
+            let integration = self.integration(account.integration())?;
+            if !matches!(integration.auth, Auth::Sftp(_)) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("not an SFTP account: its integration uses {}", integration.auth_type()),
+                )
+                .with_context("account", id)
+                .with_context("integration", &integration.key));
+            }
+            let client = SftpClient::new(integration, &account, SftpSettings::default())?;
+            let mut clients = self.sftp.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Ok(clients.entry(id.clone()).or_insert(client).clone())
         }
     }
 }

@@ -17,6 +17,13 @@ pub mod http {
     pub use integration_http::*;
 }
 
+/// SFTP through accounts of `sftp` integrations.
+#[cfg(feature = "sftp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sftp")))]
+pub mod sftp {
+    pub use integration_sftp::*;
+}
+
 /// The auth methods, one feature each.
 pub mod auth {
     /// API Token.
