@@ -16,7 +16,8 @@ use crate::secrets::{self, Sources, Stdin};
 const MASK: &str = "********";
 
 pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> {
-    let definitions = context::definitions(global)?;
+    let integrations = context::integrations(global)?;
+    let definitions = integrations.definitions();
     let Some(integration) = definitions.get(&args.integration) else {
         let keys: Vec<&str> = definitions.iter().map(|integration| integration.key.as_str()).collect();
         bail!(
@@ -47,9 +48,8 @@ pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> 
         },
         &mut stdin,
     )?;
-    let store = context::store(global)?;
-    let account = store
-        .create(
+    let account = integrations
+        .create_account(
             integration,
             NewAccount {
                 id,

@@ -750,6 +750,33 @@ fn sftp_commands_work_through_an_account() {
     );
     assert_eq!(added.code, 0, "{}", added.stderr);
 
+    // A key that cannot be used is refused when the account is added, and nothing is stored.
+    let refused = run(
+        dir.path(),
+        &[
+            "--definitions",
+            &definitions,
+            "accounts",
+            "add",
+            "files",
+            "--id",
+            "f2",
+            "--credential",
+            &username,
+            "--credential",
+            "private_key=-----BEGIN OPENSSH PRIVATE KEY----- AAAA",
+            "--credential",
+            "host_key=SHA256:nope",
+        ],
+    );
+    assert_eq!(refused.code, 1);
+    assert_eq!(
+        refused.stderr,
+        "error: cannot add the account\n  caused by: credential `private_key` has no \
+         `-----END OPENSSH PRIVATE KEY-----` line: it was cut short (account `f2`)\n"
+    );
+    assert_eq!(run(dir.path(), &["accounts", "show", "f2"]).code, 1);
+
     let remote = sshd.files().display().to_string();
     let sftp = |args: &[&str]| {
         let mut all = vec!["--definitions", definitions.as_str(), "sftp", "f1"];

@@ -254,8 +254,7 @@ pub async fn create_account(
     };
     let account = state
         .integrations
-        .store()
-        .create(
+        .create_account(
             integration,
             NewAccount {
                 id: AccountId::new(request.id)?,

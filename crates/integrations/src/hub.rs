@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use integration_core::definition::{Auth, Integration};
-use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, Result};
+use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, NewAccount, Result};
 use integration_http::{AccountClient, Authenticator, HttpClient};
 
 /// What removing an account did.
@@ -69,6 +69,23 @@ impl Integrations {
         self.definitions.get(key).ok_or_else(|| {
             Error::new(ErrorKind::NotFound, "no such integration in the definitions").with_context("integration", key)
         })
+    }
+
+    /// Creates an account of `integration`: checks it as
+    /// [`AccountStore::create`] does and, for SFTP, also reads its private key
+    /// and host keys, so that a key that cannot be used is refused now
+    /// rather than at the first connection.
+    pub async fn create_account(&self, integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
+        let account = self.store.create(integration, new).await?;
+        #[cfg(feature = "sftp")]
+        if matches!(integration.auth, Auth::Sftp(_))
+            && let Err(error) =
+                integration_sftp::SftpClient::new(integration, &account, integration_sftp::SftpSettings::default())
+        {
+            self.store.remove(account.id()).await?;
+            return Err(error);
+        }
+        Ok(account)
     }
 
     /// The account `id`, ready for [`AccountClient::request`].
