@@ -4,6 +4,7 @@ pub mod api;
 pub mod error;
 pub mod keys;
 pub mod proxy;
+pub mod sftp;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub struct AppState {
 #[openapi(
     info(title = "integrations gateway", description = "Connected accounts of custom integrations, over HTTP."),
     modifiers(&BearerKeys),
-    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "proxy"), (name = "health"))
+    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "proxy"), (name = "sftp"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -66,6 +67,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::connect_account))
         .routes(routes!(api::refresh_account))
         .routes(routes!(api::revoke_account))
+        .routes(routes!(sftp::list))
+        .routes(routes!(sftp::stat))
+        .routes(routes!(sftp::download, sftp::upload, sftp::remove))
+        .routes(routes!(sftp::rename))
+        .routes(routes!(sftp::mkdir, sftp::rmdir))
         .split_for_parts();
     // Every method goes through the proxy; the document describes GET.
     openapi.merge(
