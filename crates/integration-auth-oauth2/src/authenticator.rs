@@ -105,7 +105,7 @@ impl OAuth2Authenticator {
             if account.status() == AccountStatus::NeedsReauth {
                 let reason = account.status_reason().unwrap_or("its authorization was refused");
                 return Err(self.client.error(
-                    ErrorKind::Provider,
+                    ErrorKind::Conflict,
                     format!("the account needs to be connected again: {reason}"),
                 ));
             }
@@ -173,7 +173,7 @@ impl OAuth2Authenticator {
                 None => {
                     let reason = "no refresh token: connect the account again";
                     self.mark_needs_reauth(leased, reason, None).await?;
-                    return Err(self.client.error(ErrorKind::Provider, reason));
+                    return Err(self.client.error(ErrorKind::Conflict, reason));
                 }
             },
         };

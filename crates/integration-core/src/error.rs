@@ -33,6 +33,10 @@ pub enum ErrorKind {
     /// Configuration the process needs is missing, e.g. an environment
     /// variable a definition names.
     Config,
+    /// The target's state does not allow the operation: an account that
+    /// must be connected again, a directory that is not empty, a path that
+    /// exists already on a server.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -49,6 +53,7 @@ impl ErrorKind {
             Self::Transport => "transport",
             Self::Provider => "provider",
             Self::Config => "configuration",
+            Self::Conflict => "conflict",
         }
     }
 }

@@ -560,6 +560,9 @@ fn sftp_error(action: &str, path: &str, error: SftpError, settings: &SftpSetting
             let kind = match status.status_code {
                 StatusCode::NoSuchFile => ErrorKind::NotFound,
                 StatusCode::PermissionDenied => ErrorKind::Refused,
+                // OpenSSH answers a generic failure for what the file system
+                // refused: the path exists, the directory is not empty...
+                StatusCode::Failure => ErrorKind::Conflict,
                 _ => ErrorKind::Provider,
             };
             let reason = if status.error_message.is_empty() {

@@ -264,7 +264,7 @@ async fn every_operation(sftp: &SftpClient, root: &str) {
         .await
         .expect("mkdir -p on an existing directory");
     let error = sftp.mkdir(&format!("{root}/a"), false).await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Provider, "{error}");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "{error}");
     assert!(sftp.stat(&format!("{root}/a/b")).await.unwrap().is_dir());
 
     let file = format!("{root}/a/hello.txt");
@@ -305,7 +305,7 @@ async fn every_operation(sftp: &SftpClient, root: &str) {
     assert!(error.to_string().contains(&file), "{error}");
 
     let error = sftp.rmdir(&format!("{root}/a/b")).await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Provider, "not empty: {error}");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "not empty: {error}");
     sftp.remove(&moved).await.expect("remove");
     for dir in ["a/b/c", "a/b", "a", ""] {
         sftp.rmdir(format!("{root}/{dir}").trim_end_matches('/'))

@@ -1,10 +1,12 @@
 //! The connect page in headless Chromium: an operator connects an OAuth 2.0
 //! account through a provider's login page, end to end.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Gateway, api_key, integrations, skip};
 use integration_oauth2_test_server::{Config, TestServer};
 
 fn e2e_dir() -> PathBuf {
@@ -26,23 +28,10 @@ fn missing_peer() -> Option<String> {
     None
 }
 
-fn integrations(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_integrations"))
-        .args(args)
-        .env("INTEGRATIONS_DATA_DIR", data)
-        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
-        .output()
-        .expect("run integrations")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_connects_an_account_from_the_connect_page() {
     if let Some(reason) = missing_peer() {
-        assert!(
-            std::env::var("INTEGRATIONS_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "INTEGRATIONS_REQUIRE_PEERS=1 but the browser test cannot run: {reason}"
-        );
-        eprintln!("skipping the browser test: {reason}");
+        skip(&format!("the browser test cannot run: {reason}"));
         return;
     }
     let provider = TestServer::start(Config {
@@ -78,8 +67,7 @@ async fn an_operator_connects_an_account_from_the_connect_page() {
     .expect("write definition");
     let definitions = definitions.to_str().expect("utf-8").to_owned();
     let data = dir.path().join("data");
-    let key = integrations(&data, &["keys", "create", "--name", "browser"]);
-    let key = String::from_utf8(key.stdout).expect("utf-8").trim().to_owned();
+    let key = api_key(&data);
     let added = integrations(
         &data,
         &[
@@ -94,37 +82,8 @@ async fn an_operator_connects_an_account_from_the_connect_page() {
     );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_integrations"))
-        .args([
-            "--definitions",
-            &definitions,
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("INTEGRATIONS_DATA_DIR", &data)
-        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut up = false;
-    for _ in 0..100 {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the gateway did not come up");
+    let gateway = Gateway::start(&definitions, &data).await;
+    let base = gateway.base.clone();
 
     let browser = tokio::task::spawn_blocking({
         let (base, key) = (base.clone(), key.clone());
@@ -148,8 +107,7 @@ async fn an_operator_connects_an_account_from_the_connect_page() {
         .await
         .expect("body");
     let account: serde_json::Value = serde_json::from_str(&account).expect("json");
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
     assert!(
         browser.status.success(),
         "the browser flow failed:\n{}\n{}",

@@ -404,6 +404,7 @@ fn page(message: &str, outcome: &str) -> String {
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The account has no refresh token or must be connected again"),
         (status = 502, body = ErrorBody, description = "The provider refused or failed"),
     ),
     security(("api_key" = []))

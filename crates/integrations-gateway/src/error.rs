@@ -68,6 +68,7 @@ impl From<Error> for ApiError {
             ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Refused => (StatusCode::FORBIDDEN, "refused"),
             ErrorKind::Provider => (StatusCode::BAD_GATEWAY, "provider"),
             ErrorKind::Transport => (StatusCode::BAD_GATEWAY, "transport"),

@@ -73,7 +73,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(sftp::rename))
         .routes(routes!(sftp::mkdir, sftp::rmdir))
         .split_for_parts();
-    // Every method goes through the proxy; the document describes GET.
+    // The proxy's route takes any method and refuses TRACE and CONNECT
+    // itself; the document lists the methods it forwards.
     openapi.merge(
         OpenApiRouter::<Arc<AppState>>::new()
             .routes(routes!(proxy::proxy))

@@ -35,12 +35,24 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The methods the proxy forwards: not TRACE (it would echo the credential
+/// back) nor CONNECT.
+const FORWARDED: [axum::http::Method; 7] = [
+    axum::http::Method::GET,
+    axum::http::Method::POST,
+    axum::http::Method::PUT,
+    axum::http::Method::PATCH,
+    axum::http::Method::DELETE,
+    axum::http::Method::HEAD,
+    axum::http::Method::OPTIONS,
+];
+
 /// Forwards the request to the account's integration: the path is relative
 /// to its `base_url`, the query and headers go as they came (less
 /// hop-by-hop headers and the gateway's API key), and the upstream response
 /// comes back as it came.
 #[utoipa::path(
-    get, path = "/v1/accounts/{id}/proxy/{path}", tag = "proxy",
+    method(get, post, put, patch, delete, head, options), path = "/v1/accounts/{id}/proxy/{path}", tag = "proxy",
     params(
         ("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"),
         ("path" = String, Path, description = "The path, relative to the integration's base_url"),
@@ -51,6 +63,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         (status = 401, body = crate::error::ErrorBody),
         (status = 403, body = crate::error::ErrorBody, description = "Refused: a header that carries the credential, or a host the integration does not name"),
         (status = 404, body = crate::error::ErrorBody),
+        (status = 405, body = crate::error::ErrorBody, description = "TRACE and CONNECT are not forwarded"),
+        (status = 409, body = crate::error::ErrorBody, description = "The account must be connected again"),
         (status = 502, body = crate::error::ErrorBody, description = "The upstream failed or a token could not be obtained"),
         (status = 504, body = crate::error::ErrorBody),
     ),
@@ -61,6 +75,19 @@ pub async fn proxy(
     Path((id, path)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    if !FORWARDED.contains(request.method()) {
+        let mut refusal = ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not forwarded", request.method()),
+        )
+        .into_response();
+        refusal.headers_mut().insert(
+            header::ALLOW,
+            header::HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"),
+        );
+        return Ok(refusal);
+    }
     let id = AccountId::new(id)?;
     let account = state.integrations.account(&id).await?;
     let (parts, body) = request.into_parts();

@@ -431,6 +431,24 @@ async fn the_proxy_forwards_through_the_account_both_ways() {
     );
     assert_eq!(response.headers()["x-upstream"], "yes");
     assert_eq!(response.text().await.expect("body"), "short and stout");
+
+    // TRACE would echo the credential back: refused before anything is sent.
+    let traced = gateway
+        .http
+        .request(
+            reqwest::Method::TRACE,
+            format!("{}/v1/accounts/w1/proxy/forecast", gateway.base),
+        )
+        .bearer_auth(&gateway.key)
+        .send()
+        .await
+        .expect("trace");
+    assert_eq!(traced.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        traced.headers()["allow"],
+        "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+    );
+
     let received = upstream.received_requests().await.expect("recording");
     let first = &received[0];
     assert_eq!(
@@ -661,8 +679,8 @@ async fn sftp_routes_work_through_an_account() {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "not empty: {body}");
-    assert_eq!(body["error"]["kind"], "provider");
+    assert_eq!(status, StatusCode::CONFLICT, "not empty: {body}");
+    assert_eq!(body["error"]["kind"], "conflict");
     let (status, body) = gateway
         .call(
             reqwest::Method::GET,

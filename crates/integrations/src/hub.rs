@@ -183,7 +183,12 @@ impl Integrations {
                 self.oauth2_client(account, integration)?,
                 account,
             ))),
-            Auth::Sftp(_) => Err(unavailable("SFTP accounts make no HTTP requests".to_owned())),
+            Auth::Sftp(_) => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "SFTP accounts make no HTTP requests; use their SFTP operations",
+            )
+            .with_context("account", account.id())
+            .with_context("integration", &integration.key)),
             #[allow(unreachable_patterns, reason = "reachable when an auth feature is off")]
             other => Err(unavailable(format!(
                 "requests through {} accounts are not available in this build",
