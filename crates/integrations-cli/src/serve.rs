@@ -41,7 +41,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode
         %address,
         integrations = integrations.definitions().len(),
         data_dir = %dir.display(),
-        "gateway listening: try `curl http://{address}/healthz`"
+        "gateway listening on http://{address}: /healthz, /connect in a browser, /v1 with an API key"
     );
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let redirect_uri = RedirectUri::from_public_base_url(&public_url)?;
