@@ -14,6 +14,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// The gateway allocates per request (headers, bodies, futures); mimalloc
+// keeps that cheap under concurrency where glibc's malloc contends.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::cli::{AccountsCommand, Cli, Command};
 
 fn main() -> ExitCode {

@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
 use integrations::AccountId;
 use integrations::http::reqwest;
 
@@ -18,21 +17,22 @@ use crate::error::ApiError;
 /// retried; larger ones, and those of unknown length, are streamed.
 const BUFFERED_BODY: u64 = 1024 * 1024;
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
-/// and the gateway's own `Authorization`: never forwarded.
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1):
+/// never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-    )
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// The methods the proxy forwards: not TRACE (it would echo the credential
@@ -123,21 +123,15 @@ pub async fn proxy(
     };
     let response = upstream.send().await?;
 
-    let mut builder = Response::builder().status(response.status().as_u16());
-    for (name, value) in response.headers() {
-        if !is_hop_by_hop(name) {
-            builder = builder.header(name, value);
-        }
+    // The upstream response is handed back as it is: its status and headers
+    // (less hop-by-hop ones) moved, its body streamed.
+    let (mut parts, body) = axum::http::Response::<reqwest::Body>::from(response).into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
-    let stream = response.bytes_stream().map_err(std::io::Error::other);
-    builder
-        .body(Body::from_stream(stream))
-        .map_err(|_| {
-            ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "transport",
-                "the upstream response was malformed",
-            )
-        })
-        .map(IntoResponse::into_response)
 }
