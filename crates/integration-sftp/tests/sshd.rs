@@ -586,3 +586,21 @@ impl AsyncRead for CutWhileReading<'_> {
         outcome
     }
 }
+
+#[tokio::test]
+async fn debug_output_never_shows_a_credential() {
+    let sftp = client(
+        2222,
+        &[
+            ("username", "user-s3cret"),
+            ("password", "password-s3cret"),
+            ("host_key", "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"),
+        ],
+        SftpSettings::default(),
+    )
+    .await
+    .expect("client");
+    let shown = format!("{sftp:?}");
+    assert!(shown.contains("127.0.0.1") && shown.contains("password"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
