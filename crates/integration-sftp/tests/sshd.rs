@@ -193,7 +193,26 @@ async fn accepting_any_host_key_takes_an_explicit_opt_in() {
     )
     .await
     .expect("client");
-    sftp.connect().await.expect("accepted");
+    // Every connection logs the unchecked key as a warning.
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // Global: the check runs on russh's session task, on any worker thread.
+    // Lines are told apart by this server's fingerprint.
+    tracing::subscriber::set_global_default(subscriber).expect("the only test that sets one");
+    for _ in 0..2 {
+        sftp.connect().await.expect("accepted");
+        sftp.close().await;
+    }
+    let text = logs.text();
+    let fingerprint = sshd.host_key_fingerprint();
+    let warnings = text
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("unchecked") && line.contains(&fingerprint))
+        .count();
+    assert_eq!(warnings, 2, "{text}");
     let error = client(
         sshd.port(),
         &[("username", sshd.user()), ("private_key", &key)],
@@ -542,6 +561,33 @@ async fn the_server_process_dying_mid_download_is_an_error() {
         matches!(error.kind(), ErrorKind::Transport | ErrorKind::Timeout),
         "{error}"
     );
+}
+
+/// Log lines, captured.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
 
 /// A sink that cuts the proxy once `after` bytes arrived.
