@@ -13,7 +13,7 @@ use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
 use integration_http::header::{CONTENT_TYPE, HeaderValue};
 use integration_http::token::{self, CachedToken, TokenCache};
-use integration_http::{Authenticator, Credential, HttpClient, renew_at};
+use integration_http::{Authenticator, Credential, DEFAULT_RENEWAL_MARGIN, HttpClient, renew_at};
 use url::Url;
 
 pub use crate::response::ObtainedToken;
@@ -21,7 +21,6 @@ pub use crate::response::ObtainedToken;
 /// The credential names a custom token is kept under in storage.
 pub use integration_http::token::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT};
 
-const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Custom Token auth for one account: calls the access token endpoint,
@@ -78,7 +77,7 @@ impl CustomTokenAuthenticator {
         let margin = config
             .token_response
             .refresh_margin_seconds
-            .map_or(DEFAULT_MARGIN, Duration::from_secs);
+            .map_or(DEFAULT_RENEWAL_MARGIN, Duration::from_secs);
         let timeout = integration
             .timeout_seconds
             .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())

@@ -12,7 +12,7 @@ use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, async_trait};
 use integration_http::token::{CachedToken, TokenCache};
-use integration_http::{Authenticator, Credential, renew_at};
+use integration_http::{Authenticator, Credential, DEFAULT_RENEWAL_MARGIN, renew_at};
 
 use crate::OAuth2Client;
 use crate::store::{
@@ -20,7 +20,6 @@ use crate::store::{
 };
 use crate::token::TokenFailure;
 
-const DEFAULT_MARGIN: Duration = Duration::from_secs(60);
 /// How long a lease outlasts the token request's time limit, so that it
 /// expires only after its holder has surely given up or died.
 const LEASE_SLACK: Duration = Duration::from_secs(5);
@@ -58,7 +57,7 @@ impl OAuth2Authenticator {
             .config
             .token_response
             .refresh_margin_seconds
-            .map_or(DEFAULT_MARGIN, Duration::from_secs);
+            .map_or(DEFAULT_RENEWAL_MARGIN, Duration::from_secs);
         let current = CachedToken::from_stored(account.credentials(), margin);
         let holder = format!("{:016x}", fastrand::u64(..));
         Self {

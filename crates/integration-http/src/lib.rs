@@ -12,7 +12,7 @@ pub mod token;
 pub use account::AccountClient;
 pub use auth::{Authenticator, Credential};
 pub use client::HttpClient;
-pub use lifetime::renew_at;
+pub use lifetime::{DEFAULT_RENEWAL_MARGIN, renew_at};
 pub use request::RequestBuilder;
 
 /// Re-exported so that callers name the same types.

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use integration_core::time::{self, OffsetDateTime};
 
+/// How long before expiry a token is renewed when the definition's
+/// `refresh_margin_seconds` does not say.
+pub const DEFAULT_RENEWAL_MARGIN: Duration = Duration::from_secs(60);
+
 /// When to renew a token that expires at `expires_at`, obtained now:
 /// `margin` before it expires, but no earlier than halfway through its
 /// remaining lifetime, so a short-lived token is not renewed on every use.

@@ -116,6 +116,36 @@ impl TestServer {
         format!("http://{}{path}", self.address)
     }
 
+    /// A TOML definition of integration `provider` on this server:
+    /// authorization code grant, revoke endpoint, scope `profile`, client
+    /// `test-client`, `base_url` its `/api`. `client_secret` is the TOML
+    /// value, e.g. `"test-secret"` or `{ env = "VAR" }`.
+    pub fn definition(&self, client_secret: &str) -> String {
+        format!(
+            r#"
+            [[integration]]
+            key = "provider"
+            name = "Provider"
+            base_url = "{api}"
+            [integration.auth]
+            type = "oauth2"
+            grant_type = "authorization_code"
+            authorization_endpoint = "{authorize}"
+            access_token_endpoint = "{token}"
+            access_token_verb = "POST"
+            revoke_token_endpoint = "{revoke}"
+            scope = "profile"
+            client_id = "test-client"
+            client_secret = {client_secret}
+            token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+            "#,
+            api = self.url("/api"),
+            authorize = self.url("/authorize"),
+            token = self.url("/token"),
+            revoke = self.url("/revoke"),
+        )
+    }
+
     /// How many token requests came with `grant_type`.
     pub fn token_calls(&self, grant_type: &str) -> usize {
         self.inner().token_calls.get(grant_type).copied().unwrap_or(0)

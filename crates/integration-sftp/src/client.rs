@@ -450,26 +450,27 @@ impl SftpClient {
 
     /// Takes `connection` out of the slot (if still there) so that the next
     /// call opens another.
-    async fn discard(&self, connection: &Arc<ConnectionHandle>) {
-        let mut slot = self.inner.slot.lock().await;
-        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, connection)) {
-            slot.take();
-        }
+    async fn discard(&self, connection: &ConnectionHandle) {
+        take_if_current(&mut *self.inner.slot.lock().await, connection);
     }
 
     /// The error for a failed SFTP call; a broken connection leaves the slot.
     fn failed(&self, connection: &ConnectionHandle, action: &str, path: &str, error: SftpError) -> Error {
         if is_broken(&error) || !connection.0.is_open() {
             // A later call sees `is_open() == false` or a timeout again; make sure it reconnects.
-            if let Ok(mut slot) = self.inner.slot.try_lock()
-                && slot
-                    .as_ref()
-                    .is_some_and(|current| std::ptr::eq(&current.0, &connection.0))
-            {
-                slot.take();
+            if let Ok(mut slot) = self.inner.slot.try_lock() {
+                take_if_current(&mut slot, connection);
             }
         }
         sftp_error(action, path, error, &self.inner.settings)
+    }
+}
+
+/// Empties `slot` if it holds `connection`, so that the next call opens
+/// another; a newer connection in the slot stays.
+fn take_if_current(slot: &mut Option<Arc<ConnectionHandle>>, connection: &ConnectionHandle) {
+    if slot.as_deref().is_some_and(|current| std::ptr::eq(current, connection)) {
+        slot.take();
     }
 }
 

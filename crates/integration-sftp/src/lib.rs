@@ -83,6 +83,7 @@ pub struct WriteOptions {
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
     /// A regular file.
@@ -97,12 +98,13 @@ pub enum FileKind {
 
 /// A file's attributes, as far as the server tells them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileInfo {
     /// File, directory, link or other.
     pub kind: FileKind,
     /// Size in bytes.
     pub size: Option<u64>,
-    /// Permission bits, e.g. `0o644`.
+    /// Permission bits, e.g. 420 (`0o644`).
     pub permissions: Option<u32>,
     /// Last modification, Unix seconds.
     pub modified: Option<u32>,
@@ -145,6 +147,7 @@ impl From<&FileAttributes> for FileInfo {
 
 /// An entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirEntry {
     /// The entry's name within the directory.
     pub name: String,

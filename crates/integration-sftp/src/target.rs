@@ -61,7 +61,10 @@ impl Target {
             (None, None) => return Err(invalid("missing credential `host`".to_owned())),
         };
         if !is_host_name(&host) {
-            return Err(invalid(format!("`{host}` is not a host name")));
+            // Not echoed: a value that is no host name may be anything.
+            return Err(invalid(
+                "the server's host (credential `host` or `auth.host`) is not a host name".to_owned(),
+            ));
         }
         let port = match credential("port") {
             Some(port) => port

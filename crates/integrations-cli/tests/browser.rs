@@ -42,29 +42,7 @@ async fn an_operator_connects_an_account_from_the_connect_page() {
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let definitions = dir.path().join("provider.toml");
-    std::fs::write(
-        &definitions,
-        format!(
-            r#"
-            [[integration]]
-            key = "provider"
-            name = "Provider"
-            [integration.auth]
-            type = "oauth2"
-            grant_type = "authorization_code"
-            authorization_endpoint = "{authorize}"
-            access_token_endpoint = "{token}"
-            access_token_verb = "POST"
-            scope = "profile"
-            client_id = "test-client"
-            client_secret = "test-secret"
-            token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
-            "#,
-            authorize = provider.url("/authorize"),
-            token = provider.url("/token"),
-        ),
-    )
-    .expect("write definition");
+    std::fs::write(&definitions, provider.definition(r#""test-secret""#)).expect("write definition");
     let definitions = definitions.to_str().expect("utf-8").to_owned();
     let data = dir.path().join("data");
     let key = api_key(&data);

@@ -459,33 +459,7 @@ async fn connect_refresh_revoke_and_remove_an_oauth2_account() {
     let server = TestServer::start(Config::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let definitions = dir.path().join("provider.toml");
-    std::fs::write(
-        &definitions,
-        format!(
-            r#"
-            [[integration]]
-            key = "provider"
-            name = "Provider"
-            base_url = "{api}"
-            [integration.auth]
-            type = "oauth2"
-            grant_type = "authorization_code"
-            authorization_endpoint = "{authorize}"
-            access_token_endpoint = "{token}"
-            access_token_verb = "POST"
-            revoke_token_endpoint = "{revoke}"
-            scope = "profile"
-            client_id = "test-client"
-            client_secret = {{ env = "PROVIDER_CLIENT_SECRET" }}
-            token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
-            "#,
-            api = server.url("/api"),
-            authorize = server.url("/authorize"),
-            token = server.url("/token"),
-            revoke = server.url("/revoke"),
-        ),
-    )
-    .expect("write definition");
+    std::fs::write(&definitions, server.definition(r#"{ env = "PROVIDER_CLIENT_SECRET" }"#)).expect("write definition");
     let definitions = definitions.to_str().expect("utf-8").to_owned();
     let data = dir.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0")

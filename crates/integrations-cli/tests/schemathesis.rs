@@ -56,24 +56,10 @@ async fn generated_requests_find_no_server_error_and_no_schema_violation() {
             key = "files"
             name = "Files"
             auth = {{ type = "sftp", host = "127.0.0.1" }}
-
-            [[integration]]
-            key = "provider"
-            name = "Provider"
-            [integration.auth]
-            type = "oauth2"
-            grant_type = "authorization_code"
-            authorization_endpoint = "{authorize}"
-            access_token_endpoint = "{token}"
-            access_token_verb = "POST"
-            scope = "profile"
-            client_id = "test-client"
-            client_secret = "test-secret"
-            token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+            {provider}
             "#,
             upstream = upstream.uri(),
-            authorize = provider.url("/authorize"),
-            token = provider.url("/token"),
+            provider = provider.definition(r#""test-secret""#),
         ),
     )
     .expect("definitions");

@@ -16,13 +16,40 @@ use integrations::AccountId;
 use integrations::sftp::{DirEntry, FileInfo, FileKind, SftpClient, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::{ReaderStream, StreamReader};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 
 /// Bytes buffered between the SFTP download and the HTTP response.
 const PIPE_CAPACITY: usize = 1024 * 1024;
+
+/// The errors every SFTP route may answer, each with an [`ErrorBody`].
+#[derive(IntoResponses)]
+pub enum SftpErrors {
+    /// An invalid id, path or body, or an account that is not SFTP.
+    #[response(status = 400)]
+    InvalidInput(#[to_schema] ErrorBody),
+    /// No API key, or a wrong one.
+    #[response(status = 401)]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Permission denied, login refused, or a host key mismatch.
+    #[response(status = 403)]
+    Refused(#[to_schema] ErrorBody),
+    /// No such account or path.
+    #[response(status = 404)]
+    NotFound(#[to_schema] ErrorBody),
+    /// What the server's file system refused: a path that exists, a
+    /// directory that is not empty.
+    #[response(status = 409)]
+    Conflict(#[to_schema] ErrorBody),
+    /// The connection to the server failed or broke.
+    #[response(status = 502)]
+    Transport(#[to_schema] ErrorBody),
+    /// The server did not answer in time.
+    #[response(status = 504)]
+    Timeout(#[to_schema] ErrorBody),
+}
 
 /// A path on the server.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -76,46 +103,6 @@ pub struct MkdirRequest {
     pub parents: bool,
 }
 
-/// What a path is.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FileInfoView {
-    /// `file`, `directory`, `symlink` or `other`.
-    #[schema(value_type = String, pattern = "^(file|directory|symlink|other)$")]
-    pub kind: FileKind,
-    /// Size in bytes.
-    pub size: Option<u64>,
-    /// Permission bits, e.g. 420 (0o644).
-    pub permissions: Option<u32>,
-    /// Last modification, Unix seconds.
-    pub modified: Option<u32>,
-    /// Owner's user id.
-    pub uid: Option<u32>,
-    /// Owner's group id.
-    pub gid: Option<u32>,
-}
-
-impl From<FileInfo> for FileInfoView {
-    fn from(info: FileInfo) -> Self {
-        Self {
-            kind: info.kind,
-            size: info.size,
-            permissions: info.permissions,
-            modified: info.modified,
-            uid: info.uid,
-            gid: info.gid,
-        }
-    }
-}
-
-/// An entry of a directory.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DirEntryView {
-    /// The name within the directory.
-    pub name: String,
-    /// Its attributes (a link's own).
-    pub info: FileInfoView,
-}
-
 /// How many bytes an upload wrote.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadView {
@@ -138,9 +125,8 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     get, path = "/v1/accounts/{id}/sftp/entries", tag = "sftp",
     params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), PathQuery),
     responses(
-        (status = 200, body = [DirEntryView]),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        (status = 200, body = [DirEntry]),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -148,18 +134,9 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     path: Result<Query<PathQuery>, QueryRejection>,
-) -> Result<Json<Vec<DirEntryView>>, ApiError> {
+) -> Result<Json<Vec<DirEntry>>, ApiError> {
     let path = query(path)?.path;
-    let entries = client(&state, id).await?.list(&path).await?;
-    Ok(Json(
-        entries
-            .into_iter()
-            .map(|DirEntry { name, info }| DirEntryView {
-                name,
-                info: info.into(),
-            })
-            .collect(),
-    ))
+    Ok(Json(client(&state, id).await?.list(&path).await?))
 }
 
 /// What a path is (links followed).
@@ -167,9 +144,8 @@ pub async fn list(
     get, path = "/v1/accounts/{id}/sftp/stat", tag = "sftp",
     params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), PathQuery),
     responses(
-        (status = 200, body = FileInfoView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        (status = 200, body = FileInfo),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -177,9 +153,9 @@ pub async fn stat(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     path: Result<Query<PathQuery>, QueryRejection>,
-) -> Result<Json<FileInfoView>, ApiError> {
+) -> Result<Json<FileInfo>, ApiError> {
     let path = query(path)?.path;
-    Ok(Json(client(&state, id).await?.stat(&path).await?.into()))
+    Ok(Json(client(&state, id).await?.stat(&path).await?))
 }
 
 /// Downloads a file, streamed. If the transfer breaks after the response
@@ -189,8 +165,7 @@ pub async fn stat(
     params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), PathQuery),
     responses(
         (status = 200, content_type = "application/octet-stream", body = Vec<u8>, description = "The file's bytes"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -233,8 +208,7 @@ pub async fn download(
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
     responses(
         (status = 200, body = UploadView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -258,8 +232,7 @@ pub async fn upload(
     params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), PathQuery),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -280,9 +253,8 @@ pub async fn remove(
     request_body = RenameRequest,
     responses(
         (status = 204, description = "Renamed"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 502, body = ErrorBody),
-        (status = 504, body = ErrorBody),
+        (status = 415, body = ErrorBody, description = "The body is not JSON"),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -303,9 +275,8 @@ pub async fn rename(
     request_body = MkdirRequest,
     responses(
         (status = 204, description = "Created (or, with `parents`, already there)"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        (status = 415, body = ErrorBody, description = "The body is not JSON"),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]
@@ -325,8 +296,7 @@ pub async fn mkdir(
     params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), PathQuery),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody),
+        SftpErrors,
     ),
     security(("api_key" = []))
 )]

@@ -272,29 +272,7 @@ async fn oauth2_accounts_connect_refresh_and_revoke_through_the_api() {
     use integration_oauth2_test_server::{Config, TestServer};
 
     let server = TestServer::start(Config::default()).await;
-    let definitions = format!(
-        r#"
-        [[integration]]
-        key = "provider"
-        name = "Provider"
-        base_url = "{api}"
-        [integration.auth]
-        type = "oauth2"
-        grant_type = "authorization_code"
-        authorization_endpoint = "{authorize}"
-        access_token_endpoint = "{token}"
-        access_token_verb = "POST"
-        revoke_token_endpoint = "{revoke}"
-        scope = "profile"
-        client_id = "test-client"
-        client_secret = "test-secret"
-        token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
-        "#,
-        api = server.url("/api"),
-        authorize = server.url("/authorize"),
-        token = server.url("/token"),
-        revoke = server.url("/revoke"),
-    );
+    let definitions = server.definition(r#""test-secret""#);
     let gateway = Gateway::with_definitions(&definitions).await;
     let (status, _) = gateway
         .call(
