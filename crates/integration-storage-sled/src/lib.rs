@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
 use integration_core::time::OffsetDateTime;
@@ -9,6 +10,9 @@ use serde_json::Error as JsonError;
 
 const ACCOUNTS_TREE: &str = "accounts.v1";
 const PENDING_TREE: &str = "pending_authorizations.v1";
+
+/// How long [`SledStorage::open`] waits for another handle to release the directory.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Accounts and pending authorizations in a sled database.
 #[derive(Clone)]
@@ -20,20 +24,33 @@ pub struct SledStorage {
 
 impl SledStorage {
     /// Opens, or creates, the database in directory `path`.
+    ///
+    /// sled locks the directory for one process. A lock still held is waited
+    /// for up to [`LOCK_WAIT`]: sled's background threads let go of it a moment
+    /// after the previous handle, or a process that just exited, is gone.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let db = sled::Config::new().path(path).open().map_err(|error| {
-            let hint = if error.to_string().contains("lock") {
-                " (is another `integrations` process using this data directory?)"
-            } else {
-                ""
-            };
-            Error::new(
-                ErrorKind::Storage,
-                format!("cannot open the sled database at {}{hint}", path.display()),
-            )
-            .with_source(error)
-        })?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(error) if is_lock_held(&error) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => {
+                    let hint = if is_lock_held(&error) {
+                        " (is another `integrations` process using this data directory?)"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::new(
+                        ErrorKind::Storage,
+                        format!("cannot open the sled database at {}{hint}", path.display()),
+                    )
+                    .with_source(error));
+                }
+            }
+        };
         Self::from_db(db)
     }
 
@@ -228,4 +245,8 @@ impl Storage for SledStorage {
         }
         Ok(deleted)
     }
+}
+
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }

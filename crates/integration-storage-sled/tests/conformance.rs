@@ -21,3 +21,31 @@ async fn debug_shows_no_record_contents() {
         "SledStorage { accounts: 1, pending_authorizations: 0 }"
     );
 }
+
+#[test]
+fn a_held_directory_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _held = SledStorage::open(dir.path()).expect("open");
+    let error = SledStorage::open(dir.path()).expect_err("the directory is held");
+    assert_eq!(error.kind(), integration_core::ErrorKind::Storage);
+    assert!(
+        error
+            .to_string()
+            .contains("is another `integrations` process using this data directory?"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_directory_opens_again_right_after_its_handle_is_dropped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    for round in 0..50 {
+        let storage = SledStorage::open(dir.path()).unwrap_or_else(|error| panic!("open in round {round}: {error}"));
+        let account = integration_storage_tests::sample_account(&format!("acct{round}"));
+        runtime
+            .block_on(integration_core::Storage::insert_account(&storage, &account))
+            .expect("insert");
+        drop(storage);
+    }
+}

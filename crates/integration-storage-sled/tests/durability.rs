@@ -45,6 +45,21 @@ fn new_account(id: &str) -> NewAccount {
     }
 }
 
+/// sled without the backend; waits, as `SledStorage::open` does, for the
+/// previous handle's background threads to release the lock.
+fn open_raw(path: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + integration_storage_sled::LOCK_WAIT;
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(error) if Instant::now() < deadline && error.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("raw sled: {error}"),
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -174,7 +189,7 @@ fn an_unreadable_record_spoils_only_itself() {
 
     // Damage two records behind the backend's back.
     {
-        let db = sled::open(dir.path()).expect("raw sled");
+        let db = open_raw(dir.path());
         let tree = db.open_tree("accounts.v1").expect("tree");
         tree.insert("garbled", b"{not json".as_slice()).expect("write garbage");
         let record = tree.get("tampered").expect("read").expect("present");
