@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::account::AccountClient;
 use crate::auth::{Credential, Injected};
+use crate::retry::FailureKind;
 
 /// A request through an account: add headers, query and body, then
 /// [`send`](RequestBuilder::send). The account's request parameters and
@@ -109,14 +110,87 @@ impl RequestBuilder {
 
     /// Sends the request: the credential and request parameters applied,
     /// retried as the integration's policy says, once more with a fresh
-    /// credential after a 401. The response comes back as it came.
+    /// credential after a 401. The response comes back as it came. The time
+    /// limit covers the whole exchange, body included.
     pub async fn send(self) -> Result<Response> {
+        let (prepared, mut stream) = self.prepare()?;
+        let Prepared {
+            client,
+            method,
+            bytes,
+            timeout,
+            ..
+        } = &prepared;
+        let reqwest = client.inner.http.reqwest();
+        exchange(&prepared, |credential| {
+            let (url, headers) = prepared.target(credential)?;
+            let mut request = reqwest::Request::new(method.clone(), url);
+            *request.headers_mut() = headers;
+            *request.timeout_mut() = Some(*timeout);
+            *request.body_mut() = next_body(bytes, &mut stream);
+            Ok(async move { reqwest.execute(request).await.map_err(Failure::from) })
+        })
+        .await
+    }
+
+    /// Sends the request as a proxy forwards it: like [`send`](Self::send),
+    /// but the response comes back as an `http::Response` whose body streams
+    /// for as long as the upstream sends it (the time limit covers the wait
+    /// for the response head), and without reqwest's per-request layers
+    /// unless an outbound proxy is configured (`HTTPS_PROXY` and the like)
+    /// or the client is a caller's own reqwest client.
+    pub async fn forward(self) -> Result<http::Response<reqwest::Body>> {
+        let (prepared, mut stream) = self.prepare()?;
+        let Prepared {
+            client,
+            method,
+            bytes,
+            timeout,
+            ..
+        } = &prepared;
+        let transports = client.inner.http.transports();
+        let mut next_body = move || next_body(bytes, &mut stream);
+        let response = match &transports.forward {
+            Some(hyper) => {
+                let response = exchange(&prepared, |credential| {
+                    let (url, headers) = prepared.target(credential)?;
+                    let uri = http::Uri::try_from(String::from(url)).map_err(|_| {
+                        Error::new(ErrorKind::InvalidInput, "invalid URL").with_context("account", client.account())
+                    })?;
+                    let body = next_body().unwrap_or_else(|| reqwest::Body::from(Bytes::new()));
+                    let mut request = http::Request::new(body);
+                    *request.method_mut() = method.clone();
+                    *request.uri_mut() = uri;
+                    *request.headers_mut() = headers;
+                    Ok(within(*timeout, hyper.request(request)))
+                })
+                .await?;
+                response.map(reqwest::Body::wrap)
+            }
+            None => {
+                let reqwest = &transports.reqwest;
+                let response = exchange(&prepared, |credential| {
+                    let (url, headers) = prepared.target(credential)?;
+                    let mut request = reqwest::Request::new(method.clone(), url);
+                    *request.headers_mut() = headers;
+                    *request.body_mut() = next_body();
+                    Ok(within(*timeout, reqwest.execute(request)))
+                })
+                .await?;
+                http::Response::from(response)
+            }
+        };
+        Ok(response)
+    }
+
+    /// Checks what does not change between attempts; a streaming body comes
+    /// apart, to be sent once.
+    fn prepare(self) -> Result<(Prepared, Option<reqwest::Body>)> {
         if let Some(error) = self.error {
             return Err(error);
         }
         let url = self.url?;
         let client = self.client;
-        let inner = &client.inner;
         if let Some(header) = client.credential_header()
             && self.headers.contains_key(header)
         {
@@ -133,126 +207,234 @@ impl RequestBuilder {
                 &format!("query parameter `{name}` carries the account's credential and cannot be set"),
             ));
         }
-        let timeout = self.timeout.unwrap_or(inner.timeout);
-        let (bytes, mut stream) = match self.body {
+        let timeout = self.timeout.unwrap_or(client.inner.timeout);
+        let (bytes, stream) = match self.body {
             Body::None => (None, None),
             Body::Bytes(bytes) => (Some(bytes), None),
             Body::Stream(body) => (None, Some(body)),
         };
-        let replayable = stream.is_none();
-        let started = Instant::now();
-        let mut attempt = 1;
-        let mut renewed_after_401 = false;
-        loop {
-            let credential = inner.authenticator.credential().await?;
-            let body = match (&bytes, stream.take()) {
-                (Some(bytes), _) => Some(reqwest::Body::from(bytes.clone())),
-                (None, stream) => stream,
-            };
-            let request = build(
-                &client,
-                &self.method,
-                &url,
-                &self.headers,
-                &self.query,
-                &credential,
-                body,
-                timeout,
-            )?;
-            match inner.http.reqwest().execute(request).await {
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED && replayable && !renewed_after_401 => {
-                    if !inner.authenticator.rejected(&credential).await? {
-                        return Ok(response);
-                    }
-                    tracing::debug!(account = %inner.account, "401: retrying once with a new credential");
-                    renewed_after_401 = true;
+        let prepared = Prepared {
+            client,
+            method: self.method,
+            url,
+            headers: self.headers,
+            query: self.query,
+            replayable: stream.is_none(),
+            bytes,
+            timeout,
+        };
+        Ok((prepared, stream))
+    }
+}
+
+/// The body of the next attempt: the bytes again, or the stream the first
+/// time.
+fn next_body(bytes: &Option<Bytes>, stream: &mut Option<reqwest::Body>) -> Option<reqwest::Body> {
+    match bytes {
+        Some(bytes) => Some(reqwest::Body::from(bytes.clone())),
+        None => stream.take(),
+    }
+}
+
+/// A request checked and ready to be sent, once or more.
+struct Prepared {
+    client: AccountClient,
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    query: Vec<(String, String)>,
+    /// Without a streaming body, which is sent once: never retried.
+    replayable: bool,
+    /// Kept whole, so the request can be sent again.
+    bytes: Option<Bytes>,
+    timeout: Duration,
+}
+
+impl Prepared {
+    /// The URL and headers of one attempt with `credential`: request
+    /// parameters and the credential applied.
+    fn target(&self, credential: &Credential) -> Result<(Url, HeaderMap)> {
+        let client = &self.client;
+        let inner = &client.inner;
+        if let Some((name, _)) = credential.ready_header()
+            && self.headers.contains_key(name)
+        {
+            return Err(refused(
+                client,
+                &format!("header `{name}` carries the account's credential and cannot be set"),
+            ));
+        }
+        let injected = client.injected(credential)?;
+        let token_query = match injected {
+            Some(Injected::Query(name, value)) => Some((name.as_str(), value.expose_secret())),
+            _ => None,
+        };
+        let mut url = self.url.clone();
+        if !inner.query.is_empty() || !self.query.is_empty() || token_query.is_some() {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in &inner.query {
+                pairs.append_pair(name, value);
+            }
+            for (name, value) in &self.query {
+                pairs.append_pair(name, value);
+            }
+            if let Some((name, value)) = token_query {
+                pairs.append_pair(name, value);
+            }
+        }
+        let mut headers = HeaderMap::with_capacity(inner.headers.len() + self.headers.len() + 1);
+        for (name, value) in &inner.headers {
+            if !self.headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        match (injected, credential.ready_header()) {
+            (Some(Injected::Header(name, value)), _) | (None, Some((name, value))) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            _ => {}
+        }
+        Ok((url, headers))
+    }
+}
+
+/// The attempts of one request: each gets the current credential; a 401 is
+/// tried once more with a renewed one and failures are retried as the
+/// integration's policy says, as long as the body can be sent again.
+async fn exchange<R, F, Fut>(prepared: &Prepared, mut attempt_with: F) -> Result<R>
+where
+    R: Reply,
+    F: FnMut(&Credential) -> Result<Fut>,
+    Fut: Future<Output = std::result::Result<R, Failure>>,
+{
+    let client = &prepared.client;
+    let inner = &client.inner;
+    let method = &prepared.method;
+    let replayable = prepared.replayable;
+    let started = Instant::now();
+    let mut attempt = 1;
+    let mut renewed_after_401 = false;
+    loop {
+        let credential = inner.authenticator.credential().await?;
+        match attempt_with(&credential)?.await {
+            Ok(response) if response.status() == StatusCode::UNAUTHORIZED && replayable && !renewed_after_401 => {
+                if !inner.authenticator.rejected(&credential).await? {
+                    return Ok(response);
                 }
-                Ok(response) => {
-                    let wait = replayable
-                        .then(|| inner.retry.after_response(&response, &self.method, attempt, started))
-                        .flatten();
-                    let Some(wait) = wait else {
-                        return Ok(response);
-                    };
-                    tracing::debug!(account = %inner.account, status = %response.status(), attempt, ?wait, "retrying");
-                    drop(response);
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(error) => {
-                    let wait = replayable
-                        .then(|| inner.retry.after_error(&error, &self.method, attempt, started))
-                        .flatten();
-                    let Some(wait) = wait else {
-                        return Err(transport_error(&client, error, attempt));
-                    };
-                    tracing::debug!(account = %inner.account, attempt, ?wait, "transport error: retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
+                tracing::debug!(account = %inner.account, "401: retrying once with a new credential");
+                renewed_after_401 = true;
+            }
+            Ok(response) => {
+                let wait = replayable
+                    .then(|| {
+                        inner
+                            .retry
+                            .after_response(response.status(), response.headers(), method, attempt, started)
+                    })
+                    .flatten();
+                let Some(wait) = wait else {
+                    return Ok(response);
+                };
+                tracing::debug!(account = %inner.account, status = %response.status(), attempt, ?wait, "retrying");
+                drop(response);
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(failure) => {
+                let wait = replayable
+                    .then(|| inner.retry.after_failure(failure.kind, method, attempt, started))
+                    .flatten();
+                let Some(wait) = wait else {
+                    return Err(transport_error(client, failure, attempt));
+                };
+                tracing::debug!(account = %inner.account, attempt, ?wait, "transport error: retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "one call site, in the send loop")]
-fn build(
-    client: &AccountClient,
-    method: &Method,
-    url: &Url,
-    headers: &HeaderMap,
-    query: &[(String, String)],
-    credential: &Credential,
-    body: Option<reqwest::Body>,
+/// What the retry loop reads of a response.
+trait Reply {
+    fn status(&self) -> StatusCode;
+    fn headers(&self) -> &HeaderMap;
+}
+
+impl Reply for Response {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers()
+    }
+}
+
+impl<B> Reply for http::Response<B> {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers()
+    }
+}
+
+/// An attempt that got no response.
+struct Failure {
+    kind: FailureKind,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(error: reqwest::Error) -> Self {
+        let kind = if error.is_builder() {
+            FailureKind::Invalid
+        } else if error.is_timeout() {
+            FailureKind::Timeout
+        } else if error.is_connect() {
+            FailureKind::Connect
+        } else {
+            FailureKind::Exchange
+        };
+        // Without the URL: its query may hold a credential.
+        Self {
+            kind,
+            source: Box::new(error.without_url()),
+        }
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for Failure {
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        let kind = if error.is_connect() {
+            FailureKind::Connect
+        } else {
+            FailureKind::Exchange
+        };
+        Self {
+            kind,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// `attempt` within `timeout`.
+async fn within<R, E: Into<Failure>>(
     timeout: Duration,
-) -> Result<reqwest::Request> {
-    let inner = &client.inner;
-    if let Some((name, _)) = credential.ready_header()
-        && headers.contains_key(name)
-    {
-        return Err(refused(
-            client,
-            &format!("header `{name}` carries the account's credential and cannot be set"),
-        ));
+    attempt: impl Future<Output = std::result::Result<R, E>>,
+) -> std::result::Result<R, Failure> {
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(outcome) => outcome.map_err(Into::into),
+        Err(elapsed) => Err(Failure {
+            kind: FailureKind::Timeout,
+            source: Box::new(elapsed),
+        }),
     }
-    let injected = client.injected(credential)?;
-    let token_query = match injected {
-        Some(Injected::Query(name, value)) => Some((name.as_str(), value.expose_secret())),
-        _ => None,
-    };
-    let mut url = url.clone();
-    if !inner.query.is_empty() || !query.is_empty() || token_query.is_some() {
-        let mut pairs = url.query_pairs_mut();
-        for (name, value) in &inner.query {
-            pairs.append_pair(name, value);
-        }
-        for (name, value) in query {
-            pairs.append_pair(name, value);
-        }
-        if let Some((name, value)) = token_query {
-            pairs.append_pair(name, value);
-        }
-    }
-    let mut request = reqwest::Request::new(method.clone(), url);
-    *request.timeout_mut() = Some(timeout);
-    let request_headers = request.headers_mut();
-    request_headers.reserve(inner.headers.len() + headers.len() + 1);
-    for (name, value) in &inner.headers {
-        if !headers.contains_key(name) {
-            request_headers.insert(name.clone(), value.clone());
-        }
-    }
-    for (name, value) in headers {
-        request_headers.append(name.clone(), value.clone());
-    }
-    match (injected, credential.ready_header()) {
-        (Some(Injected::Header(name, value)), _) | (None, Some((name, value))) => {
-            request_headers.insert(name.clone(), value.clone());
-        }
-        _ => {}
-    }
-    *request.body_mut() = body;
-    Ok(request)
 }
 
 fn refused(client: &AccountClient, message: &str) -> Error {
@@ -261,15 +443,11 @@ fn refused(client: &AccountClient, message: &str) -> Error {
         .with_context("integration", client.integration())
 }
 
-fn transport_error(client: &AccountClient, error: reqwest::Error, attempts: u32) -> Error {
-    // Without the URL: its query may hold a credential.
-    let error = error.without_url();
-    let (kind, message) = if error.is_timeout() {
-        (ErrorKind::Timeout, "the request timed out")
-    } else if error.is_connect() {
-        (ErrorKind::Transport, "cannot connect")
-    } else {
-        (ErrorKind::Transport, "the request failed")
+fn transport_error(client: &AccountClient, failure: Failure, attempts: u32) -> Error {
+    let (kind, message) = match failure.kind {
+        FailureKind::Timeout => (ErrorKind::Timeout, "the request timed out"),
+        FailureKind::Connect => (ErrorKind::Transport, "cannot connect"),
+        FailureKind::Invalid | FailureKind::Exchange => (ErrorKind::Transport, "the request failed"),
     };
     let message = if attempts > 1 {
         format!("{message} (after {attempts} attempts)")
@@ -279,7 +457,7 @@ fn transport_error(client: &AccountClient, error: reqwest::Error, attempts: u32)
     Error::new(kind, message)
         .with_context("account", client.account())
         .with_context("integration", client.integration())
-        .with_source(error)
+        .with_source(failure.source)
         .temporary()
 }
 

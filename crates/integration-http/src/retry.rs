@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use integration_core::definition::RetryPolicy;
-use reqwest::header::RETRY_AFTER;
-use reqwest::{Method, Response, StatusCode};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
 
 /// A retry policy in the units the request loop uses.
 #[derive(Debug, Clone)]
@@ -29,12 +29,12 @@ impl Retry {
     /// The wait before retrying after `response`, or `None` to return it.
     pub(crate) fn after_response(
         &self,
-        response: &Response,
+        status: StatusCode,
+        headers: &HeaderMap,
         method: &Method,
         attempt: u32,
         started: Instant,
     ) -> Option<Duration> {
-        let status = response.status();
         let retryable = match status {
             // Not processed: safe to send again whatever the method.
             StatusCode::TOO_MANY_REQUESTS => true,
@@ -46,24 +46,29 @@ impl Retry {
             return None;
         }
         let honours_retry_after = matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
-        let wait = match honours_retry_after.then(|| retry_after(response)).flatten() {
+        let wait = match honours_retry_after.then(|| retry_after(headers)).flatten() {
             Some(wait) => wait,
             None => self.backoff(attempt),
         };
         self.within_budget(wait, started)
     }
 
-    /// The wait before retrying after a transport error, or `None` to fail.
-    pub(crate) fn after_error(
+    /// The wait before retrying after an attempt that got no response, or
+    /// `None` to fail.
+    pub(crate) fn after_failure(
         &self,
-        error: &reqwest::Error,
+        failure: FailureKind,
         method: &Method,
         attempt: u32,
         started: Instant,
     ) -> Option<Duration> {
         // A connection that never opened sent nothing; anything else may
         // have reached the server.
-        let retryable = error.is_connect() || (is_idempotent(method) && !error.is_builder());
+        let retryable = match failure {
+            FailureKind::Connect => true,
+            FailureKind::Timeout | FailureKind::Exchange => is_idempotent(method),
+            FailureKind::Invalid => false,
+        };
         if !retryable || attempt >= self.max_attempts {
             return None;
         }
@@ -92,9 +97,22 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// How an attempt that got no response failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The connection never opened: nothing was sent.
+    Connect,
+    /// No response in time.
+    Timeout,
+    /// The request could not be built.
+    Invalid,
+    /// The connection failed during the exchange.
+    Exchange,
+}
+
 /// `Retry-After` as seconds or an HTTP date.
-fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }

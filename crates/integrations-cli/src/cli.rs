@@ -166,6 +166,10 @@ pub(crate) struct ServeArgs {
     /// built [default: http://LISTEN].
     #[arg(long, env = "INTEGRATIONS_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
+    /// Worker threads, each with its own runtime and listening socket
+    /// [default: one per core].
+    #[arg(long, env = "INTEGRATIONS_WORKERS")]
+    pub(crate) workers: Option<std::num::NonZeroUsize>,
     /// Log lines as `text` or `json`.
     #[arg(long, env = "INTEGRATIONS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use integrations::http::HttpClient;
 use integrations::storage::sled::SledStorage;
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 
@@ -57,7 +58,11 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// The definitions and the store together, ready for requests.
 pub(crate) fn integrations(global: &GlobalArgs) -> Result<Integrations> {
+    integrations_with_http(global, HttpClient::new()?)
+}
+
+pub(crate) fn integrations_with_http(global: &GlobalArgs, http: HttpClient) -> Result<Integrations> {
     let definitions = definitions(global)?;
     let store = store(global)?;
-    Ok(Integrations::new(definitions, store)?)
+    Ok(Integrations::with_http_client(definitions, store, http))
 }

@@ -23,14 +23,12 @@ use crate::cli::{AccountsCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The gateway serves many connections at once; every other command is
-    // one short task.
-    let mut builder = if matches!(cli.command, Command::Serve(_)) {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    // The gateway runs its own runtime per worker thread; every other
+    // command is one short task.
+    if let Command::Serve(args) = cli.command {
+        return serve::run(&cli.global, args).unwrap_or_else(|error| report(&error));
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return report(&anyhow::Error::new(error).context("cannot start the async runtime")),
     };
@@ -45,7 +43,7 @@ fn main() -> ExitCode {
             Command::Accounts(AccountsCommand::Refresh(args)) => accounts::refresh(&cli.global, args).await,
             Command::Accounts(AccountsCommand::Revoke(args)) => accounts::revoke(&cli.global, args).await,
             Command::Connect(args) => connect::run(&cli.global, args).await,
-            Command::Serve(args) => serve::run(&cli.global, args).await,
+            Command::Serve(_) => unreachable!("served above"),
             Command::Keys(command) => serve::keys(&cli.global, command),
             Command::Request(args) => request::run(&cli.global, args).await,
             Command::Sftp(args) => sftp::run(&cli.global, args).await,

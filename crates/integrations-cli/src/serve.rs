@@ -1,21 +1,24 @@
 //! `integrations serve` and `integrations keys`.
 
 use std::io::{IsTerminal, Write};
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use integrations::auth::oauth2::RedirectUri;
+use integrations::http::HttpClient;
 use integrations::secrecy::ExposeSecret;
 use integrations::time::format_description::well_known::Rfc3339;
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
+use integrations_gateway::server::{Listeners, serve_on_workers};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, KeysCommand, ServeArgs};
 use crate::context;
 
-pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
+pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let filter = EnvFilter::try_from_env("INTEGRATIONS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -28,17 +31,21 @@ pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode
     }
 
     let dir = context::data_dir(global)?;
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations_with_http(global, HttpClient::with_pool_per_thread()?)?;
     let keys = ApiKeys::in_data_dir(&dir)?;
     if keys.is_empty() {
         tracing::warn!("no API key exists yet: create one with `integrations keys create --name NAME`");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr()?;
+    let workers = args
+        .workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN);
+    let listeners =
+        Listeners::bind(args.listen, workers).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listeners.local_addr();
     tracing::info!(
         %address,
+        workers = listeners.workers(),
         integrations = integrations.definitions().len(),
         data_dir = %dir.display(),
         "gateway listening on http://{address}: /healthz, /connect in a browser, /v1 with an API key"
@@ -51,9 +58,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode
         keys,
         redirect_uri,
     });
-    integrations_gateway::serve(listener, state, shutdown_signal())
-        .await
-        .context("the server failed")?;
+    serve_on_workers(listeners, state, shutdown_signal()).context("the server failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod error;
 pub mod keys;
 pub mod proxy;
+pub mod server;
 pub mod sftp;
 
 use std::future::Future;

@@ -121,11 +121,9 @@ pub async fn proxy(
         _ if parts.method == reqwest::Method::GET || parts.method == reqwest::Method::HEAD => upstream,
         _ => upstream.streaming_body(reqwest::Body::wrap_stream(body.into_data_stream())),
     };
-    let response = upstream.send().await?;
-
     // The upstream response is handed back as it is: its status and headers
     // (less hop-by-hop ones) moved, its body streamed.
-    let (mut parts, body) = axum::http::Response::<reqwest::Body>::from(response).into_parts();
+    let (mut parts, body) = upstream.forward().await?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integrations::definition::Format;
-use integrations::http::{Method, StatusCode};
+use integrations::http::{HttpClient, Method, StatusCode};
 use integrations::secrecy::SecretString;
 use integrations::storage::memory::MemoryStorage;
 use integrations::time::OffsetDateTime;
@@ -735,4 +735,179 @@ async fn a_connection_that_never_opens_is_retried_then_reported() {
         source = cause.source();
     }
     assert!(!chain.contains("s3cret"), "{chain}");
+}
+
+/// Both transports `forward` may use: hyper, and reqwest (a caller's own
+/// client, or an outbound proxy configured).
+fn forwarding_clients() -> [(&'static str, HttpClient); 2] {
+    let own = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client");
+    [
+        ("hyper", HttpClient::new().expect("http client")),
+        ("reqwest", HttpClient::from_reqwest(own)),
+    ]
+}
+
+async fn hub_with(http: HttpClient, definitions: &str, credentials: &[(&str, &str)]) -> Integrations {
+    let hub = hub(definitions, &[], credentials).await;
+    Integrations::with_http_client(hub.definitions().clone(), hub.store().clone(), http)
+}
+
+#[tokio::test]
+async fn forward_sends_what_send_sends_and_streams_the_response_back() {
+    for (transport, http) in forwarding_clients() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/contacts"))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .insert_header("X-Upstream", "yes")
+                    .set_body_string("created"),
+            )
+            .mount(&server)
+            .await;
+        let definitions = format!(
+            r#"
+            [[integration]]
+            key = "crm"
+            name = "CRM"
+            base_url = "{uri}/api"
+            auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
+            request_parameters = [
+              {{ type = "header", name = "Accept", value = "application/json" }},
+              {{ type = "url_parameter", name = "tenant", value = "t 1" }},
+            ]
+            "#,
+            uri = server.uri()
+        );
+        let hub = hub_with(http, &definitions, &[("token", "tok-123")]).await;
+        let account = hub.account(&acct()).await.expect("account");
+        let response = account
+            .request(Method::POST, "contacts?page=2")
+            .header("Content-Type", "text/plain")
+            .body("new contact")
+            .forward()
+            .await
+            .unwrap_or_else(|error| panic!("{transport}: {error}"));
+        assert_eq!(response.status(), StatusCode::CREATED, "{transport}");
+        assert_eq!(response.headers()["x-upstream"], "yes", "{transport}");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"created", "{transport}");
+
+        let request = only_request(&server).await;
+        assert_eq!(request.url.query(), Some("page=2&tenant=t+1"), "{transport}");
+        assert_eq!(
+            header_values(&request, "authorization"),
+            ["Bearer tok-123"],
+            "{transport}"
+        );
+        assert_eq!(header_values(&request, "accept"), ["application/json"], "{transport}");
+        assert_eq!(header_values(&request, "content-type"), ["text/plain"], "{transport}");
+        assert_eq!(request.body, b"new contact", "{transport}");
+
+        let error = account
+            .request(Method::GET, "contacts")
+            .header("authorization", "Bearer mine")
+            .forward()
+            .await
+            .expect_err("the credential's header cannot be set");
+        assert_eq!(error.kind(), ErrorKind::Refused, "{transport}");
+    }
+}
+
+/// An upstream that sends the response head at once and the body a second
+/// later.
+async fn slow_body_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = stream.write_all(b"pong").await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn forward_limits_the_wait_for_the_head_not_the_body() {
+    for (transport, http) in forwarding_clients() {
+        let upstream = slow_body_upstream().await;
+        let definition = retrying_definition(&upstream, "max_attempts = 1");
+        let hub = hub_with(http, &definition, &[("token", "tok")]).await;
+        let account = hub.account(&acct()).await.expect("account");
+
+        let response = account
+            .request(Method::GET, "/ping")
+            .forward()
+            .await
+            .unwrap_or_else(|error| panic!("{transport}: {error}"));
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap_or_else(|error| panic!("{transport}: the body is not cut: {error}"))
+            .to_bytes();
+        assert_eq!(&body[..], b"pong", "{transport}");
+
+        // `send` holds the whole exchange, body included, to the limit.
+        let response = account.request(Method::GET, "/ping").send().await.expect("head");
+        let error = response.bytes().await.expect_err("the body comes after the limit");
+        assert!(error.is_timeout(), "{transport}: {error}");
+    }
+
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    for (transport, http) in forwarding_clients() {
+        let definition = retrying_definition(&server.uri(), "max_attempts = 1");
+        let hub = hub_with(http, &definition, &[("token", "tok")]).await;
+        let account = hub.account(&acct()).await.expect("account");
+        let error = account
+            .request(Method::GET, "/slow")
+            .forward()
+            .await
+            .expect_err("no head within the limit");
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{transport}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn forward_retries_a_connection_that_never_opens_then_reports_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    for (transport, http) in forwarding_clients() {
+        let definition = retrying_definition(
+            &format!("http://127.0.0.1:{port}"),
+            "max_attempts = 3, initial_backoff_seconds = 0.01",
+        );
+        let hub = hub_with(http, &definition, &[("token", "tok-s3cret")]).await;
+        let account = hub.account(&acct()).await.expect("account");
+        let error = account
+            .request(Method::POST, "/x")
+            .body("x")
+            .forward()
+            .await
+            .expect_err("refused connection");
+        assert_eq!(error.kind(), ErrorKind::Transport, "{transport}");
+        assert_eq!(
+            error.to_string(),
+            "cannot connect (after 3 attempts) (account `acct`, integration `crm`)",
+            "{transport}"
+        );
+        assert!(!format!("{error:?}").contains("s3cret"), "{transport}");
+    }
 }

@@ -1,0 +1,134 @@
+//! Serving on every core: one single-threaded runtime per worker thread,
+//! each accepting on its own socket.
+//!
+//! A request then runs start to end on the thread that accepted its
+//! connection, with the upstream connections that thread's runtime drives
+//! (see [`HttpClient::with_pool_per_thread`]): no task hops between threads
+//! and no cross-thread wake-ups, which a work-stealing runtime pays on every
+//! proxied request.
+//!
+//! [`HttpClient::with_pool_per_thread`]: integrations::http::HttpClient::with_pool_per_thread
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::thread;
+
+use socket2::{Domain, Socket, Type};
+use tokio::sync::{mpsc, watch};
+
+use crate::{AppState, router};
+
+/// The listening sockets, one per worker, all on one address.
+///
+/// On Linux each worker has its own socket (`SO_REUSEPORT`), and the kernel
+/// spreads new connections over them; elsewhere the workers share one.
+#[derive(Debug)]
+pub struct Listeners {
+    sockets: Vec<std::net::TcpListener>,
+    address: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds `workers` sockets to `address`. With port 0, the port the
+    /// first one got is used for the others.
+    pub fn bind(address: SocketAddr, workers: NonZeroUsize) -> io::Result<Self> {
+        let first = listen(address)?;
+        let address = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers.get() {
+            sockets.push(if cfg!(target_os = "linux") {
+                listen(address)?
+            } else {
+                sockets[0].try_clone()?
+            });
+        }
+        Ok(Self { sockets, address })
+    }
+
+    /// The address bound, with the port the system chose for port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// How many workers will serve.
+    pub fn workers(&self) -> usize {
+        self.sockets.len()
+    }
+}
+
+fn listen(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(target_os = "linux")]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serves `state` with one worker thread per listening socket until
+/// `shutdown` completes, then lets every worker finish its requests in
+/// flight. Blocks the calling thread, which waits for `shutdown`.
+pub fn serve_on_workers(
+    listeners: Listeners,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let app = router(state);
+    let (stop, stopped) = watch::channel(false);
+    let (exited, mut worker_exited) = mpsc::unbounded_channel::<()>();
+    let mut workers = Vec::with_capacity(listeners.sockets.len());
+    for (index, socket) in listeners.sockets.into_iter().enumerate() {
+        let app = app.clone();
+        let mut stopped = stopped.clone();
+        let exited = ExitNotice(exited.clone());
+        let worker = thread::Builder::new()
+            .name(format!("integrations-worker-{index}"))
+            .spawn(move || -> io::Result<()> {
+                let _exited = exited;
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(socket)?;
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        })
+                        .await
+                })
+            })?;
+        workers.push(worker);
+    }
+    drop(exited);
+    let signals = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    signals.block_on(async {
+        tokio::select! {
+            () = shutdown => {}
+            // A worker that stopped on its own (an error) stops the rest.
+            _ = worker_exited.recv() => {}
+        }
+    });
+    let _ = stop.send(true);
+    let mut outcome = Ok(());
+    for worker in workers {
+        let result = worker
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a worker thread panicked")));
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome
+}
+
+/// Tells the waiting thread that a worker ended, however it ended.
+struct ExitNotice(mpsc::UnboundedSender<()>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
