@@ -1,6 +1,6 @@
 //! `cargo xtask bench-proxy`: requests per second and p99 latency of the
 //! same GET straight to an upstream, through nginx adding the auth header,
-//! and through the gateway's proxy, in one run.
+//! and through the gateway's proxy, in one run of interleaved rounds.
 
 use std::fs;
 use std::net::TcpListener;
@@ -10,13 +10,24 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const WRK_ARGS: [&str; 5] = ["-t1", "-c32", "-d10s", "--latency", "--timeout=5s"];
+const ROUNDS: usize = 3;
 
 struct Guard(Vec<Child>);
 
 impl Drop for Guard {
+    /// SIGTERM, not SIGKILL: nginx's master then stops its workers instead
+    /// of leaving them behind, and the gateway shuts down as it should.
     fn drop(&mut self) {
         for child in &mut self.0 {
-            let _ = child.kill();
+            let terminated = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .is_ok_and(|status| status.success());
+            if !terminated {
+                let _ = child.kill();
+            }
+        }
+        for child in &mut self.0 {
             let _ = child.wait();
         }
     }
@@ -119,34 +130,46 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             Some(auth.as_str()),
         ),
     ];
-    let mut results = Vec::new();
-    for (name, url, header) in &runs {
-        let mut command = Command::new("wrk");
-        command.args(WRK_ARGS);
-        if let Some(header) = header {
-            command.args(["-H", header]);
+    // Rounds interleave the three targets, so a slow spell of the machine
+    // falls on all of them; the medians are reported.
+    let mut rounds: Vec<Vec<(f64, f64)>> = vec![Vec::new(); runs.len()];
+    for round in 1..=ROUNDS {
+        for (index, (name, url, header)) in runs.iter().enumerate() {
+            let mut command = Command::new("wrk");
+            command.args(WRK_ARGS);
+            if let Some(header) = header {
+                command.args(["-H", header]);
+            }
+            let output = command.arg(url).output().map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if let Some(errors) = text
+                .lines()
+                .find(|line| line.contains("Non-2xx") || line.contains("Socket errors"))
+            {
+                return Err(format!("{name}: {}", errors.trim()));
+            }
+            let rps = field(&text, "Requests/sec:")
+                .and_then(|value| value.parse::<f64>().ok())
+                .ok_or_else(|| format!("{name}: no requests/s in wrk's output:\n{text}"))?;
+            let p99 = text
+                .lines()
+                .find(|line| line.trim_start().starts_with("99%"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(milliseconds)
+                .ok_or_else(|| format!("{name}: no p99 in wrk's output:\n{text}"))?;
+            eprintln!("round {round}: {name:<26} {rps:>10.0} requests/s  p99 {p99:.2} ms");
+            rounds[index].push((rps, p99));
         }
-        let output = command.arg(url).output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let rps = field(&text, "Requests/sec:").unwrap_or_else(|| "?".to_owned());
-        let p99 = text
-            .lines()
-            .find(|line| line.trim_start().starts_with("99%"))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_owned();
-        let errors = text
-            .lines()
-            .find(|line| line.contains("Non-2xx") || line.contains("Socket errors"));
-        results.push((name, rps, p99, errors.map(str::to_owned)));
     }
-    eprintln!("\nwrk {} on loopback, one run:", WRK_ARGS.join(" "));
-    eprintln!("{:<26} {:>14} {:>10}", "", "requests/s", "p99");
-    for (name, rps, p99, errors) in &results {
-        eprintln!("{name:<26} {rps:>14} {p99:>10}");
-        if let Some(errors) = errors {
-            eprintln!("  {errors}");
-        }
+    eprintln!(
+        "\nwrk {} on loopback, median of {ROUNDS} interleaved rounds:",
+        WRK_ARGS.join(" ")
+    );
+    eprintln!("{:<26} {:>12} {:>10}", "", "requests/s", "p99");
+    for ((name, _, _), results) in runs.iter().zip(&rounds) {
+        let rps = median(results.iter().map(|(rps, _)| *rps));
+        let p99 = median(results.iter().map(|(_, p99)| *p99));
+        eprintln!("{name:<26} {rps:>12.0} {p99:>8.2}ms");
     }
     let _ = fs::remove_dir_all(&dir);
     Ok(())
@@ -182,4 +205,24 @@ fn field(text: &str, label: &str) -> Option<String> {
     text.lines()
         .find_map(|line| line.trim().strip_prefix(label))
         .map(|value| value.trim().to_owned())
+}
+
+/// wrk's latency (`812.00us`, `1.30ms`, `2.01s`) in milliseconds.
+fn milliseconds(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(number) = text.strip_suffix("us") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix("ms") {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|value| value * factor)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

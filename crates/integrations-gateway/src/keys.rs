@@ -114,6 +114,16 @@ impl ApiKeys {
     /// The key `presented` is, if it is one. Every stored hash is compared,
     /// in constant time, so timing tells nothing about near misses.
     pub fn verify(&self, presented: &str) -> Option<ApiKey> {
+        self.find(presented, ApiKey::clone)
+    }
+
+    /// Whether `presented` is a key, as [`verify`](Self::verify) decides,
+    /// without copying the key's record.
+    pub fn accepts(&self, presented: &str) -> bool {
+        self.find(presented, |_| ()).is_some()
+    }
+
+    fn find<T>(&self, presented: &str, found: impl Fn(&ApiKey) -> T) -> Option<T> {
         let due = {
             let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
             let due = checked.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL);
@@ -127,13 +137,13 @@ impl ApiKeys {
         }
         let presented = hash(presented);
         let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        let mut found = None;
+        let mut matching = None;
         for key in &loaded.1 {
             if bool::from(key.hash.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(key.clone());
+                matching = Some(found(key));
             }
         }
-        found
+        matching
     }
 
     /// Whether any key exists.
@@ -225,7 +235,9 @@ mod tests {
             keys.verify(secret.expose_secret()).map(|k| k.id),
             Some(created.id.clone())
         );
+        assert!(keys.accepts(secret.expose_secret()));
         assert!(keys.verify("ik_nope").is_none());
+        assert!(!keys.accepts("ik_nope"));
 
         // Another process's view sees the same keys, and revocation.
         let other = ApiKeys::in_data_dir(dir.path()).expect("open");

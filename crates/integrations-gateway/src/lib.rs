@@ -125,9 +125,10 @@ async fn require_api_key(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    match presented.and_then(|key| state.keys.verify(key)) {
-        Some(_) => Ok(next.run(request).await),
-        None => Err(ApiError::unauthorized()),
+    if presented.is_some_and(|key| state.keys.accepts(key)) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::unauthorized())
     }
 }
 

@@ -754,3 +754,115 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdown() {
+    use std::num::NonZeroUsize;
+
+    use integrations::http::HttpClient;
+    use integrations_gateway::server::{Listeners, serve_on_workers};
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let upstream = MockServer::start().await;
+    Mock::given(path("/v1/fast"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("fast"))
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/v1/slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("slow")
+                .set_delay(std::time::Duration::from_millis(800)),
+        )
+        .mount(&upstream)
+        .await;
+    let definitions = DEFINITIONS.replace("https://api.weather.example/v1", &format!("{}/v1", upstream.uri()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
+    let (_, key) = keys.create("tests").expect("key");
+    let key = key.expose_secret().to_owned();
+    let definitions = Definitions::from_str(&definitions, Format::Toml).expect("valid");
+    let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
+    store
+        .create(
+            definitions.get("weather").expect("weather"),
+            integrations::NewAccount {
+                id: integrations::AccountId::new("w1").expect("id"),
+                parameters: integrations::Secrets::default(),
+                credentials: [("token", integrations::secrecy::SecretString::from("token-s3cret"))]
+                    .into_iter()
+                    .collect(),
+            },
+        )
+        .await
+        .expect("account");
+    let integrations = Integrations::with_http_client(
+        definitions,
+        store,
+        HttpClient::with_pool_per_thread().expect("http client"),
+    );
+
+    let listeners = Listeners::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        NonZeroUsize::new(3).expect("3"),
+    )
+    .expect("bind");
+    assert_eq!(listeners.workers(), 3);
+    let base = format!("http://{}", listeners.local_addr());
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        serve_on_workers(listeners, state, async {
+            let _ = stopped.await;
+        })
+    });
+
+    // Many connections, each answered, whichever worker took it.
+    let mut calls = Vec::new();
+    for _ in 0..24 {
+        let (base, key) = (base.clone(), key.clone());
+        calls.push(tokio::spawn(async move {
+            // A client per call: a connection of its own.
+            let response = reqwest::Client::new()
+                .get(format!("{base}/v1/accounts/w1/proxy/fast"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("response");
+            (response.status(), response.text().await.expect("body"))
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.expect("join"), (StatusCode::OK, "fast".to_owned()));
+    }
+
+    let slow = tokio::spawn({
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            let response = reqwest::Client::new()
+                .get(format!("{base}/v1/accounts/w1/proxy/slow"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("the request in flight is answered");
+            (response.status(), response.text().await.expect("body"))
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.send(()).expect("stop");
+    assert_eq!(slow.await.expect("join"), (StatusCode::OK, "slow".to_owned()));
+    tokio::task::spawn_blocking(move || server.join())
+        .await
+        .expect("join")
+        .expect("no worker panicked")
+        .expect("the server stopped cleanly");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "nothing listens after shutdown"
+    );
+}

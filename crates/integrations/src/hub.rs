@@ -79,8 +79,7 @@ impl Integrations {
         let account = self.store.create(integration, new).await?;
         #[cfg(feature = "sftp")]
         if matches!(integration.auth, Auth::Sftp(_))
-            && let Err(error) =
-                integration_sftp::SftpClient::new(integration, &account, integration_sftp::SftpSettings::default())
+            && let Err(error) = sftp::client(Arc::new(integration.clone()), account.clone()).await
         {
             self.store.remove(account.id()).await?;
             return Err(error);
@@ -201,13 +200,27 @@ impl Integrations {
 #[cfg(feature = "sftp")]
 mod sftp {
     use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
-    use integration_core::definition::Auth;
-    use integration_core::{AccountId, Error, ErrorKind, Result};
+    use integration_core::definition::{Auth, Integration};
+    use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result};
     use integration_sftp::{SftpClient, SftpSettings};
 
     use super::Integrations;
+
+    /// A client for `account`, made on a blocking thread: an encrypted
+    /// private key is read with a deliberately slow key derivation, which
+    /// would hold up every request of an async worker.
+    pub(super) async fn client(integration: Arc<Integration>, account: ConnectedAccount) -> Result<SftpClient> {
+        match tokio::task::spawn_blocking(move || SftpClient::new(&integration, &account, SftpSettings::default()))
+            .await
+        {
+            Ok(client) => client,
+            // As if it had run here.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(Error::new(ErrorKind::Config, "the runtime is shutting down").with_source(error)),
+        }
+    }
 
     /// One client, hence one connection, per SFTP account.
     #[derive(Debug, Default)]
@@ -245,7 +258,7 @@ mod sftp {
                 .with_context("account", id)
                 .with_context("integration", &integration.key));
             }
-            let client = SftpClient::new(integration, &account, SftpSettings::default())?;
+            let client = client(Arc::clone(integration), account).await?;
             let mut clients = self.sftp.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             Ok(clients.entry(id.clone()).or_insert(client).clone())
         }
