@@ -16,10 +16,21 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::thread;
 
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tower_service::Service;
 
 use crate::{AppState, router};
+
+/// How long a client has to send a request's head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The listening sockets, one per worker, all on one address.
 ///
@@ -93,11 +104,10 @@ pub fn serve_on_workers(
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(socket)?;
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                        })
-                        .await
+                    serve_worker(listener, app, async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
                 })
             })?;
         workers.push(worker);
@@ -122,6 +132,53 @@ pub fn serve_on_workers(
         }
     }
     outcome
+}
+
+/// Serves HTTP/1.1 connections from `listener` until `stop` completes, then
+/// waits for every connection to finish its request in flight.
+async fn serve_worker(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) -> io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // A client gets this long to send a request's head: slow ones do not
+    // hold connections open for ever.
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let connections = GracefulShutdown::new();
+    let mut stop = pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) if is_connection_error(&error) => continue,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait for some
+                    // to be released rather than spin.
+                    tracing::error!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| app.clone().call(request));
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Errors of one connection, not of the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Tells the waiting thread that a worker ended, however it ended.
