@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, HeaderName, Uri, header};
 use axum::response::{IntoResponse, Response};
 use integrations::AccountId;
 use integrations::http::reqwest;
@@ -72,7 +72,7 @@ const FORWARDED: [axum::http::Method; 7] = [
 )]
 pub async fn proxy(
     State(state): State<Arc<AppState>>,
-    Path((id, path)): Path<(String, String)>,
+    Path((id, _decoded_path)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
     if !FORWARDED.contains(request.method()) {
@@ -91,9 +91,10 @@ pub async fn proxy(
     let id = AccountId::new(id)?;
     let account = state.integrations.account(&id).await?;
     let (parts, body) = request.into_parts();
+    let path = path_as_sent(&parts.uri);
     let mut target = String::with_capacity(path.len() + 1);
     target.push('/');
-    target.push_str(&path);
+    target.push_str(path);
     if let Some(query) = parts.uri.query() {
         target.push('?');
         target.push_str(query);
@@ -126,6 +127,18 @@ pub async fn proxy(
     let (mut parts, body) = upstream.forward().await?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The path after `/proxy/` as the client sent it, not percent-decoded (as
+/// the `Path` extractor's is), so that `%2F` stays within its segment and
+/// `%25` is not decoded twice on the way.
+fn path_as_sent(uri: &Uri) -> &str {
+    // `/v1/accounts/{id}/proxy/{path}`: the id segment holds no `/`.
+    uri.path()
+        .strip_prefix("/v1/accounts/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(_, rest)| rest.strip_prefix("proxy/"))
+        .unwrap_or_default()
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -427,7 +427,25 @@ async fn the_proxy_forwards_through_the_account_both_ways() {
         "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
     );
 
+    // The path goes as it came: `%2F` stays a character of a segment and
+    // `%25` is not decoded twice.
+    let encoded = gateway
+        .http
+        .get(format!("{}/v1/accounts/w1/proxy/files/a%2Fb%2541%20c", gateway.base))
+        .bearer_auth(&gateway.key)
+        .send()
+        .await
+        .expect("proxied");
+    assert_eq!(encoded.status(), StatusCode::NOT_FOUND, "no mock for it upstream");
+
     let received = upstream.received_requests().await.expect("recording");
+    assert!(
+        received
+            .iter()
+            .any(|request| request.url.path() == "/v1/files/a%2Fb%2541%20c"),
+        "{:?}",
+        received.iter().map(|request| request.url.path()).collect::<Vec<_>>()
+    );
     let first = &received[0];
     assert_eq!(
         first.headers["x-literal-key"], "literal-s3cret",
