@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use integrations::AccountId;
 use integrations::http::reqwest;
@@ -70,11 +70,22 @@ const FORWARDED: [axum::http::Method; 7] = [
     ),
     security(("api_key" = []))
 )]
-pub async fn proxy(
-    State(state): State<Arc<AppState>>,
-    Path((id, _decoded_path)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response, ApiError> {
+pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    forward(&state, request).await
+}
+
+/// `/v1/accounts/{id}/proxy/{path}` split into the id and the path, both as
+/// the client sent them: not percent-decoded, so that `%2F` stays within its
+/// segment and `%25` is not decoded twice on the way.
+pub(crate) fn split(path: &str) -> Option<(&str, &str)> {
+    let (id, rest) = path.strip_prefix("/v1/accounts/")?.split_once('/')?;
+    let path = rest.strip_prefix("proxy/")?;
+    // As the route `{*path}` wants: something after `proxy/`.
+    (!id.is_empty() && !path.is_empty()).then_some((id, path))
+}
+
+/// What [`proxy`] does, for a request already let through by its API key.
+pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Response, ApiError> {
     if !FORWARDED.contains(request.method()) {
         let mut refusal = ApiError::new(
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -88,10 +99,10 @@ pub async fn proxy(
         );
         return Ok(refusal);
     }
+    let (parts, body) = request.into_parts();
+    let (id, path) = split(parts.uri.path()).ok_or_else(|| ApiError::invalid("not a proxy path"))?;
     let id = AccountId::new(id)?;
     let account = state.integrations.account(&id).await?;
-    let (parts, body) = request.into_parts();
-    let path = path_as_sent(&parts.uri);
     let mut target = String::with_capacity(path.len() + 1);
     target.push('/');
     target.push_str(path);
@@ -127,18 +138,6 @@ pub async fn proxy(
     let (mut parts, body) = upstream.forward().await?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-/// The path after `/proxy/` as the client sent it, not percent-decoded (as
-/// the `Path` extractor's is), so that `%2F` stays within its segment and
-/// `%25` is not decoded twice on the way.
-fn path_as_sent(uri: &Uri) -> &str {
-    // `/v1/accounts/{id}/proxy/{path}`: the id segment holds no `/`.
-    uri.path()
-        .strip_prefix("/v1/accounts/")
-        .and_then(|rest| rest.split_once('/'))
-        .and_then(|(_, rest)| rest.strip_prefix("proxy/"))
-        .unwrap_or_default()
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -19,15 +19,13 @@ use std::thread;
 use std::pin::pin;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tower_service::Service;
 
-use crate::{AppState, router};
+use crate::{AppState, Gateway};
 
 /// How long a client has to send a request's head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,7 +87,7 @@ pub fn serve_on_workers(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let app = router(state);
+    let app = Gateway::new(state);
     let (stop, stopped) = watch::channel(false);
     let (exited, mut worker_exited) = mpsc::unbounded_channel::<()>();
     let mut workers = Vec::with_capacity(listeners.sockets.len());
@@ -136,7 +134,11 @@ pub fn serve_on_workers(
 
 /// Serves HTTP/1.1 connections from `listener` until `stop` completes, then
 /// waits for every connection to finish its request in flight.
-async fn serve_worker(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) -> io::Result<()> {
+pub(crate) async fn serve_worker(
+    listener: TcpListener,
+    app: Gateway,
+    stop: impl Future<Output = ()>,
+) -> io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     // A client gets this long to send a request's head: slow ones do not
     // hold connections open for ever.
@@ -159,9 +161,7 @@ async fn serve_worker(listener: TcpListener, app: Router, stop: impl Future<Outp
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request| app.clone().call(request));
-        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), app.clone()));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
