@@ -1,5 +1,6 @@
 //! Building and sending one request through an account.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -70,8 +71,12 @@ impl RequestBuilder {
 
     /// Adds headers.
     pub fn headers(mut self, headers: HeaderMap) -> Self {
-        for (name, value) in &headers {
-            self.headers.append(name, value.clone());
+        if self.headers.is_empty() {
+            self.headers = headers;
+        } else {
+            for (name, value) in &headers {
+                self.headers.append(name, value.clone());
+            }
         }
         self
     }
@@ -124,7 +129,7 @@ impl RequestBuilder {
         let reqwest = client.inner.http.reqwest();
         exchange(&prepared, |credential| {
             let (url, headers) = prepared.target(credential)?;
-            let mut request = reqwest::Request::new(method.clone(), url);
+            let mut request = reqwest::Request::new(method.clone(), url.into_owned());
             *request.headers_mut() = headers;
             *request.timeout_mut() = Some(*timeout);
             *request.body_mut() = next_body(bytes, &mut stream);
@@ -154,7 +159,7 @@ impl RequestBuilder {
             Some(hyper) => {
                 let response = exchange(&prepared, |credential| {
                     let (url, headers) = prepared.target(credential)?;
-                    let uri = http::Uri::try_from(String::from(url)).map_err(|_| {
+                    let uri = http::Uri::try_from(url.as_str()).map_err(|_| {
                         Error::new(ErrorKind::InvalidInput, "invalid URL").with_context("account", client.account())
                     })?;
                     let body = next_body().unwrap_or_else(|| reqwest::Body::from(Bytes::new()));
@@ -171,7 +176,7 @@ impl RequestBuilder {
                 let reqwest = &transports.reqwest;
                 let response = exchange(&prepared, |credential| {
                     let (url, headers) = prepared.target(credential)?;
-                    let mut request = reqwest::Request::new(method.clone(), url);
+                    let mut request = reqwest::Request::new(method.clone(), url.into_owned());
                     *request.headers_mut() = headers;
                     *request.body_mut() = next_body();
                     Ok(within(*timeout, reqwest.execute(request)))
@@ -253,7 +258,7 @@ struct Prepared {
 impl Prepared {
     /// The URL and headers of one attempt with `credential`: request
     /// parameters and the credential applied.
-    fn target(&self, credential: &Credential) -> Result<(Url, HeaderMap)> {
+    fn target(&self, credential: &Credential) -> Result<(Cow<'_, Url>, HeaderMap)> {
         let client = &self.client;
         let inner = &client.inner;
         if let Some((name, _)) = credential.ready_header()
@@ -269,8 +274,9 @@ impl Prepared {
             Some(Injected::Query(name, value)) => Some((name.as_str(), value.expose_secret())),
             _ => None,
         };
-        let mut url = self.url.clone();
+        let mut url = Cow::Borrowed(&self.url);
         if !inner.query.is_empty() || !self.query.is_empty() || token_query.is_some() {
+            let url = url.to_mut();
             let mut pairs = url.query_pairs_mut();
             for (name, value) in &inner.query {
                 pairs.append_pair(name, value);
