@@ -141,6 +141,9 @@ fn forward_client() -> Result<ForwardClient> {
     Ok(HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
+        // One buffer per write rather than gathered slices, as the gateway's
+        // server does: a few % faster for the small requests a proxy sends.
+        .http1_writev(false)
         .build(https))
 }
 

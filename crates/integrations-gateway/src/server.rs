@@ -142,7 +142,11 @@ pub(crate) async fn serve_worker(
     let mut http = hyper::server::conn::http1::Builder::new();
     // A client gets this long to send a request's head: slow ones do not
     // hold connections open for ever.
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Head and small body copied into one buffer: one iovec per write,
+    // cheaper on loopback than gathering them (measured a few % faster).
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .writev(false);
     let connections = GracefulShutdown::new();
     let mut stop = pin!(stop);
     loop {
