@@ -95,8 +95,11 @@ async fn generated_requests_find_no_server_error_and_no_schema_violation() {
     let report = dir.path().join("report");
     let run = tokio::task::spawn_blocking({
         let (base, key, report) = (gateway.base.clone(), key.clone(), report.clone());
+        let workdir = dir.path().to_path_buf();
         move || {
             Command::new(schemathesis)
+                // Its `.schemathesis` cache goes there, not into the source tree.
+                .current_dir(workdir)
                 .arg("run")
                 .arg(format!("{base}/v1/openapi.json"))
                 .args(["--header", &format!("Authorization: Bearer {key}")])

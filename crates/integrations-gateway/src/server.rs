@@ -13,10 +13,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::pin::pin;
 use std::sync::Arc;
 use std::thread;
-
-use std::pin::pin;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -101,7 +100,7 @@ pub fn serve_on_workers(
                 let _exited = exited;
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(socket)?;
+                    let listener = TcpListener::from_std(socket)?;
                     serve_worker(listener, app, async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     })
@@ -140,12 +139,11 @@ pub(crate) async fn serve_worker(
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
-    // A client gets this long to send a request's head: slow ones do not
-    // hold connections open for ever.
-    // Head and small body copied into one buffer: one iovec per write,
-    // cheaper on loopback than gathering them (measured a few % faster).
     http.timer(TokioTimer::new())
+        // Slow clients do not hold connections open for ever.
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Head and small body copied into one buffer: one iovec per write,
+        // cheaper on loopback than gathering them (a few % faster).
         .writev(false);
     let connections = GracefulShutdown::new();
     let mut stop = pin!(stop);
