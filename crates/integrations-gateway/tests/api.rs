@@ -795,31 +795,11 @@ async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdo
         )
         .mount(&upstream)
         .await;
-    let definitions = DEFINITIONS.replace("https://api.weather.example/v1", &format!("{}/v1", upstream.uri()));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
-    let (_, key) = keys.create("tests").expect("key");
-    let key = key.expose_secret().to_owned();
-    let definitions = Definitions::from_str(&definitions, Format::Toml).expect("valid");
-    let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
-    store
-        .create(
-            definitions.get("weather").expect("weather"),
-            integrations::NewAccount {
-                id: integrations::AccountId::new("w1").expect("id"),
-                parameters: integrations::Secrets::default(),
-                credentials: [("token", integrations::secrecy::SecretString::from("token-s3cret"))]
-                    .into_iter()
-                    .collect(),
-            },
-        )
-        .await
-        .expect("account");
-    let integrations = Integrations::with_http_client(
-        definitions,
-        store,
+    let (integrations, keys, key, _dir) = weather_account(
+        &upstream.uri(),
         HttpClient::with_pool_per_thread().expect("http client"),
-    );
+    )
+    .await;
 
     let listeners = Listeners::bind(
         "127.0.0.1:0".parse().expect("address"),
@@ -887,6 +867,7 @@ async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdo
 
 #[tokio::test]
 async fn the_router_alone_proxies_as_the_gateway_does() {
+    use integrations::http::HttpClient;
     use wiremock::matchers::path;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -895,7 +876,34 @@ async fn the_router_alone_proxies_as_the_gateway_does() {
         .respond_with(ResponseTemplate::new(200).set_body_string("file"))
         .mount(&upstream)
         .await;
-    let definitions = DEFINITIONS.replace("https://api.weather.example/v1", &format!("{}/v1", upstream.uri()));
+    let (integrations, keys, key, _dir) =
+        weather_account(&upstream.uri(), HttpClient::new().expect("http client")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+    });
+    // Embedded in an axum application of one's own.
+    tokio::spawn(async move { axum::serve(listener, integrations_gateway::router(state)).await });
+
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/accounts/w1/proxy/files/a%2Fb");
+    let response = http.get(&url).bearer_auth(&key).send().await.expect("proxied");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.expect("body"), "file");
+    let refused = http.get(&url).send().await.expect("response");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Integrations with account `w1` of `weather` (base URL on `upstream`), the
+/// API keys and one key of them.
+async fn weather_account(
+    upstream: &str,
+    http: integrations::http::HttpClient,
+) -> (Integrations, ApiKeys, String, tempfile::TempDir) {
+    let definitions = DEFINITIONS.replace("https://api.weather.example/v1", &format!("{upstream}/v1"));
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
     let (_, key) = keys.create("tests").expect("key");
@@ -914,26 +922,6 @@ async fn the_router_alone_proxies_as_the_gateway_does() {
         )
         .await
         .expect("account");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let state = Arc::new(AppState {
-        integrations: Integrations::new(definitions, store).expect("integrations"),
-        keys,
-        redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
-    });
-    // Embedded in an axum application of one's own.
-    tokio::spawn(async move { axum::serve(listener, integrations_gateway::router(state)).await });
-
-    let http = reqwest::Client::new();
-    let url = format!("{base}/v1/accounts/w1/proxy/files/a%2Fb");
-    let response = http
-        .get(&url)
-        .bearer_auth(key.expose_secret())
-        .send()
-        .await
-        .expect("proxied");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.expect("body"), "file");
-    let refused = http.get(&url).send().await.expect("response");
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let integrations = Integrations::with_http_client(definitions, store, http);
+    (integrations, keys, key.expose_secret().to_owned(), dir)
 }
