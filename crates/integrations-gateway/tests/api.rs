@@ -98,6 +98,9 @@ async fn health_needs_no_key_and_everything_else_does() {
         "/v1/accounts",
         "/v1/accounts/a1",
         "/v1/openapi.json",
+        // The proxy checks the key on its own path, past the router.
+        "/v1/accounts/a1/proxy/forecast",
+        "/v1/accounts/a1/sftp/entries?path=/",
     ] {
         let missing = reqwest::get(format!("{}{path}", gateway.base)).await.expect("response");
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "{path} without a key");
