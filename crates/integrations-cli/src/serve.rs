@@ -12,7 +12,7 @@ use integrations::secrecy::ExposeSecret;
 use integrations::time::format_description::well_known::Rfc3339;
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
-use integrations_gateway::server::{Listeners, serve_on_workers};
+use integrations_gateway::server::{ConnectionSettings, Listeners, serve_on_workers};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, KeysCommand, ServeArgs};
@@ -58,7 +58,8 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         keys,
         redirect_uri,
     });
-    serve_on_workers(listeners, state, shutdown_signal()).context("the server failed")?;
+    serve_on_workers(listeners, state, ConnectionSettings::default(), shutdown_signal())
+        .context("the server failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -191,5 +191,11 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve_worker(listener, Gateway::new(state), shutdown).await
+    server::serve_worker(
+        listener,
+        Gateway::new(state),
+        server::ConnectionSettings::default(),
+        shutdown,
+    )
+    .await
 }

@@ -26,8 +26,21 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{AppState, Gateway};
 
-/// How long a client has to send a request's head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// How long a client has to send a request's head; a keep-alive
+    /// connection idle this long between requests is closed too.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// The listening sockets, one per worker, all on one address.
 ///
@@ -84,6 +97,7 @@ fn listen(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub fn serve_on_workers(
     listeners: Listeners,
     state: Arc<AppState>,
+    settings: ConnectionSettings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app = Gateway::new(state);
@@ -101,7 +115,7 @@ pub fn serve_on_workers(
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(socket)?;
-                    serve_worker(listener, app, async move {
+                    serve_worker(listener, app, settings, async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     })
                     .await
@@ -136,12 +150,13 @@ pub fn serve_on_workers(
 pub(crate) async fn serve_worker(
     listener: TcpListener,
     app: Gateway,
+    settings: ConnectionSettings,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         // Slow clients do not hold connections open for ever.
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(settings.header_read_timeout)
         // Head and small body copied into one buffer: one iovec per write,
         // cheaper on loopback than gathering them (a few % faster).
         .writev(false);

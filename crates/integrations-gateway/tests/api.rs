@@ -781,7 +781,7 @@ async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdo
     use std::num::NonZeroUsize;
 
     use integrations::http::HttpClient;
-    use integrations_gateway::server::{Listeners, serve_on_workers};
+    use integrations_gateway::server::{ConnectionSettings, Listeners, serve_on_workers};
     use wiremock::matchers::path;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -817,8 +817,11 @@ async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdo
         redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let settings = ConnectionSettings {
+        header_read_timeout: std::time::Duration::from_millis(300),
+    };
     let server = std::thread::spawn(move || {
-        serve_on_workers(listeners, state, async {
+        serve_on_workers(listeners, state, settings, async {
             let _ = stopped.await;
         })
     });
@@ -840,6 +843,24 @@ async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdo
     }
     for call in calls {
         assert_eq!(call.await.expect("join"), (StatusCode::OK, "fast".to_owned()));
+    }
+
+    // A client that trickles its request head is cut off.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut trickling = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        trickling
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), trickling.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a connection without a whole request head is closed after the header read timeout"
+        );
     }
 
     let slow = tokio::spawn({
