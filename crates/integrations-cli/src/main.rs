@@ -23,36 +23,36 @@ use crate::cli::{AccountsCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The gateway runs its own runtime per worker thread; every other
-    // command is one short task.
-    if let Command::Serve(args) = cli.command {
-        return serve::run(&cli.global, args).unwrap_or_else(|error| report(&error));
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => return report(&anyhow::Error::new(error).context("cannot start the async runtime")),
+    let global = &cli.global;
+    // The gateway runs its own runtime per worker thread; every other async
+    // command is one short task on a single-threaded one.
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(global, args),
+        Command::Keys(command) => serve::keys(global, command),
+        Command::Validate(args) => validate::run(global, args),
+        Command::Schema => validate::schema(),
+        Command::Accounts(AccountsCommand::Add(args)) => block_on(accounts::add(global, *args)),
+        Command::Accounts(AccountsCommand::List(args)) => block_on(accounts::list(global, args)),
+        Command::Accounts(AccountsCommand::Show(args)) => block_on(accounts::show(global, args)),
+        Command::Accounts(AccountsCommand::Remove(args)) => block_on(accounts::remove(global, args)),
+        Command::Accounts(AccountsCommand::Refresh(args)) => block_on(accounts::refresh(global, args)),
+        Command::Accounts(AccountsCommand::Revoke(args)) => block_on(accounts::revoke(global, args)),
+        Command::Connect(args) => block_on(connect::run(global, args)),
+        Command::Request(args) => block_on(request::run(global, args)),
+        Command::Sftp(args) => block_on(sftp::run(global, args)),
     };
-    let outcome = runtime.block_on(async {
-        match cli.command {
-            Command::Validate(args) => validate::run(&cli.global, args),
-            Command::Schema => validate::schema(),
-            Command::Accounts(AccountsCommand::Add(args)) => accounts::add(&cli.global, *args).await,
-            Command::Accounts(AccountsCommand::List(args)) => accounts::list(&cli.global, args).await,
-            Command::Accounts(AccountsCommand::Show(args)) => accounts::show(&cli.global, args).await,
-            Command::Accounts(AccountsCommand::Remove(args)) => accounts::remove(&cli.global, args).await,
-            Command::Accounts(AccountsCommand::Refresh(args)) => accounts::refresh(&cli.global, args).await,
-            Command::Accounts(AccountsCommand::Revoke(args)) => accounts::revoke(&cli.global, args).await,
-            Command::Connect(args) => connect::run(&cli.global, args).await,
-            Command::Serve(_) => unreachable!("served above"),
-            Command::Keys(command) => serve::keys(&cli.global, command),
-            Command::Request(args) => request::run(&cli.global, args).await,
-            Command::Sftp(args) => sftp::run(&cli.global, args).await,
-        }
-    });
     match outcome {
         Ok(code) => code,
         Err(error) => report(&error),
     }
+}
+
+fn block_on(command: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::Error::new(error).context("cannot start the async runtime"))?
+        .block_on(command)
 }
 
 /// Prints the error on one line, then each cause on its own.
