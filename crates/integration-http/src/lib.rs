@@ -5,6 +5,7 @@ mod auth;
 mod client;
 mod hosts;
 mod lifetime;
+mod relay;
 mod request;
 mod retry;
 pub mod token;

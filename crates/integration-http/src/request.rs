@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::account::AccountClient;
 use crate::auth::{Credential, Injected};
+use crate::relay::RelayError;
 use crate::retry::FailureKind;
 
 /// A request through an account: add headers, query and body, then
@@ -156,18 +157,11 @@ impl RequestBuilder {
         let transports = client.inner.http.transports();
         let mut next_body = move || next_body(bytes, &mut stream);
         let response = match &transports.forward {
-            Some(hyper) => {
+            Some(relay) => {
                 let response = exchange(&prepared, |credential| {
                     let (url, headers) = prepared.target(credential)?;
-                    let uri = http::Uri::try_from(url.as_str()).map_err(|_| {
-                        Error::new(ErrorKind::InvalidInput, "invalid URL").with_context("account", client.account())
-                    })?;
                     let body = next_body().unwrap_or_else(|| reqwest::Body::from(Bytes::new()));
-                    let mut request = http::Request::new(body);
-                    *request.method_mut() = method.clone();
-                    *request.uri_mut() = uri;
-                    *request.headers_mut() = headers;
-                    Ok(within(*timeout, hyper.request(request)))
+                    Ok(async move { within(*timeout, relay.send(method, &url, &headers, body)).await })
                 })
                 .await?;
                 response.map(reqwest::Body::wrap)
@@ -415,16 +409,11 @@ impl From<reqwest::Error> for Failure {
     }
 }
 
-impl From<hyper_util::client::legacy::Error> for Failure {
-    fn from(error: hyper_util::client::legacy::Error) -> Self {
-        let kind = if error.is_connect() {
-            FailureKind::Connect
-        } else {
-            FailureKind::Exchange
-        };
+impl From<RelayError> for Failure {
+    fn from(error: RelayError) -> Self {
         Self {
-            kind,
-            source: Box::new(error),
+            kind: error.kind,
+            source: Box::new(error.source),
         }
     }
 }

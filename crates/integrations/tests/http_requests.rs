@@ -745,7 +745,7 @@ fn forwarding_clients() -> [(&'static str, HttpClient); 2] {
         .build()
         .expect("reqwest client");
     [
-        ("hyper", HttpClient::new().expect("http client")),
+        ("relay", HttpClient::new().expect("http client")),
         ("reqwest", HttpClient::from_reqwest(own)),
     ]
 }
@@ -910,4 +910,177 @@ async fn forward_retries_a_connection_that_never_opens_then_reports_it() {
         );
         assert!(!format!("{error:?}").contains("s3cret"), "{transport}");
     }
+}
+
+/// An upstream that answers the requests on each connection with the next
+/// of `responses` (raw HTTP/1.1), and closes a connection after a response
+/// marked `close`. Returns its URL and the number of connections it took.
+async fn scripted_upstream(responses: Vec<(&'static [u8], bool)>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
+    let responses = Arc::new(std::sync::Mutex::new(responses.into_iter()));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let responses = Arc::clone(&responses);
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                loop {
+                    while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+                        let mut chunk = [0; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => received.extend_from_slice(&chunk[..read]),
+                        }
+                    }
+                    let end = received
+                        .windows(4)
+                        .position(|window| window == b"\r\n\r\n")
+                        .expect("head")
+                        + 4;
+                    received.drain(..end);
+                    let Some((response, close)) = responses.lock().expect("responses").next() else {
+                        return;
+                    };
+                    stream.write_all(response).await.expect("respond");
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), connections)
+}
+
+async fn body_of(response: http::Response<reqwest::Body>) -> Vec<u8> {
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn forward_reads_every_framing_and_keeps_the_connection_for_the_next() {
+    use std::sync::atomic::Ordering;
+    let (upstream, connections) = scripted_upstream(vec![
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n",
+            false,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc", false),
+        (b"HTTP/1.1 204 No Content\r\nx-kind: empty\r\n\r\n", false),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", true),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nlast", true),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+    ])
+    .await;
+    let definition = retrying_definition(&upstream, "max_attempts = 1");
+    let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let forward = |method: Method| account.request(method, "/x").forward();
+
+    let chunked = forward(Method::GET).await.expect("chunked");
+    assert_eq!(body_of(chunked).await, b"hello, world");
+    let after_interim = forward(Method::GET).await.expect("after 100");
+    assert_eq!(after_interim.status(), StatusCode::OK);
+    assert_eq!(body_of(after_interim).await, b"abc");
+    let empty = forward(Method::GET).await.expect("204");
+    assert_eq!(empty.status(), StatusCode::NO_CONTENT);
+    assert_eq!(empty.headers()["x-kind"], "empty");
+    assert_eq!(body_of(empty).await, b"");
+    let head = forward(Method::HEAD).await.expect("HEAD");
+    assert_eq!(
+        head.headers()["content-length"],
+        "5",
+        "the length is the GET's, as sent"
+    );
+    assert_eq!(body_of(head).await, b"");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection so far, kept alive"
+    );
+
+    let until_close = forward(Method::GET).await.expect("HTTP/1.0 without length");
+    assert_eq!(body_of(until_close).await, b"until the end");
+    let closing = forward(Method::GET).await.expect("connection: close");
+    assert_eq!(body_of(closing).await, b"last");
+    let fresh = forward(Method::GET).await.expect("on a new connection");
+    assert_eq!(body_of(fresh).await, b"ok");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        3,
+        "a closed connection is not reused"
+    );
+}
+
+#[tokio::test]
+async fn forward_refuses_a_response_that_breaks_http() {
+    for (response, what) in [
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd"[..],
+            "two lengths",
+        ),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "a negative length"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n",
+            "an unasked upgrade",
+        ),
+        (b"NOT HTTP AT ALL\r\n\r\n", "no status line"),
+    ] {
+        let (upstream, _) = scripted_upstream(vec![(response, true)]).await;
+        let definition = retrying_definition(&upstream, "max_attempts = 1");
+        let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+        let account = hub.account(&acct()).await.expect("account");
+        let error = account.request(Method::GET, "/x").forward().await.expect_err(what);
+        assert_eq!(error.kind(), ErrorKind::Transport, "{what}: {error}");
+    }
+
+    let (upstream, _) = scripted_upstream(vec![(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", true)]).await;
+    let definition = retrying_definition(&upstream, "max_attempts = 1");
+    let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "/x").forward().await.expect("head");
+    let error = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect_err("a body cut short is an error, not a short body");
+    let cause = std::error::Error::source(&error)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        cause.contains("closed the connection before the end of the body"),
+        "{error}: {cause}"
+    );
+}
+
+#[tokio::test]
+async fn forward_sends_again_when_the_server_closed_a_pooled_connection() {
+    use std::sync::atomic::Ordering;
+    // The server closes each connection after one response without saying
+    // so, as servers do with idle keep-alive connections.
+    let (upstream, connections) = scripted_upstream(vec![
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst", true),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond", true),
+    ])
+    .await;
+    let definition = retrying_definition(&upstream, "max_attempts = 1");
+    let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let first = account.request(Method::GET, "/x").forward().await.expect("first");
+    assert_eq!(body_of(first).await, b"first");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = account
+        .request(Method::GET, "/x")
+        .forward()
+        .await
+        .expect("sent again on a new connection, not counted as an attempt");
+    assert_eq!(body_of(second).await, b"second");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }

@@ -1,0 +1,239 @@
+//! Connections to upstream servers, plain or TLS, and the per-thread pool
+//! of idle ones.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls::pki_types::ServerName;
+use thread_local::ThreadLocal;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use url::{Host, Url};
+
+use super::RelayError;
+
+/// The most idle connections kept per origin and thread.
+const MAX_IDLE_PER_ORIGIN: usize = 256;
+/// A connection idle longer than this is checked for a close by the server
+/// before it is used again.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Where connections go: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Origin {
+    tls: bool,
+    host: Host<String>,
+    port: u16,
+}
+
+impl Origin {
+    pub(crate) fn of(url: &Url) -> io::Result<Self> {
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            scheme => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unsupported URL scheme `{scheme}`"),
+                ));
+            }
+        };
+        let host = url
+            .host()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL has no host"))?
+            .to_owned();
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Self { tls, host, port })
+    }
+
+    /// `host[:port]` as the `Host` header wants it: the port only when it is
+    /// not the scheme's default.
+    pub(crate) fn write_authority(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let default = if self.tls { 443 } else { 80 };
+        let _ = match (&self.host, self.port == default) {
+            (Host::Ipv6(address), true) => write!(out, "[{address}]"),
+            (Host::Ipv6(address), false) => write!(out, "[{address}]:{}", self.port),
+            (host, true) => write!(out, "{host}"),
+            (host, false) => write!(out, "{host}:{}", self.port),
+        };
+    }
+}
+
+/// An open connection and the bytes read from it and not yet consumed.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) stream: Stream,
+    pub(crate) buffer: BytesMut,
+    /// Whether it came from the pool, having served a request before.
+    reused: bool,
+    idle_since: Instant,
+}
+
+impl Connection {
+    pub(crate) fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Whether an idle connection can still be used: the server has not
+    /// closed it, nor sent anything unasked.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.tcp().try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Idle connections of one thread.
+type Idle = RefCell<HashMap<Origin, Vec<Connection>>>;
+
+/// Opens connections and keeps idle ones, per thread.
+pub(crate) struct Pool {
+    idle: ThreadLocal<Idle>,
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(mut tls: rustls::ClientConfig, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self {
+            idle: ThreadLocal::new(),
+            tls: TlsConnector::from(Arc::new(tls)),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// An idle connection to `origin` of this thread, or a new one.
+    pub(crate) async fn checkout(&self, origin: &Origin) -> Result<Connection, RelayError> {
+        if let Some(connection) = self.take_idle(origin) {
+            return Ok(connection);
+        }
+        self.connect(origin).await
+    }
+
+    fn take_idle(&self, origin: &Origin) -> Option<Connection> {
+        let mut idle = self.idle.get_or_default().borrow_mut();
+        let connections = idle.get_mut(origin)?;
+        while let Some(connection) = connections.pop() {
+            let idle_for = connection.idle_since.elapsed();
+            if idle_for < CHECK_AFTER_IDLE || (idle_for < self.idle_timeout && connection.is_open()) {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange ended cleanly back, for the next
+    /// request to `origin` on this thread.
+    pub(crate) fn check_in(&self, origin: Origin, mut connection: Connection) {
+        connection.reused = true;
+        connection.idle_since = Instant::now();
+        let mut idle = self.idle.get_or_default().borrow_mut();
+        let connections = idle.entry(origin).or_default();
+        // The oldest are the first to be closed by the server.
+        if connections.len() >= MAX_IDLE_PER_ORIGIN {
+            connections.remove(0);
+        }
+        connections.push(connection);
+    }
+
+    /// A new connection to `origin`.
+    pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connection, RelayError> {
+        let connecting = async {
+            let tcp = match &origin.host {
+                Host::Domain(name) => TcpStream::connect((name.as_str(), origin.port)).await?,
+                Host::Ipv4(address) => TcpStream::connect((*address, origin.port)).await?,
+                Host::Ipv6(address) => TcpStream::connect((*address, origin.port)).await?,
+            };
+            tcp.set_nodelay(true)?;
+            if !origin.tls {
+                return Ok(Stream::Plain(tcp));
+            }
+            let name = match &origin.host {
+                Host::Domain(name) => ServerName::try_from(name.clone())
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
+                Host::Ipv4(address) => ServerName::from(std::net::IpAddr::V4(*address)),
+                Host::Ipv6(address) => ServerName::from(std::net::IpAddr::V6(*address)),
+            };
+            let tls = self.tls.connect(name, tcp).await?;
+            Ok(Stream::Tls(Box::new(tls)))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| RelayError::connect(io::Error::new(io::ErrorKind::TimedOut, "connecting timed out")))?
+            .map_err(RelayError::connect)?;
+        Ok(Connection {
+            stream,
+            buffer: BytesMut::with_capacity(8 * 1024),
+            reused: false,
+            idle_since: Instant::now(),
+        })
+    }
+}
+
+/// A connection's byte stream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

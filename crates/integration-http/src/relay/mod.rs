@@ -1,0 +1,430 @@
+//! The transport of [`forward`]: a lean HTTP/1.1 client over pooled
+//! connections, plain or TLS (rustls).
+//!
+//! A proxied request is one write and, for a small response, one read:
+//! the request is written from the prepared URL and headers straight into
+//! one buffer, and the response head is parsed (httparse) in the task that
+//! awaits it. A general-purpose client (hyper's) drives each connection
+//! from a task of its own and hands requests, responses and body chunks
+//! across channels, which cost a proxy more CPU than the forwarding itself.
+//!
+//! Connections are kept per thread and per origin (scheme, host, port), so
+//! a server that runs one single-threaded runtime per core never shares
+//! one across threads.
+//!
+//! [`forward`]: crate::RequestBuilder::forward
+
+mod body;
+mod chunked;
+mod connection;
+
+use std::io::{self, Write as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use url::Url;
+
+pub(crate) use body::RelayBody;
+use connection::{Connection, Origin, Pool};
+
+use crate::retry::FailureKind;
+
+/// The most a response head may take; a bigger one is refused.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers a response may have.
+const MAX_HEADERS: usize = 128;
+
+/// Headers the transport writes itself, or that describe one connection
+/// (RFC 9110 7.6.1): a caller's are not sent.
+const MANAGED: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// The HTTP/1.1 client of [`forward`](crate::RequestBuilder::forward).
+#[derive(Debug, Clone)]
+pub(crate) struct Relay {
+    pool: Arc<Pool>,
+}
+
+/// An attempt that got no response: how it failed, for the retry policy.
+#[derive(Debug)]
+pub(crate) struct RelayError {
+    pub(crate) kind: FailureKind,
+    pub(crate) source: io::Error,
+}
+
+impl RelayError {
+    fn connect(source: io::Error) -> Self {
+        Self {
+            kind: FailureKind::Connect,
+            source,
+        }
+    }
+
+    fn exchange(source: io::Error) -> Self {
+        Self {
+            kind: FailureKind::Exchange,
+            source,
+        }
+    }
+}
+
+impl Relay {
+    pub(crate) fn new(tls: rustls::ClientConfig, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            pool: Arc::new(Pool::new(tls, connect_timeout, idle_timeout)),
+        }
+    }
+
+    /// Sends one request and reads the response head; the body streams from
+    /// the connection, which goes back to the pool once it is read to the
+    /// end.
+    pub(crate) async fn send(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<http::Response<RelayBody>, RelayError> {
+        let origin = Origin::of(url).map_err(RelayError::connect)?;
+        let declared = declared_length(&body, headers);
+        let head = request_head(method, url, headers, &origin, declared);
+        let idempotent = crate::retry::is_idempotent(method);
+        // Small bodies held in memory go out with the head, in one write.
+        let mut body = Some(body);
+        let inline = body
+            .as_ref()
+            .and_then(|body| body.as_bytes().map(Bytes::copy_from_slice));
+        let inline = match inline {
+            Some(bytes) => {
+                body = None;
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        let streamed = body.is_some();
+        let mut connection = self.pool.checkout(&origin).await?;
+        loop {
+            let reused = connection.is_reused();
+            match exchange(&mut connection, &head, &inline, body.take(), method, declared).await {
+                Ok(response) => return Ok(self.response(connection, origin, response)),
+                // A pooled connection the server closed meanwhile: send again
+                // on a new one if the request cannot have been processed, or
+                // can safely be processed twice.
+                Err(failed) if reused && !streamed && failed.unanswered && (failed.unsent || idempotent) => {
+                    tracing::debug!(error = %failed.error, "pooled connection closed by the server: sending on a new one");
+                    connection = self.pool.connect(&origin).await?;
+                }
+                Err(failed) => return Err(RelayError::exchange(failed.error)),
+            }
+        }
+    }
+
+    fn response(&self, connection: Connection, origin: Origin, head: ResponseHead) -> http::Response<RelayBody> {
+        let ResponseHead {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        } = head;
+        let body = RelayBody::new(Arc::clone(&self.pool), origin, connection, framing, keep_alive);
+        let mut response = http::Response::new(body);
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// The length the request body declares: its own exact size, or the
+/// caller's `Content-Length` for a stream.
+fn declared_length(body: &reqwest::Body, headers: &HeaderMap) -> Option<u64> {
+    body.size_hint().exact().or_else(|| {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse().ok())
+    })
+}
+
+/// The request line and headers, in HTTP/1.1.
+fn request_head(method: &Method, url: &Url, headers: &HeaderMap, origin: &Origin, length: Option<u64>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(url.path().as_bytes());
+    if let Some(query) = url.query() {
+        head.push(b'?');
+        head.extend_from_slice(query.as_bytes());
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        head.extend_from_slice(b"host: ");
+        origin.write_authority(&mut head);
+        head.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        if MANAGED.contains(name) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(0) if !sends_a_body(method) => {}
+        Some(length) => {
+            let _ = write!(head, "content-length: {length}\r\n");
+        }
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Methods whose empty body is still declared (`content-length: 0`), as
+/// clients do.
+fn sends_a_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// A failed exchange: whether the request head could not be written, and
+/// whether the server closed the connection without answering (as it does
+/// with an idle keep-alive connection).
+struct Exchanged {
+    error: io::Error,
+    unsent: bool,
+    unanswered: bool,
+}
+
+impl Exchanged {
+    fn after_sending(error: io::Error) -> Self {
+        Self {
+            error,
+            unsent: false,
+            unanswered: false,
+        }
+    }
+}
+
+/// Writes the request and reads the response head.
+async fn exchange(
+    connection: &mut Connection,
+    head: &[u8],
+    inline: &Bytes,
+    body: Option<reqwest::Body>,
+    method: &Method,
+    declared: Option<u64>,
+) -> Result<ResponseHead, Exchanged> {
+    let written = if inline.is_empty() || inline.len() > 16 * 1024 {
+        let mut written = connection.stream.write_all(head).await;
+        if written.is_ok() && !inline.is_empty() {
+            written = connection.stream.write_all(inline).await;
+        }
+        written
+    } else {
+        let mut message = Vec::with_capacity(head.len() + inline.len());
+        message.extend_from_slice(head);
+        message.extend_from_slice(inline);
+        connection.stream.write_all(&message).await
+    };
+    if let Err(error) = written {
+        return Err(Exchanged {
+            error,
+            unsent: true,
+            unanswered: true,
+        });
+    }
+    if let Some(body) = body {
+        write_streamed_body(connection, body, declared)
+            .await
+            .map_err(Exchanged::after_sending)?;
+    }
+    connection.stream.flush().await.map_err(Exchanged::after_sending)?;
+    let mut answered = false;
+    loop {
+        if let Some(head) = parse_response_head(&mut connection.buffer, method).map_err(Exchanged::after_sending)? {
+            return Ok(head);
+        }
+        if connection.buffer.len() >= MAX_HEAD {
+            return Err(Exchanged::after_sending(invalid("the response head is too large")));
+        }
+        connection.buffer.reserve(8 * 1024);
+        match connection.stream.read_buf(&mut connection.buffer).await {
+            Ok(0) => {
+                return Err(Exchanged {
+                    error: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
+                    unsent: false,
+                    unanswered: !answered,
+                });
+            }
+            Ok(_) => answered = true,
+            Err(error) => {
+                return Err(Exchanged {
+                    unsent: false,
+                    unanswered: !answered && is_reset(&error),
+                    error,
+                });
+            }
+        }
+    }
+}
+
+fn is_reset(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A streamed request body: with the declared length, which it must match,
+/// or chunked.
+async fn write_streamed_body(
+    connection: &mut Connection,
+    body: reqwest::Body,
+    declared: Option<u64>,
+) -> io::Result<()> {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut sent: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match declared {
+            Some(length) if sent > length => return Err(invalid("the request body is longer than its Content-Length")),
+            Some(_) => connection.stream.write_all(&data).await?,
+            None => {
+                let size = format!("{:x}\r\n", data.len());
+                connection.stream.write_all(size.as_bytes()).await?;
+                connection.stream.write_all(&data).await?;
+                connection.stream.write_all(b"\r\n").await?;
+            }
+        }
+    }
+    match declared {
+        Some(length) if sent != length => Err(invalid("the request body is shorter than its Content-Length")),
+        Some(_) => Ok(()),
+        None => connection.stream.write_all(b"0\r\n\r\n").await,
+    }
+}
+
+/// A response head as read.
+struct ResponseHead {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    framing: body::Framing,
+    keep_alive: bool,
+}
+
+/// Parses a response head at the front of `buffer` and takes it off, or
+/// `None` when more bytes are needed. Interim (1xx) responses are skipped.
+fn parse_response_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Option<ResponseHead>> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let length = match response.parse(buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(invalid(&format!("invalid response head: {error}"))),
+        };
+        let code = response.code.unwrap_or_default();
+        let status = StatusCode::from_u16(code).map_err(|_| invalid("invalid response status"))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(invalid("the server switched protocols unasked"));
+            }
+            buffer.advance(length);
+            continue;
+        }
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        let mut keep_alive = version == Version::HTTP_11;
+        let mut length_header: Option<u64> = None;
+        let mut chunked = false;
+        let mut other_coding = false;
+        for slot in response.headers.iter() {
+            let name = HeaderName::from_bytes(slot.name.as_bytes())
+                .map_err(|_| invalid(&format!("invalid response header name `{}`", slot.name)))?;
+            let value = HeaderValue::from_bytes(slot.value)
+                .map_err(|_| invalid(&format!("invalid value of response header `{name}`")))?;
+            if name == header::CONNECTION {
+                for token in slot.value.split(|&byte| byte == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                        keep_alive = true;
+                    }
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                // Only the last coding frames the message (RFC 9112 6.1).
+                let last = slot.value.rsplit(|&byte| byte == b',').next().unwrap_or_default();
+                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                other_coding = !chunked;
+            } else if name == header::CONTENT_LENGTH {
+                let parsed = std::str::from_utf8(slot.value)
+                    .ok()
+                    .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
+                if length_header.is_some_and(|seen| seen != parsed) {
+                    return Err(invalid("conflicting Content-Length headers in the response"));
+                }
+                length_header = Some(parsed);
+            }
+            headers.append(name, value);
+        }
+        buffer.advance(length);
+        // RFC 9112 6.3: no body after HEAD, 204 or 304; chunked wins over a
+        // length; another coding, or neither, runs to the end of the
+        // connection.
+        let framing =
+            if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                body::Framing::Empty
+            } else if chunked {
+                body::Framing::Chunked(chunked::Decoder::new())
+            } else if other_coding {
+                keep_alive = false;
+                body::Framing::UntilClose
+            } else if let Some(length) = length_header {
+                body::Framing::Length(length)
+            } else {
+                keep_alive = false;
+                body::Framing::UntilClose
+            };
+        return Ok(Some(ResponseHead {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
