@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -51,6 +52,9 @@ pub struct ApiKeys {
     /// When the file was last looked at, to stat it at most once per
     /// [`RELOAD_INTERVAL`] on the request path.
     checked: Mutex<Option<Instant>>,
+    /// Changes whenever the set of keys does: a key accepted at one
+    /// generation is still valid while it lasts.
+    generation: AtomicU64,
 }
 
 /// How long a revocation made by another process may take to be seen.
@@ -63,6 +67,7 @@ impl ApiKeys {
             path: path.into(),
             loaded: Mutex::new((None, Vec::new())),
             checked: Mutex::new(None),
+            generation: AtomicU64::new(0),
         };
         keys.reload()?;
         Ok(keys)
@@ -123,7 +128,15 @@ impl ApiKeys {
         self.find(presented, |_| ()).is_some()
     }
 
-    fn find<T>(&self, presented: &str, found: impl Fn(&ApiKey) -> T) -> Option<T> {
+    /// The current generation of the keys (see [`accepts`](Self::accepts)):
+    /// a caller that saw a key accepted may skip checking it again while the
+    /// generation stays the same.
+    pub fn generation(&self) -> u64 {
+        self.reload_if_due();
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn reload_if_due(&self) {
         let due = {
             let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
             let due = checked.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL);
@@ -135,6 +148,10 @@ impl ApiKeys {
         if due && let Err(error) = self.reload() {
             tracing::warn!(%error, "cannot reload the API keys; using the ones loaded before");
         }
+    }
+
+    fn find<T>(&self, presented: &str, found: impl Fn(&ApiKey) -> T) -> Option<T> {
+        self.reload_if_due();
         let presented = hash(presented);
         let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let mut matching = None;
@@ -171,6 +188,7 @@ impl ApiKeys {
             }
         };
         loaded.0 = modified;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -195,6 +213,7 @@ impl ApiKeys {
             .and_then(|()| fs::rename(&temporary, &self.path))
             .map_err(|e| self.error("cannot write").with_source(e))?;
         *loaded = (fs::metadata(&self.path).ok().and_then(|m| m.modified().ok()), keys);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 

@@ -172,16 +172,49 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gateway 
         if proxy::split(request.uri().path()).is_none() {
             return Either::Right(tower_service::Service::call(&mut self.router.clone(), request));
         }
-        let state = Arc::clone(&self.state);
+        let gateway = self.clone();
         Either::Left(Box::pin(async move {
-            if !presents_a_key(&state, request.headers()) {
-                return Ok(ApiError::unauthorized().into_response());
-            }
-            Ok(proxy::forward(&state, request.map(axum::body::Body::new))
-                .await
-                .into_response())
+            Ok(gateway.proxy(request.map(axum::body::Body::new)).await)
         }))
     }
+}
+
+impl Gateway {
+    /// A proxy request, its API key checked.
+    pub(crate) async fn proxy(&self, request: Request) -> Response {
+        self.proxy_on_connection(request, &mut None).await
+    }
+
+    /// A proxy request on a connection whose last accepted key is
+    /// `accepted`: the same key is not checked again while the keys have
+    /// not changed.
+    pub(crate) async fn proxy_on_connection(&self, request: Request, accepted: &mut Option<AcceptedKey>) -> Response {
+        let keys = &self.state.keys;
+        let generation = keys.generation();
+        let presented = request.headers().get(AUTHORIZATION);
+        let known = matches!(
+            (&*accepted, presented),
+            (Some(accepted), Some(presented)) if accepted.generation == generation && accepted.header == presented
+        );
+        if !known {
+            if !presents_a_key(&self.state, request.headers()) {
+                return ApiError::unauthorized().into_response();
+            }
+            *accepted = presented.map(|header| AcceptedKey {
+                header: header.clone(),
+                generation,
+            });
+        }
+        proxy::forward(&self.state, request).await.into_response()
+    }
+}
+
+/// The `Authorization` header a connection's last proxy request was let
+/// through with, and the generation of the keys it was checked against.
+#[derive(Debug)]
+pub(crate) struct AcceptedKey {
+    header: axum::http::HeaderValue,
+    generation: u64,
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then finishes

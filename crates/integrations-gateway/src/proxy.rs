@@ -15,7 +15,7 @@ use crate::error::ApiError;
 
 /// Bodies up to this size are held in memory, so the request can be
 /// retried; larger ones, and those of unknown length, are streamed.
-const BUFFERED_BODY: u64 = 1024 * 1024;
+pub(crate) const BUFFERED_BODY: u64 = 1024 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1):
 /// never forwarded.
@@ -37,7 +37,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// The methods the proxy forwards: not TRACE (it would echo the credential
 /// back) nor CONNECT.
-const FORWARDED: [axum::http::Method; 7] = [
+pub(crate) const FORWARDED: [axum::http::Method; 7] = [
     axum::http::Method::GET,
     axum::http::Method::POST,
     axum::http::Method::PUT,

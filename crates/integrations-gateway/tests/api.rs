@@ -949,3 +949,222 @@ async fn weather_account(
     let integrations = Integrations::with_http_client(definitions, store, http);
     (integrations, keys, key.expose_secret().to_owned(), dir)
 }
+
+/// An upstream answering each request on a connection with its own request
+/// line: chunked when the path has `chunked` in it, with a length otherwise.
+async fn echoing_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                loop {
+                    let request = loop {
+                        let mut slots = [httparse::EMPTY_HEADER; 32];
+                        let mut request = httparse::Request::new(&mut slots);
+                        if let Ok(httparse::Status::Complete(head)) = request.parse(&received) {
+                            let line = format!("{} {}", request.method.expect("method"), request.path.expect("path"));
+                            let chunked = request
+                                .headers
+                                .iter()
+                                .any(|slot| slot.name.eq_ignore_ascii_case("transfer-encoding"));
+                            if chunked {
+                                if let Some((end, body)) = dechunk(&received[head..]) {
+                                    received.drain(..head + end);
+                                    break (line, body);
+                                }
+                            }
+                            let length: usize = request
+                                .headers
+                                .iter()
+                                .find(|slot| slot.name.eq_ignore_ascii_case("content-length"))
+                                .map_or(0, |slot| {
+                                    std::str::from_utf8(slot.value).expect("utf-8").parse().expect("length")
+                                });
+                            if !chunked && received.len() >= head + length {
+                                let body = String::from_utf8_lossy(&received[head..head + length]).into_owned();
+                                received.drain(..head + length);
+                                break (line, body);
+                            }
+                        }
+                        let mut chunk = [0; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => received.extend_from_slice(&chunk[..read]),
+                        }
+                    };
+                    let (line, body) = request;
+                    let echo = format!("{line} [{body}]");
+                    let response = if line.contains("chunked") {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{echo}\r\n0\r\n\r\n",
+                            echo.len()
+                        )
+                    } else if line.starts_with("HEAD") {
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", echo.len())
+                    } else {
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{echo}", echo.len())
+                    };
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// A whole chunked body (without trailers) at the front of `bytes`: where
+/// it ends and what it holds.
+fn dechunk(bytes: &[u8]) -> Option<(usize, String)> {
+    let mut at = 0;
+    let mut body = String::new();
+    loop {
+        match httparse::parse_chunk_size(&bytes[at..]) {
+            Ok(httparse::Status::Complete((used, 0))) if bytes.len() >= at + used + 2 => {
+                return Some((at + used + 2, body));
+            }
+            Ok(httparse::Status::Complete((used, size))) if bytes.len() >= at + used + size as usize + 2 => {
+                body.push_str(&String::from_utf8_lossy(&bytes[at + used..at + used + size as usize]));
+                at += used + size as usize + 2;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// One response read off `stream`: status, head and body (de-chunked).
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+    head_only: bool,
+) -> (u16, String, String) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut slots);
+        if let Ok(httparse::Status::Complete(head)) = response.parse(buffer) {
+            let status = response.code.expect("status");
+            let header = |name: &str| {
+                response
+                    .headers
+                    .iter()
+                    .find(|slot| slot.name.eq_ignore_ascii_case(name))
+                    .map(|slot| String::from_utf8_lossy(slot.value).into_owned())
+            };
+            let head_text = String::from_utf8_lossy(&buffer[..head]).to_lowercase();
+            let body = if head_only {
+                Some((head, String::new()))
+            } else if header("transfer-encoding").as_deref() == Some("chunked") {
+                dechunk(&buffer[head..]).map(|(end, body)| (head + end, body))
+            } else {
+                let length: usize = header("content-length").map_or(0, |value| value.parse().expect("length"));
+                (buffer.len() >= head + length).then(|| {
+                    (
+                        head + length,
+                        String::from_utf8_lossy(&buffer[head..head + length]).into_owned(),
+                    )
+                })
+            };
+            if let Some((end, body)) = body {
+                buffer.drain(..end);
+                return (status, head_text, body);
+            }
+        }
+        let mut chunk = [0; 4096];
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(
+            read > 0,
+            "the connection closed before a whole response: {:?}",
+            String::from_utf8_lossy(buffer)
+        );
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+#[tokio::test]
+async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
+    use integrations::http::HttpClient;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = echoing_upstream().await;
+    let (integrations, keys, key, dir) =
+        weather_account(&upstream, HttpClient::with_pool_per_thread().expect("http client")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+    });
+    tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut buffer = Vec::new();
+    let auth = format!("Authorization: Bearer {key}\r\n");
+
+    // Three requests in one write: answered in order, bodies reframed.
+    let pipelined = format!(
+        "GET /v1/accounts/w1/proxy/a?x=1 HTTP/1.1\r\nHost: g\r\n{auth}\r\n\
+         POST /v1/accounts/w1/proxy/chunked HTTP/1.1\r\nHost: g\r\n{auth}Content-Length: 5\r\n\r\nhello\
+         HEAD /v1/accounts/w1/proxy/h HTTP/1.1\r\nHost: g\r\n{auth}\r\n"
+    );
+    stream.write_all(pipelined.as_bytes()).await.expect("write");
+    let (status, _, body) = read_response(&mut stream, &mut buffer, false).await;
+    assert_eq!((status, body.as_str()), (200, "GET /v1/a?x=1 []"));
+    let (status, head, body) = read_response(&mut stream, &mut buffer, false).await;
+    assert_eq!((status, body.as_str()), (200, "POST /v1/chunked [hello]"));
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let (status, head, _) = read_response(&mut stream, &mut buffer, true).await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-length: 13"),
+        "a HEAD keeps the upstream's length: {head}"
+    );
+
+    // A revoked key is refused on the connection it was accepted on.
+    let other_keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
+    let (revocable, revocable_key) = other_keys.create("revocable").expect("key");
+    let with =
+        |key: &str| format!("GET /v1/accounts/w1/proxy/r HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {key}\r\n\r\n");
+    tokio::time::sleep(integrations_gateway::keys::RELOAD_INTERVAL * 2).await;
+    stream
+        .write_all(with(revocable_key.expose_secret()).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut stream, &mut buffer, false).await.0, 200);
+    other_keys.revoke(&revocable.id).expect("revoke");
+    tokio::time::sleep(integrations_gateway::keys::RELOAD_INTERVAL * 2).await;
+    stream
+        .write_all(with(revocable_key.expose_secret()).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut stream, &mut buffer, false).await.0, 401);
+
+    // A streamed (chunked) request body, then another route: the same
+    // connection, served on by hyper.
+    let streamed = format!(
+        "PUT /v1/accounts/w1/proxy/up HTTP/1.1\r\nHost: g\r\n{auth}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n"
+    );
+    stream.write_all(streamed.as_bytes()).await.expect("write");
+    let (status, _, body) = read_response(&mut stream, &mut buffer, false).await;
+    assert_eq!((status, body.as_str()), (200, "PUT /v1/up [abc]"));
+    assert_eq!(read_response(&mut stream, &mut buffer, false).await.0, 200);
+
+    // `Connection: close` is honoured.
+    let mut closing = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let request = format!("GET /v1/accounts/w1/proxy/last HTTP/1.1\r\nHost: g\r\n{auth}Connection: close\r\n\r\n");
+    closing.write_all(request.as_bytes()).await.expect("write");
+    let mut buffer = Vec::new();
+    let (status, head, _) = read_response(&mut closing, &mut buffer, false).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(
+        closing.read(&mut [0; 16]).await.expect("read"),
+        0,
+        "closed after the response"
+    );
+}

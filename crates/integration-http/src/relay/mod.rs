@@ -19,6 +19,7 @@ mod chunked;
 mod connection;
 
 use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -339,9 +340,14 @@ struct ResponseHead {
 /// `None` when more bytes are needed. Interim (1xx) responses are skipped.
 fn parse_response_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Option<ResponseHead>> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let length = match response.parse(buffer) {
+        // Left uninitialised: zeroing them costs more than parsing a head.
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buffer,
+            &mut slots,
+        ) {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(error) => return Err(invalid(&format!("invalid response head: {error}"))),

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioTimer;
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::{AppState, Gateway};
+
+mod front;
+mod rewind;
 
 /// How connections are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +148,8 @@ pub fn serve_on_workers(
 }
 
 /// Serves HTTP/1.1 connections from `listener` until `stop` completes, then
-/// waits for every connection to finish its request in flight.
+/// waits for every connection to finish its request in flight. Proxy
+/// requests are answered by the [`front`], the rest by hyper.
 pub(crate) async fn serve_worker(
     listener: TcpListener,
     app: Gateway,
@@ -160,7 +163,8 @@ pub(crate) async fn serve_worker(
         // Head and small body copied into one buffer: one iovec per write,
         // cheaper on loopback than gathering them (a few % faster).
         .writev(false);
-    let connections = GracefulShutdown::new();
+    // Set at shutdown; every connection holds a receiver until it ends.
+    let (stop_connections, connection_stop) = watch::channel(false);
     let mut stop = pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -178,15 +182,18 @@ pub(crate) async fn serve_worker(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), app.clone()));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        tokio::spawn(front::serve(
+            stream,
+            app.clone(),
+            http.clone(),
+            settings,
+            connection_stop.clone(),
+        ));
     }
     drop(listener);
-    connections.shutdown().await;
+    drop(connection_stop);
+    stop_connections.send_replace(true);
+    stop_connections.closed().await;
     Ok(())
 }
 

@@ -1,0 +1,391 @@
+//! The proxy's own HTTP/1.1 front: a connection's proxy requests are read
+//! (httparse) and answered here, in the connection's task, with one write
+//! per response; anything else, and anything unusual, goes to hyper.
+//!
+//! hyper serves every request through layers a proxy does not need
+//! (dispatcher state, a service future, response encoding generic over any
+//! body), which cost a proxied request as much as its syscalls. The front
+//! takes only requests it reads completely and unambiguously: HTTP/1.1, a
+//! proxy path, a forwarded method, no `Transfer-Encoding`, `Expect` or
+//! `Upgrade`, at most one `Content-Length` of at most 1 MiB. The first
+//! request that is not one of those hands the connection, with the bytes
+//! read so far, to hyper for the rest of its life.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::pin;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, Request, Response, StatusCode, Uri};
+use bytes::{Buf as _, Bytes, BytesMut};
+use futures_util::FutureExt as _;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::ConnectionSettings;
+use super::rewind::Rewind;
+use crate::{AcceptedKey, Gateway, proxy};
+
+/// The most a request head may take here; hyper answers bigger ones.
+const MAX_HEAD: usize = 16 * 1024;
+/// The most request headers taken here; hyper takes requests with more.
+const MAX_HEADERS: usize = 64;
+/// How much is read from the connection at a time.
+const READ_SIZE: usize = 8 * 1024;
+/// Response bytes gathered before they are written, when more are ready.
+const WRITE_SIZE: usize = 64 * 1024;
+
+/// Serves one connection until the client closes it, `stop` is set while it
+/// is idle, or a request is handed to hyper.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    app: Gateway,
+    http: hyper::server::conn::http1::Builder,
+    settings: ConnectionSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut front = Front {
+        stream,
+        buffer: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(READ_SIZE),
+        accepted: None,
+    };
+    loop {
+        let request = match front.next_request(settings.header_read_timeout, &mut stop).await {
+            Next::Proxy(request) => request,
+            Next::Other => return hand_over(front, app, http, stop).await,
+            Next::Closed => return,
+        };
+        let close = request.close || *stop.borrow();
+        let head_only = request.method == Method::HEAD;
+        let response = app.proxy_on_connection(request.into_http(), &mut front.accepted).await;
+        if let Err(error) = front.write_response(response, head_only, close).await {
+            tracing::debug!(%error, "connection ended while answering");
+            return;
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// Serves the rest of the connection with hyper, finishing the request in
+/// flight when `stop` is set.
+async fn hand_over(
+    front: Front,
+    app: Gateway,
+    http: hyper::server::conn::http1::Builder,
+    mut stop: watch::Receiver<bool>,
+) {
+    let io = TokioIo::new(Rewind::new(front.buffer.freeze(), front.stream));
+    let mut connection = pin!(http.serve_connection(io, app));
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        () = stopping(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = outcome {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Completes once `stop` is set.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender stops too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+struct Front {
+    stream: TcpStream,
+    /// Bytes read and not yet used.
+    buffer: BytesMut,
+    /// The response being written.
+    out: Vec<u8>,
+    accepted: Option<AcceptedKey>,
+}
+
+/// What the connection sent next.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per request, never stored: boxing would allocate per request"
+)]
+enum Next {
+    Proxy(ProxyRequest),
+    /// A request for hyper: another route, or one the front does not take.
+    Other,
+    /// Closed, idle at shutdown, or too slow to send its head.
+    Closed,
+}
+
+/// A proxy request read whole.
+struct ProxyRequest {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The client asked to close the connection after the response.
+    close: bool,
+}
+
+impl ProxyRequest {
+    fn into_http(self) -> Request<Body> {
+        let mut request = Request::new(Body::from(self.body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// A request head the front takes, and the length of its body.
+struct Head {
+    request: ProxyRequest,
+    head_length: usize,
+    body_length: usize,
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per request, never stored: boxing would allocate per request"
+)]
+enum Parsed {
+    Proxy(Head),
+    Other,
+    Partial,
+}
+
+impl Front {
+    async fn next_request(&mut self, header_read_timeout: Duration, stop: &mut watch::Receiver<bool>) -> Next {
+        let deadline = Instant::now() + header_read_timeout;
+        let head = loop {
+            if !self.buffer.is_empty() {
+                match parse(&self.buffer) {
+                    Parsed::Proxy(head) => break head,
+                    Parsed::Other => return Next::Other,
+                    Parsed::Partial if self.buffer.len() >= MAX_HEAD => return Next::Other,
+                    Parsed::Partial => {}
+                }
+            }
+            let idle = self.buffer.is_empty();
+            self.buffer.reserve(READ_SIZE);
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer)) => read,
+                () = stopping(stop), if idle => return Next::Closed,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Closed,
+                Ok(Ok(_)) => {}
+            }
+        };
+        let Head {
+            mut request,
+            head_length,
+            body_length,
+        } = head;
+        while self.buffer.len() < head_length + body_length {
+            self.buffer.reserve(head_length + body_length - self.buffer.len());
+            match self.stream.read_buf(&mut self.buffer).await {
+                Ok(0) | Err(_) => return Next::Closed,
+                Ok(_) => {}
+            }
+        }
+        self.buffer.advance(head_length);
+        request.body = self.buffer.split_to(body_length).freeze();
+        Next::Proxy(request)
+    }
+
+    /// Writes `response` with its own framing: `Content-Length` when its
+    /// size is known, chunked otherwise. Small bodies go in the head's write.
+    async fn write_response(&mut self, response: Response<Body>, head_only: bool, close: bool) -> io::Result<()> {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let bodiless = head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let length = http_body::Body::size_hint(&body).exact();
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut dated = false;
+        for (name, value) in &parts.headers {
+            // The framing is the front's own; a HEAD response keeps the
+            // length the GET would have.
+            let framing = *name == header::CONTENT_LENGTH && !head_only
+                || *name == header::TRANSFER_ENCODING
+                || *name == header::CONNECTION;
+            if framing {
+                continue;
+            }
+            dated |= *name == header::DATE;
+            write_header(out, name, value.as_bytes());
+        }
+        if !dated {
+            write_header(
+                out,
+                &header::DATE,
+                httpdate::fmt_http_date(SystemTime::now()).as_bytes(),
+            );
+        }
+        let chunked = !bodiless && length.is_none();
+        if bodiless {
+        } else if let Some(length) = length {
+            write_header(out, &header::CONTENT_LENGTH, length.to_string().as_bytes());
+        } else {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if bodiless {
+            return self.stream.write_all(&self.out).await;
+        }
+        let mut sent: u64 = 0;
+        loop {
+            // What is ready now joins the bytes not yet written; the rest
+            // is waited for after writing them.
+            let frame = match body.frame().now_or_never() {
+                Some(frame) => frame,
+                None => {
+                    self.stream.write_all(&self.out).await?;
+                    self.out.clear();
+                    body.frame().await
+                }
+            };
+            let Some(frame) = frame else {
+                break;
+            };
+            let frame = frame.map_err(io::Error::other)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if length.is_some_and(|length| sent > length) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the body is longer than announced",
+                ));
+            }
+            if chunked {
+                self.out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.out.extend_from_slice(&data);
+                self.out.extend_from_slice(b"\r\n");
+            } else {
+                self.out.extend_from_slice(&data);
+            }
+            if self.out.len() >= WRITE_SIZE {
+                self.stream.write_all(&self.out).await?;
+                self.out.clear();
+            }
+        }
+        if length.is_some_and(|length| sent != length) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the body ended before its length",
+            ));
+        }
+        if chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.stream.write_all(&self.out).await
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Reads a request head at the front of `buffer`, if the front takes it.
+fn parse(buffer: &[u8]) -> Parsed {
+    // Left uninitialised: zeroing them costs more than parsing a head.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_length = match parsed.parse_with_uninit_headers(buffer, &mut slots) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // hyper answers malformed requests and those with more headers.
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(1), Some(target), Some(method)) = (parsed.version, parsed.path, parsed.method) else {
+        return Parsed::Other;
+    };
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    if proxy::split(path).is_none() {
+        return Parsed::Other;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if !proxy::FORWARDED.contains(&method) {
+        return Parsed::Other;
+    }
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut body_length = None;
+    let mut close = false;
+    for slot in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(slot.name.as_bytes()),
+            HeaderValue::from_bytes(slot.value),
+        ) else {
+            return Parsed::Other;
+        };
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
+            return Parsed::Other;
+        }
+        if name == header::CONTENT_LENGTH {
+            let length = std::str::from_utf8(slot.value)
+                .ok()
+                .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
+                .and_then(|text| text.parse::<u64>().ok());
+            match (length, body_length) {
+                (Some(length), None) if length <= proxy::BUFFERED_BODY => body_length = Some(length),
+                _ => return Parsed::Other,
+            }
+        }
+        if name == header::CONNECTION {
+            for token in slot.value.split(|&byte| byte == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return Parsed::Other;
+    };
+    Parsed::Proxy(Head {
+        request: ProxyRequest {
+            method,
+            uri,
+            headers,
+            body: Bytes::new(),
+            close,
+        },
+        head_length,
+        body_length: usize::try_from(body_length.unwrap_or(0)).unwrap_or(usize::MAX),
+    })
+}
