@@ -970,11 +970,9 @@ async fn echoing_upstream() -> String {
                                 .headers
                                 .iter()
                                 .any(|slot| slot.name.eq_ignore_ascii_case("transfer-encoding"));
-                            if chunked {
-                                if let Some((end, body)) = dechunk(&received[head..]) {
-                                    received.drain(..head + end);
-                                    break (line, body);
-                                }
+                            if chunked && let Some((end, body)) = dechunk(&received[head..]) {
+                                received.drain(..head + end);
+                                break (line, body);
                             }
                             let length: usize = request
                                 .headers
