@@ -173,7 +173,9 @@ impl RequestBuilder {
                     let mut request = reqwest::Request::new(method.clone(), url.into_owned());
                     *request.headers_mut() = headers;
                     *request.body_mut() = next_body();
-                    Ok(within(*timeout, reqwest.execute(request)))
+                    // Boxed: reqwest's future is large, and this is the
+                    // rare transport (an outbound proxy, a caller's client).
+                    Ok(within(*timeout, Box::pin(reqwest.execute(request))))
                 })
                 .await?;
                 http::Response::from(response)

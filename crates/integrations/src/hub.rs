@@ -92,7 +92,9 @@ impl Integrations {
         if let Some(client) = self.cached(id) {
             return Ok(client);
         }
-        let account = self.store.get(id).await?;
+        // Boxed: the store's read is the rare path, and its future would
+        // make every caller's future (and each copy of it) larger.
+        let account = Box::pin(self.store.get(id)).await?;
         let client = self.compile(&account)?;
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Another task may have compiled it meanwhile: keep one, so that its

@@ -158,7 +158,9 @@ impl Pool {
 
     /// A new connection to `origin`.
     pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connection, RelayError> {
-        let connecting = async {
+        // Boxed: a TLS handshake's state is kilobytes, which every request's
+        // future would otherwise carry (and copy) for the rare connect.
+        let connecting = Box::pin(async {
             let tcp = match &origin.host {
                 Host::Domain(name) => TcpStream::connect((name.as_str(), origin.port)).await?,
                 Host::Ipv4(address) => TcpStream::connect((*address, origin.port)).await?,
@@ -176,7 +178,7 @@ impl Pool {
             };
             let tls = self.tls.connect(name, tcp).await?;
             Ok(Stream::Tls(Box::new(tls)))
-        };
+        });
         let stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| RelayError::connect(io::Error::new(io::ErrorKind::TimedOut, "connecting timed out")))?
