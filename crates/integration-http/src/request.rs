@@ -159,7 +159,7 @@ impl RequestBuilder {
         let response = match &transports.forward {
             Some(relay) => {
                 let response = exchange(&prepared, |credential| {
-                    let (url, headers) = prepared.target(credential)?;
+                    let (url, headers) = prepared.attempt(credential)?;
                     let body = next_body().unwrap_or_else(|| reqwest::Body::from(Bytes::new()));
                     Ok(async move { within(*timeout, relay.send(method, &url, &headers, body)).await })
                 })
@@ -255,6 +255,13 @@ impl Prepared {
     /// The URL and headers of one attempt with `credential`: request
     /// parameters and the credential applied.
     fn target(&self, credential: &Credential) -> Result<(Cow<'_, Url>, HeaderMap)> {
+        let (url, headers) = self.attempt(credential)?;
+        Ok((url, headers.to_map()))
+    }
+
+    /// What [`target`](Self::target) gives, with the headers as a view
+    /// rather than a map of their own.
+    fn attempt(&self, credential: &Credential) -> Result<(Cow<'_, Url>, AttemptHeaders<'_>)> {
         let client = &self.client;
         let inner = &client.inner;
         if let Some((name, _)) = credential.ready_header()
@@ -284,22 +291,54 @@ impl Prepared {
                 pairs.append_pair(name, value);
             }
         }
-        let mut headers = HeaderMap::with_capacity(inner.headers.len() + self.headers.len() + 1);
-        for (name, value) in &inner.headers {
-            if !self.headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
+        let credential = match (injected, credential.ready_header()) {
+            (Some(Injected::Header(name, value)), _) | (None, Some((name, value))) => {
+                Some((name.clone(), value.clone()))
             }
-        }
-        for (name, value) in &self.headers {
+            _ => None,
+        };
+        let headers = AttemptHeaders {
+            parameters: &inner.headers,
+            own: &self.headers,
+            credential,
+        };
+        Ok((url, headers))
+    }
+}
+
+/// The headers of one attempt: the request parameters the request does not
+/// set itself, the request's own headers, and the credential's.
+pub(crate) struct AttemptHeaders<'a> {
+    parameters: &'a [(HeaderName, HeaderValue)],
+    own: &'a HeaderMap,
+    credential: Option<(HeaderName, HeaderValue)>,
+}
+
+impl AttemptHeaders<'_> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let credential = self.credential.as_ref().map(|(name, value)| (name, value));
+        let parameters = self.parameters.iter().filter(move |(name, _)| {
+            !self.own.contains_key(name) && credential.is_none_or(|(credential, _)| credential != name)
+        });
+        parameters
+            .map(|(name, value)| (name, value))
+            .chain(self.own.iter())
+            .chain(credential)
+    }
+
+    /// The first value of `name`.
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.iter()
+            .find(|(candidate, _)| *candidate == name)
+            .map(|(_, value)| value)
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(self.parameters.len() + self.own.len() + 1);
+        for (name, value) in self.iter() {
             headers.append(name.clone(), value.clone());
         }
-        match (injected, credential.ready_header()) {
-            (Some(Injected::Header(name, value)), _) | (None, Some((name, value))) => {
-                headers.insert(name.clone(), value.clone());
-            }
-            _ => {}
-        }
-        Ok((url, headers))
+        headers
     }
 }
 

@@ -4,6 +4,8 @@ use std::io;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 
+use super::invalid;
+
 /// The longest chunk-size line or trailer section accepted.
 const MAX_LINE: usize = 8 * 1024;
 /// The most trailer fields accepted.
@@ -86,10 +88,6 @@ impl Decoder {
             }
         }
     }
-}
-
-fn invalid(message: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
 }
 
 #[cfg(test)]

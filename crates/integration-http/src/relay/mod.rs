@@ -33,6 +33,7 @@ use url::Url;
 pub(crate) use body::RelayBody;
 use connection::{Connection, Origin, Pool};
 
+use crate::request::AttemptHeaders;
 use crate::retry::FailureKind;
 
 /// The most a response head may take; a bigger one is refused.
@@ -94,7 +95,7 @@ impl Relay {
         &self,
         method: &Method,
         url: &Url,
-        headers: &HeaderMap,
+        headers: &AttemptHeaders<'_>,
         body: reqwest::Body,
     ) -> Result<http::Response<RelayBody>, RelayError> {
         let origin = Origin::of(url).map_err(RelayError::connect)?;
@@ -150,18 +151,24 @@ impl Relay {
 
 /// The length the request body declares: its own exact size, or the
 /// caller's `Content-Length` for a stream.
-fn declared_length(body: &reqwest::Body, headers: &HeaderMap) -> Option<u64> {
+fn declared_length(body: &reqwest::Body, headers: &AttemptHeaders<'_>) -> Option<u64> {
     body.size_hint().exact().or_else(|| {
         headers
-            .get(header::CONTENT_LENGTH)
+            .get(&header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse().ok())
     })
 }
 
 /// The request line and headers, in HTTP/1.1.
-fn request_head(method: &Method, url: &Url, headers: &HeaderMap, origin: &Origin, length: Option<u64>) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+fn request_head(
+    method: &Method,
+    url: &Url,
+    headers: &AttemptHeaders<'_>,
+    origin: &Origin,
+    length: Option<u64>,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(url.path().as_bytes());
@@ -170,12 +177,12 @@ fn request_head(method: &Method, url: &Url, headers: &HeaderMap, origin: &Origin
         head.extend_from_slice(query.as_bytes());
     }
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
+    if headers.get(&header::HOST).is_none() {
         head.extend_from_slice(b"host: ");
         origin.write_authority(&mut head);
         head.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
+    for (name, value) in headers.iter() {
         if MANAGED.contains(name) {
             continue;
         }
