@@ -141,6 +141,11 @@ pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Respon
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most responses have none: one pass over the names is cheaper than
+    // looking each up.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }

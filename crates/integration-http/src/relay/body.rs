@@ -11,7 +11,7 @@ use http_body::{Frame, SizeHint};
 use tokio_util::io::poll_read_buf;
 
 use super::chunked::{Decoded, Decoder};
-use super::connection::{Connection, Origin, Pool};
+use super::connection::{Connection, Pool};
 
 /// How much is read from the connection at a time.
 const READ_SIZE: usize = 16 * 1024;
@@ -32,23 +32,15 @@ pub(crate) struct RelayBody {
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Pool>,
-    origin: Origin,
 }
 
 impl RelayBody {
-    pub(crate) fn new(
-        pool: Arc<Pool>,
-        origin: Origin,
-        connection: Connection,
-        framing: Framing,
-        keep_alive: bool,
-    ) -> Self {
+    pub(crate) fn new(pool: Arc<Pool>, connection: Connection, framing: Framing, keep_alive: bool) -> Self {
         let mut body = Self {
             connection: Some(connection),
             framing,
             keep_alive,
             pool,
-            origin,
         };
         if matches!(body.framing, Framing::Empty | Framing::Length(0)) {
             body.finish();
@@ -64,7 +56,7 @@ impl RelayBody {
             && self.keep_alive
             && connection.buffer.is_empty()
         {
-            self.pool.check_in(self.origin.clone(), connection);
+            self.pool.check_in(connection);
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use url::{Host, Url};
+use url::{Host, Position, Url};
 
 use super::RelayError;
 
@@ -26,16 +26,21 @@ const MAX_IDLE_PER_ORIGIN: usize = 256;
 /// before it is used again.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// Where connections go: scheme, host and port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Origin {
+/// Where connections go: scheme, host and port, read from a URL without
+/// copying it.
+#[derive(Debug)]
+pub(crate) struct Origin<'u> {
+    /// `scheme://host[:port]` as the URL spells it: the pool's key.
+    key: &'u str,
+    /// `host[:port]`, as the `Host` header wants it.
+    pub(crate) authority: &'u str,
     tls: bool,
-    host: Host<String>,
+    host: Host<&'u str>,
     port: u16,
 }
 
-impl Origin {
-    pub(crate) fn of(url: &Url) -> io::Result<Self> {
+impl<'u> Origin<'u> {
+    pub(crate) fn of(url: &'u Url) -> io::Result<Self> {
         let tls = match url.scheme() {
             "https" => true,
             "http" => false,
@@ -48,23 +53,15 @@ impl Origin {
         };
         let host = url
             .host()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL has no host"))?
-            .to_owned();
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL has no host"))?;
         let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
-        Ok(Self { tls, host, port })
-    }
-
-    /// `host[:port]` as the `Host` header wants it: the port only when it is
-    /// not the scheme's default.
-    pub(crate) fn write_authority(&self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
-        let default = if self.tls { 443 } else { 80 };
-        let _ = match (&self.host, self.port == default) {
-            (Host::Ipv6(address), true) => write!(out, "[{address}]"),
-            (Host::Ipv6(address), false) => write!(out, "[{address}]:{}", self.port),
-            (host, true) => write!(out, "{host}"),
-            (host, false) => write!(out, "{host}:{}", self.port),
-        };
+        Ok(Self {
+            key: &url[..Position::AfterPort],
+            authority: &url[Position::BeforeHost..Position::AfterPort],
+            tls,
+            host,
+            port,
+        })
     }
 }
 
@@ -73,6 +70,8 @@ impl Origin {
 pub(crate) struct Connection {
     pub(crate) stream: Stream,
     pub(crate) buffer: BytesMut,
+    /// The pool's key of its origin.
+    origin: Box<str>,
     /// Whether it came from the pool, having served a request before.
     reused: bool,
     idle_since: Instant,
@@ -92,7 +91,7 @@ impl Connection {
 }
 
 /// Idle connections of one thread.
-type Idle = RefCell<HashMap<Origin, Vec<Connection>>>;
+type Idle = RefCell<HashMap<Box<str>, Vec<Connection>>>;
 
 /// Opens connections and keeps idle ones, per thread.
 pub(crate) struct Pool {
@@ -123,16 +122,16 @@ impl Pool {
     }
 
     /// An idle connection to `origin` of this thread, or a new one.
-    pub(crate) async fn checkout(&self, origin: &Origin) -> Result<Connection, RelayError> {
+    pub(crate) async fn checkout(&self, origin: &Origin<'_>) -> Result<Connection, RelayError> {
         if let Some(connection) = self.take_idle(origin) {
             return Ok(connection);
         }
         self.connect(origin).await
     }
 
-    fn take_idle(&self, origin: &Origin) -> Option<Connection> {
+    fn take_idle(&self, origin: &Origin<'_>) -> Option<Connection> {
         let mut idle = self.idle.get_or_default().borrow_mut();
-        let connections = idle.get_mut(origin)?;
+        let connections = idle.get_mut(origin.key)?;
         while let Some(connection) = connections.pop() {
             let idle_for = connection.idle_since.elapsed();
             if idle_for < CHECK_AFTER_IDLE || (idle_for < self.idle_timeout && connection.is_open()) {
@@ -144,11 +143,14 @@ impl Pool {
 
     /// Puts a connection whose exchange ended cleanly back, for the next
     /// request to `origin` on this thread.
-    pub(crate) fn check_in(&self, origin: Origin, mut connection: Connection) {
+    pub(crate) fn check_in(&self, mut connection: Connection) {
         connection.reused = true;
         connection.idle_since = Instant::now();
         let mut idle = self.idle.get_or_default().borrow_mut();
-        let connections = idle.entry(origin).or_default();
+        let connections = match idle.get_mut(&*connection.origin) {
+            Some(connections) => connections,
+            None => idle.entry(connection.origin.clone()).or_default(),
+        };
         // The oldest are the first to be closed by the server.
         if connections.len() >= MAX_IDLE_PER_ORIGIN {
             connections.remove(0);
@@ -157,12 +159,12 @@ impl Pool {
     }
 
     /// A new connection to `origin`.
-    pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connection, RelayError> {
+    pub(crate) async fn connect(&self, origin: &Origin<'_>) -> Result<Connection, RelayError> {
         // Boxed: a TLS handshake's state is kilobytes, which every request's
         // future would otherwise carry (and copy) for the rare connect.
         let connecting = Box::pin(async {
             let tcp = match &origin.host {
-                Host::Domain(name) => TcpStream::connect((name.as_str(), origin.port)).await?,
+                Host::Domain(name) => TcpStream::connect((*name, origin.port)).await?,
                 Host::Ipv4(address) => TcpStream::connect((*address, origin.port)).await?,
                 Host::Ipv6(address) => TcpStream::connect((*address, origin.port)).await?,
             };
@@ -171,7 +173,7 @@ impl Pool {
                 return Ok(Stream::Plain(tcp));
             }
             let name = match &origin.host {
-                Host::Domain(name) => ServerName::try_from(name.clone())
+                Host::Domain(name) => ServerName::try_from((*name).to_owned())
                     .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
                 Host::Ipv4(address) => ServerName::from(std::net::IpAddr::V4(*address)),
                 Host::Ipv6(address) => ServerName::from(std::net::IpAddr::V6(*address)),
@@ -186,6 +188,7 @@ impl Pool {
         Ok(Connection {
             stream,
             buffer: BytesMut::with_capacity(8 * 1024),
+            origin: origin.key.into(),
             reused: false,
             idle_since: Instant::now(),
         })

@@ -119,7 +119,7 @@ impl Relay {
         loop {
             let reused = connection.is_reused();
             match exchange(&mut connection, &head, &inline, body.take(), method, declared).await {
-                Ok(response) => return Ok(self.response(connection, origin, response)),
+                Ok(response) => return Ok(self.response(connection, response)),
                 // A pooled connection the server closed meanwhile: send again
                 // on a new one if the request cannot have been processed, or
                 // can safely be processed twice.
@@ -132,7 +132,7 @@ impl Relay {
         }
     }
 
-    fn response(&self, connection: Connection, origin: Origin, head: ResponseHead) -> http::Response<RelayBody> {
+    fn response(&self, connection: Connection, head: ResponseHead) -> http::Response<RelayBody> {
         let ResponseHead {
             status,
             version,
@@ -140,7 +140,7 @@ impl Relay {
             framing,
             keep_alive,
         } = head;
-        let body = RelayBody::new(Arc::clone(&self.pool), origin, connection, framing, keep_alive);
+        let body = RelayBody::new(Arc::clone(&self.pool), connection, framing, keep_alive);
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -165,7 +165,7 @@ fn request_head(
     method: &Method,
     url: &Url,
     headers: &AttemptHeaders<'_>,
-    origin: &Origin,
+    origin: &Origin<'_>,
     length: Option<u64>,
 ) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
@@ -179,7 +179,7 @@ fn request_head(
     head.extend_from_slice(b" HTTP/1.1\r\n");
     if headers.get(&header::HOST).is_none() {
         head.extend_from_slice(b"host: ");
-        origin.write_authority(&mut head);
+        head.extend_from_slice(origin.authority.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
     for (name, value) in headers.iter() {
