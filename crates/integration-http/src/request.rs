@@ -161,7 +161,14 @@ impl RequestBuilder {
                 let response = exchange(&prepared, |credential| {
                     let (url, headers) = prepared.attempt(credential)?;
                     let body = next_body().unwrap_or_else(|| reqwest::Body::from(Bytes::new()));
-                    Ok(async move { within(*timeout, relay.send(method, &url, &headers, body)).await })
+                    // The relay keeps the time limit itself, with a timer per
+                    // connection rather than one per request.
+                    Ok(async move {
+                        relay
+                            .send(method, &url, &headers, body, *timeout)
+                            .await
+                            .map_err(Failure::from)
+                    })
                 })
                 .await?;
                 response.map(reqwest::Body::wrap)

@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use thread_local::ThreadLocal;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use url::{Host, Position, Url};
@@ -70,6 +71,9 @@ impl<'u> Origin<'u> {
 pub(crate) struct Connection {
     pub(crate) stream: Stream,
     pub(crate) buffer: BytesMut,
+    /// The time limit of the exchange in progress: one timer per
+    /// connection, moved on for each request, rather than one per request.
+    pub(crate) deadline: Pin<Box<Sleep>>,
     /// The pool's key of its origin.
     origin: Box<str>,
     /// Whether it came from the pool, having served a request before.
@@ -121,15 +125,8 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `origin` of this thread, or a new one.
-    pub(crate) async fn checkout(&self, origin: &Origin<'_>) -> Result<Connection, RelayError> {
-        if let Some(connection) = self.take_idle(origin) {
-            return Ok(connection);
-        }
-        self.connect(origin).await
-    }
-
-    fn take_idle(&self, origin: &Origin<'_>) -> Option<Connection> {
+    /// An idle connection to `origin` of this thread.
+    pub(crate) fn take_idle(&self, origin: &Origin<'_>) -> Option<Connection> {
         let mut idle = self.idle.get_or_default().borrow_mut();
         let connections = idle.get_mut(origin.key)?;
         while let Some(connection) = connections.pop() {
@@ -188,6 +185,7 @@ impl Pool {
         Ok(Connection {
             stream,
             buffer: BytesMut::with_capacity(8 * 1024),
+            deadline: Box::pin(tokio::time::sleep(self.idle_timeout)),
             origin: origin.key.into(),
             reused: false,
             idle_since: Instant::now(),

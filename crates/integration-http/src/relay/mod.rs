@@ -28,6 +28,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
 use url::Url;
 
 pub(crate) use body::RelayBody;
@@ -73,6 +74,13 @@ impl RelayError {
         }
     }
 
+    fn timeout() -> Self {
+        Self {
+            kind: FailureKind::Timeout,
+            source: io::Error::new(io::ErrorKind::TimedOut, "no response within the time limit"),
+        }
+    }
+
     fn exchange(source: io::Error) -> Self {
         Self {
             kind: FailureKind::Exchange,
@@ -97,7 +105,9 @@ impl Relay {
         url: &Url,
         headers: &AttemptHeaders<'_>,
         body: reqwest::Body,
+        timeout: Duration,
     ) -> Result<http::Response<RelayBody>, RelayError> {
+        let deadline = Instant::now() + timeout;
         let origin = Origin::of(url).map_err(RelayError::connect)?;
         let declared = declared_length(&body, headers);
         let head = request_head(method, url, headers, &origin, declared);
@@ -115,21 +125,42 @@ impl Relay {
             None => Bytes::new(),
         };
         let streamed = body.is_some();
-        let mut connection = self.pool.checkout(&origin).await?;
+        let mut connection = match self.pool.take_idle(&origin) {
+            Some(connection) => connection,
+            None => self.connect(&origin, deadline).await?,
+        };
         loop {
             let reused = connection.is_reused();
-            match exchange(&mut connection, &head, &inline, body.take(), method, declared).await {
+            let Connection {
+                stream,
+                buffer,
+                deadline: limit,
+                ..
+            } = &mut connection;
+            limit.as_mut().reset(deadline);
+            let exchanged = tokio::select! {
+                biased;
+                exchanged = exchange(stream, buffer, &head, &inline, body.take(), method, declared) => exchanged,
+                () = limit.as_mut() => return Err(RelayError::timeout()),
+            };
+            match exchanged {
                 Ok(response) => return Ok(self.response(connection, response)),
                 // A pooled connection the server closed meanwhile: send again
                 // on a new one if the request cannot have been processed, or
                 // can safely be processed twice.
                 Err(failed) if reused && !streamed && failed.unanswered && (failed.unsent || idempotent) => {
                     tracing::debug!(error = %failed.error, "pooled connection closed by the server: sending on a new one");
-                    connection = self.pool.connect(&origin).await?;
+                    connection = self.connect(&origin, deadline).await?;
                 }
                 Err(failed) => return Err(RelayError::exchange(failed.error)),
             }
         }
+    }
+
+    async fn connect(&self, origin: &Origin<'_>, deadline: Instant) -> Result<Connection, RelayError> {
+        tokio::time::timeout_at(deadline, self.pool.connect(origin))
+            .await
+            .unwrap_or_else(|_| Err(RelayError::timeout()))
     }
 
     fn response(&self, connection: Connection, head: ResponseHead) -> http::Response<RelayBody> {
@@ -229,7 +260,8 @@ impl Exchanged {
 
 /// Writes the request and reads the response head.
 async fn exchange(
-    connection: &mut Connection,
+    stream: &mut connection::Stream,
+    buffer: &mut BytesMut,
     head: &[u8],
     inline: &Bytes,
     body: Option<reqwest::Body>,
@@ -237,16 +269,16 @@ async fn exchange(
     declared: Option<u64>,
 ) -> Result<ResponseHead, Exchanged> {
     let written = if inline.is_empty() || inline.len() > 16 * 1024 {
-        let mut written = connection.stream.write_all(head).await;
+        let mut written = stream.write_all(head).await;
         if written.is_ok() && !inline.is_empty() {
-            written = connection.stream.write_all(inline).await;
+            written = stream.write_all(inline).await;
         }
         written
     } else {
         let mut message = Vec::with_capacity(head.len() + inline.len());
         message.extend_from_slice(head);
         message.extend_from_slice(inline);
-        connection.stream.write_all(&message).await
+        stream.write_all(&message).await
     };
     if let Err(error) = written {
         return Err(Exchanged {
@@ -256,21 +288,21 @@ async fn exchange(
         });
     }
     if let Some(body) = body {
-        write_streamed_body(connection, body, declared)
+        write_streamed_body(stream, body, declared)
             .await
             .map_err(Exchanged::after_sending)?;
     }
-    connection.stream.flush().await.map_err(Exchanged::after_sending)?;
+    stream.flush().await.map_err(Exchanged::after_sending)?;
     let mut answered = false;
     loop {
-        if let Some(head) = parse_response_head(&mut connection.buffer, method).map_err(Exchanged::after_sending)? {
+        if let Some(head) = parse_response_head(buffer, method).map_err(Exchanged::after_sending)? {
             return Ok(head);
         }
-        if connection.buffer.len() >= MAX_HEAD {
+        if buffer.len() >= MAX_HEAD {
             return Err(Exchanged::after_sending(invalid("the response head is too large")));
         }
-        connection.buffer.reserve(8 * 1024);
-        match connection.stream.read_buf(&mut connection.buffer).await {
+        buffer.reserve(8 * 1024);
+        match stream.read_buf(buffer).await {
             Ok(0) => {
                 return Err(Exchanged {
                     error: io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"),
@@ -300,7 +332,7 @@ fn is_reset(error: &io::Error) -> bool {
 /// A streamed request body: with the declared length, which it must match,
 /// or chunked.
 async fn write_streamed_body(
-    connection: &mut Connection,
+    stream: &mut connection::Stream,
     body: reqwest::Body,
     declared: Option<u64>,
 ) -> io::Result<()> {
@@ -318,19 +350,19 @@ async fn write_streamed_body(
         sent += data.len() as u64;
         match declared {
             Some(length) if sent > length => return Err(invalid("the request body is longer than its Content-Length")),
-            Some(_) => connection.stream.write_all(&data).await?,
+            Some(_) => stream.write_all(&data).await?,
             None => {
                 let size = format!("{:x}\r\n", data.len());
-                connection.stream.write_all(size.as_bytes()).await?;
-                connection.stream.write_all(&data).await?;
-                connection.stream.write_all(b"\r\n").await?;
+                stream.write_all(size.as_bytes()).await?;
+                stream.write_all(&data).await?;
+                stream.write_all(b"\r\n").await?;
             }
         }
     }
     match declared {
         Some(length) if sent != length => Err(invalid("the request body is shorter than its Content-Length")),
         Some(_) => Ok(()),
-        None => connection.stream.write_all(b"0\r\n\r\n").await,
+        None => stream.write_all(b"0\r\n\r\n").await,
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::ConnectionSettings;
 use super::rewind::Rewind;
@@ -55,6 +55,7 @@ pub(crate) async fn serve(
         buffer: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(READ_SIZE),
         accepted: None,
+        head_deadline: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
     };
     loop {
         let request = match front.next_request(settings.header_read_timeout, &mut stop).await {
@@ -109,6 +110,9 @@ struct Front {
     buffer: BytesMut,
     /// The response being written.
     out: Vec<u8>,
+    /// When the request head being read must be complete: one timer per
+    /// connection, moved on for each request.
+    head_deadline: Pin<Box<Sleep>>,
     accepted: Option<AcceptedKey>,
 }
 
@@ -164,7 +168,7 @@ enum Parsed {
 
 impl Front {
     async fn next_request(&mut self, header_read_timeout: Duration, stop: &mut watch::Receiver<bool>) -> Next {
-        let deadline = Instant::now() + header_read_timeout;
+        self.head_deadline.as_mut().reset(Instant::now() + header_read_timeout);
         let head = loop {
             if !self.buffer.is_empty() {
                 match parse(&self.buffer) {
@@ -178,12 +182,13 @@ impl Front {
             self.buffer.reserve(READ_SIZE);
             let read = tokio::select! {
                 biased;
-                read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer)) => read,
+                read = self.stream.read_buf(&mut self.buffer) => read,
+                () = self.head_deadline.as_mut() => return Next::Closed,
                 () = stopping(stop), if idle => return Next::Closed,
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Closed,
-                Ok(Ok(_)) => {}
+                Ok(0) | Err(_) => return Next::Closed,
+                Ok(_) => {}
             }
         };
         let Head {
