@@ -49,16 +49,18 @@ struct KeyFile {
 pub struct ApiKeys {
     path: PathBuf,
     loaded: Mutex<(Option<SystemTime>, Vec<ApiKey>)>,
-    /// When the file was last looked at, to stat it at most once per
-    /// [`RELOAD_INTERVAL`] on the request path.
-    checked: Mutex<Option<Instant>>,
+    opened: Instant,
+    /// When the file was last looked at (milliseconds after `opened`), to
+    /// stat it at most once per [`RELOAD_INTERVAL`] on the request path.
+    checked: AtomicU64,
     /// Changes whenever the set of keys does: a key accepted at one
     /// generation is still valid while it lasts.
     generation: AtomicU64,
 }
 
 /// How long a revocation made by another process may take to be seen.
-pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(RELOAD_INTERVAL_MILLIS);
+const RELOAD_INTERVAL_MILLIS: u64 = 500;
 
 impl ApiKeys {
     /// The keys in `path` (none when the file does not exist yet).
@@ -66,7 +68,8 @@ impl ApiKeys {
         let keys = Self {
             path: path.into(),
             loaded: Mutex::new((None, Vec::new())),
-            checked: Mutex::new(None),
+            opened: Instant::now(),
+            checked: AtomicU64::new(0),
             generation: AtomicU64::new(0),
         };
         keys.reload()?;
@@ -137,14 +140,15 @@ impl ApiKeys {
     }
 
     fn reload_if_due(&self) {
-        let due = {
-            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-            let due = checked.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL);
-            if due {
-                *checked = Some(Instant::now());
-            }
-            due
-        };
+        // Milliseconds since the keys were opened: an atomic rather than a
+        // lock, as every request on every worker reads it.
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let checked = self.checked.load(Ordering::Relaxed);
+        let due = now.saturating_sub(checked) >= RELOAD_INTERVAL_MILLIS
+            && self
+                .checked
+                .compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
         if due && let Err(error) = self.reload() {
             tracing::warn!(%error, "cannot reload the API keys; using the ones loaded before");
         }
