@@ -49,19 +49,37 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let [upstream, nginx_proxy, gateway] = [free_port()?, free_port()?, free_port()?];
 
-    fs::write(
-        dir.join("nginx.conf"),
+    // The upstream runs in nginx processes of its own, apart from nginx the
+    // proxy: each proxy then hands every request to another process, as the
+    // gateway does. One nginx serving both would answer its own upstream
+    // requests within the same event loop, which no proxy of a remote API
+    // can.
+    let nginx = |name: &str, server: String| -> Result<std::path::PathBuf, String> {
+        let path = dir.join(format!("{name}.conf"));
+        fs::write(
+            &path,
+            format!(
+                "worker_processes auto;\ndaemon off;\npid {dir}/{name}.pid;\nerror_log {dir}/{name}-error.log;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  {server}\n}}\n",
+                dir = dir.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(path)
+    };
+    let upstream_conf = nginx(
+        "upstream",
+        format!("server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 \"pong\"; }} }}"),
+    )?;
+    let proxy_conf = nginx(
+        "proxy",
         format!(
-            "worker_processes auto;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
-               server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 \"pong\"; }} }}\n\
-               server {{ listen 127.0.0.1:{nginx_proxy}; location / {{ proxy_pass http://backend; proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\"; proxy_set_header Authorization \"Bearer bench-token\"; }} }}\n}}\n",
-            dir = dir.display()
+            "upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n  \
+             server {{ listen 127.0.0.1:{nginx_proxy}; location / {{ proxy_pass http://backend; proxy_http_version 1.1;\n    \
+             proxy_set_header Connection \"\"; proxy_set_header Authorization \"Bearer bench-token\"; }} }}"
         ),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     fs::write(
         dir.join("bench.toml"),
         format!(
@@ -72,11 +90,11 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
 
     let mut children = Guard(Vec::new());
-    children.0.push(spawn(
-        Command::new("nginx")
-            .args(["-e", "stderr", "-c"])
-            .arg(dir.join("nginx.conf")),
-    )?);
+    for conf in [&upstream_conf, &proxy_conf] {
+        children
+            .0
+            .push(spawn(Command::new("nginx").args(["-e", "stderr", "-c"]).arg(conf))?);
+    }
     let data = dir.join("data");
     let integrations = |args: &[&str]| -> Result<String, String> {
         let output = Command::new(&binary)
