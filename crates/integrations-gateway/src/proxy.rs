@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use integrations::AccountId;
 use integrations::http::reqwest;
@@ -30,10 +30,6 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
     "host",
 ];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-}
 
 /// The methods the proxy forwards: not TRACE (it would echo the credential
 /// back) nor CONNECT.
@@ -110,17 +106,14 @@ pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Respon
         target.push('?');
         target.push_str(query);
     }
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        if !is_hop_by_hop(name) && name != header::AUTHORIZATION {
-            headers.append(name.clone(), value.clone());
-        }
-    }
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::AUTHORIZATION);
     let mut upstream = account.request(parts.method.clone(), &target).headers(headers);
     upstream = match length {
         Some(0) => upstream,
