@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::account::AccountClient;
 use crate::auth::{Credential, Injected};
-use crate::relay::RelayError;
+use crate::relay::{ForwardBody, RelayError};
 use crate::retry::FailureKind;
 
 /// A request through an account: add headers, query and body, then
@@ -145,7 +145,7 @@ impl RequestBuilder {
     /// for the response head), and without reqwest's per-request layers
     /// unless an outbound proxy is configured (`HTTPS_PROXY` and the like)
     /// or the client is a caller's own reqwest client.
-    pub async fn forward(self) -> Result<http::Response<reqwest::Body>> {
+    pub async fn forward(self) -> Result<http::Response<ForwardBody>> {
         let (prepared, mut stream) = self.prepare()?;
         let Prepared {
             client,
@@ -171,7 +171,7 @@ impl RequestBuilder {
                     })
                 })
                 .await?;
-                response.map(reqwest::Body::wrap)
+                response.map(ForwardBody::relay)
             }
             None => {
                 let reqwest = &transports.reqwest;
@@ -185,7 +185,7 @@ impl RequestBuilder {
                     Ok(within(*timeout, Box::pin(reqwest.execute(request))))
                 })
                 .await?;
-                http::Response::from(response)
+                http::Response::from(response).map(ForwardBody::reqwest)
             }
         };
         Ok(response)

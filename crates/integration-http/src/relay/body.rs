@@ -147,3 +147,50 @@ impl http_body::Body for RelayBody {
         }
     }
 }
+
+/// The body of a response from [`forward`](crate::RequestBuilder::forward):
+/// streamed from the upstream as it arrives.
+#[derive(Debug)]
+pub struct ForwardBody(Source);
+
+#[derive(Debug)]
+enum Source {
+    Relay(RelayBody),
+    Reqwest(reqwest::Body),
+}
+
+impl ForwardBody {
+    pub(crate) fn relay(body: RelayBody) -> Self {
+        Self(Source::Relay(body))
+    }
+
+    pub(crate) fn reqwest(body: reqwest::Body) -> Self {
+        Self(Source::Reqwest(body))
+    }
+}
+
+impl http_body::Body for ForwardBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.0 {
+            Source::Relay(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Source::Reqwest(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Source::Relay(body) => body.is_end_stream(),
+            Source::Reqwest(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Source::Relay(body) => body.size_hint(),
+            Source::Reqwest(body) => body.size_hint(),
+        }
+    }
+}

@@ -31,6 +31,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 use url::Url;
 
+pub use body::ForwardBody;
 pub(crate) use body::RelayBody;
 use connection::{Connection, Origin, Pool};
 
