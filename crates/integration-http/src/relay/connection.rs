@@ -7,14 +7,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use thread_local::ThreadLocal;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use url::{Host, Position, Url};
@@ -78,7 +78,10 @@ pub(crate) struct Connection {
     origin: Box<str>,
     /// Whether it came from the pool, having served a request before.
     reused: bool,
-    idle_since: Instant,
+    /// When its last request began: the clock is read once per request,
+    /// and a connection idle a little longer than this says is only checked
+    /// a little sooner.
+    pub(crate) last_used: Instant,
 }
 
 impl Connection {
@@ -126,11 +129,11 @@ impl Pool {
     }
 
     /// An idle connection to `origin` of this thread.
-    pub(crate) fn take_idle(&self, origin: &Origin<'_>) -> Option<Connection> {
+    pub(crate) fn take_idle(&self, origin: &Origin<'_>, now: Instant) -> Option<Connection> {
         let mut idle = self.idle.get_or_default().borrow_mut();
         let connections = idle.get_mut(origin.key)?;
         while let Some(connection) = connections.pop() {
-            let idle_for = connection.idle_since.elapsed();
+            let idle_for = now.saturating_duration_since(connection.last_used);
             if idle_for < CHECK_AFTER_IDLE || (idle_for < self.idle_timeout && connection.is_open()) {
                 return Some(connection);
             }
@@ -142,7 +145,6 @@ impl Pool {
     /// request to `origin` on this thread.
     pub(crate) fn check_in(&self, mut connection: Connection) {
         connection.reused = true;
-        connection.idle_since = Instant::now();
         let mut idle = self.idle.get_or_default().borrow_mut();
         let connections = match idle.get_mut(&*connection.origin) {
             Some(connections) => connections,
@@ -188,7 +190,7 @@ impl Pool {
             deadline: Box::pin(tokio::time::sleep(self.idle_timeout)),
             origin: origin.key.into(),
             reused: false,
-            idle_since: Instant::now(),
+            last_used: Instant::now(),
         })
     }
 }

@@ -108,7 +108,8 @@ impl Relay {
         body: reqwest::Body,
         timeout: Duration,
     ) -> Result<http::Response<RelayBody>, RelayError> {
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let deadline = now + timeout;
         let origin = Origin::of(url).map_err(RelayError::connect)?;
         let declared = declared_length(&body, headers);
         let head = request_head(method, url, headers, &origin, declared);
@@ -126,11 +127,12 @@ impl Relay {
             None => Bytes::new(),
         };
         let streamed = body.is_some();
-        let mut connection = match self.pool.take_idle(&origin) {
+        let mut connection = match self.pool.take_idle(&origin, now) {
             Some(connection) => connection,
             None => self.connect(&origin, deadline).await?,
         };
         loop {
+            connection.last_used = now;
             let reused = connection.is_reused();
             let Connection {
                 stream,
