@@ -175,15 +175,16 @@ impl RequestBuilder {
             }
             None => {
                 let reqwest = &transports.reqwest;
-                let response = exchange(&prepared, |credential| {
+                // Boxed: the rare transport here (an outbound proxy, a
+                // caller's client), whose futures would otherwise make every
+                // forwarded request's future twice as large.
+                let response = Box::pin(exchange(&prepared, |credential| {
                     let (url, headers) = prepared.target(credential)?;
                     let mut request = reqwest::Request::new(method.clone(), url.into_owned());
                     *request.headers_mut() = headers;
                     *request.body_mut() = next_body();
-                    // Boxed: reqwest's future is large, and this is the
-                    // rare transport (an outbound proxy, a caller's client).
-                    Ok(within(*timeout, Box::pin(reqwest.execute(request))))
-                })
+                    Ok(within(*timeout, reqwest.execute(request)))
+                }))
                 .await?;
                 http::Response::from(response).map(ForwardBody::reqwest)
             }
