@@ -18,6 +18,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use integrations::Integrations;
 use integrations::auth::oauth2::RedirectUri;
@@ -181,14 +182,21 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gateway 
 
 impl Gateway {
     /// A proxy request, its API key checked.
-    pub(crate) async fn proxy(&self, request: Request) -> Response {
-        self.proxy_on_connection(request, &mut None).await
+    pub(crate) fn proxy(&self, request: Request) -> impl Future<Output = Response> + Send + '_ {
+        self.proxy_on_connection(request, &mut None)
     }
 
     /// A proxy request on a connection whose last accepted key is
     /// `accepted`: the same key is not checked again while the keys have
     /// not changed.
-    pub(crate) async fn proxy_on_connection(&self, request: Request, accepted: &mut Option<AcceptedKey>) -> Response {
+    ///
+    /// Not an `async fn`: the key is checked before the future is made, and
+    /// the future is the proxy's own, not a larger one holding it.
+    pub(crate) fn proxy_on_connection<'a>(
+        &'a self,
+        request: Request,
+        accepted: &mut Option<AcceptedKey>,
+    ) -> impl Future<Output = Response> + Send + use<'a> {
         let keys = &self.state.keys;
         let generation = keys.generation();
         let presented = request.headers().get(AUTHORIZATION);
@@ -198,14 +206,14 @@ impl Gateway {
         );
         if !known {
             if !presents_a_key(&self.state, request.headers()) {
-                return ApiError::unauthorized().into_response();
+                return Either::Left(std::future::ready(ApiError::unauthorized().into_response()));
             }
             *accepted = presented.map(|header| AcceptedKey {
                 header: header.clone(),
                 generation,
             });
         }
-        proxy::forward(&self.state, request).await.into_response()
+        Either::Right(proxy::forward(&self.state, request).map(IntoResponse::into_response))
     }
 }
 
