@@ -18,7 +18,7 @@ mod body;
 mod chunked;
 mod connection;
 
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,7 +228,9 @@ fn request_head(
     match length {
         Some(0) if !sends_a_body(method) => {}
         Some(length) => {
-            let _ = write!(head, "content-length: {length}\r\n");
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            head.extend_from_slice(b"\r\n");
         }
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }

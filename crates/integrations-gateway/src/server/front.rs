@@ -48,7 +48,7 @@ pub(crate) async fn serve(
     app: Gateway,
     http: hyper::server::conn::http1::Builder,
     settings: ConnectionSettings,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut front = Front {
         stream,
@@ -57,8 +57,11 @@ pub(crate) async fn serve(
         accepted: None,
         head_deadline: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
     };
+    // One future for the whole connection, rather than one made and
+    // dropped for each request.
+    let mut stopped = pin!(stopping(stop.clone()));
     loop {
-        let request = match front.next_request(settings.header_read_timeout, &mut stop).await {
+        let request = match front.next_request(settings.header_read_timeout, stopped.as_mut()).await {
             Next::Proxy(request) => request,
             Next::Other => return hand_over(front, app, http, stop).await,
             Next::Closed => return,
@@ -78,17 +81,12 @@ pub(crate) async fn serve(
 
 /// Serves the rest of the connection with hyper, finishing the request in
 /// flight when `stop` is set.
-async fn hand_over(
-    front: Front,
-    app: Gateway,
-    http: hyper::server::conn::http1::Builder,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn hand_over(front: Front, app: Gateway, http: hyper::server::conn::http1::Builder, stop: watch::Receiver<bool>) {
     let io = TokioIo::new(Rewind::new(front.buffer.freeze(), front.stream));
     let mut connection = pin!(http.serve_connection(io, app));
     let outcome = tokio::select! {
         outcome = connection.as_mut() => outcome,
-        () = stopping(&mut stop) => {
+        () = stopping(stop) => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -99,7 +97,7 @@ async fn hand_over(
 }
 
 /// Completes once `stop` is set.
-async fn stopping(stop: &mut watch::Receiver<bool>) {
+async fn stopping(mut stop: watch::Receiver<bool>) {
     // A dropped sender stops too.
     let _ = stop.wait_for(|stop| *stop).await;
 }
@@ -167,7 +165,13 @@ enum Parsed {
 }
 
 impl Front {
-    async fn next_request(&mut self, header_read_timeout: Duration, stop: &mut watch::Receiver<bool>) -> Next {
+    /// The next request, or what else the connection sent; `stopped`
+    /// completes at shutdown, which closes an idle connection.
+    async fn next_request(
+        &mut self,
+        header_read_timeout: Duration,
+        mut stopped: Pin<&mut impl Future<Output = ()>>,
+    ) -> Next {
         self.head_deadline.as_mut().reset(Instant::now() + header_read_timeout);
         let head = loop {
             if !self.buffer.is_empty() {
@@ -184,7 +188,7 @@ impl Front {
                 biased;
                 read = self.stream.read_buf(&mut self.buffer) => read,
                 () = self.head_deadline.as_mut() => return Next::Closed,
-                () = stopping(stop), if idle => return Next::Closed,
+                () = stopped.as_mut(), if idle => return Next::Closed,
             };
             match read {
                 Ok(0) | Err(_) => return Next::Closed,
@@ -248,7 +252,11 @@ impl Front {
         let chunked = !bodiless && length.is_none();
         if bodiless {
         } else if let Some(length) = length {
-            write_header(out, &header::CONTENT_LENGTH, length.to_string().as_bytes());
+            write_header(
+                out,
+                &header::CONTENT_LENGTH,
+                itoa::Buffer::new().format(length).as_bytes(),
+            );
         } else {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
