@@ -357,10 +357,12 @@ async fn write_streamed_body(
             Some(length) if sent > length => return Err(invalid("the request body is longer than its Content-Length")),
             Some(_) => stream.write_all(&data).await?,
             None => {
-                let size = format!("{:x}\r\n", data.len());
-                stream.write_all(size.as_bytes()).await?;
-                stream.write_all(&data).await?;
-                stream.write_all(b"\r\n").await?;
+                // One write per chunk, framing included.
+                let mut chunk = Vec::with_capacity(data.len() + 20);
+                chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                chunk.extend_from_slice(&data);
+                chunk.extend_from_slice(b"\r\n");
+                stream.write_all(&chunk).await?;
             }
         }
     }
