@@ -150,6 +150,14 @@ impl Pool {
             Some(connections) => connections,
             None => idle.entry(connection.origin.clone()).or_default(),
         };
+        // The oldest first: those idle too long are closed, not kept.
+        let now = connection.last_used;
+        while connections
+            .first()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.last_used) >= self.idle_timeout)
+        {
+            connections.remove(0);
+        }
         // The oldest are the first to be closed by the server.
         if connections.len() >= MAX_IDLE_PER_ORIGIN {
             connections.remove(0);
