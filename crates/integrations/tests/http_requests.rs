@@ -1083,3 +1083,19 @@ async fn forward_sends_again_when_the_server_closed_a_pooled_connection() {
     assert_eq!(body_of(second).await, b"second");
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_forwarded_response_prints_without_its_body() {
+    let (upstream, _) = scripted_upstream(vec![(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 23\r\n\r\n{\"token\":\"body-s3cret\"}",
+        false,
+    )])
+    .await;
+    let definition = retrying_definition(&upstream, "max_attempts = 1");
+    let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "/x").forward().await.expect("response");
+    let printed = format!("{response:?}");
+    assert!(!printed.contains("body-s3cret"), "{printed}");
+    assert_eq!(body_of(response).await, b"{\"token\":\"body-s3cret\"}");
+}

@@ -31,9 +31,8 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// copying it.
 #[derive(Debug)]
 pub(crate) struct Origin<'u> {
-    /// `scheme://host[:port]` as the URL spells it: the pool's key.
-    key: &'u str,
-    /// `host[:port]`, as the `Host` header wants it.
+    /// `host[:port]` as the URL spells it (without user info), as the
+    /// `Host` header wants it: with `tls`, the pool's key.
     pub(crate) authority: &'u str,
     tls: bool,
     host: Host<&'u str>,
@@ -57,7 +56,6 @@ impl<'u> Origin<'u> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL has no host"))?;
         let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
-            key: &url[..Position::AfterPort],
             authority: &url[Position::BeforeHost..Position::AfterPort],
             tls,
             host,
@@ -67,21 +65,33 @@ impl<'u> Origin<'u> {
 }
 
 /// An open connection and the bytes read from it and not yet consumed.
-#[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) stream: Stream,
     pub(crate) buffer: BytesMut,
     /// The time limit of the exchange in progress: one timer per
     /// connection, moved on for each request, rather than one per request.
     pub(crate) deadline: Pin<Box<Sleep>>,
-    /// The pool's key of its origin.
-    origin: Box<str>,
+    /// Its origin's authority, and whether over TLS: the pool's key.
+    authority: Box<str>,
+    tls: bool,
     /// Whether it came from the pool, having served a request before.
     reused: bool,
     /// When its last request began: the clock is read once per request,
     /// and a connection idle a little longer than this says is only checked
     /// a little sooner.
     pub(crate) last_used: Instant,
+}
+
+impl std::fmt::Debug for Connection {
+    /// Without the bytes read: they may hold a response's secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("authority", &self.authority)
+            .field("tls", &self.tls)
+            .field("buffered", &self.buffer.len())
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -97,8 +107,8 @@ impl Connection {
     }
 }
 
-/// Idle connections of one thread.
-type Idle = RefCell<HashMap<Box<str>, Vec<Connection>>>;
+/// Idle connections of one thread, by authority: plain ones, then TLS ones.
+type Idle = RefCell<[HashMap<Box<str>, Vec<Connection>>; 2]>;
 
 /// Opens connections and keeps idle ones, per thread.
 pub(crate) struct Pool {
@@ -131,7 +141,7 @@ impl Pool {
     /// An idle connection to `origin` of this thread.
     pub(crate) fn take_idle(&self, origin: &Origin<'_>, now: Instant) -> Option<Connection> {
         let mut idle = self.idle.get_or_default().borrow_mut();
-        let connections = idle.get_mut(origin.key)?;
+        let connections = idle[usize::from(origin.tls)].get_mut(origin.authority)?;
         while let Some(connection) = connections.pop() {
             let idle_for = now.saturating_duration_since(connection.last_used);
             if idle_for < CHECK_AFTER_IDLE || (idle_for < self.idle_timeout && connection.is_open()) {
@@ -146,9 +156,10 @@ impl Pool {
     pub(crate) fn check_in(&self, mut connection: Connection) {
         connection.reused = true;
         let mut idle = self.idle.get_or_default().borrow_mut();
-        let connections = match idle.get_mut(&*connection.origin) {
+        let idle = &mut idle[usize::from(connection.tls)];
+        let connections = match idle.get_mut(&*connection.authority) {
             Some(connections) => connections,
-            None => idle.entry(connection.origin.clone()).or_default(),
+            None => idle.entry(connection.authority.clone()).or_default(),
         };
         // The oldest first: those idle too long are closed, not kept.
         let now = connection.last_used;
@@ -196,7 +207,8 @@ impl Pool {
             stream,
             buffer: BytesMut::with_capacity(8 * 1024),
             deadline: Box::pin(tokio::time::sleep(self.idle_timeout)),
-            origin: origin.key.into(),
+            authority: origin.authority.into(),
+            tls: origin.tls,
             reused: false,
             last_used: Instant::now(),
         })
