@@ -157,6 +157,43 @@ impl Gateway {
             state,
         }
     }
+
+    /// A proxy request, its API key checked.
+    pub(crate) fn proxy(&self, request: Request) -> impl Future<Output = Response> + Send + '_ {
+        self.proxy_on_connection(request, &mut None)
+    }
+
+    /// A proxy request on a connection whose last accepted key is
+    /// `accepted`: the same key is not checked again while the keys have
+    /// not changed.
+    ///
+    /// Not an `async fn`: the key is checked before the future is made, and
+    /// the future is the proxy's own, not a larger one holding it.
+    pub(crate) fn proxy_on_connection<'a>(
+        &'a self,
+        request: Request,
+        accepted: &mut Option<AcceptedKey>,
+    ) -> impl Future<Output = Response> + Send + use<'a> {
+        let keys = &self.state.keys;
+        let generation = keys.generation();
+        let presented = request.headers().get(AUTHORIZATION);
+        // Not constant-time: the header is compared with what this same
+        // connection sent before, never with a stored key.
+        let known = matches!(
+            (&*accepted, presented),
+            (Some(accepted), Some(presented)) if accepted.generation == generation && accepted.header == presented
+        );
+        if !known {
+            if !presents_a_key(&self.state, request.headers()) {
+                return Either::Left(std::future::ready(ApiError::unauthorized().into_response()));
+            }
+            *accepted = presented.map(|header| AcceptedKey {
+                header: header.clone(),
+                generation,
+            });
+        }
+        Either::Right(proxy::forward(&self.state, request).map(IntoResponse::into_response))
+    }
 }
 
 type GatewayFuture = Either<
@@ -180,46 +217,9 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gateway 
     }
 }
 
-impl Gateway {
-    /// A proxy request, its API key checked.
-    pub(crate) fn proxy(&self, request: Request) -> impl Future<Output = Response> + Send + '_ {
-        self.proxy_on_connection(request, &mut None)
-    }
-
-    /// A proxy request on a connection whose last accepted key is
-    /// `accepted`: the same key is not checked again while the keys have
-    /// not changed.
-    ///
-    /// Not an `async fn`: the key is checked before the future is made, and
-    /// the future is the proxy's own, not a larger one holding it.
-    pub(crate) fn proxy_on_connection<'a>(
-        &'a self,
-        request: Request,
-        accepted: &mut Option<AcceptedKey>,
-    ) -> impl Future<Output = Response> + Send + use<'a> {
-        let keys = &self.state.keys;
-        let generation = keys.generation();
-        let presented = request.headers().get(AUTHORIZATION);
-        let known = matches!(
-            (&*accepted, presented),
-            (Some(accepted), Some(presented)) if accepted.generation == generation && accepted.header == presented
-        );
-        if !known {
-            if !presents_a_key(&self.state, request.headers()) {
-                return Either::Left(std::future::ready(ApiError::unauthorized().into_response()));
-            }
-            *accepted = presented.map(|header| AcceptedKey {
-                header: header.clone(),
-                generation,
-            });
-        }
-        Either::Right(proxy::forward(&self.state, request).map(IntoResponse::into_response))
-    }
-}
-
 /// The `Authorization` header a connection's last proxy request was let
 /// through with, and the generation of the keys it was checked against.
-#[derive(Debug)]
+/// Not `Debug`: the header is an API key.
 pub(crate) struct AcceptedKey {
     header: axum::http::HeaderValue,
     generation: u64,
