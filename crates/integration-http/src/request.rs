@@ -368,7 +368,10 @@ where
     let mut renewed_after_401 = false;
     loop {
         let credential = inner.authenticator.credential().await?;
-        match attempt_with(&credential)?.await {
+        // Its own statement: a `?` in the awaited expression would keep a
+        // second copy of the attempt's future across the await.
+        let exchanged = attempt_with(&credential)?;
+        match exchanged.await {
             Ok(response) if response.status() == StatusCode::UNAUTHORIZED && replayable && !renewed_after_401 => {
                 if !inner.authenticator.rejected(&credential).await? {
                     return Ok(response);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use integrations::AccountId;
 use integrations::http::reqwest;
@@ -19,17 +19,34 @@ pub(crate) const BUFFERED_BODY: u64 = 1024 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1):
 /// never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
 ];
+
+/// The index of `name` in [`HOP_BY_HOP`], if it is one: a `match`, which
+/// compiles to a switch on the length before any bytes are compared.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        "host" => 8,
+        _ => return None,
+    })
+}
 
 /// The methods the proxy forwards: not TRACE (it would echo the credential
 /// back) nor CONNECT.
@@ -137,14 +154,45 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names, then only those present removed: cheaper
     // than looking each hop-by-hop name up.
     let mut present = [false; HOP_BY_HOP.len()];
-    for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| *hop == name.as_str()) {
-            present[index] = true;
-        }
+    for index in headers.keys().filter_map(hop_by_hop_index) {
+        present[index] = true;
     }
     for (name, present) in HOP_BY_HOP.iter().zip(present) {
         if present {
-            headers.remove(*name);
+            headers.remove(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_recognised() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(index), "{name}");
+        }
+        for name in [
+            header::AUTHORIZATION,
+            header::CONTENT_LENGTH,
+            header::DATE,
+            HeaderName::from_static("x-host"),
+        ] {
+            assert_eq!(hop_by_hop_index(&name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn stripping_keeps_end_to_end_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        headers.insert(HeaderName::from_static("keep-alive"), "timeout=5".parse().unwrap());
+        headers.insert(header::HOST, "example.com".parse().unwrap());
+        headers.append(header::ACCEPT, "text/plain".parse().unwrap());
+        headers.append(header::ACCEPT, "application/json".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers.get_all(header::ACCEPT).iter().count(), 2);
     }
 }
