@@ -31,6 +31,7 @@ pub struct AccountClient {
     pub(crate) inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Inner {
     pub(crate) account: AccountId,
     pub(crate) integration: String,
@@ -45,6 +46,7 @@ pub(crate) struct Inner {
     pub(crate) retry: Retry,
 }
 
+#[derive(Clone)]
 struct TokenPlacement {
     parameter_type: ParameterType,
     name: String,
@@ -190,6 +192,16 @@ impl AccountClient {
     /// `https://x.example/api/contacts/1`).
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
         RequestBuilder::new(self.clone(), method, self.resolve(url))
+    }
+
+    /// A client equal to this one but with a reference count of its own,
+    /// for a cache kept per thread: requests through it change no counter
+    /// that requests on other threads change too. The auth method is still
+    /// shared, so tokens are obtained and renewed once for all copies.
+    pub fn detached(&self) -> Self {
+        Self {
+            inner: Arc::new(Inner::clone(&self.inner)),
+        }
     }
 
     /// The account id.

@@ -1,11 +1,18 @@
 //! Accounts ready to make requests, each compiled once and reused.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use integration_core::definition::{Auth, Integration};
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, NewAccount, Result};
 use integration_http::{AccountClient, Authenticator, HttpClient};
+use thread_local::ThreadLocal;
+
+/// The most accounts a thread keeps copies of; past it, its copies are
+/// dropped and made again as they are used.
+const THREAD_CACHE: usize = 4096;
 
 /// What removing an account did.
 #[derive(Debug, Default)]
@@ -25,13 +32,19 @@ pub struct Removal {
 /// `account` reads an account from storage once, compiles its request
 /// settings and builds its auth method, then hands out the same client
 /// until the account is changed through [`Integrations::forget`] or
-/// [`Integrations::remove_account`].
+/// [`Integrations::remove_account`]. Each thread keeps its own copies
+/// ([`AccountClient::detached`]), so threads making requests through the
+/// same account share no lock and no reference count.
 #[derive(Debug)]
 pub struct Integrations {
     definitions: Arc<Definitions>,
     store: AccountStore,
     http: HttpClient,
     clients: Mutex<HashMap<AccountId, AccountClient>>,
+    /// Moves on whenever an account leaves `clients`: threads drop copies
+    /// made before.
+    generation: AtomicU64,
+    per_thread: ThreadLocal<RefCell<ThreadClients>>,
     #[cfg(feature = "sftp")]
     sftp: sftp::SftpClients,
 }
@@ -49,6 +62,8 @@ impl Integrations {
             store,
             http,
             clients: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            per_thread: ThreadLocal::new(),
             #[cfg(feature = "sftp")]
             sftp: sftp::SftpClients::default(),
         }
@@ -89,17 +104,33 @@ impl Integrations {
 
     /// The account `id`, ready for [`AccountClient::request`].
     pub async fn account(&self, id: &AccountId) -> Result<AccountClient> {
-        if let Some(client) = self.cached(id) {
+        // Read before the shared map: a copy made from what it held is then
+        // tagged with a generation that a later `forget` has moved past.
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(client) = self.per_thread.get_or_default().borrow_mut().get(id, generation) {
             return Ok(client);
         }
-        // Boxed: the store's read is the rare path, and its future would
-        // make every caller's future (and each copy of it) larger.
-        let account = Box::pin(self.store.get(id)).await?;
-        let client = self.compile(&account)?;
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Another task may have compiled it meanwhile: keep one, so that its
-        // token cache is shared.
-        Ok(clients.entry(id.clone()).or_insert(client).clone())
+        let shared = match self.cached(id) {
+            Some(client) => client,
+            None => {
+                // Boxed: the store's read is the rare path, and its future
+                // would make every caller's future (and each copy of it)
+                // larger.
+                let account = Box::pin(self.store.get(id)).await?;
+                let client = self.compile(&account)?;
+                let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Another task may have compiled it meanwhile: keep one, so
+                // that its token cache is shared.
+                clients.entry(id.clone()).or_insert(client).clone()
+            }
+        };
+        let client = shared.detached();
+        // This thread's, which after an await may not be the one above.
+        self.per_thread
+            .get_or_default()
+            .borrow_mut()
+            .insert(id, client.clone(), generation);
+        Ok(client)
     }
 
     /// Drops the compiled account, so the next `account` call reads it
@@ -109,6 +140,7 @@ impl Integrations {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(id);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         #[cfg(feature = "sftp")]
         self.sftp.forget(id);
     }
@@ -196,6 +228,35 @@ impl Integrations {
                 other.type_name()
             ))),
         }
+    }
+}
+
+/// One thread's copies of compiled accounts, and the generation of the
+/// shared map they were made from.
+#[derive(Debug, Default)]
+struct ThreadClients {
+    generation: u64,
+    clients: HashMap<AccountId, AccountClient>,
+}
+
+impl ThreadClients {
+    fn get(&mut self, id: &AccountId, generation: u64) -> Option<AccountClient> {
+        if self.generation != generation {
+            self.clients.clear();
+            self.generation = generation;
+            return None;
+        }
+        self.clients.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: &AccountId, client: AccountClient, generation: u64) {
+        if self.generation != generation {
+            return;
+        }
+        if self.clients.len() >= THREAD_CACHE {
+            self.clients.clear();
+        }
+        self.clients.insert(id.clone(), client);
     }
 }
 

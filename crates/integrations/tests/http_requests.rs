@@ -123,6 +123,83 @@ async fn api_token_in_a_header_with_request_parameters() {
     );
 }
 
+/// Each thread keeps its own copy of a compiled account; `forget` reaches
+/// every thread's copy, so all of them send the credential stored since.
+#[tokio::test]
+async fn a_forgotten_account_is_read_again_on_every_thread() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{uri}"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
+        "#,
+        uri = server.uri()
+    );
+    // Three threads, each with a runtime of its own (and so a connection
+    // pool of its own), send a request before and after the change.
+    let http = HttpClient::with_pool_per_thread().expect("client");
+    let hub = Arc::new(hub_with(http, &definitions, &[("token", "tok-old")]).await);
+    let changed = Arc::new(std::sync::Barrier::new(4));
+    let sent_once = Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (hub, sent_once, changed) = (Arc::clone(&hub), Arc::clone(&sent_once), Arc::clone(&changed));
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let send = || {
+                    runtime.block_on(async {
+                        let account = hub.account(&acct()).await.expect("account");
+                        account.request(Method::GET, "x").send().await.expect("sent").status()
+                    })
+                };
+                let before = send();
+                sent_once.wait();
+                changed.wait();
+                (before, send())
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || sent_once.wait())
+        .await
+        .expect("first requests");
+    let account = hub.store().get(&acct()).await.expect("account");
+    hub.store()
+        .update_credentials(&account, secrets(&[("token", "tok-new")]), account.status(), None)
+        .await
+        .expect("update");
+    hub.forget(&acct());
+    let statuses = tokio::task::spawn_blocking(move || {
+        changed.wait();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("thread"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("threads");
+    assert_eq!(statuses, [(StatusCode::OK, StatusCode::OK); 3]);
+
+    let sent: Vec<_> = server
+        .received_requests()
+        .await
+        .expect("recording")
+        .iter()
+        .map(|request| header_values(request, "authorization"))
+        .collect();
+    assert_eq!(sent[..3], [["Bearer tok-old"], ["Bearer tok-old"], ["Bearer tok-old"]]);
+    assert_eq!(sent[3..], [["Bearer tok-new"], ["Bearer tok-new"], ["Bearer tok-new"]]);
+}
+
 #[tokio::test]
 async fn api_token_in_a_url_parameter_is_encoded() {
     let server = MockServer::start().await;
