@@ -14,7 +14,7 @@ pub use account::AccountClient;
 pub use auth::{Authenticator, Credential};
 pub use client::HttpClient;
 pub use lifetime::{DEFAULT_RENEWAL_MARGIN, renew_at};
-pub use relay::ForwardBody;
+pub use relay::{ForwardBody, RawHeaders, RawResponse};
 pub use request::RequestBuilder;
 
 /// Re-exported so that callers name the same types.

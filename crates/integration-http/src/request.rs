@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use integration_core::{Error, ErrorKind, Result};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::account::AccountClient;
 use crate::auth::{Credential, Injected};
-use crate::relay::{ForwardBody, RelayError};
+use crate::relay::{ForwardBody, RawHeaders, RawResponse, RelayError};
 use crate::retry::FailureKind;
 
 /// A request through an account: add headers, query and body, then
@@ -146,6 +146,14 @@ impl RequestBuilder {
     /// unless an outbound proxy is configured (`HTTPS_PROXY` and the like)
     /// or the client is a caller's own reqwest client.
     pub async fn forward(self) -> Result<http::Response<ForwardBody>> {
+        self.forward_raw().await?.into_http()
+    }
+
+    /// Sends the request as [`forward`](Self::forward) does, but the
+    /// response head comes back as the upstream sent it: header names in
+    /// their case and values as bytes, nothing copied into a header map.
+    /// For a proxy that writes the head on to its own client.
+    pub async fn forward_raw(self) -> Result<RawResponse> {
         let (prepared, mut stream) = self.prepare()?;
         let Prepared {
             client,
@@ -156,9 +164,9 @@ impl RequestBuilder {
         } = &prepared;
         let transports = client.inner.http.transports();
         let mut next_body = move || next_body(bytes, &mut stream);
-        let response = match &transports.forward {
+        match &transports.forward {
             Some(relay) => {
-                let response = exchange(&prepared, |credential| {
+                exchange(&prepared, |credential| {
                     let (url, headers) = prepared.attempt(credential)?;
                     let body = next_body().unwrap_or_else(|| reqwest::Body::from(Bytes::new()));
                     // The relay keeps the time limit itself, with a timer per
@@ -170,8 +178,7 @@ impl RequestBuilder {
                             .map_err(Failure::from)
                     })
                 })
-                .await?;
-                response.map(ForwardBody::relay)
+                .await
             }
             None => {
                 let reqwest = &transports.reqwest;
@@ -186,10 +193,15 @@ impl RequestBuilder {
                     Ok(within(*timeout, reqwest.execute(request)))
                 }))
                 .await?;
-                http::Response::from(response).map(ForwardBody::reqwest)
+                let (parts, body) = http::Response::from(response).into_parts();
+                Ok(RawResponse::new(
+                    parts.status,
+                    parts.version,
+                    RawHeaders::from_map(&parts.headers),
+                    ForwardBody::reqwest(body),
+                ))
             }
-        };
-        Ok(response)
+        }
     }
 
     /// Checks what does not change between attempts; a streaming body comes
@@ -384,7 +396,7 @@ where
                     .then(|| {
                         inner
                             .retry
-                            .after_response(response.status(), response.headers(), method, attempt, started)
+                            .after_response(response.status(), response.retry_after(), method, attempt, started)
                     })
                     .flatten();
                 let Some(wait) = wait else {
@@ -413,7 +425,8 @@ where
 /// What the retry loop reads of a response.
 trait Reply {
     fn status(&self) -> StatusCode;
-    fn headers(&self) -> &HeaderMap;
+    /// The `Retry-After` header's value.
+    fn retry_after(&self) -> Option<&[u8]>;
 }
 
 impl Reply for Response {
@@ -421,18 +434,18 @@ impl Reply for Response {
         self.status()
     }
 
-    fn headers(&self) -> &HeaderMap {
-        self.headers()
+    fn retry_after(&self) -> Option<&[u8]> {
+        self.headers().get(RETRY_AFTER).map(HeaderValue::as_bytes)
     }
 }
 
-impl<B> Reply for http::Response<B> {
+impl Reply for RawResponse {
     fn status(&self) -> StatusCode {
-        self.status()
+        self.status
     }
 
-    fn headers(&self) -> &HeaderMap {
-        self.headers()
+    fn retry_after(&self) -> Option<&[u8]> {
+        self.headers.get("retry-after")
     }
 }
 

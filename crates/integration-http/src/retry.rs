@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use integration_core::definition::RetryPolicy;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 
 /// A retry policy in the units the request loop uses.
@@ -30,7 +29,7 @@ impl Retry {
     pub(crate) fn after_response(
         &self,
         status: StatusCode,
-        headers: &HeaderMap,
+        retry_after: Option<&[u8]>,
         method: &Method,
         attempt: u32,
         started: Instant,
@@ -46,7 +45,7 @@ impl Retry {
             return None;
         }
         let honours_retry_after = matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
-        let wait = match honours_retry_after.then(|| retry_after(headers)).flatten() {
+        let wait = match honours_retry_after.then(|| retry_after.and_then(wait_of)).flatten() {
             Some(wait) => wait,
             None => self.backoff(attempt),
         };
@@ -111,8 +110,9 @@ pub(crate) enum FailureKind {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+/// The wait a `Retry-After` value asks for: seconds or a date.
+fn wait_of(retry_after: &[u8]) -> Option<Duration> {
+    let value = std::str::from_utf8(retry_after).ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }

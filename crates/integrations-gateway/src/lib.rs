@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::HeaderValue;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -124,16 +124,15 @@ async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if presents_a_key(&state, request.headers()) {
+    if presents_a_key(&state, request.headers().get(AUTHORIZATION)) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::unauthorized())
     }
 }
 
-fn presents_a_key(state: &AppState, headers: &HeaderMap) -> bool {
-    headers
-        .get(AUTHORIZATION)
+fn presents_a_key(state: &AppState, authorization: Option<&HeaderValue>) -> bool {
+    authorization
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .is_some_and(|key| state.keys.accepts(key.trim()))
@@ -159,40 +158,44 @@ impl Gateway {
     }
 
     /// A proxy request, its API key checked.
-    pub(crate) fn proxy(&self, request: Request) -> impl Future<Output = Response> + Send + '_ {
-        self.proxy_on_connection(request, &mut None)
+    pub(crate) async fn proxy(&self, request: Request) -> Response {
+        if !presents_a_key(&self.state, request.headers().get(AUTHORIZATION)) {
+            return ApiError::unauthorized().into_response();
+        }
+        proxy::forward(&self.state, request).await.into_response()
     }
 
-    /// A proxy request on a connection whose last accepted key is
-    /// `accepted`: the same key is not checked again while the keys have
-    /// not changed.
+    /// A proxy request the front read, on a connection whose last accepted
+    /// key is `accepted`: the same key is not checked again while the keys
+    /// have not changed.
     ///
     /// Not an `async fn`: the key is checked before the future is made, and
     /// the future is the proxy's own, not a larger one holding it.
-    pub(crate) fn proxy_on_connection<'a>(
+    pub(crate) fn relay_on_connection<'a>(
         &'a self,
-        request: Request,
+        incoming: proxy::Incoming,
+        authorization: Option<HeaderValue>,
         accepted: &mut Option<AcceptedKey>,
-    ) -> impl Future<Output = Response> + Send + use<'a> {
-        let keys = &self.state.keys;
-        let generation = keys.generation();
-        let presented = request.headers().get(AUTHORIZATION);
+    ) -> impl Future<Output = proxy::Answer> + Send + use<'a> {
+        let generation = self.state.keys.generation();
         // Not constant-time: the header is compared with what this same
         // connection sent before, never with a stored key.
         let known = matches!(
-            (&*accepted, presented),
+            (&*accepted, &authorization),
             (Some(accepted), Some(presented)) if accepted.generation == generation && accepted.header == presented
         );
         if !known {
-            if !presents_a_key(&self.state, request.headers()) {
-                return Either::Left(std::future::ready(ApiError::unauthorized().into_response()));
+            if !presents_a_key(&self.state, authorization.as_ref()) {
+                return Either::Left(std::future::ready(proxy::Answer::Gateway(
+                    ApiError::unauthorized().into_response(),
+                )));
             }
-            *accepted = presented.map(|header| AcceptedKey {
-                header: header.clone(),
-                generation,
-            });
+            *accepted = authorization.map(|header| AcceptedKey { header, generation });
         }
-        Either::Right(proxy::forward(&self.state, request).map(IntoResponse::into_response))
+        Either::Right(proxy::relay(&self.state, incoming).map(|relayed| match relayed {
+            Ok(response) => proxy::Answer::Upstream(response),
+            Err(error) => proxy::Answer::Gateway(error.into_response()),
+        }))
     }
 }
 

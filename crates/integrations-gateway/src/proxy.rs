@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, HeaderName, Method, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use integrations::AccountId;
-use integrations::http::reqwest;
+use integrations::http::{RawResponse, RequestBuilder, reqwest};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -114,15 +115,6 @@ pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Respon
     }
     let (parts, body) = request.into_parts();
     let (id, path) = split(parts.uri.path()).ok_or_else(|| ApiError::invalid("not a proxy path"))?;
-    let id = AccountId::new(id)?;
-    let account = state.integrations.account(&id).await?;
-    let mut target = String::with_capacity(path.len() + 1);
-    target.push('/');
-    target.push_str(path);
-    if let Some(query) = parts.uri.query() {
-        target.push('?');
-        target.push_str(query);
-    }
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -131,7 +123,7 @@ pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Respon
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
-    let mut upstream = account.request(parts.method.clone(), &target).headers(headers);
+    let mut upstream = upstream(state, &parts.method, id, path, parts.uri.query(), headers).await?;
     upstream = match length {
         Some(0) => upstream,
         Some(length) if length <= BUFFERED_BODY => {
@@ -148,6 +140,74 @@ pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Respon
     let (mut parts, body) = upstream.forward().await?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// A proxy request the front read whole, its API key already checked.
+pub(crate) struct Incoming {
+    pub(crate) method: Method,
+    /// As the client sent it: `/v1/accounts/{id}/proxy/{path}?{query}`.
+    pub(crate) target: String,
+    /// End-to-end headers only: no hop-by-hop header and no API key.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// What the front writes back for a proxy request.
+pub(crate) enum Answer {
+    /// The upstream's response, its head as it came.
+    Upstream(RawResponse),
+    /// The gateway's own: an error.
+    Gateway(Response),
+}
+
+/// What [`forward`] does for a request the front read, with the upstream
+/// response head kept as it came, for the front to write on.
+pub(crate) async fn relay(state: &AppState, incoming: Incoming) -> Result<RawResponse, ApiError> {
+    let Incoming {
+        method,
+        target,
+        headers,
+        body,
+    } = incoming;
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target.as_str(), None),
+    };
+    let (id, path) = split(path).ok_or_else(|| ApiError::invalid("not a proxy path"))?;
+    let mut upstream = upstream(state, &method, id, path, query, headers).await?;
+    if !body.is_empty() {
+        upstream = upstream.body(body);
+    }
+    Ok(upstream.forward_raw().await?)
+}
+
+/// The request to the account `id`'s integration: `path` relative to its
+/// `base_url`, with `query` and `headers`.
+async fn upstream(
+    state: &AppState,
+    method: &Method,
+    id: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: HeaderMap,
+) -> Result<RequestBuilder, ApiError> {
+    let id = AccountId::new(id)?;
+    let account = state.integrations.account(&id).await?;
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |query| query.len() + 1) + 1);
+    target.push('/');
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    Ok(account.request(method.clone(), &target).headers(headers))
+}
+
+/// Whether `name`, in any case, is a hop-by-hop header.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().len() == name.len() && hop.as_str().as_bytes().eq_ignore_ascii_case(name))
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -1002,6 +1002,13 @@ async fn echoing_upstream() -> String {
                         )
                     } else if line.starts_with("HEAD") {
                         format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", echo.len())
+                    } else if line.contains("hop") {
+                        // Hop-by-hop headers, which a proxy does not pass on.
+                        format!(
+                            "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: Keep-Alive\r\nX-Echo-Case: Kept\r\n\
+                             Proxy-Authenticate: Basic\r\nContent-Length: {}\r\n\r\n{echo}",
+                            echo.len()
+                        )
                     } else {
                         format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{echo}", echo.len())
                     };
@@ -1121,6 +1128,18 @@ async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
         head.contains("content-length: 13"),
         "a HEAD keeps the upstream's length: {head}"
     );
+
+    // Upstream headers come back as they were sent, less hop-by-hop ones.
+    stream
+        .write_all(format!("GET /v1/accounts/w1/proxy/hop HTTP/1.1\r\nHost: g\r\n{auth}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let (status, head, body) = read_response(&mut stream, &mut buffer, false).await;
+    assert_eq!((status, body.as_str()), (200, "GET /v1/hop []"));
+    assert!(head.contains("x-echo-case: kept\r\n"), "{head}");
+    for hop in ["keep-alive", "proxy-authenticate"] {
+        assert!(!head.contains(hop), "{head}");
+    }
 
     // A revoked key is refused on the connection it was accepted on.
     let other_keys = ApiKeys::in_data_dir(dir.path()).expect("keys");

@@ -1043,6 +1043,86 @@ async fn body_of(response: http::Response<integrations::http::ForwardBody>) -> V
 }
 
 #[tokio::test]
+async fn forward_raw_keeps_the_head_as_sent() {
+    let (upstream, _) = scripted_upstream(vec![
+        (
+            b"HTTP/1.1 201 Created\r\nX-Request-Id: r-1\r\nSet-Cookie: session=s3cret\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        (
+            b"HTTP/1.1 201 Created\r\nX-Request-Id: r-1\r\nSet-Cookie: session=s3cret\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+    ])
+    .await;
+    let definition = retrying_definition(&upstream, "max_attempts = 1");
+    let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+
+    let raw = account.request(Method::GET, "/x").forward_raw().await.expect("raw");
+    assert_eq!(raw.status, StatusCode::CREATED);
+    let headers: Vec<(&str, &[u8])> = raw.headers.iter().collect();
+    assert_eq!(
+        headers,
+        [
+            ("X-Request-Id", &b"r-1"[..]),
+            ("Set-Cookie", b"session=s3cret"),
+            ("set-cookie", b"b=2"),
+            ("Content-Length", b"2"),
+        ]
+    );
+    assert_eq!(raw.headers.get("x-request-id"), Some(&b"r-1"[..]));
+    assert_eq!(raw.headers.get("SET-COOKIE"), Some(&b"session=s3cret"[..]));
+    assert_eq!(raw.headers.get("retry-after"), None);
+    // Names only: values may be secrets.
+    let shown = format!("{raw:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("Set-Cookie"), "{shown}");
+    assert_eq!(
+        http_body_util::BodyExt::collect(raw.body)
+            .await
+            .expect("body")
+            .to_bytes(),
+        &b"ok"[..]
+    );
+
+    // The same response through `forward`: the headers in a map.
+    let response = account.request(Method::GET, "/x").forward().await.expect("forward");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-request-id"], "r-1");
+    let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["session=s3cret", "b=2"]);
+    assert_eq!(body_of(response).await, b"ok");
+}
+
+#[tokio::test]
+async fn forward_raw_honours_retry_after() {
+    let (upstream, _) = scripted_upstream(vec![
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+    ])
+    .await;
+    let definition = retrying_definition(
+        &upstream,
+        "max_attempts = 2, initial_backoff_seconds = 0.01, max_total_seconds = 5",
+    );
+    let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let started = std::time::Instant::now();
+    let raw = account.request(Method::GET, "/x").forward_raw().await.expect("raw");
+    assert_eq!(raw.status, StatusCode::OK);
+    // The server's second, not the policy's 10 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn forward_reads_every_framing_and_keeps_the_connection_for_the_next() {
     use std::sync::atomic::Ordering;
     let (upstream, connections) = scripted_upstream(vec![

@@ -17,6 +17,7 @@
 mod body;
 mod chunked;
 mod connection;
+mod head;
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, StatusCode, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -34,6 +35,7 @@ use url::Url;
 pub use body::ForwardBody;
 pub(crate) use body::RelayBody;
 use connection::{Connection, Origin, Pool};
+pub use head::{RawHeaders, RawResponse};
 
 use crate::request::AttemptHeaders;
 use crate::retry::FailureKind;
@@ -107,7 +109,7 @@ impl Relay {
         headers: &AttemptHeaders<'_>,
         body: reqwest::Body,
         timeout: Duration,
-    ) -> Result<http::Response<RelayBody>, RelayError> {
+    ) -> Result<RawResponse, RelayError> {
         let now = Instant::now();
         let deadline = now + timeout;
         let origin = Origin::of(url).map_err(RelayError::connect)?;
@@ -166,7 +168,7 @@ impl Relay {
             .unwrap_or_else(|_| Err(RelayError::timeout()))
     }
 
-    fn response(&self, connection: Connection, head: ResponseHead) -> http::Response<RelayBody> {
+    fn response(&self, connection: Connection, head: ResponseHead) -> RawResponse {
         let ResponseHead {
             status,
             version,
@@ -175,11 +177,7 @@ impl Relay {
             keep_alive,
         } = head;
         let body = RelayBody::new(Arc::clone(&self.pool), connection, framing, keep_alive);
-        let mut response = http::Response::new(body);
-        *response.status_mut() = status;
-        *response.version_mut() = version;
-        *response.headers_mut() = headers;
-        response
+        RawResponse::new(status, version, headers, ForwardBody::relay(body))
     }
 }
 
@@ -377,7 +375,7 @@ async fn write_streamed_body(
 struct ResponseHead {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    headers: RawHeaders,
     framing: body::Framing,
     keep_alive: bool,
 }
@@ -412,17 +410,22 @@ fn parse_response_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Opt
         } else {
             Version::HTTP_11
         };
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        let mut headers = RawHeaders::with_capacity(response.headers.len());
         let mut keep_alive = version == Version::HTTP_11;
         let mut length_header: Option<u64> = None;
         let mut chunked = false;
         let mut other_coding = false;
+        // Offsets into the head, which is taken off the buffer whole once
+        // the parser no longer borrows it.
+        let start = buffer.as_ptr() as usize;
+        let at = |slice: &[u8]| {
+            let from = (slice.as_ptr() as usize).saturating_sub(start);
+            (from, from + slice.len())
+        };
         for slot in response.headers.iter() {
-            let name = HeaderName::from_bytes(slot.name.as_bytes())
-                .map_err(|_| invalid(&format!("invalid response header name `{}`", slot.name)))?;
-            let value = HeaderValue::from_bytes(slot.value)
-                .map_err(|_| invalid(&format!("invalid value of response header `{name}`")))?;
-            if name == header::CONNECTION {
+            headers.push(at(slot.name.as_bytes()), at(slot.value));
+            let name = slot.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
                 for token in slot.value.split(|&byte| byte == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
@@ -431,12 +434,12 @@ fn parse_response_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Opt
                         keep_alive = true;
                     }
                 }
-            } else if name == header::TRANSFER_ENCODING {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // Only the last coding frames the message (RFC 9112 6.1).
                 let last = slot.value.rsplit(|&byte| byte == b',').next().unwrap_or_default();
                 chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
                 other_coding = !chunked;
-            } else if name == header::CONTENT_LENGTH {
+            } else if name.eq_ignore_ascii_case(b"content-length") {
                 let parsed = std::str::from_utf8(slot.value)
                     .ok()
                     .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
@@ -447,9 +450,8 @@ fn parse_response_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Opt
                 }
                 length_header = Some(parsed);
             }
-            headers.append(name, value);
         }
-        buffer.advance(length);
+        headers.seal(buffer.split_to(length).freeze());
         // RFC 9112 6.3: no body after HEAD, 204 or 304; chunked wins over a
         // length; another coding, or neither, runs to the end of the
         // connection.

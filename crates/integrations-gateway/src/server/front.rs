@@ -16,9 +16,8 @@ use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{Method, Request, Response, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
@@ -67,9 +66,34 @@ pub(crate) async fn serve(
             Next::Closed => return,
         };
         let close = request.close || *stop.borrow();
-        let head_only = request.method == Method::HEAD;
-        let response = app.proxy_on_connection(request.into_http(), &mut front.accepted).await;
-        if let Err(error) = front.write_response(response, head_only, close).await {
+        let head_only = request.incoming.method == Method::HEAD;
+        let ProxyRequest {
+            incoming,
+            authorization,
+            close: _,
+        } = request;
+        let written = match app
+            .relay_on_connection(incoming, authorization, &mut front.accepted)
+            .await
+        {
+            proxy::Answer::Upstream(relayed) => {
+                let headers = relayed.headers.iter().map(|(name, value)| (name.as_bytes(), value));
+                front
+                    .write_response(relayed.status, headers, relayed.body, head_only, close)
+                    .await
+            }
+            proxy::Answer::Gateway(refused) => {
+                let (parts, body) = refused.into_parts();
+                let headers = parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+                front
+                    .write_response(parts.status, headers, body, head_only, close)
+                    .await
+            }
+        };
+        if let Err(error) = written {
             tracing::debug!(%error, "connection ended while answering");
             return;
         }
@@ -129,22 +153,11 @@ enum Next {
 
 /// A proxy request read whole.
 struct ProxyRequest {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    incoming: proxy::Incoming,
+    /// The API key, apart from the headers that are forwarded.
+    authorization: Option<HeaderValue>,
     /// The client asked to close the connection after the response.
     close: bool,
-}
-
-impl ProxyRequest {
-    fn into_http(self) -> Request<Body> {
-        let mut request = Request::new(Body::from(self.body));
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.headers_mut() = self.headers;
-        request
-    }
 }
 
 /// A request head the front takes, and the length of its body.
@@ -208,15 +221,25 @@ impl Front {
             }
         }
         self.buffer.advance(head_length);
-        request.body = self.buffer.split_to(body_length).freeze();
+        request.incoming.body = self.buffer.split_to(body_length).freeze();
         Next::Proxy(request)
     }
 
-    /// Writes `response` with its own framing: `Content-Length` when its
-    /// size is known, chunked otherwise. Small bodies go in the head's write.
-    async fn write_response(&mut self, response: Response<Body>, head_only: bool, close: bool) -> io::Result<()> {
-        let (parts, mut body) = response.into_parts();
-        let status = parts.status;
+    /// Writes a response with its own framing: `Content-Length` when the
+    /// body's size is known, chunked otherwise. Small bodies go in the
+    /// head's write. Hop-by-hop headers are not written.
+    async fn write_response<'h, B>(
+        &mut self,
+        status: StatusCode,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+        mut body: B,
+        head_only: bool,
+        close: bool,
+    ) -> io::Result<()>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let bodiless = head_only
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -230,33 +253,23 @@ impl Front {
         out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut dated = false;
-        for (name, value) in &parts.headers {
+        for (name, value) in headers {
             // The framing is the front's own; a HEAD response keeps the
             // length the GET would have.
-            let framing = *name == header::CONTENT_LENGTH && !head_only
-                || *name == header::TRANSFER_ENCODING
-                || *name == header::CONNECTION;
+            let framing = !head_only && name.eq_ignore_ascii_case(b"content-length") || proxy::is_hop_by_hop(name);
             if framing {
                 continue;
             }
-            dated |= *name == header::DATE;
-            write_header(out, name, value.as_bytes());
+            dated |= name.eq_ignore_ascii_case(b"date");
+            write_header(out, name, value);
         }
         if !dated {
-            write_header(
-                out,
-                &header::DATE,
-                httpdate::fmt_http_date(SystemTime::now()).as_bytes(),
-            );
+            write_header(out, b"date", httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         }
         let chunked = !bodiless && length.is_none();
         if bodiless {
         } else if let Some(length) = length {
-            write_header(
-                out,
-                &header::CONTENT_LENGTH,
-                itoa::Buffer::new().format(length).as_bytes(),
-            );
+            write_header(out, b"content-length", itoa::Buffer::new().format(length).as_bytes());
         } else {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
@@ -321,8 +334,8 @@ impl Front {
     }
 }
 
-fn write_header(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
-    out.extend_from_slice(name.as_str().as_bytes());
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -353,6 +366,7 @@ fn parse(buffer: &[u8]) -> Parsed {
         return Parsed::Other;
     }
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut authorization = None;
     let mut body_length = None;
     let mut close = false;
     for slot in parsed.headers.iter() {
@@ -385,17 +399,25 @@ fn parse(buffer: &[u8]) -> Parsed {
                 }
             }
         }
-        headers.append(name, value);
+        // The API key and hop-by-hop headers are the gateway's, not
+        // forwarded; a second key is hyper's to refuse.
+        if name == header::AUTHORIZATION {
+            if authorization.replace(value).is_some() {
+                return Parsed::Other;
+            }
+        } else if !proxy::is_hop_by_hop(name.as_str().as_bytes()) {
+            headers.append(name, value);
+        }
     }
-    let Ok(uri) = Uri::try_from(target) else {
-        return Parsed::Other;
-    };
     Parsed::Proxy(Head {
         request: ProxyRequest {
-            method,
-            uri,
-            headers,
-            body: Bytes::new(),
+            incoming: proxy::Incoming {
+                method,
+                target: target.to_owned(),
+                headers,
+                body: Bytes::new(),
+            },
+            authorization,
             close,
         },
         head_length,
