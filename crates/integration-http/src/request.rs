@@ -396,7 +396,7 @@ where
                     .then(|| {
                         inner
                             .retry
-                            .after_response(response.status(), response.retry_after(), method, attempt, started)
+                            .after_response(response.status(), || response.retry_after(), method, attempt, started)
                     })
                     .flatten();
                 let Some(wait) = wait else {

@@ -25,11 +25,13 @@ impl Retry {
         }
     }
 
-    /// The wait before retrying after `response`, or `None` to return it.
-    pub(crate) fn after_response(
+    /// The wait before retrying after a response with `status`, or `None`
+    /// to return it; `retry_after` gives its `Retry-After` value, looked up
+    /// only when the status makes it count.
+    pub(crate) fn after_response<'r>(
         &self,
         status: StatusCode,
-        retry_after: Option<&[u8]>,
+        retry_after: impl FnOnce() -> Option<&'r [u8]>,
         method: &Method,
         attempt: u32,
         started: Instant,
@@ -45,7 +47,7 @@ impl Retry {
             return None;
         }
         let honours_retry_after = matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
-        let wait = match honours_retry_after.then(|| retry_after.and_then(wait_of)).flatten() {
+        let wait = match honours_retry_after.then(|| retry_after().and_then(wait_of)).flatten() {
             Some(wait) => wait,
             None => self.backoff(attempt),
         };

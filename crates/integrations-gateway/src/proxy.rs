@@ -34,7 +34,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// The index of `name` in [`HOP_BY_HOP`], if it is one: a `match`, which
 /// compiles to a switch on the length before any bytes are compared.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+pub(crate) fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     Some(match name.as_str() {
         "connection" => 0,
         "keep-alive" => 1,
@@ -203,11 +203,20 @@ async fn upstream(
     Ok(account.request(method.clone(), &target).headers(headers))
 }
 
-/// Whether `name`, in any case, is a hop-by-hop header.
+/// Whether `name`, in any case, is a hop-by-hop header: its length picks
+/// the one or two names it is compared with.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|hop| hop.as_str().len() == name.len() && hop.as_str().as_bytes().eq_ignore_ascii_case(name))
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        4 => &[b"host"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|candidate| name.eq_ignore_ascii_case(candidate))
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -232,6 +241,8 @@ mod tests {
     fn hop_by_hop_names_are_recognised() {
         for (index, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name), Some(index), "{name}");
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(is_hop_by_hop(name.as_str().to_ascii_uppercase().as_bytes()), "{name}");
         }
         for name in [
             header::AUTHORIZATION,
@@ -240,6 +251,7 @@ mod tests {
             HeaderName::from_static("x-host"),
         ] {
             assert_eq!(hop_by_hop_index(&name), None, "{name}");
+            assert!(!is_hop_by_hop(name.as_str().as_bytes()), "{name}");
         }
     }
 

@@ -103,15 +103,18 @@ impl RawHeaders {
         raw
     }
 
-    /// The headers in the order they came: name as sent, value.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> {
-        self.lines.iter().map(|line| (self.name(line), self.slice(line.value)))
+    /// The headers in the order they came: name as sent (a token: ASCII),
+    /// value.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .iter()
+            .map(|line| (self.slice(line.name), self.slice(line.value)))
     }
 
     /// The value of the first header called `name`, whatever its case.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, value)| value)
     }
 
@@ -130,7 +133,8 @@ impl RawHeaders {
         let mut headers = HeaderMap::with_capacity(self.len());
         for line in &self.lines {
             let name = HeaderName::from_bytes(self.slice(line.name)).map_err(|_| {
-                Error::new(ErrorKind::Transport, "invalid response header name").with_context("header", self.name(line))
+                Error::new(ErrorKind::Transport, "invalid response header name")
+                    .with_context("header", String::from_utf8_lossy(self.slice(line.name)))
             })?;
             let value = HeaderValue::from_maybe_shared(self.head.slice_ref(self.slice(line.value))).map_err(|_| {
                 Error::new(ErrorKind::Transport, "invalid response header value").with_context("header", name.as_str())
@@ -138,11 +142,6 @@ impl RawHeaders {
             headers.append(name, value);
         }
         Ok(headers)
-    }
-
-    fn name(&self, line: &Line) -> &str {
-        // A token, so ASCII: checked when the head was parsed.
-        std::str::from_utf8(self.slice(line.name)).unwrap_or_default()
     }
 
     fn slice(&self, (start, end): (u32, u32)) -> &[u8] {
@@ -158,7 +157,7 @@ fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
 impl fmt::Debug for RawHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.lines.iter().map(|line| self.name(line)))
+            .entries(self.iter().map(|(name, _)| String::from_utf8_lossy(name)))
             .finish()
     }
 }

@@ -77,7 +77,7 @@ pub(crate) async fn serve(
             .await
         {
             proxy::Answer::Upstream(relayed) => {
-                let headers = relayed.headers.iter().map(|(name, value)| (name.as_bytes(), value));
+                let headers = relayed.headers.iter();
                 front
                     .write_response(relayed.status, headers, relayed.body, head_only, close)
                     .await
@@ -405,7 +405,7 @@ fn parse(buffer: &[u8]) -> Parsed {
             if authorization.replace(value).is_some() {
                 return Parsed::Other;
             }
-        } else if !proxy::is_hop_by_hop(name.as_str().as_bytes()) {
+        } else if proxy::hop_by_hop_index(&name).is_none() {
             headers.append(name, value);
         }
     }
