@@ -394,9 +394,13 @@ where
             Ok(response) => {
                 let wait = replayable
                     .then(|| {
-                        inner
-                            .retry
-                            .after_response(response.status(), || response.retry_after(), method, attempt, started)
+                        inner.retry.after_response(
+                            response.status(),
+                            || response.retry_after(),
+                            method,
+                            attempt,
+                            started,
+                        )
                     })
                     .flatten();
                 let Some(wait) = wait else {

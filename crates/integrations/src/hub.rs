@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use integration_core::definition::{Auth, Integration};
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, NewAccount, Result};
 use integration_http::{AccountClient, Authenticator, HttpClient};
+use rustc_hash::FxHashMap;
 use thread_local::ThreadLocal;
 
 /// The most accounts a thread keeps copies of; past it, its copies are
@@ -236,7 +237,9 @@ impl Integrations {
 #[derive(Debug, Default)]
 struct ThreadClients {
     generation: u64,
-    clients: HashMap<AccountId, AccountClient>,
+    /// FxHash: only accounts that exist are in it, so a caller picking ids
+    /// cannot fill it with colliding keys.
+    clients: FxHashMap<AccountId, AccountClient>,
 }
 
 impl ThreadClients {

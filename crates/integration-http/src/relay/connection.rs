@@ -2,7 +2,6 @@
 //! of idle ones.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use rustc_hash::FxHashMap;
 use rustls::pki_types::ServerName;
 use thread_local::ThreadLocal;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -108,7 +108,9 @@ impl Connection {
 }
 
 /// Idle connections of one thread, by authority: plain ones, then TLS ones.
-type Idle = RefCell<[HashMap<Box<str>, Vec<Connection>>; 2]>;
+// FxHash rather than SipHash: the keys are the origins this process sends
+// to, not values a remote party picks.
+type Idle = RefCell<[FxHashMap<Box<str>, Vec<Connection>>; 2]>;
 
 /// Opens connections and keeps idle ones, per thread.
 pub(crate) struct Pool {

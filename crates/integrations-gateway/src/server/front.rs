@@ -365,7 +365,9 @@ fn parse(buffer: &[u8]) -> Parsed {
     if !proxy::FORWARDED.contains(&method) {
         return Parsed::Other;
     }
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Allocated at the first forwarded header: many requests have none
+    // beyond `Host` and the API key.
+    let mut headers = HeaderMap::new();
     let mut authorization = None;
     let mut body_length = None;
     let mut close = false;
