@@ -222,12 +222,12 @@ impl AccountClient {
     /// Resolves `url` and checks that credentials may go there.
     pub fn resolve(&self, url: &str) -> Result<Url> {
         let inner = &self.inner;
-        let is_absolute = url.split_once("://").is_some_and(|(scheme, _)| {
-            !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        });
+        // A scheme, then `://`.
+        let scheme = url
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            .count();
+        let is_absolute = scheme > 0 && url[scheme..].starts_with("://");
         if !is_absolute {
             return self.join(url);
         }

@@ -372,12 +372,10 @@ fn parse(buffer: &[u8]) -> Parsed {
     let mut body_length = None;
     let mut close = false;
     for slot in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(slot.name.as_bytes()),
-            HeaderValue::from_bytes(slot.value),
-        ) else {
+        let Ok(name) = HeaderName::from_bytes(slot.name.as_bytes()) else {
             return Parsed::Other;
         };
+        let hop_by_hop = proxy::hop_by_hop_index(&name).is_some();
         if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
             return Parsed::Other;
         }
@@ -403,11 +401,17 @@ fn parse(buffer: &[u8]) -> Parsed {
         }
         // The API key and hop-by-hop headers are the gateway's, not
         // forwarded; a second key is hyper's to refuse.
+        if hop_by_hop {
+            continue;
+        }
+        let Ok(value) = HeaderValue::from_bytes(slot.value) else {
+            return Parsed::Other;
+        };
         if name == header::AUTHORIZATION {
             if authorization.replace(value).is_some() {
                 return Parsed::Other;
             }
-        } else if proxy::hop_by_hop_index(&name).is_none() {
+        } else {
             headers.append(name, value);
         }
     }
