@@ -346,11 +346,20 @@ impl AttemptHeaders<'_> {
             .chain(credential)
     }
 
-    /// The first value of `name`.
+    /// The first value of `name`, as [`iter`](Self::iter) gives it: the
+    /// request's own, else the credential's, else a request parameter's.
     pub(crate) fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
-        self.iter()
-            .find(|(candidate, _)| *candidate == name)
-            .map(|(_, value)| value)
+        if let Some(value) = self.own.get(name) {
+            return Some(value);
+        }
+        match &self.credential {
+            Some((credential, value)) if credential == name => Some(value),
+            _ => self
+                .parameters
+                .iter()
+                .find(|(parameter, _)| parameter == name)
+                .map(|(_, value)| value),
+        }
     }
 
     fn to_map(&self) -> HeaderMap {
@@ -532,5 +541,44 @@ impl fmt::Debug for RequestBuilder {
             .field("method", &self.method)
             .field("host", &self.url.as_ref().ok().and_then(Url::host_str))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_header_is_looked_up_as_it_is_sent() {
+        let x_a = HeaderName::from_static("x-a");
+        let x_b = HeaderName::from_static("x-b");
+        let parameters = [
+            (x_a.clone(), HeaderValue::from_static("parameter-a")),
+            (x_b.clone(), HeaderValue::from_static("parameter-b")),
+            (
+                reqwest::header::AUTHORIZATION,
+                HeaderValue::from_static("parameter-auth"),
+            ),
+        ];
+        let mut own = HeaderMap::new();
+        own.append(x_a.clone(), HeaderValue::from_static("own-a"));
+        own.append(x_a.clone(), HeaderValue::from_static("own-a2"));
+        let headers = AttemptHeaders {
+            parameters: &parameters,
+            own: &own,
+            credential: Some((reqwest::header::AUTHORIZATION, HeaderValue::from_static("credential"))),
+        };
+        for name in [
+            x_a,
+            x_b,
+            reqwest::header::AUTHORIZATION,
+            HeaderName::from_static("x-none"),
+        ] {
+            let first_sent = headers
+                .iter()
+                .find(|(candidate, _)| **candidate == name)
+                .map(|(_, value)| value);
+            assert_eq!(headers.get(&name), first_sent, "{name}");
+        }
     }
 }

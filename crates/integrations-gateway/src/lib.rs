@@ -124,16 +124,16 @@ async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if presents_a_key(&state, request.headers().get(AUTHORIZATION)) {
+    if presents_a_key(&state, request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes)) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::unauthorized())
     }
 }
 
-fn presents_a_key(state: &AppState, authorization: Option<&HeaderValue>) -> bool {
+fn presents_a_key(state: &AppState, authorization: Option<&[u8]>) -> bool {
     authorization
-        .and_then(|value| value.to_str().ok())
+        .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .is_some_and(|key| state.keys.accepts(key.trim()))
 }
@@ -159,7 +159,10 @@ impl Gateway {
 
     /// A proxy request, its API key checked.
     pub(crate) async fn proxy(&self, request: Request) -> Response {
-        if !presents_a_key(&self.state, request.headers().get(AUTHORIZATION)) {
+        if !presents_a_key(
+            &self.state,
+            request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
+        ) {
             return ApiError::unauthorized().into_response();
         }
         proxy::forward(&self.state, request).await.into_response()
@@ -174,23 +177,26 @@ impl Gateway {
     pub(crate) fn relay_on_connection<'a>(
         &'a self,
         incoming: proxy::Incoming,
-        authorization: Option<HeaderValue>,
+        authorization: Option<&[u8]>,
         accepted: &mut Option<AcceptedKey>,
     ) -> impl Future<Output = proxy::Answer> + Send + use<'a> {
         let generation = self.state.keys.generation();
         // Not constant-time: the header is compared with what this same
         // connection sent before, never with a stored key.
         let known = matches!(
-            (&*accepted, &authorization),
+            (&*accepted, authorization),
             (Some(accepted), Some(presented)) if accepted.generation == generation && accepted.header == presented
         );
         if !known {
-            if !presents_a_key(&self.state, authorization.as_ref()) {
+            if !presents_a_key(&self.state, authorization) {
                 return Either::Left(std::future::ready(proxy::Answer::Gateway(
                     ApiError::unauthorized().into_response(),
                 )));
             }
-            *accepted = authorization.map(|header| AcceptedKey { header, generation });
+            *accepted = authorization.map(|header| AcceptedKey {
+                header: header.to_vec(),
+                generation,
+            });
         }
         Either::Right(proxy::relay(&self.state, incoming).map(|relayed| match relayed {
             Ok(response) => proxy::Answer::Upstream(response),
@@ -224,7 +230,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gateway 
 /// through with, and the generation of the keys it was checked against.
 /// Not `Debug`: the header is an API key.
 pub(crate) struct AcceptedKey {
-    header: axum::http::HeaderValue,
+    header: Vec<u8>,
     generation: u64,
 }
 

@@ -47,7 +47,7 @@ const MAX_HEADERS: usize = 128;
 
 /// Headers the transport writes itself, or that describe one connection
 /// (RFC 9110 7.6.1): a caller's are not sent.
-const MANAGED: [HeaderName; 6] = [
+static MANAGED: [HeaderName; 6] = [
     header::CONNECTION,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,

@@ -54,6 +54,7 @@ pub(crate) async fn serve(
         buffer: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(READ_SIZE),
         accepted: None,
+        presented: Vec::new(),
         head_deadline: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
     };
     // One future for the whole connection, rather than one made and
@@ -72,10 +73,8 @@ pub(crate) async fn serve(
             authorization,
             close: _,
         } = request;
-        let written = match app
-            .relay_on_connection(incoming, authorization, &mut front.accepted)
-            .await
-        {
+        let presented = authorization.then_some(&front.presented[..]);
+        let written = match app.relay_on_connection(incoming, presented, &mut front.accepted).await {
             proxy::Answer::Upstream(relayed) => {
                 let headers = relayed.headers.iter();
                 front
@@ -136,6 +135,9 @@ struct Front {
     /// connection, moved on for each request.
     head_deadline: Pin<Box<Sleep>>,
     accepted: Option<AcceptedKey>,
+    /// The `Authorization` value of the request being answered: kept here,
+    /// not copied into a header value, as it is compared, not forwarded.
+    presented: Vec<u8>,
 }
 
 /// What the connection sent next.
@@ -154,8 +156,9 @@ enum Next {
 /// A proxy request read whole.
 struct ProxyRequest {
     incoming: proxy::Incoming,
-    /// The API key, apart from the headers that are forwarded.
-    authorization: Option<HeaderValue>,
+    /// Whether it has an `Authorization` header, kept in
+    /// [`Front::presented`] apart from the headers that are forwarded.
+    authorization: bool,
     /// The client asked to close the connection after the response.
     close: bool,
 }
@@ -188,7 +191,7 @@ impl Front {
         self.head_deadline.as_mut().reset(Instant::now() + header_read_timeout);
         let head = loop {
             if !self.buffer.is_empty() {
-                match parse(&self.buffer) {
+                match parse(&self.buffer, &mut self.presented) {
                     Parsed::Proxy(head) => break head,
                     Parsed::Other => return Next::Other,
                     Parsed::Partial if self.buffer.len() >= MAX_HEAD => return Next::Other,
@@ -342,7 +345,8 @@ fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Reads a request head at the front of `buffer`, if the front takes it.
-fn parse(buffer: &[u8]) -> Parsed {
+/// An `Authorization` value is put in `presented`.
+fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
     // Left uninitialised: zeroing them costs more than parsing a head.
     let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -368,7 +372,7 @@ fn parse(buffer: &[u8]) -> Parsed {
     // Allocated at the first forwarded header: many requests have none
     // beyond `Host` and the API key.
     let mut headers = HeaderMap::new();
-    let mut authorization = None;
+    let mut authorization = false;
     let mut body_length = None;
     let mut close = false;
     for slot in parsed.headers.iter() {
@@ -404,16 +408,19 @@ fn parse(buffer: &[u8]) -> Parsed {
         if hop_by_hop {
             continue;
         }
+        if name == header::AUTHORIZATION {
+            if authorization {
+                return Parsed::Other;
+            }
+            authorization = true;
+            presented.clear();
+            presented.extend_from_slice(slot.value);
+            continue;
+        }
         let Ok(value) = HeaderValue::from_bytes(slot.value) else {
             return Parsed::Other;
         };
-        if name == header::AUTHORIZATION {
-            if authorization.replace(value).is_some() {
-                return Parsed::Other;
-            }
-        } else {
-            headers.append(name, value);
-        }
+        headers.append(name, value);
     }
     Parsed::Proxy(Head {
         request: ProxyRequest {
