@@ -132,16 +132,7 @@ async fn a_forgotten_account_is_read_again_on_every_thread() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&server)
         .await;
-    let definitions = format!(
-        r#"
-        [[integration]]
-        key = "crm"
-        name = "CRM"
-        base_url = "{uri}"
-        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
-        "#,
-        uri = server.uri()
-    );
+    let definitions = retrying_definition(&server.uri(), "max_attempts = 1");
     // Three threads, each with a runtime of its own (and so a connection
     // pool of its own), send a request before and after the change.
     let http = HttpClient::with_pool_per_thread().expect("client");
