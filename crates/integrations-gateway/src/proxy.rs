@@ -145,7 +145,9 @@ pub(crate) async fn forward(state: &AppState, request: Request) -> Result<Respon
 /// A proxy request the front read whole, its API key already checked.
 pub(crate) struct Incoming {
     pub(crate) method: Method,
-    /// As the client sent it: `/v1/accounts/{id}/proxy/{path}?{query}`.
+    pub(crate) account: AccountId,
+    /// Relative to the integration's `base_url`: `/{path}?{query}` of
+    /// `/v1/accounts/{id}/proxy/{path}?{query}`, as the client sent it.
     pub(crate) target: String,
     /// End-to-end headers only: no hop-by-hop header and no API key.
     pub(crate) headers: HeaderMap,
@@ -165,16 +167,13 @@ pub(crate) enum Answer {
 pub(crate) async fn relay(state: &AppState, incoming: Incoming) -> Result<RawResponse, ApiError> {
     let Incoming {
         method,
+        account,
         target,
         headers,
         body,
     } = incoming;
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target.as_str(), None),
-    };
-    let (id, path) = split(path).ok_or_else(|| ApiError::invalid("not a proxy path"))?;
-    let mut upstream = upstream(state, &method, id, path, query, headers).await?;
+    let account = state.integrations.account(&account).await?;
+    let mut upstream = account.request(method, &target).headers(headers);
     if !body.is_empty() {
         upstream = upstream.body(body);
     }
@@ -193,6 +192,13 @@ async fn upstream(
 ) -> Result<RequestBuilder, ApiError> {
     let id = AccountId::new(id)?;
     let account = state.integrations.account(&id).await?;
+    Ok(account
+        .request(method.clone(), &upstream_target(path, query))
+        .headers(headers))
+}
+
+/// `/{path}?{query}`: the target relative to the integration's `base_url`.
+pub(crate) fn upstream_target(path: &str, query: Option<&str>) -> String {
     let mut target = String::with_capacity(path.len() + query.map_or(0, |query| query.len() + 1) + 1);
     target.push('/');
     target.push_str(path);
@@ -200,7 +206,7 @@ async fn upstream(
         target.push('?');
         target.push_str(query);
     }
-    Ok(account.request(method.clone(), &target).headers(headers))
+    target
 }
 
 /// Whether `name`, in any case, is a hop-by-hop header: its length picks

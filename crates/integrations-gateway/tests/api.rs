@@ -502,6 +502,16 @@ async fn the_proxy_forwards_through_the_account_both_ways() {
         .await
         .expect("missing");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let invalid = gateway
+        .http
+        .get(format!("{}/v1/accounts/bad%20id/proxy/x", gateway.base))
+        .bearer_auth(&gateway.key)
+        .send()
+        .await
+        .expect("invalid");
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = invalid.json().await.expect("error body");
+    assert_eq!(body["error"]["kind"], "invalid_input", "{body}");
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
+use integrations::AccountId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -359,10 +360,17 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
     let (Some(1), Some(target), Some(method)) = (parsed.version, parsed.path, parsed.method) else {
         return Parsed::Other;
     };
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    if proxy::split(path).is_none() {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    // An invalid account id is hyper's to refuse, as any other request.
+    let Some((account, path)) = proxy::split(path) else {
         return Parsed::Other;
-    }
+    };
+    let Ok(account) = AccountId::new(account) else {
+        return Parsed::Other;
+    };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Other;
     };
@@ -426,7 +434,8 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
         request: ProxyRequest {
             incoming: proxy::Incoming {
                 method,
-                target: target.to_owned(),
+                account,
+                target: proxy::upstream_target(path, query),
                 headers,
                 body: Bytes::new(),
             },
