@@ -33,7 +33,8 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// The index of `name` in [`HOP_BY_HOP`], if it is one: a `match`, which
-/// compiles to a switch on the length before any bytes are compared.
+/// compiles to a switch on the length before any bytes are compared. Kept
+/// in step with the list, as [`is_hop_by_hop`] is, by the tests below.
 pub(crate) fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     Some(match name.as_str() {
         "connection" => 0,
@@ -209,7 +210,7 @@ pub(crate) fn upstream_target(path: &str, query: Option<&str>) -> String {
     target
 }
 
-/// Whether `name`, in any case, is a hop-by-hop header: its length picks
+/// Whether `name`, in any case, is one of [`HOP_BY_HOP`]: its length picks
 /// the one or two names it is compared with.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     let candidates: &[&[u8]] = match name.len() {
