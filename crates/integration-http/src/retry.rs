@@ -111,8 +111,7 @@ pub(crate) enum FailureKind {
     Exchange,
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-/// The wait a `Retry-After` value asks for: seconds or a date.
+/// The wait a `Retry-After` value asks for: seconds or an HTTP date.
 fn wait_of(retry_after: &[u8]) -> Option<Duration> {
     let value = std::str::from_utf8(retry_after).ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
