@@ -1,12 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+mod group_commit;
+
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 use serde_json::Error as JsonError;
+
+use crate::group_commit::{FlushError, GroupCommit};
 
 const ACCOUNTS_TREE: &str = "accounts.v1";
 const PENDING_TREE: &str = "pending_authorizations.v1";
@@ -17,9 +22,9 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Accounts and pending authorizations in a sled database.
 #[derive(Clone)]
 pub struct SledStorage {
-    db: sled::Db,
     accounts: sled::Tree,
     pending: sled::Tree,
+    group_commit: Arc<GroupCommit>,
 }
 
 impl SledStorage {
@@ -70,16 +75,22 @@ impl SledStorage {
         let pending = db
             .open_tree(PENDING_TREE)
             .map_err(|error| storage_error("cannot open the pending authorizations tree", error))?;
-        Ok(Self { db, accounts, pending })
+        let group_commit =
+            GroupCommit::start(db).map_err(|error| storage_error("cannot start the sled flusher thread", error))?;
+        Ok(Self {
+            accounts,
+            pending,
+            group_commit: Arc::new(group_commit),
+        })
     }
 
-    /// Makes every acknowledged write durable before returning.
+    /// Makes every write this task made durable before returning, batched
+    /// with the concurrent writers' into one flush.
     async fn flush(&self) -> Result<()> {
-        self.db
-            .flush_async()
-            .await
-            .map(drop)
-            .map_err(|error| storage_error("cannot flush the sled database", error))
+        self.group_commit.flush().await.map_err(|error| match error {
+            FlushError::Sled(error) => storage_error("cannot flush the sled database", error),
+            FlushError::Stopped => Error::new(ErrorKind::Storage, "the sled flusher thread has stopped"),
+        })
     }
 }
 
