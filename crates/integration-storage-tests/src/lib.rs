@@ -10,10 +10,16 @@ use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Sw
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, AccountStatus, ErrorKind};
 
+pub mod stress;
+
+pub use stress::Layout;
+
 #[doc(hidden)]
 pub use tokio as __tokio;
 
-/// Generates one `#[tokio::test]` per behavior of the `Storage` contract.
+/// Generates one `#[tokio::test]` per behavior of the `Storage` contract,
+/// and one per [`stress`] behavior and [`Layout`], in modules
+/// `stress_on_a_threaded_runtime` and `stress_on_a_runtime_per_worker`.
 ///
 /// `$factory` is a closure returning a future of a fresh, empty store
 /// (`Arc<impl Storage>`).
@@ -46,6 +52,39 @@ macro_rules! conformance_tests {
                 $crate::$name(storage).await;
             }
         )*
+
+        /// The stress behaviors with tasks on one multi-threaded runtime.
+        mod stress_on_a_threaded_runtime {
+            #[allow(unused_imports, reason = "the factory may name the backend's imports")]
+            use super::*;
+            $crate::conformance_tests!(@stress $factory; $crate::stress::Layout::Threaded);
+        }
+
+        /// The stress behaviors on the gateway's layout: a single-threaded
+        /// runtime per worker thread, all sharing one store.
+        mod stress_on_a_runtime_per_worker {
+            #[allow(unused_imports, reason = "the factory may name the backend's imports")]
+            use super::*;
+            $crate::conformance_tests!(@stress $factory; $crate::stress::Layout::RuntimePerWorker { workers: 4 });
+        }
+    };
+    (@stress $factory:expr; $layout:expr) => {
+        $crate::conformance_tests!(@stress $factory; $layout;
+            concurrent_inserts_all_land,
+            concurrent_swaps_on_one_account_win_once_per_revision,
+            concurrent_swaps_on_many_accounts_all_land,
+            concurrent_pending_authorization_writers_all_land,
+        );
+    };
+    (@stress $factory:expr; $layout:expr; $($name:ident,)*) => {
+        $(
+            #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let factory = $factory;
+                let storage = factory().await;
+                $crate::stress::$name(storage, $layout).await;
+            }
+        )*
     };
 }
 
@@ -71,6 +110,12 @@ where
     duplicate_pending_state_is_refused(factory().await).await;
     expired_pending_authorizations_are_deleted_and_others_kept(factory().await).await;
     sealed_secrets_round_trip_byte_for_byte(factory().await).await;
+    for layout in [Layout::Threaded, Layout::RuntimePerWorker { workers: 4 }] {
+        stress::concurrent_inserts_all_land(factory().await, layout).await;
+        stress::concurrent_swaps_on_one_account_win_once_per_revision(factory().await, layout).await;
+        stress::concurrent_swaps_on_many_accounts_all_land(factory().await, layout).await;
+        stress::concurrent_pending_authorization_writers_all_land(factory().await, layout).await;
+    }
 }
 
 /// A sample account record with sealed-looking bytes.
