@@ -201,14 +201,14 @@ fn spawn(command: &mut Command) -> Result<Child, String> {
         .map_err(|e| format!("cannot start {command:?}: {e}"))
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .map_err(|e| e.to_string())
 }
 
-fn wait_for(port: u16) -> Result<(), String> {
+pub(crate) fn wait_for(port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -219,7 +219,7 @@ fn wait_for(port: u16) -> Result<(), String> {
     Err(format!("nothing listens on port {port}"))
 }
 
-fn field(text: &str, label: &str) -> Option<String> {
+pub(crate) fn field(text: &str, label: &str) -> Option<String> {
     text.lines()
         .find_map(|line| line.trim().strip_prefix(label))
         .map(|value| value.trim().to_owned())

@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the checks CI runs, benchmarks and generated files.
 
 mod bench_proxy;
+mod bench_writes;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ tasks:
   bench    every criterion benchmark (pass a filter after `--` to narrow it)
   bench-proxy  wrk load through the gateway's proxy, straight to the upstream,
            and through nginx adding the same header (needs wrk and nginx)
+  bench-writes [--compare BINARY]
+           accounts created per second through the gateway on sled with
+           1, 4, 16 and 64 clients, beside another build if given (needs wrk)
   schema   regenerate docs/definition.schema.json from the definition model";
 
 fn main() -> ExitCode {
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("schema") => schema(),
         Some("bench-proxy") => bench_proxy::run(&root()),
+        Some("bench-writes") => bench_writes::run(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
