@@ -110,6 +110,9 @@ pub enum Swap {
 /// - Sealed secrets come back byte for byte as they were stored.
 /// - An acknowledged write survives the process being killed right after
 ///   (for backends that persist at all).
+/// - Many concurrent writers of every kind (inserts, swaps on one account or
+///   on many, pending authorizations), on one multi-threaded runtime or on a
+///   single-threaded runtime per thread, all finish: no write waits forever.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Stores a new account.
