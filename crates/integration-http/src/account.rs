@@ -264,6 +264,16 @@ impl AccountClient {
             Some((path, query)) => (path, Some(query)),
             None => (rest, None),
         };
+        if has_dot_segment(path) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the path `{path}` has a `.` or `..` segment (in any encoding, or after a `\\`): \
+                     it could leave the base URL's path, so it is refused"
+                ),
+            )
+            .with_context("account", &self.inner.account));
+        }
         let mut url = base.clone();
         if !path.is_empty() {
             let base_path = base.path().trim_end_matches('/');
@@ -365,4 +375,18 @@ impl fmt::Debug for AccountClient {
             .field("authenticator", &self.inner.authenticator)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `path` has a `.` or `..` segment as a URL parser or a server
+/// could read it: after percent-decoding, with `\` taken as `/` (as the
+/// WHATWG URL parser does for http and https).
+fn has_dot_segment(path: &str) -> bool {
+    // The common path has no dot and no escape: nothing to decode.
+    if !path.bytes().any(|byte| byte == b'.' || byte == b'%') {
+        return false;
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode(path.as_bytes()).collect();
+    decoded
+        .split(|&byte| byte == b'/' || byte == b'\\')
+        .any(|segment| segment == b"." || segment == b"..")
 }

@@ -1195,3 +1195,48 @@ async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
         "closed after the response"
     );
 }
+
+/// `..` in a proxied path, in any form, is answered 400 on the front's fast
+/// path and on hyper's.
+#[tokio::test]
+async fn dot_segments_in_a_proxied_path_are_refused_on_both_paths() {
+    use integrations::http::HttpClient;
+    use tokio::io::AsyncWriteExt;
+
+    let upstream = echoing_upstream().await;
+    let (integrations, keys, key, _dir) =
+        weather_account(&upstream, HttpClient::with_pool_per_thread().expect("http client")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+    });
+    tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+    let auth = format!("Authorization: Bearer {key}\r\n");
+    for path in [
+        "../../other-tenant/x",
+        "%2e%2e/%2E%2E/other-tenant/x",
+        "..\\..\\other-tenant\\x",
+        "a/./b",
+    ] {
+        // A plain GET is the front's; a chunked body hands it to hyper.
+        for (which, extra) in [
+            ("the front", String::new()),
+            ("hyper", "Transfer-Encoding: chunked\r\n".to_owned()),
+        ] {
+            let body = if extra.is_empty() { "" } else { "0\r\n\r\n" };
+            let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+            let request = format!(
+                "GET /v1/accounts/w1/proxy/{path} HTTP/1.1\r\nHost: g\r\n{auth}{extra}Connection: close\r\n\r\n{body}"
+            );
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut buffer = Vec::new();
+            let (status, _, body) = read_response(&mut stream, &mut buffer, false).await;
+            assert_eq!(status, 400, "{which}, {path}: {body}");
+            assert!(body.contains("segment"), "{which}, {path}: {body}");
+            assert!(!body.contains("token-s3cret"), "{body}");
+        }
+    }
+}
