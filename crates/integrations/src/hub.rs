@@ -41,9 +41,9 @@ pub struct Integrations {
     definitions: Arc<Definitions>,
     store: AccountStore,
     http: HttpClient,
-    clients: Mutex<HashMap<AccountId, AccountClient>>,
+    clients: Mutex<SharedClients>,
     /// Moves on whenever an account leaves `clients`: threads drop copies
-    /// made before.
+    /// made before, and a compilation that began before is not kept.
     generation: AtomicU64,
     per_thread: ThreadLocal<RefCell<ThreadClients>>,
     #[cfg(feature = "sftp")]
@@ -62,7 +62,7 @@ impl Integrations {
             definitions: Arc::new(definitions),
             store,
             http,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(SharedClients::default()),
             generation: AtomicU64::new(0),
             per_thread: ThreadLocal::new(),
             #[cfg(feature = "sftp")]
@@ -93,6 +93,8 @@ impl Integrations {
     /// rather than at the first connection.
     pub async fn create_account(&self, integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
         let account = self.store.create(integration, new).await?;
+        // A re-created id never sees what was compiled for the old account.
+        self.forget(account.id());
         #[cfg(feature = "sftp")]
         if matches!(integration.auth, Auth::Sftp(_))
             && let Err(error) = sftp::client(Arc::new(integration.clone()), account.clone()).await
@@ -104,44 +106,68 @@ impl Integrations {
     }
 
     /// The account `id`, ready for [`AccountClient::request`].
+    ///
+    /// An account being removed ([`Integrations::remove_account`]) is not
+    /// found from the moment its removal starts.
     pub async fn account(&self, id: &AccountId) -> Result<AccountClient> {
-        // Read before the shared map: a copy made from what it held is then
-        // tagged with a generation that a later `forget` has moved past.
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some(client) = self.per_thread.get_or_default().borrow_mut().get(id, generation) {
+        loop {
+            // Read before the shared map and the store: a client made from
+            // what they held is then tagged with a generation that a later
+            // `forget` has moved past.
+            let generation = self.generation.load(Ordering::Acquire);
+            if let Some(client) = self.per_thread.get_or_default().borrow_mut().get(id, generation) {
+                return Ok(client);
+            }
+            let Some(shared) = self.shared_client(id, generation).await? else {
+                // Forgotten while it was being read: read it again.
+                continue;
+            };
+            let client = shared.detached();
+            // This thread's, which after an await may not be the one above.
+            self.per_thread
+                .get_or_default()
+                .borrow_mut()
+                .insert(id, client.clone(), generation);
             return Ok(client);
         }
-        let shared = match self.cached(id) {
-            Some(client) => client,
-            None => {
-                // Boxed: the store's read is the rare path, and its future
-                // would make every caller's future (and each copy of it)
-                // larger.
-                let account = Box::pin(self.store.get(id)).await?;
-                let client = self.compile(&account)?;
-                let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                // Another task may have compiled it meanwhile: keep one, so
-                // that its token cache is shared.
-                clients.entry(id.clone()).or_insert(client).clone()
+    }
+
+    /// The shared compiled account, read and compiled if need be; `None`
+    /// when an account was forgotten since `generation` was read, since what
+    /// was read may then be what the change replaced.
+    async fn shared_client(&self, id: &AccountId, generation: u64) -> Result<Option<AccountClient>> {
+        {
+            let clients = self.lock_clients();
+            if clients.removing.contains_key(id) {
+                return Err(being_removed(id));
             }
-        };
-        let client = shared.detached();
-        // This thread's, which after an await may not be the one above.
-        self.per_thread
-            .get_or_default()
-            .borrow_mut()
-            .insert(id, client.clone(), generation);
-        Ok(client)
+            if let Some(client) = clients.compiled.get(id) {
+                return Ok(Some(client.clone()));
+            }
+        }
+        // Boxed: the store's read is the rare path, and its future would
+        // make every caller's future (and each copy of it) larger.
+        let account = Box::pin(self.store.get(id)).await?;
+        let client = self.compile(&account)?;
+        let mut clients = self.lock_clients();
+        // `forget` moves the generation on while holding this lock.
+        if self.generation.load(Ordering::Acquire) != generation {
+            return Ok(None);
+        }
+        // Another task may have compiled it meanwhile: keep one, so that its
+        // token cache is shared.
+        Ok(Some(clients.compiled.entry(id.clone()).or_insert(client).clone()))
     }
 
     /// Drops the compiled account, so the next `account` call reads it
     /// again. Call it after changing an account behind this value's back.
     pub fn forget(&self, id: &AccountId) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(id);
+        let mut clients = self.lock_clients();
+        clients.compiled.remove(id);
+        // Under the lock, so that a compilation begun before this cannot be
+        // stored after it.
         self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(clients);
         #[cfg(feature = "sftp")]
         self.sftp.forget(id);
     }
@@ -149,8 +175,17 @@ impl Integrations {
     /// Deletes an account. OAuth 2.0 tokens are revoked first where the
     /// integration has a revoke endpoint; a provider failure is reported in
     /// the outcome and does not block the removal.
+    ///
+    /// From the moment it starts, [`Integrations::account`] no longer finds
+    /// the account, so no request starts with its credentials while the
+    /// tokens are revoked; once it returns, no copy of the old account is
+    /// left on any thread.
     pub async fn remove_account(&self, id: &AccountId) -> Result<Removal> {
-        self.forget(id);
+        let _removing = Removing::start(self, id);
+        self.remove_account_now(id).await
+    }
+
+    async fn remove_account_now(&self, id: &AccountId) -> Result<Removal> {
         #[allow(unused_mut, reason = "only OAuth 2.0 revokes")]
         let mut removal = Removal::default();
         #[cfg(feature = "auth-oauth2")]
@@ -172,12 +207,8 @@ impl Integrations {
         Ok(removal)
     }
 
-    fn cached(&self, id: &AccountId) -> Option<AccountClient> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-            .cloned()
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, SharedClients> {
+        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn compile(&self, account: &ConnectedAccount) -> Result<AccountClient> {
@@ -228,6 +259,48 @@ impl Integrations {
                 "requests through {} accounts are not available in this build",
                 other.type_name()
             ))),
+        }
+    }
+}
+
+/// The compiled accounts all threads share, and the ids being removed.
+#[derive(Debug, Default)]
+struct SharedClients {
+    compiled: HashMap<AccountId, AccountClient>,
+    /// How many removals of each id are in flight.
+    removing: HashMap<AccountId, usize>,
+}
+
+fn being_removed(id: &AccountId) -> Error {
+    Error::new(ErrorKind::NotFound, "the account is being removed").with_context("account", id)
+}
+
+/// An id marked as being removed, and forgotten, for as long as it lives:
+/// when the removal starts and again when it ends, however it ends.
+struct Removing<'a> {
+    integrations: &'a Integrations,
+    id: &'a AccountId,
+}
+
+impl<'a> Removing<'a> {
+    fn start(integrations: &'a Integrations, id: &'a AccountId) -> Self {
+        *integrations.lock_clients().removing.entry(id.clone()).or_default() += 1;
+        integrations.forget(id);
+        Self { integrations, id }
+    }
+}
+
+impl Drop for Removing<'_> {
+    fn drop(&mut self) {
+        // Forgotten before the mark goes, so that no request compiles the
+        // account between the two.
+        self.integrations.forget(self.id);
+        let mut clients = self.integrations.lock_clients();
+        if let Some(count) = clients.removing.get_mut(self.id) {
+            *count -= 1;
+            if *count == 0 {
+                clients.removing.remove(self.id);
+            }
         }
     }
 }

@@ -302,6 +302,55 @@ async fn values_in_the_base_url_path_are_escaped() {
 }
 
 #[tokio::test]
+async fn dot_segments_cannot_leave_the_base_url_path() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{}/v2/tenant/t1"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("token", "t1-token")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    for path in [
+        "../../other-tenant/x",
+        "/../../other-tenant/x",
+        "%2e%2e/%2E%2E/other-tenant/x",
+        ".%2e/x",
+        "..\\..\\other-tenant\\x",
+        "a/./b",
+        "a/%2e/b",
+        "a/..%2f..%2fother-tenant",
+        "..",
+    ] {
+        let error = account
+            .request(Method::GET, path)
+            .send()
+            .await
+            .expect_err(&format!("{path} must be refused"));
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{path}: {error}");
+        assert!(error.to_string().contains(path), "the error names the path: {error}");
+    }
+    assert!(
+        server.received_requests().await.expect("recording").is_empty(),
+        "nothing may be sent for a path with dot segments"
+    );
+    // Dots inside a segment are names, not segments.
+    for path in ["report.v2.csv", "a/.well-known/b", "a/...", "v1.2/x"] {
+        let sent = account.request(Method::GET, path).send().await.expect("sent");
+        assert_eq!(sent.status(), StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn credentials_go_to_no_other_host() {
     let server = MockServer::start().await;
     let elsewhere = MockServer::start().await;
@@ -1246,4 +1295,129 @@ async fn a_forwarded_response_prints_without_its_body() {
     let printed = format!("{response:?}");
     assert!(!printed.contains("body-s3cret"), "{printed}");
     assert_eq!(body_of(response).await, b"{\"token\":\"body-s3cret\"}");
+}
+
+/// Requests on `o1` from several tasks while its removal waits on a slow
+/// revoke endpoint; once the removal is acknowledged no thread holds the old
+/// account, and `o1` created again under another integration goes only to
+/// that integration's host with its own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_then_recreated_account_never_sends_the_old_credential() {
+    let old_upstream = MockServer::start().await;
+    let new_upstream = MockServer::start().await;
+    for server in [&old_upstream, &new_upstream] {
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(500)))
+        .mount(&old_upstream)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "acme"
+        name = "Acme"
+        base_url = "{old}/tenant/t1"
+        [integration.auth]
+        type = "oauth2"
+        grant_type = "authorization_code"
+        authorization_endpoint = "{old}/authorize"
+        access_token_endpoint = "{old}/token"
+        access_token_verb = "POST"
+        revoke_token_endpoint = "{old}/revoke"
+        scope = "read"
+        client_id = "client"
+        client_secret = "client-secret"
+        token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+
+        [[integration]]
+        key = "billing"
+        name = "Billing"
+        base_url = "{new}/tenant/t2"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }} }}
+        "#,
+        old = old_upstream.uri(),
+        new = new_upstream.uri(),
+    );
+    let hub = Arc::new(hub(&definitions, &[], &[("access_token", "old-token")]).await);
+    let o1 = acct();
+    let sent = hub
+        .account(&o1)
+        .await
+        .expect("account")
+        .request(Method::GET, "x")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(sent.status(), StatusCode::OK);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let requesters: Vec<_> = (0..8)
+        .map(|_| {
+            let (hub, stop, id) = (Arc::clone(&hub), Arc::clone(&stop), o1.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(account) = hub.account(&id).await {
+                        let _ = account.request(Method::GET, "x").send().await;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let removal = hub.remove_account(&o1).await.expect("remove");
+    assert!(removal.existed);
+
+    // Acknowledged: every thread must now find no account.
+    let lookups: Vec<_> = (0..32)
+        .map(|_| {
+            let (hub, id) = (Arc::clone(&hub), o1.clone());
+            tokio::spawn(async move { hub.account(&id).await.map(drop) })
+        })
+        .collect();
+    for lookup in lookups {
+        let error = lookup
+            .await
+            .expect("lookup")
+            .expect_err("a removed account must not be found");
+        assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for requester in requesters {
+        requester.await.expect("requester");
+    }
+    let sent_to_old = old_upstream.received_requests().await.expect("recording").len();
+
+    // The same id, another integration: its host, its token, nothing else.
+    hub.create_account(
+        hub.integration("billing").expect("billing"),
+        NewAccount {
+            id: o1.clone(),
+            parameters: Secrets::new(),
+            credentials: secrets(&[("token", "new-token")]),
+        },
+    )
+    .await
+    .expect("re-create");
+    for _ in 0..8 {
+        let account = hub.account(&o1).await.expect("re-created account");
+        let status = account.request(Method::GET, "x").send().await.expect("sent").status();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let received = new_upstream.received_requests().await.expect("recording");
+    assert_eq!(received.len(), 8);
+    for request in &received {
+        assert_eq!(request.url.path(), "/tenant/t2/x");
+        assert_eq!(header_values(request, "authorization"), ["Bearer new-token"]);
+    }
+    assert_eq!(
+        old_upstream.received_requests().await.expect("recording").len(),
+        sent_to_old,
+        "nothing may reach the old account's host after its removal"
+    );
 }
