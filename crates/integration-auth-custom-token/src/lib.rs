@@ -64,6 +64,8 @@ impl CustomTokenAuthenticator {
             .render(&values)
             .map_err(|e| error(format!("{e} (in auth.access_token_endpoint)")))?;
         let endpoint = Url::parse(&endpoint).map_err(|e| error(format!("auth.access_token_endpoint: {e}")))?;
+        integration_http::check_scheme(&endpoint, integration.allow_insecure_http)
+            .map_err(|refusal| error(format!("auth.access_token_endpoint: {refusal}")))?;
         let parameters = config
             .access_token_parameters
             .iter()

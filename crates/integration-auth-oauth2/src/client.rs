@@ -49,7 +49,10 @@ impl OAuth2Client {
             let text = template
                 .render(&values)
                 .map_err(|e| error(ErrorKind::InvalidInput, format!("{e} (in {field})")))?;
-            Url::parse(&text).map_err(|e| error(ErrorKind::InvalidInput, format!("{field}: {e}")))
+            let url = Url::parse(&text).map_err(|e| error(ErrorKind::InvalidInput, format!("{field}: {e}")))?;
+            integration_http::check_scheme(&url, integration.allow_insecure_http)
+                .map_err(|refusal| error(ErrorKind::Refused, format!("{field}: {refusal}")))?;
+            Ok(url)
         };
         let text = |field: &str, template: &integration_core::template::Template| -> Result<String> {
             template

@@ -193,3 +193,53 @@ fn a_directory_without_definitions_is_an_error() {
         "{errors}"
     );
 }
+
+#[test]
+fn plain_http_is_allowed_to_loopback_or_with_the_lab_opt_out_only() {
+    let definition = |base_url: &str, extra: &str| {
+        format!(
+            r#"
+            [[integration]]
+            key = "lab"
+            name = "Lab"
+            base_url = "{base_url}"
+            {extra}
+            auth = {{ type = "basic" }}
+            "#
+        )
+    };
+    for loopback in [
+        "http://localhost:8080/api",
+        "http://127.0.0.1:9/api",
+        "http://127.1.2.3/api",
+        "http://[::1]:8080/api",
+        "HTTP://LOCALHOST/api",
+        "https://{tenant}.example/api",
+    ] {
+        let text = definition(loopback, r#"parameters = [{ name = "tenant" }]"#);
+        Definitions::from_str(&text, Format::Toml).unwrap_or_else(|errors| panic!("{loopback}: {errors}"));
+    }
+    for remote in [
+        "http://192.0.2.2/api",
+        "http://api.example/api",
+        "http://{tenant}.localhost/api",
+        "http://user@10.0.0.1:80/api",
+        "http://[2001:db8::1]/api",
+        "http://localhost.evil.example/api",
+    ] {
+        let text = definition(remote, r#"parameters = [{ name = "tenant" }]"#);
+        let errors = Definitions::from_str(&text, Format::Toml).expect_err(remote);
+        let message = errors.to_string();
+        assert!(
+            message.contains("integration[0].base_url: plain http to"),
+            "{remote}: {message}"
+        );
+        let allowed = definition(
+            remote,
+            "parameters = [{ name = \"tenant\" }]\n            allow_insecure_http = true",
+        );
+        let loaded =
+            Definitions::from_str(&allowed, Format::Toml).unwrap_or_else(|errors| panic!("{remote}: {errors}"));
+        assert!(loaded.get("lab").expect("lab").allow_insecure_http);
+    }
+}

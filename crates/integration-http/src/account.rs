@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::HttpClient;
 use crate::auth::{Authenticator, Credential, Injected};
-use crate::hosts::{self, HostPolicy};
+use crate::hosts::{HostPolicy, check_scheme};
 use crate::request::RequestBuilder;
 use crate::retry::Retry;
 
@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     pub(crate) query: Vec<(String, String)>,
     token: Option<TokenPlacement>,
     pub(crate) hosts: HostPolicy,
+    allow_insecure_http: bool,
     pub(crate) timeout: Duration,
     pub(crate) retry: Retry,
 }
@@ -81,7 +82,10 @@ impl AccountClient {
             let text = template
                 .render(&values)
                 .map_err(|e| error(format!("{e} (in {field})")))?;
-            Url::parse(&text).map_err(|e| error(format!("{field} does not render to a valid URL: {e}")))
+            let url = Url::parse(&text).map_err(|e| error(format!("{field} does not render to a valid URL: {e}")))?;
+            check_scheme(&url, integration.allow_insecure_http)
+                .map_err(|refusal| error(format!("{field}: {refusal}")))?;
+            Ok(url)
         };
 
         let mut hosts = HostPolicy::default();
@@ -180,6 +184,7 @@ impl AccountClient {
                 query,
                 token,
                 hosts,
+                allow_insecure_http: integration.allow_insecure_http,
                 timeout,
                 retry,
             }),
@@ -232,12 +237,7 @@ impl AccountClient {
             return self.join(url);
         }
         let parsed = Url::parse(url).map_err(|e| self.invalid_url(e))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if hosts::is_loopback(&parsed) => {}
-            "http" => return Err(self.refused("plain http is refused except to loopback; use https")),
-            other => return Err(self.refused(&format!("scheme `{other}` is not http or https"))),
-        }
+        check_scheme(&parsed, inner.allow_insecure_http).map_err(|refusal| self.refused(&refusal))?;
         if !inner.hosts.allows(&parsed) {
             let host = parsed.host_str().unwrap_or_default();
             let port = parsed.port_or_known_default().unwrap_or_default();

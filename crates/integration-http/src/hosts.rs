@@ -67,7 +67,24 @@ impl HostPolicy {
     }
 }
 
-/// Whether `url` goes to this machine, the one place plain http is allowed.
+/// Refuses a URL that credentials must not go to for its scheme: anything
+/// but https, except plain http to loopback or where the integration sets
+/// `allow_insecure_http`. The message names the host, never the URL (which
+/// may hold a secret).
+pub fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
+        "http" => Err(format!(
+            "plain http to {} is refused except to loopback; use https (or `allow_insecure_http = true` for a lab)",
+            url.host_str().unwrap_or_default()
+        )),
+        other => Err(format!("scheme `{other}` is not http or https")),
+    }
+}
+
+/// Whether `url` goes to this machine, the one place plain http is allowed
+/// by default.
 pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
@@ -76,5 +93,28 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
             name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost")
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_goes_to_loopback_only_unless_allowed() {
+        let check = |url: &str, allow: bool| check_scheme(&Url::parse(url).expect("url"), allow);
+        for url in [
+            "https://api.example/x",
+            "http://127.0.0.1:9/x",
+            "http://localhost/x",
+            "http://[::1]/x",
+        ] {
+            assert_eq!(check(url, false), Ok(()), "{url}");
+        }
+        let refused = check("http://user:secret@192.0.2.2/x?token=t", false).expect_err("plain http");
+        assert!(refused.contains("plain http to 192.0.2.2"), "{refused}");
+        assert!(!refused.contains("secret") && !refused.contains("token=t"), "{refused}");
+        assert_eq!(check("http://192.0.2.2/x", true), Ok(()));
+        assert!(check("ftp://files.example/x", true).is_err());
     }
 }

@@ -122,6 +122,15 @@ impl Definitions {
         if !errors.is_empty() {
             return Err(DefinitionErrors::new(errors));
         }
+        for integration in integrations
+            .iter()
+            .filter(|integration| integration.allow_insecure_http)
+        {
+            tracing::warn!(
+                integration = %integration.key,
+                "allow_insecure_http is set: this integration's credentials may cross the network over plain http"
+            );
+        }
         Ok(Self {
             integrations: integrations
                 .into_iter()

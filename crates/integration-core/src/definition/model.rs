@@ -44,6 +44,12 @@ pub struct Integration {
     /// How failed HTTP requests are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Allows plain `http://` to hosts other than loopback in `base_url`,
+    /// the endpoints and absolute request URLs: credentials then cross the
+    /// network in clear. For lab setups only; a warning is logged when
+    /// the definition is loaded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
 }
 
 /// How failed HTTP requests are retried: 429 and 503 after their

@@ -510,6 +510,22 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
         }
         Auth::ApiToken(_) | Auth::Basic(_) => {}
     }
+    if !integration.allow_insecure_http {
+        for (field, url) in url_fields(integration) {
+            if let Some(host) = plain_http_host(url.source())
+                && !is_loopback_host(host)
+            {
+                checker.error(
+                    &join(path, field),
+                    format!(
+                        "plain http to `{host}` is refused: credentials would cross the network in clear; \
+                         use https (plain http is allowed to localhost, 127.0.0.0/8 and [::1] only, \
+                         or anywhere with `allow_insecure_http = true`, for a lab)"
+                    ),
+                );
+            }
+        }
+    }
     for (i, host) in integration.allowed_hosts.iter().enumerate() {
         let pattern = host.source().strip_prefix("*.").unwrap_or(host.source());
         if pattern.is_empty() || !is_host_template(pattern) || pattern.contains('*') {
@@ -553,6 +569,54 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
             );
         }
     }
+}
+
+/// The URL templates of an integration, by field.
+fn url_fields(integration: &Integration) -> Vec<(&'static str, &UrlTemplate)> {
+    let mut fields = Vec::new();
+    if let Some(base_url) = &integration.base_url {
+        fields.push(("base_url", &**base_url));
+    }
+    match &integration.auth {
+        Auth::OAuth2(oauth2) => {
+            if let Some(endpoint) = &oauth2.authorization_endpoint {
+                fields.push(("auth.authorization_endpoint", &**endpoint));
+            }
+            fields.push(("auth.access_token_endpoint", &*oauth2.access_token_endpoint));
+            if let Some(endpoint) = &oauth2.revoke_token_endpoint {
+                fields.push(("auth.revoke_token_endpoint", &**endpoint));
+            }
+        }
+        Auth::CustomToken(custom) => fields.push(("auth.access_token_endpoint", &*custom.access_token_endpoint)),
+        Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => {}
+    }
+    fields
+}
+
+/// The host of a URL template that starts with `http://`, as written
+/// (a template's host is never known to be loopback).
+fn plain_http_host(source: &str) -> Option<&str> {
+    let rest = source
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &source[7..])?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_and_port = authority.rsplit('@').next().unwrap_or_default();
+    Some(match host_and_port.find(']') {
+        Some(end) if host_and_port.starts_with('[') => &host_and_port[..=end],
+        _ => host_and_port.split(':').next().unwrap_or_default(),
+    })
+}
+
+/// Whether a literal host is this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Some(ipv6) = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        return ipv6.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
+    }
+    host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a template's literal text can only form a host name.
