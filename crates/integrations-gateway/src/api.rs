@@ -361,12 +361,20 @@ pub async fn connect_account(
 pub async fn oauth_callback(
     State(state): State<Arc<AppState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> (StatusCode, axum::response::Html<String>) {
-    let callback = integrations::auth::oauth2::Callback::from_query(query.as_deref().unwrap_or_default());
+) -> impl axum::response::IntoResponse {
+    let (status, body) = callback_outcome(&state, query.as_deref().unwrap_or_default()).await;
+    (status, crate::page_headers(CALLBACK_PAGE_POLICY), body)
+}
+
+/// The callback page runs nothing and loads nothing.
+const CALLBACK_PAGE_POLICY: &str = "default-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn callback_outcome(state: &AppState, query: &str) -> (StatusCode, String) {
+    let callback = integrations::auth::oauth2::Callback::from_query(query);
     match state.integrations.complete_authorization(&callback).await {
         Ok(account) => (
             StatusCode::OK,
-            axum::response::Html(page(&format!("Account {} is connected.", account.id()), "connected")),
+            page(&format!("Account {} is connected.", account.id()), "connected"),
         ),
         Err(error) => {
             tracing::warn!(%error, "OAuth 2.0 callback refused");
@@ -377,7 +385,7 @@ pub async fn oauth_callback(
                 integrations::ErrorKind::Refused => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };
-            (status, axum::response::Html(page(&error.to_string(), "failed")))
+            (status, page(&error.to_string(), "failed"))
         }
     }
 }

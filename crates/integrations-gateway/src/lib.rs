@@ -106,16 +106,58 @@ pub fn router(state: Arc<AppState>) -> Router {
     protected.merge(public).merge(page).with_state(state)
 }
 
-/// The connect page: static, served with the binary, no build step. It
-/// holds no data; it asks for an API key and calls `/v1` with it.
-async fn connect_page() -> impl axum::response::IntoResponse {
-    (
-        [
-            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (axum::http::header::CACHE_CONTROL, "no-store"),
-        ],
-        include_str!("../assets/connect.html"),
+/// The connect page: static, served with the binary, no build step.
+const CONNECT_PAGE: &str = include_str!("../assets/connect.html");
+
+/// What the connect page may do: run its own inline script and style (by
+/// hash, so nothing injected runs), call this gateway, and nothing else; no
+/// site may frame it.
+static CONNECT_PAGE_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+         form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+        inline_hash(CONNECT_PAGE, "<script>", "</script>"),
+        inline_hash(CONNECT_PAGE, "<style>", "</style>"),
     )
+});
+
+/// The CSP source of the inline element between `open` and `close`.
+fn inline_hash(page: &str, open: &str, close: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let body = page
+        .split_once(open)
+        .and_then(|(_, rest)| rest.split_once(close))
+        .map_or("", |(body, _)| body);
+    let digest = sha2::Sha256::digest(body.as_bytes());
+    format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
+/// Headers for the gateway's HTML pages: `policy` as their
+/// Content-Security-Policy, never cached, never framed, and no Referer
+/// (the callback's URL holds an authorization code).
+pub(crate) fn page_headers(policy: &str) -> [(axum::http::HeaderName, HeaderValue); 6] {
+    use axum::http::header;
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(policy).unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+        ),
+        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ]
+}
+
+/// The connect page. It holds no data; it asks for an API key and calls
+/// `/v1` with it.
+async fn connect_page() -> impl axum::response::IntoResponse {
+    (page_headers(&CONNECT_PAGE_POLICY), CONNECT_PAGE)
 }
 
 /// Refuses requests without a valid `Authorization: Bearer` API key.

@@ -525,7 +525,39 @@ async fn the_connect_page_is_public_and_holds_no_data() {
             .expect("type")
             .starts_with("text/html")
     );
+    let headers = page.headers().clone();
     let html = page.text().await.expect("html");
+    // Only the page's own inline script and style may run, matched by hash.
+    let policy = headers["content-security-policy"].to_str().expect("policy");
+    for (open, close, directive) in [
+        ("<script>", "</script>", "script-src"),
+        ("<style>", "</style>", "style-src"),
+    ] {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let body = html
+            .split_once(open)
+            .and_then(|(_, rest)| rest.split_once(close))
+            .expect("inline element")
+            .0;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body.as_bytes()));
+        assert!(
+            policy.contains(&format!("{directive} 'sha256-{hash}'")),
+            "{directive}: {policy}"
+        );
+    }
+    assert_eq!(html.matches("<script").count(), 1, "one inline script, the one hashed");
+    for directive in [
+        "default-src 'none'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive}: {policy}");
+    }
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
     for part in [
         "id=\"api-key\"",
         "id=\"accounts\"",
@@ -1239,4 +1271,27 @@ async fn dot_segments_in_a_proxied_path_are_refused_on_both_paths() {
             assert!(!body.contains("token-s3cret"), "{body}");
         }
     }
+}
+
+/// The OAuth 2.0 callback page, whose URL holds the authorization code: no
+/// script, no framing, no Referer, not cached; whatever the outcome.
+#[tokio::test]
+async fn the_callback_page_is_locked_down() {
+    let gateway = Gateway::start().await;
+    let response = reqwest::get(format!(
+        "{}/internal/sessions/v1/auth/callback?code=secret-code&state=unknown",
+        gateway.base
+    ))
+    .await
+    .expect("callback");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let headers = response.headers();
+    let policy = headers["content-security-policy"].to_str().expect("policy");
+    assert!(policy.starts_with("default-src 'none'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers["content-type"].to_str().expect("type").starts_with("text/html"));
+    let body = response.text().await.expect("body");
+    assert!(!body.contains("secret-code"), "{body}");
 }
