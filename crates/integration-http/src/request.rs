@@ -221,7 +221,7 @@ impl RequestBuilder {
             ));
         }
         if let Some(name) = client.credential_query()
-            && (self.query.iter().any(|(key, _)| key == name) || url.query_pairs().any(|(key, _)| key == name))
+            && (self.query.iter().any(|(key, _)| key == name) || query_names(&url).any(|key| key == name))
         {
             return Err(refused(
                 &client,
@@ -581,4 +581,13 @@ mod tests {
             assert_eq!(headers.get(&name), first_sent, "{name}");
         }
     }
+}
+
+/// The names in `url`'s query, decoded, with `;` taken as a separator as
+/// well as `&`: some servers split on it, so `?a=1;appid=x` sets `appid`.
+fn query_names(url: &Url) -> impl Iterator<Item = Cow<'_, str>> {
+    url.query()
+        .unwrap_or_default()
+        .split(';')
+        .flat_map(|part| url::form_urlencoded::parse(part.as_bytes()).map(|(key, _)| key))
 }

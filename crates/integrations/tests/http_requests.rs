@@ -219,13 +219,18 @@ async fn api_token_in_a_url_parameter_is_encoded() {
     assert_eq!(request.url.query(), Some("appid=key%3Aa+b%26c%3Dd"));
     assert!(request.headers.get("authorization").is_none());
 
-    // The credential's query parameter cannot be set by the caller.
-    let error = account
-        .request(Method::GET, "/weather?appid=mine")
-        .send()
-        .await
-        .expect_err("refused");
-    assert_eq!(error.kind(), ErrorKind::Refused);
+    // The credential's query parameter cannot be set by the caller, nor
+    // smuggled past a `;` (a separator to some servers) or an escape.
+    for url in [
+        "/weather?appid=mine",
+        "/weather?a=1;appid=mine",
+        "/weather?a=1&%61ppid=mine",
+        "/weather?a=1;%61ppid=mine&b=2",
+    ] {
+        let error = account.request(Method::GET, url).send().await.expect_err(url);
+        assert_eq!(error.kind(), ErrorKind::Refused, "{url}: {error}");
+    }
+    assert_eq!(server.received_requests().await.expect("recording").len(), 1);
 }
 
 #[tokio::test]
