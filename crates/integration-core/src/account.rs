@@ -490,6 +490,24 @@ fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String>
         }
         Auth::OAuth2(_) | Auth::ApiToken(_) | Auth::CustomToken(_) => {}
     }
+    // A token that goes in a header: a control character (a line break
+    // above all) could never be sent, and is refused now, not at first use.
+    if let Some(token) = integration.auth.token()
+        && token.parameter_type == ParameterType::Header
+    {
+        for name in ["token", "access_token"] {
+            if credentials
+                .get(name)
+                .is_some_and(|value| value.expose_secret().chars().any(|c| c.is_control() && c != '\t'))
+            {
+                problems.push(format!(
+                    "credential `{name}` has a control character (such as a line break), \
+                     which cannot go in header `{}`",
+                    token.parameter_name
+                ));
+            }
+        }
+    }
     problems
 }
 
@@ -731,6 +749,12 @@ mod tests {
             ],
         );
         assert!(message.contains("`port` is not a port number: `70000`"), "{message}");
+        let header = check("crm", &[("company", "A")], &[("access_token", "t\r\nX-Injected: 1")]);
+        assert!(
+            header.contains("credential `access_token` has a control character"),
+            "{header}"
+        );
+        assert!(!header.contains("X-Injected"), "the value is never quoted: {header}");
         assert!(
             message.contains("credential `host` is not a valid host name"),
             "{message}"
