@@ -53,7 +53,27 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    // A directory that was already there may be open to others (sled's
+    // files are created 0644): it is made private on every open.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("cannot read the data directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+                format!(
+                    "the data directory {} is open to other users (mode {:o}) and cannot be made private",
+                    dir.display(),
+                    mode & 0o777
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The definitions and the store together, ready for requests.

@@ -802,3 +802,22 @@ fn sftp_commands_work_through_an_account() {
     assert_eq!(missing.code, 1);
     assert_eq!(missing.stderr, format!("error: stat {remote}/nothing: No such file\n"));
 }
+
+#[cfg(unix)]
+#[test]
+fn an_existing_data_directory_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let listed = integrations(
+        &data,
+        &["--definitions", examples().to_str().expect("utf-8"), "accounts", "list"],
+        &[],
+        None,
+    );
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let mode = std::fs::metadata(&data).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "mode {mode:o}");
+}
