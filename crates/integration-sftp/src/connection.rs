@@ -114,7 +114,8 @@ impl Connection {
             return Err(Error::new(
                 ErrorKind::Refused,
                 format!(
-                    "{}:{} refused the {what} of user {user} (it accepts: {})",
+                    // The username is a credential: it is not quoted.
+                    "{}:{} refused the {what} of the account's user (it accepts: {})",
                     target.host,
                     target.port,
                     accepted.join(", ")
