@@ -173,6 +173,14 @@ pub(crate) struct ServeArgs {
     /// Log lines as `text` or `json`.
     #[arg(long, env = "INTEGRATIONS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
+    /// The most connections each worker serves at once; more wait in the
+    /// listening socket's backlog until one closes.
+    #[arg(long, env = "INTEGRATIONS_MAX_CONNECTIONS", default_value = "4096")]
+    pub(crate) max_connections: std::num::NonZeroUsize,
+    /// Seconds that requests in flight get to finish after SIGTERM or
+    /// Ctrl-C; what is left then is closed.
+    #[arg(long, env = "INTEGRATIONS_SHUTDOWN_GRACE", default_value = "30")]
+    pub(crate) shutdown_grace: u64,
 }
 
 #[derive(Debug, Subcommand)]

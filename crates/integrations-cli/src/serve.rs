@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use integrations::auth::oauth2::RedirectUri;
@@ -58,8 +59,12 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         keys,
         redirect_uri,
     });
-    serve_on_workers(listeners, state, ConnectionSettings::default(), shutdown_signal())
-        .context("the server failed")?;
+    let settings = ConnectionSettings {
+        max_connections: args.max_connections.get(),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        ..ConnectionSettings::default()
+    };
+    serve_on_workers(listeners, state, settings, shutdown_signal()).context("the server failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

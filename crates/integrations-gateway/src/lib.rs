@@ -210,18 +210,14 @@ impl Gateway {
         proxy::forward(&self.state, request).await.into_response()
     }
 
-    /// A proxy request the front read, on a connection whose last accepted
-    /// key is `accepted`: the same key is not checked again while the keys
-    /// have not changed.
-    ///
-    /// Not an `async fn`: the key is checked before the future is made, and
-    /// the future is the proxy's own, not a larger one holding it.
-    pub(crate) fn relay_on_connection<'a>(
-        &'a self,
-        incoming: proxy::Incoming,
+    /// Whether a proxy request's `Authorization` header holds a valid key,
+    /// on a connection whose last accepted key is `accepted`: the same key
+    /// is not checked again while the keys have not changed.
+    pub(crate) fn accepts_on_connection(
+        &self,
         authorization: Option<&[u8]>,
         accepted: &mut Option<AcceptedKey>,
-    ) -> impl Future<Output = proxy::Answer> + Send + use<'a> {
+    ) -> bool {
         let generation = self.state.keys.generation();
         // Not constant-time: the header is compared with what this same
         // connection sent before, never with a stored key.
@@ -229,21 +225,26 @@ impl Gateway {
             (&*accepted, authorization),
             (Some(accepted), Some(presented)) if accepted.generation == generation && accepted.header == presented
         );
-        if !known {
-            if !presents_a_key(&self.state, authorization) {
-                return Either::Left(std::future::ready(proxy::Answer::Gateway(
-                    ApiError::unauthorized().into_response(),
-                )));
-            }
-            *accepted = authorization.map(|header| AcceptedKey {
-                header: header.to_vec(),
-                generation,
-            });
+        if known {
+            return true;
         }
-        Either::Right(proxy::relay(&self.state, incoming).map(|relayed| match relayed {
+        if !presents_a_key(&self.state, authorization) {
+            return false;
+        }
+        *accepted = authorization.map(|header| AcceptedKey {
+            header: header.to_vec(),
+            generation,
+        });
+        true
+    }
+
+    /// A proxy request the front read, whose key
+    /// [`accepts_on_connection`](Self::accepts_on_connection) accepted.
+    pub(crate) fn relay_accepted(&self, incoming: proxy::Incoming) -> impl Future<Output = proxy::Answer> + Send + '_ {
+        proxy::relay(&self.state, incoming).map(|relayed| match relayed {
             Ok(response) => proxy::Answer::Upstream(response),
             Err(error) => proxy::Answer::Gateway(error.into_response()),
-        }))
+        })
     }
 }
 

@@ -30,7 +30,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::ConnectionSettings;
 use super::rewind::Rewind;
+use crate::error::ApiError;
 use crate::{AcceptedKey, Gateway, proxy};
+use axum::response::IntoResponse as _;
 
 /// The most a request head may take here; hyper answers bigger ones.
 const MAX_HEAD: usize = 16 * 1024;
@@ -62,36 +64,61 @@ pub(crate) async fn serve(
     // dropped for each request.
     let mut stopped = pin!(stopping(stop.clone()));
     loop {
-        let request = match front.next_request(settings.header_read_timeout, stopped.as_mut()).await {
-            Next::Proxy(request) => request,
+        let head = match front.next_head(settings.header_read_timeout, stopped.as_mut()).await {
+            Next::Proxy(head) => head,
             Next::Other => return hand_over(front, app, http, stop).await,
             Next::Closed => return,
         };
-        let close = request.close || *stop.borrow();
-        let head_only = request.incoming.method == Method::HEAD;
-        let ProxyRequest {
-            incoming,
-            authorization,
-            close: _,
-        } = request;
+        let Head {
+            request:
+                ProxyRequest {
+                    mut incoming,
+                    authorization,
+                    close,
+                },
+            head_length,
+            body_length,
+        } = head;
+        let close = close || *stop.borrow();
+        let head_only = incoming.method == Method::HEAD;
+        // The key is checked as soon as the head is read: a body is never
+        // read, nor held in memory, for a client without one.
         let presented = authorization.then_some(&front.presented[..]);
-        let written = match app.relay_on_connection(incoming, presented, &mut front.accepted).await {
+        if !app.accepts_on_connection(presented, &mut front.accepted) {
+            // A body already read is dropped; one still to come is not
+            // waited for, and the connection closes.
+            let buffered = front.buffer.len() >= head_length + body_length;
+            if buffered {
+                front.buffer.advance(head_length + body_length);
+            }
+            let close = close || !buffered;
+            let refused = ApiError::unauthorized().into_response();
+            if front.write_gateway_response(refused, head_only, close).await.is_err() || close {
+                return;
+            }
+            continue;
+        }
+        match front
+            .read_body(head_length, body_length, settings.body_read_timeout)
+            .await
+        {
+            Ok(body) => incoming.body = body,
+            Err(BodyRead::TimedOut) => {
+                tracing::debug!("request body not received in time");
+                let timed_out = StatusCode::REQUEST_TIMEOUT.into_response();
+                let _ = front.write_gateway_response(timed_out, head_only, true).await;
+                return;
+            }
+            Err(BodyRead::Closed) => return,
+        }
+        let written = match app.relay_accepted(incoming).await {
             proxy::Answer::Upstream(relayed) => {
                 let headers = relayed.headers.iter();
                 front
                     .write_response(relayed.status, headers, relayed.body, head_only, close)
                     .await
             }
-            proxy::Answer::Gateway(refused) => {
-                let (parts, body) = refused.into_parts();
-                let headers = parts
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
-                front
-                    .write_response(parts.status, headers, body, head_only, close)
-                    .await
-            }
+            proxy::Answer::Gateway(refused) => front.write_gateway_response(refused, head_only, close).await,
         };
         if let Err(error) = written {
             tracing::debug!(%error, "connection ended while answering");
@@ -147,7 +174,7 @@ struct Front {
     reason = "one per request, never stored: boxing would allocate per request"
 )]
 enum Next {
-    Proxy(ProxyRequest),
+    Proxy(Head),
     /// A request for hyper: another route, or one the front does not take.
     Other,
     /// Closed, idle at shutdown, or too slow to send its head.
@@ -181,10 +208,18 @@ enum Parsed {
     Partial,
 }
 
+/// Why a request's body was not read.
+enum BodyRead {
+    /// Not all of it arrived within the body read timeout.
+    TimedOut,
+    /// The connection closed or failed.
+    Closed,
+}
+
 impl Front {
-    /// The next request, or what else the connection sent; `stopped`
-    /// completes at shutdown, which closes an idle connection.
-    async fn next_request(
+    /// The next request's head, or what else the connection sent;
+    /// `stopped` completes at shutdown, which closes an idle connection.
+    async fn next_head(
         &mut self,
         header_read_timeout: Duration,
         mut stopped: Pin<&mut impl Future<Output = ()>>,
@@ -212,21 +247,50 @@ impl Front {
                 Ok(_) => {}
             }
         };
-        let Head {
-            mut request,
-            head_length,
-            body_length,
-        } = head;
-        while self.buffer.len() < head_length + body_length {
-            self.buffer.reserve(head_length + body_length - self.buffer.len());
-            match self.stream.read_buf(&mut self.buffer).await {
-                Ok(0) | Err(_) => return Next::Closed,
-                Ok(_) => {}
+        Next::Proxy(head)
+    }
+
+    /// Reads the rest of a request's body, which must all arrive within
+    /// `timeout`, and takes the head and the body off the buffer.
+    async fn read_body(
+        &mut self,
+        head_length: usize,
+        body_length: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, BodyRead> {
+        let end = head_length + body_length;
+        if self.buffer.len() < end {
+            // The head's timer, moved on: still one timer per connection.
+            self.head_deadline.as_mut().reset(Instant::now() + timeout);
+            while self.buffer.len() < end {
+                self.buffer.reserve(end - self.buffer.len());
+                tokio::select! {
+                    biased;
+                    read = self.stream.read_buf(&mut self.buffer) => match read {
+                        Ok(0) | Err(_) => return Err(BodyRead::Closed),
+                        Ok(_) => {}
+                    },
+                    () = self.head_deadline.as_mut() => return Err(BodyRead::TimedOut),
+                }
             }
         }
         self.buffer.advance(head_length);
-        request.incoming.body = self.buffer.split_to(body_length).freeze();
-        Next::Proxy(request)
+        Ok(self.buffer.split_to(body_length).freeze())
+    }
+
+    /// Writes a response the gateway made itself (a refusal or an error).
+    async fn write_gateway_response(
+        &mut self,
+        response: axum::response::Response,
+        head_only: bool,
+        close: bool,
+    ) -> io::Result<()> {
+        let (parts, body) = response.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+        self.write_response(parts.status, headers, body, head_only, close).await
     }
 
     /// Writes a response with its own framing: `Content-Length` when the

@@ -21,7 +21,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioTimer;
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::{AppState, Gateway};
 
@@ -34,12 +34,26 @@ pub struct ConnectionSettings {
     /// How long a client has to send a request's head; a keep-alive
     /// connection idle this long between requests is closed too.
     pub header_read_timeout: Duration,
+    /// How long a client has to send the rest of a proxied request's body
+    /// once its head is read; past it the request is answered 408 and the
+    /// connection closed.
+    pub body_read_timeout: Duration,
+    /// The most connections one worker serves at once. At the cap it
+    /// accepts no more until one closes: new ones wait in the listening
+    /// socket's backlog (1,024), then the kernel refuses them.
+    pub max_connections: usize,
+    /// At shutdown, how long requests in flight may take to finish; what
+    /// is left then is closed.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -165,8 +179,17 @@ pub(crate) async fn serve_worker(
         .writev(false);
     // Set at shutdown; every connection holds a receiver until it ends.
     let (stop_connections, connection_stop) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let mut stop = pin!(stop);
     loop {
+        // At the cap, nothing is accepted until a connection ends.
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -182,18 +205,25 @@ pub(crate) async fn serve_worker(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(front::serve(
-            stream,
-            app.clone(),
-            http.clone(),
-            settings,
-            connection_stop.clone(),
-        ));
+        let connection = front::serve(stream, app.clone(), http.clone(), settings, connection_stop.clone());
+        tokio::spawn(async move {
+            connection.await;
+            drop(permit);
+        });
     }
     drop(listener);
     drop(connection_stop);
     stop_connections.send_replace(true);
-    stop_connections.closed().await;
+    if tokio::time::timeout(settings.shutdown_grace, stop_connections.closed())
+        .await
+        .is_err()
+    {
+        // The runtime's end drops the connections still open.
+        tracing::warn!(
+            grace = ?settings.shutdown_grace,
+            "requests still in flight at the end of the shutdown grace period are cut off"
+        );
+    }
     Ok(())
 }
 
