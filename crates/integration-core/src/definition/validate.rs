@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-use integration_template::{Template, UrlTemplate, is_valid_parameter_name};
+use integration_template::{Placement, Template, UrlTemplate, is_valid_parameter_name};
 use serde_json::{Map, Value};
 
 use super::model::TEMPLATE_KEYWORD;
@@ -457,6 +457,39 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
                     &format!("{path}.auth.client_secret.env"),
                     format!("`{env}` is not an environment variable name"),
                 );
+            }
+            // The client secret goes to the token and revoke endpoints. When
+            // it is the integration's own (an `env` variable or a literal),
+            // an account must not choose where those endpoints are.
+            let secret_of_each_account = match &oauth2.client_secret {
+                super::SecretSource::Template(template) => template.parameters().any(|name| {
+                    integration
+                        .parameters
+                        .iter()
+                        .any(|parameter| parameter.secret && parameter.name == name)
+                }),
+                super::SecretSource::Env { .. } => false,
+            };
+            let endpoints = [
+                ("access_token_endpoint", Some(&oauth2.access_token_endpoint)),
+                ("revoke_token_endpoint", oauth2.revoke_token_endpoint.as_ref()),
+            ];
+            for (field, endpoint) in endpoints {
+                if let Some(endpoint) = endpoint
+                    && !secret_of_each_account
+                    && let Some((parameter, _)) = endpoint
+                        .parameters()
+                        .find(|(_, placement)| *placement == Placement::Host)
+                {
+                    checker.error(
+                        &format!("{path}.auth.{field}"),
+                        format!(
+                            "its host comes from parameter `{parameter}`, so whoever creates an account would \
+                             choose where the integration's client secret goes; write the host in the definition, \
+                             or make client_secret a secret parameter of each account (`{{client_secret}}`)"
+                        ),
+                    );
+                }
             }
         }
         Auth::CustomToken(custom) => {
