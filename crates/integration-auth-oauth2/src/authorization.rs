@@ -25,6 +25,7 @@ pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
 const VERIFIER: &str = "pkce_verifier";
 const STATE_HASH: &str = "state_hash";
 const REDIRECT_URI: &str = "redirect_uri";
+const INTEGRATION: &str = "integration";
 
 /// An authorization in progress: send the user to `url`.
 #[derive(Debug, Clone)]
@@ -81,6 +82,8 @@ impl fmt::Debug for Callback {
 /// can now be exchanged by the account's client.
 pub struct VerifiedCallback {
     account: AccountId,
+    /// The account's integration when the authorization started.
+    integration: String,
     code: SecretString,
     verifier: Option<SecretString>,
     redirect_uri: String,
@@ -160,7 +163,7 @@ impl OAuth2Client {
                 query.append_pair(name, value);
             }
         }
-        data.insert("integration".to_owned(), self.integration.clone());
+        data.insert(INTEGRATION.to_owned(), self.integration.clone());
         let expires_at = now + STATE_LIFETIME;
         self.store
             .storage()
@@ -183,6 +186,15 @@ impl OAuth2Client {
     pub async fn complete_authorization(&self, callback: VerifiedCallback) -> Result<ConnectedAccount> {
         if callback.account != self.account {
             return Err(self.error(ErrorKind::InvalidInput, "the callback belongs to another account"));
+        }
+        // An account removed and created again under another integration
+        // must not receive a code meant for the first one's provider, nor
+        // send it to its own token endpoint.
+        if callback.integration != self.integration {
+            return Err(self.error(
+                ErrorKind::Refused,
+                "the account belongs to another integration than when its authorization started: start it again",
+            ));
         }
         let mut grant = vec![
             ("grant_type", "authorization_code"),
@@ -262,6 +274,7 @@ pub async fn verify_callback(store: &AccountStore, callback: &Callback) -> Resul
     };
     Ok(VerifiedCallback {
         account: pending.account,
+        integration: pending.data.get(INTEGRATION).cloned().unwrap_or_default(),
         code: SecretString::from(code.clone()),
         verifier,
         redirect_uri: pending.data.get(REDIRECT_URI).cloned().unwrap_or_default(),

@@ -544,3 +544,46 @@ async fn transient_refresh_failures_back_off() {
         "the lease was released"
     );
 }
+
+/// An authorization started for an account, which is then removed and
+/// created again under another integration: the callback is refused, and
+/// the code never reaches the new integration's token endpoint.
+#[tokio::test]
+async fn a_callback_for_an_account_recreated_under_another_integration_is_refused() {
+    let first = TestServer::start(Config::default()).await;
+    let second = TestServer::start(Config::default()).await;
+    let definitions = format!(
+        "{}\n{}",
+        definition(&first, "authorization_code", ""),
+        definition(&second, "authorization_code", "").replace("key = \"provider\"", "key = \"second\""),
+    );
+    let hub = hub_with(&definitions, store()).await;
+    let start = hub.start_authorization(&acct(), &redirect()).await.expect("start");
+    let query = authorize(&start.url).await;
+
+    hub.remove_account(&acct()).await.expect("remove");
+    let mut parameters = Secrets::new();
+    parameters.insert("client_secret", SecretString::from("test-secret".to_owned()));
+    hub.create_account(
+        hub.integration("second").expect("second"),
+        NewAccount {
+            id: acct(),
+            parameters,
+            credentials: Secrets::new(),
+        },
+    )
+    .await
+    .expect("re-create");
+
+    let error = hub
+        .complete_authorization(&Callback::from_query(&query))
+        .await
+        .expect_err("the account changed integration");
+    assert_eq!(error.kind(), ErrorKind::Refused, "{error}");
+    assert!(error.to_string().contains("another integration"), "{error}");
+    assert_eq!(
+        second.token_calls("authorization_code"),
+        0,
+        "the code must not reach the second provider"
+    );
+}
