@@ -64,7 +64,7 @@ impl CustomTokenAuthenticator {
             .render(&values)
             .map_err(|e| error(format!("{e} (in auth.access_token_endpoint)")))?;
         let endpoint = Url::parse(&endpoint).map_err(|e| error(format!("auth.access_token_endpoint: {e}")))?;
-        integration_http::check_scheme(&endpoint, integration.allow_insecure_http)
+        integration_http::check_destination(&endpoint, &config.access_token_endpoint, integration)
             .map_err(|refusal| error(format!("auth.access_token_endpoint: {refusal}")))?;
         let parameters = config
             .access_token_parameters

@@ -50,7 +50,7 @@ impl OAuth2Client {
                 .render(&values)
                 .map_err(|e| error(ErrorKind::InvalidInput, format!("{e} (in {field})")))?;
             let url = Url::parse(&text).map_err(|e| error(ErrorKind::InvalidInput, format!("{field}: {e}")))?;
-            integration_http::check_scheme(&url, integration.allow_insecure_http)
+            integration_http::check_destination(&url, template, integration)
                 .map_err(|refusal| error(ErrorKind::Refused, format!("{field}: {refusal}")))?;
             Ok(url)
         };

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::definition::{Auth, GrantType, Integration, ParameterType, SecretSource};
+use crate::destination::check_host;
 use crate::{Error, ErrorKind, Result};
 
 /// An account id: 1 to 128 ASCII letters, digits, `-`, `_` and `.`,
@@ -516,9 +517,20 @@ fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String>
 /// per problem, listing every field where it occurs.
 fn render_problems(integration: &Integration, values: &impl Values) -> Vec<String> {
     let mut failures: Vec<(RenderError, String)> = Vec::new();
+    let mut refused_hosts: Vec<String> = Vec::new();
     let mut url = |field: &str, template: Option<&UrlTemplate>| {
-        if let Some(Err(error)) = template.map(|template| template.render(values)) {
-            failures.push((error, field.to_owned()));
+        let Some(template) = template else {
+            return;
+        };
+        match template.render(values) {
+            Err(error) => failures.push((error, field.to_owned())),
+            Ok(rendered) => {
+                if let Ok(url) = url::Url::parse(&rendered)
+                    && let Err(refusal) = check_host(&url, template, integration.allow_ip_hosts)
+                {
+                    refused_hosts.push(format!("{refusal} (in {field})"));
+                }
+            }
         }
     };
     url("base_url", integration.base_url.as_deref());
@@ -598,6 +610,7 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
     merged
         .into_iter()
         .map(|(error, fields)| format!("{error} (in {})", fields.join(", ")))
+        .chain(refused_hosts)
         .collect()
 }
 
@@ -642,6 +655,21 @@ mod tests {
         key = "files"
         name = "Files"
         auth = { type = "sftp" }
+
+        [[integration]]
+        key = "onprem"
+        name = "On-prem"
+        base_url = "https://{host}/api"
+        parameters = [{ name = "host" }]
+        auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
+
+        [[integration]]
+        key = "lab"
+        name = "Lab"
+        base_url = "https://{host}/api"
+        parameters = [{ name = "host" }]
+        allow_ip_hosts = true
+        auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
     "#;
 
     fn definitions() -> Definitions {
@@ -777,6 +805,27 @@ mod tests {
             ),
             "ok connected; plain {}; secret []"
         );
+    }
+
+    #[test]
+    fn ip_hosts_need_the_opt_in_and_metadata_addresses_are_refused() {
+        for ip in ["10.0.0.5", "2130706433", "127.0.0.1"] {
+            let message = check("onprem", &[("host", ip)], &[("token", "t")]);
+            assert!(
+                message.contains("parameter `host` makes the host an IP address") && message.contains("(in base_url)"),
+                "{ip}: {message}"
+            );
+            assert!(!message.contains(ip), "the value is not quoted: {message}");
+            assert_eq!(
+                check("lab", &[("host", ip)], &[("token", "t")]),
+                format!("ok connected; plain {{\"host\": \"{ip}\"}}; secret []")
+            );
+        }
+        for integration in ["onprem", "lab"] {
+            let message = check(integration, &[("host", "169.254.169.254")], &[("token", "t")]);
+            assert!(message.contains("cloud metadata address"), "{integration}: {message}");
+        }
+        assert!(check("onprem", &[("host", "api.example")], &[("token", "t")]).starts_with("ok"));
     }
 
     #[test]

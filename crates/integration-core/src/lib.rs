@@ -3,6 +3,7 @@
 pub mod account;
 pub mod crypto;
 pub mod definition;
+pub mod destination;
 mod error;
 pub mod storage;
 mod store;

@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::HttpClient;
 use crate::auth::{Authenticator, Credential, Injected};
-use crate::hosts::{HostPolicy, check_scheme};
+use crate::hosts::{HostPolicy, check_destination, check_scheme};
 use crate::request::RequestBuilder;
 use crate::retry::Retry;
 
@@ -83,8 +83,7 @@ impl AccountClient {
                 .render(&values)
                 .map_err(|e| error(format!("{e} (in {field})")))?;
             let url = Url::parse(&text).map_err(|e| error(format!("{field} does not render to a valid URL: {e}")))?;
-            check_scheme(&url, integration.allow_insecure_http)
-                .map_err(|refusal| error(format!("{field}: {refusal}")))?;
+            check_destination(&url, template, integration).map_err(|refusal| error(format!("{field}: {refusal}")))?;
             Ok(url)
         };
 

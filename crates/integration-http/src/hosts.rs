@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use integration_core::Integration;
+use integration_core::template::UrlTemplate;
 use url::{Host, Url};
 
 /// The hosts named by an integration's templates (host and port), plus its
@@ -81,6 +83,14 @@ pub fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), String> 
         )),
         other => Err(format!("scheme `{other}` is not http or https")),
     }
+}
+
+/// Refuses a URL rendered from `template` for an account of `integration`
+/// that credentials must not go to: [`check_scheme`], then
+/// [`check_host`](integration_core::destination::check_host).
+pub fn check_destination(url: &Url, template: &UrlTemplate, integration: &Integration) -> Result<(), String> {
+    check_scheme(url, integration.allow_insecure_http)?;
+    integration_core::destination::check_host(url, template, integration.allow_ip_hosts)
 }
 
 /// Whether `url` goes to this machine, the one place plain http is allowed

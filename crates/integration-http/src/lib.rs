@@ -13,7 +13,7 @@ pub mod token;
 pub use account::AccountClient;
 pub use auth::{Authenticator, Credential};
 pub use client::HttpClient;
-pub use hosts::check_scheme;
+pub use hosts::{check_destination, check_scheme};
 pub use lifetime::{DEFAULT_RENEWAL_MARGIN, renew_at};
 pub use relay::{ForwardBody, RawHeaders, RawResponse};
 pub use request::RequestBuilder;

@@ -50,6 +50,12 @@ pub struct Integration {
     /// the definition is loaded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_insecure_http: bool,
+    /// Allows a parameter to make a URL's host an IP address (the value
+    /// `10.0.0.5` for `https://{host}/api`). Off by default: an account
+    /// could otherwise point credentials at internal addresses. Link-local
+    /// and cloud metadata addresses are refused whatever this says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ip_hosts: bool,
 }
 
 /// How failed HTTP requests are retried: 429 and 503 after their
