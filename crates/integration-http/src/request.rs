@@ -544,6 +544,15 @@ impl fmt::Debug for RequestBuilder {
     }
 }
 
+/// The names in `url`'s query, decoded, with `;` taken as a separator as
+/// well as `&`: some servers split on it, so `?a=1;appid=x` sets `appid`.
+fn query_names(url: &Url) -> impl Iterator<Item = Cow<'_, str>> {
+    url.query()
+        .unwrap_or_default()
+        .split(';')
+        .flat_map(|part| url::form_urlencoded::parse(part.as_bytes()).map(|(key, _)| key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,13 +590,4 @@ mod tests {
             assert_eq!(headers.get(&name), first_sent, "{name}");
         }
     }
-}
-
-/// The names in `url`'s query, decoded, with `;` taken as a separator as
-/// well as `&`: some servers split on it, so `?a=1;appid=x` sets `appid`.
-fn query_names(url: &Url) -> impl Iterator<Item = Cow<'_, str>> {
-    url.query()
-        .unwrap_or_default()
-        .split(';')
-        .flat_map(|part| url::form_urlencoded::parse(part.as_bytes()).map(|(key, _)| key))
 }
