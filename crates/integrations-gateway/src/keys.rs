@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,7 +48,9 @@ struct KeyFile {
 #[derive(Debug)]
 pub struct ApiKeys {
     path: PathBuf,
-    loaded: Mutex<(Option<SystemTime>, Vec<ApiKey>)>,
+    /// The SHA-256 of the file's contents as last read (`None`: no file
+    /// yet), and its keys.
+    loaded: Mutex<(Option<[u8; 32]>, Vec<ApiKey>)>,
     opened: Instant,
     /// When the file was last looked at (milliseconds after `opened`), to
     /// stat it at most once per [`RELOAD_INTERVAL`] on the request path.
@@ -150,7 +152,14 @@ impl ApiKeys {
                 .compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
         if due && let Err(error) = self.reload() {
-            tracing::warn!(%error, "cannot reload the API keys; using the ones loaded before");
+            // Keys that cannot be read are not trusted: a revocation may be
+            // what could not be read.
+            tracing::error!(%error, "cannot reload the API keys; every key is refused until they can be read");
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if !loaded.1.is_empty() || loaded.0.is_some() {
+                *loaded = (None, Vec::new());
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -172,31 +181,44 @@ impl ApiKeys {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).1.is_empty()
     }
 
+    /// Reads the file again; the keys change only when its contents did
+    /// (compared by digest: a write within the file system's timestamp
+    /// granularity, or one that kept the old time, is still seen).
     fn reload(&self) -> Result<()> {
-        let modified = match fs::metadata(&self.path) {
-            Ok(metadata) => metadata.modified().ok(),
+        let text = match fs::read(&self.path) {
+            Ok(text) => Some(text),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(self.error("cannot read").with_source(error)),
         };
+        let digest = text.as_deref().map(|text| <[u8; 32]>::from(Sha256::digest(text)));
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if modified.is_some() && loaded.0 == modified {
+        if digest.is_some() && loaded.0 == digest {
             return Ok(());
         }
-        loaded.1 = match modified {
+        loaded.1 = match &text {
             None => Vec::new(),
-            Some(_) => {
-                let text = fs::read_to_string(&self.path).map_err(|e| self.error("cannot read").with_source(e))?;
-                serde_json::from_str::<KeyFile>(&text)
+            Some(text) => {
+                serde_json::from_slice::<KeyFile>(text)
                     .map_err(|e| self.error("cannot parse").with_source(e))?
                     .keys
             }
         };
-        loaded.0 = modified;
+        loaded.0 = digest;
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
+    /// Changes the keys under an exclusive lock on a file beside them, held
+    /// from reading the current keys to renaming the new file in place, so
+    /// that two processes changing the keys at once lose neither change.
     fn update(&self, change: impl FnOnce(&mut Vec<ApiKey>)) -> Result<()> {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("json.lock"))
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|e| self.error("cannot lock").with_source(e))?;
         self.reload()?;
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let mut keys = loaded.1.clone();
@@ -215,9 +237,11 @@ impl ApiKeys {
         });
         written
             .and_then(|()| fs::rename(&temporary, &self.path))
+            .and_then(|()| sync_directory_of(&self.path))
             .map_err(|e| self.error("cannot write").with_source(e))?;
-        *loaded = (fs::metadata(&self.path).ok().and_then(|m| m.modified().ok()), keys);
+        *loaded = (Some(Sha256::digest(text.as_bytes()).into()), keys);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(lock);
         Ok(())
     }
 
@@ -227,6 +251,21 @@ impl ApiKeys {
             format!("{what} the API key file {}", self.path.display()),
         )
     }
+}
+
+/// Makes a rename into `path`'s directory durable: the new key file is
+/// the one found after a crash.
+fn sync_directory_of(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(directory) = path.parent() {
+        let directory = if directory.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            directory
+        };
+        fs::File::open(directory)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The lowercase hex SHA-256 of `key`, as stored.
@@ -273,5 +312,58 @@ mod tests {
             "revoked elsewhere, refused here"
         );
         assert!(!format!("{created:?}").contains(secret.expose_secret()));
+    }
+
+    #[test]
+    fn a_change_is_seen_by_its_contents_even_with_the_old_timestamp() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(KEYS_FILE_NAME);
+        let keys = ApiKeys::open(&path).expect("open");
+        let (_, secret) = keys.create("first").expect("create");
+        let modified = fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+        // Another process revokes every key; the file keeps its old time.
+        fs::write(&path, r#"{"keys": []}"#).expect("write");
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(modified))
+            .expect("set mtime");
+        std::thread::sleep(RELOAD_INTERVAL);
+        assert!(!keys.accepts(secret.expose_secret()), "the revocation is seen");
+    }
+
+    #[test]
+    fn concurrent_changes_from_two_processes_lose_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let threads: Vec<_> = (0..2)
+            .map(|process| {
+                // Each its own `ApiKeys`, as two processes would have.
+                let keys = ApiKeys::in_data_dir(dir.path()).expect("open");
+                std::thread::spawn(move || {
+                    for n in 0..20 {
+                        keys.create(&format!("process {process} key {n}")).expect("create");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let listed = ApiKeys::in_data_dir(dir.path()).expect("open").list().expect("list");
+        assert_eq!(listed.len(), 40, "no create may overwrite another");
+    }
+
+    #[test]
+    fn keys_that_cannot_be_read_are_all_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = ApiKeys::in_data_dir(dir.path()).expect("open");
+        let (_, secret) = keys.create("service").expect("create");
+        assert!(keys.accepts(secret.expose_secret()));
+        fs::write(dir.path().join(KEYS_FILE_NAME), "{ not json").expect("damage");
+        std::thread::sleep(RELOAD_INTERVAL);
+        assert!(
+            !keys.accepts(secret.expose_secret()),
+            "unreadable keys are refused, not the old set kept"
+        );
     }
 }
