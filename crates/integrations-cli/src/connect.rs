@@ -3,9 +3,11 @@
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::Html;
 use integrations::AccountId;
 use integrations::auth::oauth2::{CALLBACK_PATH, Callback, RedirectUri, STATE_LIFETIME};
@@ -26,10 +28,15 @@ pub(crate) async fn run(global: &GlobalArgs, args: ConnectArgs) -> Result<ExitCo
         .with_context(|| format!("cannot listen on {address} for the redirect"))?;
     let start = integrations.start_authorization(&id, &redirect_uri).await?;
 
+    let expected_state = start
+        .url
+        .query_pairs()
+        .find_map(|(name, value)| (name == "state").then(|| value.into_owned()))
+        .context("the authorization URL has no state")?;
     let (sender, mut receiver) = mpsc::channel::<String>(1);
     let app = axum::Router::new()
         .route(CALLBACK_PATH, axum::routing::get(callback))
-        .with_state(sender);
+        .with_state(Arc::new(Listener { sender, expected_state }));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut stdout = std::io::stdout().lock();
@@ -62,10 +69,35 @@ pub(crate) async fn run(global: &GlobalArgs, args: ConnectArgs) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn callback(State(sender): State<mpsc::Sender<String>>, RawQuery(query): RawQuery) -> Html<&'static str> {
+/// What the redirect listener waits for.
+struct Listener {
+    sender: mpsc::Sender<String>,
+    /// The `state` of the authorization this command started.
+    expected_state: String,
+}
+
+/// Takes the redirect of the authorization in progress. Any other request
+/// to the listener (a stale tab, another site's page posting to loopback)
+/// is answered and ignored, and the command goes on waiting.
+async fn callback(
+    State(listener): State<Arc<Listener>>,
+    RawQuery(query): RawQuery,
+) -> (StatusCode, Html<&'static str>) {
+    let query = query.unwrap_or_default();
+    if Callback::from_query(&query).state.as_deref() != Some(listener.expected_state.as_str()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Html(
+                "<!doctype html><title>integrations</title><p>This redirect is not for the authorization in progress.</p>",
+            ),
+        );
+    }
     // Only the first redirect counts; a second is answered the same way.
-    let _ = sender.try_send(query.unwrap_or_default());
-    Html("<!doctype html><title>integrations</title><p>Authorization received. You can close this window.</p>")
+    let _ = listener.sender.try_send(query);
+    (
+        StatusCode::OK,
+        Html("<!doctype html><title>integrations</title><p>Authorization received. You can close this window.</p>"),
+    )
 }
 
 /// The loopback socket address the redirect URI points at.

@@ -516,6 +516,14 @@ async fn connect_refresh_revoke_and_remove_an_oauth2_account() {
     .await
     .expect("read URL");
     let (url, lines) = url;
+    // A redirect with another state (a stale tab, a forged request) is
+    // refused and the command goes on waiting for the real one.
+    let forged = reqwest::get(format!(
+        "{public_url}/internal/sessions/v1/auth/callback?state=forged&code=stolen"
+    ))
+    .await
+    .expect("forged redirect");
+    assert_eq!(forged.status(), reqwest::StatusCode::BAD_REQUEST);
     let page = reqwest::get(&url).await.expect("browser follows the redirects");
     assert!(page.text().await.expect("page").contains("Authorization received"));
     let rest: Vec<String> = tokio::task::spawn_blocking(move || lines.map(|line| line.expect("line")).collect())
