@@ -100,7 +100,10 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         Some(Host::Domain(name)) => {
-            name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost")
+            // `localhost` alone: a resolver need not send `*.localhost` to
+            // loopback (RFC 6761 only asks it to), so plain http to it could
+            // leave the machine.
+            name.eq_ignore_ascii_case("localhost")
         }
         None => false,
     }
@@ -121,6 +124,10 @@ mod tests {
         ] {
             assert_eq!(check(url, false), Ok(()), "{url}");
         }
+        assert!(
+            check("http://app.localhost/x", false).is_err(),
+            "*.localhost may not resolve to loopback"
+        );
         let refused = check("http://user:secret@192.0.2.2/x?token=t", false).expect_err("plain http");
         assert!(refused.contains("plain http to 192.0.2.2"), "{refused}");
         assert!(!refused.contains("secret") && !refused.contains("token=t"), "{refused}");
