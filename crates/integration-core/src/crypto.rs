@@ -28,7 +28,11 @@ pub const ENCRYPTION_KEY_ENV: &str = "INTEGRATIONS_ENCRYPTION_KEY";
 /// The key file's name inside a data directory.
 pub const KEY_FILE_NAME: &str = "encryption.key";
 
-const ENVELOPE_VERSION: u8 = 1;
+/// Version 2 binds a context (for accounts: their integration and plain
+/// parameters) as well as the owner and field. Version 1, which bound the
+/// owner and field only, is still opened.
+const ENVELOPE_VERSION: u8 = 2;
+const ENVELOPE_VERSION_1: u8 = 1;
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
@@ -264,12 +268,19 @@ impl Cipher {
     /// Encrypts `plaintext`, bound to `owner` (an account id or pending
     /// state) and `field`.
     pub fn seal(&self, owner: &str, field: &str, plaintext: &[u8]) -> SealedSecret {
+        self.seal_in_context(owner, field, &[], plaintext)
+    }
+
+    /// Encrypts `plaintext`, bound to `owner`, `field` and `context`: bytes
+    /// that must be the same when it is opened, such as a digest of where
+    /// the value may be used.
+    pub fn seal_in_context(&self, owner: &str, field: &str, context: &[u8], plaintext: &[u8]) -> SealedSecret {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut envelope = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         envelope.push(ENVELOPE_VERSION);
         envelope.extend_from_slice(&self.key_id.0);
         envelope.extend_from_slice(&nonce);
-        let aad = associated_data(&envelope, owner, field);
+        let aad = associated_data(&envelope, owner, field, Some(context));
         let ciphertext = self
             .aead
             .encrypt(
@@ -287,13 +298,29 @@ impl Cipher {
 
     /// Decrypts a value sealed for `owner` and `field`.
     pub fn open(&self, owner: &str, field: &str, sealed: &SealedSecret) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.open_in_context(owner, field, &[], sealed)
+    }
+
+    /// Decrypts a value sealed for `owner`, `field` and `context`. A value
+    /// in a version 1 envelope, sealed before contexts were bound, opens
+    /// for its owner and field whatever `context` is; sealing it again
+    /// binds the context.
+    pub fn open_in_context(
+        &self,
+        owner: &str,
+        field: &str,
+        context: &[u8],
+        sealed: &SealedSecret,
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         let envelope = sealed.as_bytes();
         if envelope.len() < HEADER_LEN + TAG_LEN {
             return Err(OpenError::Truncated);
         }
-        if envelope[0] != ENVELOPE_VERSION {
-            return Err(OpenError::UnknownVersion(envelope[0]));
-        }
+        let context = match envelope[0] {
+            ENVELOPE_VERSION => Some(context),
+            ENVELOPE_VERSION_1 => None,
+            other => return Err(OpenError::UnknownVersion(other)),
+        };
         let mut key_id = [0u8; KEY_ID_LEN];
         key_id.copy_from_slice(&envelope[1..1 + KEY_ID_LEN]);
         if key_id != self.key_id.0 {
@@ -303,7 +330,7 @@ impl Cipher {
             });
         }
         let nonce = XNonce::from_slice(&envelope[1 + KEY_ID_LEN..HEADER_LEN]);
-        let aad = associated_data(&envelope[..HEADER_LEN], owner, field);
+        let aad = associated_data(&envelope[..HEADER_LEN], owner, field, context);
         self.aead
             .decrypt(
                 nonce,
@@ -325,12 +352,19 @@ impl fmt::Debug for Cipher {
     }
 }
 
-fn associated_data(header: &[u8], owner: &str, field: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + owner.len() + field.len() + 2);
+/// The header, the owner, a NUL, the field and, from version 2 on, a NUL
+/// and the context.
+fn associated_data(header: &[u8], owner: &str, field: &str, context: Option<&[u8]>) -> Vec<u8> {
+    let context_len = context.map_or(0, |context| context.len() + 1);
+    let mut aad = Vec::with_capacity(header.len() + owner.len() + field.len() + 1 + context_len);
     aad.extend_from_slice(header);
     aad.extend_from_slice(owner.as_bytes());
     aad.push(0);
     aad.extend_from_slice(field.as_bytes());
+    if let Some(context) = context {
+        aad.push(0);
+        aad.extend_from_slice(context);
+    }
     aad
 }
 
@@ -353,8 +387,12 @@ pub enum OpenError {
         current: KeyId,
     },
     /// Authentication failed: the value was altered, or moved from another
-    /// account or field.
-    #[error("authentication failed: the value was altered or belongs to another account or field")]
+    /// account or field, or the account's integration or plain parameters
+    /// changed behind the store's back.
+    #[error(
+        "authentication failed: the value was altered, belongs to another account or field, \
+         or the account's integration or parameters were changed outside the store"
+    )]
     Forged,
 }
 
@@ -368,6 +406,61 @@ mod tests {
 
     fn cipher() -> Cipher {
         Cipher::new(&EncryptionKey::generate())
+    }
+
+    /// An envelope as version 1 sealed it: owner and field bound, no context.
+    fn seal_v1(cipher: &Cipher, owner: &str, field: &str, plaintext: &[u8]) -> SealedSecret {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let mut envelope = vec![ENVELOPE_VERSION_1];
+        envelope.extend_from_slice(&cipher.key_id.0);
+        envelope.extend_from_slice(&nonce);
+        let aad = associated_data(&envelope, owner, field, None);
+        let ciphertext = cipher
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .expect("encrypt");
+        envelope.extend_from_slice(&ciphertext);
+        SealedSecret(envelope)
+    }
+
+    #[test]
+    fn the_context_is_bound_and_version_1_envelopes_still_open() {
+        let cipher = cipher();
+        let sealed = cipher.seal_in_context("acct", "credential:token", b"acme|host-digest", b"s3cret");
+        assert_eq!(sealed.as_bytes()[0], 2);
+        let opened = cipher
+            .open_in_context("acct", "credential:token", b"acme|host-digest", &sealed)
+            .expect("same context");
+        assert_eq!(opened.as_slice(), b"s3cret");
+        for (owner, field, context) in [
+            ("acct", "credential:token", b"other|host-digest".as_slice()),
+            ("acct", "credential:token", b"".as_slice()),
+            ("acct2", "credential:token", b"acme|host-digest".as_slice()),
+        ] {
+            assert_eq!(
+                cipher.open_in_context(owner, field, context, &sealed).map(|_| ()),
+                Err(OpenError::Forged),
+                "{owner} {field} {context:?}"
+            );
+        }
+        let old = seal_v1(&cipher, "acct", "credential:token", b"from before");
+        let opened = cipher
+            .open_in_context("acct", "credential:token", b"any context", &old)
+            .expect("a version 1 envelope opens");
+        assert_eq!(opened.as_slice(), b"from before");
+        assert_eq!(
+            cipher
+                .open_in_context("acct2", "credential:token", b"", &old)
+                .map(|_| ()),
+            Err(OpenError::Forged),
+            "version 1 still binds the owner"
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ impl AccountStore {
 
     fn seal(&self, account: &ConnectedAccount) -> StoredAccount {
         let owner = account.id.as_str();
+        let context = routing_context(&account.integration, &account.parameters);
         let seal_all = |prefix: &str, secrets: &Secrets| -> BTreeMap<String, SealedSecret> {
             secrets
                 .iter()
@@ -152,7 +153,8 @@ impl AccountStore {
                     let field = format!("{prefix}{name}");
                     (
                         name.to_owned(),
-                        self.cipher.seal(owner, &field, value.expose_secret().as_bytes()),
+                        self.cipher
+                            .seal_in_context(owner, &field, &context, value.expose_secret().as_bytes()),
                     )
                 })
                 .collect()
@@ -173,6 +175,7 @@ impl AccountStore {
 
     fn open(&self, stored: StoredAccount) -> Result<ConnectedAccount> {
         let owner = stored.id.as_str();
+        let context = routing_context(&stored.integration, &stored.parameters);
         let open_all = |prefix: &str, kind: &str, sealed: &BTreeMap<String, SealedSecret>| -> Result<Secrets> {
             sealed
                 .iter()
@@ -183,7 +186,7 @@ impl AccountStore {
                     };
                     let plaintext = self
                         .cipher
-                        .open(owner, &field, value)
+                        .open_in_context(owner, &field, &context, value)
                         .map_err(|error| unreadable(format!("cannot decrypt {kind} `{name}`: {error}")))?;
                     let text = String::from_utf8(plaintext.to_vec())
                         .map_err(|_| unreadable(format!("{kind} `{name}` is not valid UTF-8")))?;
@@ -206,4 +209,25 @@ impl AccountStore {
             revision: stored.revision,
         })
     }
+}
+
+/// What an account's secrets are bound to beside its id and field: its
+/// integration and the SHA-256 of its plain parameters (which may name a
+/// host), so that a record moved to another integration or host in the
+/// store, by someone without the key, no longer opens.
+fn routing_context(integration: &str, parameters: &BTreeMap<String, String>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for (name, value) in parameters {
+        // Lengths first: no two different maps hash the same bytes.
+        digest.update((name.len() as u64).to_be_bytes());
+        digest.update(name.as_bytes());
+        digest.update((value.len() as u64).to_be_bytes());
+        digest.update(value.as_bytes());
+    }
+    let mut context = Vec::with_capacity(integration.len() + 1 + 32);
+    context.extend_from_slice(integration.as_bytes());
+    context.push(0);
+    context.extend_from_slice(&digest.finalize());
+    context
 }

@@ -190,3 +190,38 @@ async fn missing_and_duplicate_accounts_are_clear_errors() {
         assert!(store.list().await.expect("list").accounts.is_empty());
     }
 }
+
+/// Someone who can write the store but lacks the key moves an account to
+/// another integration, or points its host parameter elsewhere: its
+/// secrets no longer open, so its credential cannot follow.
+#[tokio::test]
+async fn a_record_moved_to_another_integration_or_host_no_longer_opens() {
+    for storage in backends() {
+        let store = AccountStore::new(Arc::clone(&storage), Cipher::new(&EncryptionKey::generate()));
+        let account = create(&store, "acct1").await;
+        let stored = storage.account(account.id()).await.expect("read").expect("stored");
+        for sealed in stored.credentials.values().chain(stored.secret_parameters.values()) {
+            assert_eq!(sealed.as_bytes()[0], 2, "written in the current envelope version");
+        }
+        for tamper in ["integration", "host"] {
+            let mut moved = stored.clone();
+            match tamper {
+                "integration" => moved.integration = "other".to_owned(),
+                _ => {
+                    moved
+                        .parameters
+                        .insert("subdomain".to_owned(), "attacker.example#".to_owned());
+                }
+            }
+            let current = storage.account(account.id()).await.expect("read").expect("stored");
+            storage
+                .compare_and_swap_account(current.revision, &moved)
+                .await
+                .expect("written behind the store's back");
+            let error = store.get(account.id()).await.expect_err(tamper);
+            assert_eq!(error.kind(), ErrorKind::Unreadable, "{tamper}: {error}");
+            assert!(error.to_string().contains("cannot decrypt"), "{tamper}: {error}");
+            assert!(!format!("{error:?}").contains("s3cret"), "{error:?}");
+        }
+    }
+}
