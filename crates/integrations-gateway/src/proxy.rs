@@ -227,6 +227,11 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Named by `Connection` first: the header itself goes below.
+    let listed = connection_listed(headers.get_all(header::CONNECTION).iter().map(|value| value.as_bytes()));
+    for name in &listed {
+        headers.remove(name);
+    }
     // One pass over the names, then only those present removed: cheaper
     // than looking each hop-by-hop name up.
     let mut present = [false; HOP_BY_HOP.len()];
@@ -238,6 +243,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The headers that `Connection` values name as hop-by-hop for this
+/// connection (RFC 9110 7.6.1), beside the fixed ones: never forwarded.
+/// Empty, and allocation-free, for the usual `close` or `keep-alive`.
+pub(crate) fn connection_listed<'v>(values: impl Iterator<Item = &'v [u8]>) -> Vec<HeaderName> {
+    let mut listed = Vec::new();
+    for token in values.flat_map(|value| value.split(|&byte| byte == b',')) {
+        let token = token.trim_ascii();
+        if token.is_empty() || is_hop_by_hop(token) || token.eq_ignore_ascii_case(b"close") {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            listed.push(name);
+        }
+    }
+    listed
 }
 
 #[cfg(test)]

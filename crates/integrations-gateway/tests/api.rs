@@ -1008,7 +1008,16 @@ async fn echoing_upstream() -> String {
                         let mut slots = [httparse::EMPTY_HEADER; 32];
                         let mut request = httparse::Request::new(&mut slots);
                         if let Ok(httparse::Status::Complete(head)) = request.parse(&received) {
-                            let line = format!("{} {}", request.method.expect("method"), request.path.expect("path"));
+                            let mut line =
+                                format!("{} {}", request.method.expect("method"), request.path.expect("path"));
+                            // Told back, so a test sees whether it was forwarded.
+                            if request
+                                .headers
+                                .iter()
+                                .any(|slot| slot.name.eq_ignore_ascii_case("x-client-hop"))
+                            {
+                                line.push_str(" +x-client-hop");
+                            }
                             let chunked = request
                                 .headers
                                 .iter()
@@ -1045,6 +1054,13 @@ async fn echoing_upstream() -> String {
                         )
                     } else if line.starts_with("HEAD") {
                         format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", echo.len())
+                    } else if line.contains("listed") {
+                        // A header made hop-by-hop by naming it in `Connection`.
+                        format!(
+                            "HTTP/1.1 200 OK\r\nConnection: X-Listed, keep-alive\r\nX-Listed: upstream-hop\r\n\
+                             X-Kept: 1\r\nContent-Length: {}\r\n\r\n{echo}",
+                            echo.len()
+                        )
                     } else if line.contains("hop") {
                         // Hop-by-hop headers, which a proxy does not pass on.
                         format!(
@@ -1422,4 +1438,50 @@ async fn the_front_refuses_early_times_out_bodies_caps_connections_and_stops_in_
         slow.await.expect("join").is_err(),
         "the request cut off at the end of the grace period gets no response"
     );
+}
+
+/// Headers a `Connection` header names are hop-by-hop (RFC 9110 7.6.1):
+/// neither the client's nor the upstream's are passed on, on the front's
+/// path and on hyper's.
+#[tokio::test]
+async fn headers_named_by_connection_are_not_forwarded_either_way() {
+    use integrations::http::HttpClient;
+    use tokio::io::AsyncWriteExt;
+
+    let upstream = echoing_upstream().await;
+    let (integrations, keys, key, _dir) =
+        weather_account(&upstream, HttpClient::with_pool_per_thread().expect("http client")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+    });
+    tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+    let auth = format!("Authorization: Bearer {key}\r\n");
+    for (which, method, extra, body) in [
+        ("the front", "GET", "", ""),
+        ("hyper", "POST", "Transfer-Encoding: chunked\r\n", "0\r\n\r\n"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let request = format!(
+            "{method} /v1/accounts/w1/proxy/listed HTTP/1.1\r\nHost: g\r\n{auth}{extra}\
+             Connection: X-Client-Hop\r\nX-Client-Hop: client-hop\r\n\r\n{body}"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut buffer = Vec::new();
+        let (status, head, echo) = read_response(&mut stream, &mut buffer, false).await;
+        assert_eq!(status, 200, "{which}: {echo}");
+        assert!(echo.starts_with(&format!("{method} /v1/listed")), "{which}: {echo}");
+        assert!(
+            !echo.contains("x-client-hop"),
+            "{which}: the client's listed header was forwarded: {echo}"
+        );
+        assert!(head.contains("x-kept: 1"), "{which}: {head}");
+        assert!(
+            !head.contains("x-listed"),
+            "{which}: the upstream's listed header came back: {head}"
+        );
+    }
 }

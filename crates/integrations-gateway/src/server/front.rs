@@ -113,7 +113,18 @@ pub(crate) async fn serve(
         }
         let written = match app.relay_accepted(incoming).await {
             proxy::Answer::Upstream(relayed) => {
-                let headers = relayed.headers.iter();
+                let listed = proxy::connection_listed(
+                    relayed
+                        .headers
+                        .iter()
+                        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+                        .map(|(_, value)| value),
+                );
+                let headers = relayed.headers.iter().filter(|(name, _)| {
+                    !listed
+                        .iter()
+                        .any(|listed| name.eq_ignore_ascii_case(listed.as_str().as_bytes()))
+                });
                 front
                     .write_response(relayed.status, headers, relayed.body, head_only, close)
                     .await
@@ -447,6 +458,7 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
     let mut authorization = false;
     let mut body_length = None;
     let mut close = false;
+    let mut connection_values: Vec<&[u8]> = Vec::new();
     for slot in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(slot.name.as_bytes()) else {
             return Parsed::Other;
@@ -466,6 +478,7 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
             }
         }
         if name == header::CONNECTION {
+            connection_values.push(slot.value);
             for token in slot.value.split(|&byte| byte == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -493,6 +506,9 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
             return Parsed::Other;
         };
         headers.append(name, value);
+    }
+    for listed in proxy::connection_listed(connection_values.into_iter()) {
+        headers.remove(listed);
     }
     Parsed::Proxy(Head {
         request: ProxyRequest {
