@@ -2,6 +2,7 @@
 
 mod bench_proxy;
 mod bench_writes;
+mod fuzz;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,9 @@ tasks:
   bench-writes [--compare BINARY]
            accounts created per second through the gateway on sled with
            1, 4, 16 and 64 clients, beside another build if given (needs wrk)
+  fuzz [--seconds N]
+           run every cargo-fuzz target in fuzz/ for N seconds (default 30),
+           from its committed seed corpus (needs `cargo install cargo-fuzz`)
   schema   regenerate docs/definition.schema.json from the definition model";
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         Some("schema") => schema(),
         Some("bench-proxy") => bench_proxy::run(&root()),
         Some("bench-writes") => bench_writes::run(&root(), &args[1..]),
+        Some("fuzz") => fuzz::run(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

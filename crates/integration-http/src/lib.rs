@@ -15,7 +15,7 @@ pub use auth::{Authenticator, Credential};
 pub use client::HttpClient;
 pub use hosts::{check_destination, check_scheme};
 pub use lifetime::{DEFAULT_RENEWAL_MARGIN, renew_at};
-pub use relay::{ForwardBody, RawHeaders, RawResponse};
+pub use relay::{ForwardBody, RawHeaders, RawResponse, fuzzing};
 pub use request::RequestBuilder;
 
 /// Re-exported so that callers name the same types.

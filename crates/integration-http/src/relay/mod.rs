@@ -482,3 +482,37 @@ fn parse_response_head(buffer: &mut BytesMut, method: &Method) -> io::Result<Opt
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the response-head and
+/// chunked-body parsers, fed whatever bytes an upstream could send.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+    use reqwest::Method;
+
+    use super::chunked::{Decoded, Decoder};
+
+    /// Parses `bytes` as a response head, as to a GET and to a HEAD.
+    pub fn response_head(bytes: &[u8]) {
+        for method in [Method::GET, Method::HEAD] {
+            let mut buffer = BytesMut::from(bytes);
+            let _ = super::parse_response_head(&mut buffer, &method);
+        }
+    }
+
+    /// Decodes `bytes` as a chunked body, fed in pieces of `step` bytes.
+    pub fn chunked_body(bytes: &[u8], step: usize) {
+        let mut decoder = Decoder::new();
+        let mut buffer = BytesMut::new();
+        for piece in bytes.chunks(step.max(1)) {
+            buffer.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buffer) {
+                    Ok(Decoded::Data(data)) => assert!(!data.is_empty(), "a data frame is never empty"),
+                    Ok(Decoded::End) | Err(_) => return,
+                    Ok(Decoded::NeedMore) => break,
+                }
+            }
+        }
+    }
+}

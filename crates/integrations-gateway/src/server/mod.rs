@@ -28,6 +28,14 @@ use crate::{AppState, Gateway};
 mod front;
 mod rewind;
 
+/// Entry point for the fuzz target in `fuzz/`: the front's request-head
+/// parser, fed whatever bytes a client could send.
+#[doc(hidden)]
+pub fn fuzz_request_head(bytes: &[u8]) {
+    let mut presented = Vec::new();
+    front::parse_for_fuzzing(bytes, &mut presented);
+}
+
 /// How connections are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {

@@ -1,0 +1,46 @@
+//! `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target in `fuzz/`,
+//! for N seconds each, starting from its committed seed corpus.
+//!
+//! On the stable toolchain: `RUSTC_BOOTSTRAP=1` lets cargo-fuzz pass its
+//! unstable flags, and `--sanitizer none` needs no sanitizer runtime. New
+//! inputs go to a temporary corpus, so the committed seeds stay as they
+//! are; a crash fails the task and leaves its input in `fuzz/artifacts/`.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The targets, as `fuzz/Cargo.toml` names them.
+const TARGETS: [&str; 5] = ["definitions", "templates", "request_head", "response", "sealed"];
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    let seconds: u64 = match args {
+        [] => 30,
+        [flag, seconds] if flag == "--seconds" => seconds
+            .parse()
+            .map_err(|_| format!("--seconds takes a whole number, not `{seconds}`"))?,
+        _ => return Err("usage: cargo xtask fuzz [--seconds N]".to_owned()),
+    };
+    let fuzz = root.join("fuzz");
+    let scratch = std::env::temp_dir().join(format!("integrations-fuzz-{}", std::process::id()));
+    for target in TARGETS {
+        let corpus = scratch.join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+        eprintln!("$ cargo fuzz run {target} ({seconds} s)");
+        let status = Command::new(crate::cargo_binary())
+            .current_dir(&fuzz)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--sanitizer", "none", target])
+            .arg(&corpus)
+            .arg(fuzz.join("corpus").join(target))
+            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
+            .status()
+            .map_err(|e| format!("cannot run cargo fuzz (cargo install cargo-fuzz): {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "fuzz target `{target}` failed ({status}); its input is in fuzz/artifacts/{target}/"
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
