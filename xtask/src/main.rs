@@ -11,7 +11,9 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci       cargo fmt --check, clippy -D warnings, the whole test suite, docs
+  ci       cargo fmt --check, clippy -D warnings, the whole test suite, docs,
+           then each fuzz target for 15 s (skipped without cargo-fuzz, unless
+           INTEGRATIONS_REQUIRE_PEERS=1)
   test     the whole test suite only
   bench    every criterion benchmark (pass a filter after `--` to narrow it)
   bench-proxy  wrk load through the gateway's proxy, straight to the upstream,
@@ -52,8 +54,12 @@ fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     test()?;
-    cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])
+    cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    fuzz::run_if_installed(&root(), CI_FUZZ_SECONDS)
 }
+
+/// How long `ci` runs each fuzz target.
+const CI_FUZZ_SECONDS: u64 = 15;
 
 fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"], &[])?;
