@@ -1245,15 +1245,13 @@ async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
     );
 }
 
-/// `..` in a proxied path, in any form, is answered 400 on the front's fast
-/// path and on hyper's.
-#[tokio::test]
-async fn dot_segments_in_a_proxied_path_are_refused_on_both_paths() {
+/// A gateway, on the front and hyper as `serve` runs them, with account
+/// `w1` of `weather` on an [`echoing_upstream`]: its address, an API key,
+/// and the data directory to keep alive.
+async fn gateway_over_echoing_upstream() -> (std::net::SocketAddr, String, tempfile::TempDir) {
     use integrations::http::HttpClient;
-    use tokio::io::AsyncWriteExt;
-
     let upstream = echoing_upstream().await;
-    let (integrations, keys, key, _dir) =
+    let (integrations, keys, key, dir) =
         weather_account(&upstream, HttpClient::with_pool_per_thread().expect("http client")).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -1263,6 +1261,16 @@ async fn dot_segments_in_a_proxied_path_are_refused_on_both_paths() {
         redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
     });
     tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+    (address, key, dir)
+}
+
+/// `..` in a proxied path, in any form, is answered 400 on the front's fast
+/// path and on hyper's.
+#[tokio::test]
+async fn dot_segments_in_a_proxied_path_are_refused_on_both_paths() {
+    use tokio::io::AsyncWriteExt;
+
+    let (address, key, _dir) = gateway_over_echoing_upstream().await;
     let auth = format!("Authorization: Bearer {key}\r\n");
     for path in [
         "../../other-tenant/x",
@@ -1445,20 +1453,9 @@ async fn the_front_refuses_early_times_out_bodies_caps_connections_and_stops_in_
 /// path and on hyper's.
 #[tokio::test]
 async fn headers_named_by_connection_are_not_forwarded_either_way() {
-    use integrations::http::HttpClient;
     use tokio::io::AsyncWriteExt;
 
-    let upstream = echoing_upstream().await;
-    let (integrations, keys, key, _dir) =
-        weather_account(&upstream, HttpClient::with_pool_per_thread().expect("http client")).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let state = Arc::new(AppState {
-        integrations,
-        keys,
-        redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
-    });
-    tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+    let (address, key, _dir) = gateway_over_echoing_upstream().await;
     let auth = format!("Authorization: Bearer {key}\r\n");
     for (which, method, extra, body) in [
         ("the front", "GET", "", ""),
