@@ -1382,6 +1382,34 @@ async fn the_front_refuses_early_times_out_bodies_caps_connections_and_stops_in_
     let mut rest = [0; 16];
     assert_eq!(keyless.read(&mut rest).await.expect("read"), 0, "closed");
 
+    // No key, and part of the body already on its way: still a clean 401,
+    // not a reset that would lose it.
+    let mut sending = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut request = b"POST /v1/accounts/w1/proxy/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    request.extend_from_slice(&[b'x'; 200 * 1024]);
+    let (mut reading, mut writing) = sending.split();
+    let write = async {
+        // The gateway stops reading, so part of this may never be taken.
+        let _ = tokio::time::timeout(within(3), writing.write_all(&request)).await;
+    };
+    let read = async {
+        let mut buffer = Vec::new();
+        let mut chunk = [0; 4096];
+        while let Ok(read) = reading.read(&mut chunk).await {
+            if read == 0 {
+                break;
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        buffer
+    };
+    let ((), answer) = tokio::join!(write, read);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
     // A key, but the body stalls: 408 after the body read timeout.
     let mut stalled = tokio::net::TcpStream::connect(address).await.expect("connect");
     let head = format!(

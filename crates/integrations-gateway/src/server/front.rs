@@ -42,6 +42,8 @@ const MAX_HEADERS: usize = 64;
 const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered before they are written, when more are ready.
 const WRITE_SIZE: usize = 64 * 1024;
+/// How long a refused request's unread body is drained before closing.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client closes it, `stop` is set while it
 /// is idle, or a request is handed to hyper.
@@ -93,7 +95,13 @@ pub(crate) async fn serve(
             }
             let close = close || !buffered;
             let refused = ApiError::unauthorized().into_response();
-            if front.write_gateway_response(refused, head_only, close).await.is_err() || close {
+            if front.write_gateway_response(refused, head_only, close).await.is_err() {
+                return;
+            }
+            if !buffered {
+                front.linger_close().await;
+            }
+            if close {
                 return;
             }
             continue;
@@ -287,6 +295,21 @@ impl Front {
         }
         self.buffer.advance(head_length);
         Ok(self.buffer.split_to(body_length).freeze())
+    }
+
+    /// Ends a connection whose request body was left unread: the write side
+    /// is closed first, then what the client still sends is read and
+    /// dropped for at most [`LINGER`], never kept, so that its TCP stack
+    /// does not reset the connection before it has read the answer.
+    async fn linger_close(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; READ_SIZE];
+        while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
+            if read == 0 {
+                break;
+            }
+        }
     }
 
     /// Writes a response the gateway made itself (a refusal or an error).
