@@ -66,7 +66,7 @@ async fn api_token_in_a_header_with_request_parameters() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/api/v2/contacts"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"contacts": ["ada"]}"#))
         .mount(&server)
         .await;
     let definitions = format!(
@@ -100,7 +100,9 @@ async fn api_token_in_a_header_with_request_parameters() {
         .await
         .expect("sent");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.expect("body"), "contacts");
+    // The response is reqwest's, JSON included.
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["contacts"][0], "ada");
 
     let request = only_request(&server).await;
     assert_eq!(request.url.path(), "/api/v2/contacts");
