@@ -243,3 +243,17 @@ fn plain_http_is_allowed_to_loopback_or_with_the_lab_opt_out_only() {
         assert!(loaded.get("lab").expect("lab").allow_insecure_http);
     }
 }
+
+#[test]
+fn a_failed_load_converts_into_the_crate_error_with_every_problem() {
+    fn load(text: &str) -> integration_core::Result<Definitions> {
+        Ok(Definitions::from_str(text, Format::Toml)?)
+    }
+    let error =
+        load("[[integration]]\nkey = \"bad-key\"\nname = \"\"\nauth = { type = \"basic\" }\n").expect_err("invalid");
+    assert_eq!(error.kind(), integration_core::ErrorKind::InvalidInput);
+    let message = error.to_string();
+    assert!(message.starts_with("2 problems in the definitions:"), "{message}");
+    assert!(message.contains("integration[0].key"), "{message}");
+    assert!(message.contains("integration[0].name"), "{message}");
+}

@@ -82,6 +82,21 @@ impl fmt::Display for DefinitionErrors {
 
 impl std::error::Error for DefinitionErrors {}
 
+/// So that `?` takes a failed load into [`crate::Result`]: an
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error that
+/// lists every problem, with the problems as its source.
+impl From<DefinitionErrors> for crate::Error {
+    fn from(errors: DefinitionErrors) -> Self {
+        let count = errors.0.len();
+        let plural = if count == 1 { "" } else { "s" };
+        crate::Error::new(
+            crate::ErrorKind::InvalidInput,
+            format!("{count} problem{plural} in the definitions:\n{errors}"),
+        )
+        .with_source(errors)
+    }
+}
+
 impl IntoIterator for DefinitionErrors {
     type Item = DefinitionError;
     type IntoIter = std::vec::IntoIter<DefinitionError>;
