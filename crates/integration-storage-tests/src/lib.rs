@@ -14,10 +14,19 @@ pub mod stress;
 
 pub use stress::Layout;
 
+/// The runtime each generated test runs on: multi-threaded, 4 workers,
+/// built here so that a backend's crate needs no tokio of its own.
 #[doc(hidden)]
-pub use tokio as __tokio;
+pub fn __runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| panic!("cannot build a tokio runtime for the conformance suite: {error}"))
+}
 
-/// Generates one `#[tokio::test]` per behavior of the `Storage` contract,
+/// Generates one `#[test]` per behavior of the `Storage` contract (each on
+/// a tokio runtime of its own: the crate calling it needs no tokio),
 /// and one per [`stress`] behavior and [`Layout`], in modules
 /// `stress_on_a_threaded_runtime` and `stress_on_a_runtime_per_worker`.
 ///
@@ -45,11 +54,13 @@ macro_rules! conformance_tests {
     };
     (@tests $factory:expr; $($name:ident,)*) => {
         $(
-            #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let factory = $factory;
-                let storage = factory().await;
-                $crate::$name(storage).await;
+            #[test]
+            fn $name() {
+                $crate::__runtime().block_on(async {
+                    let factory = $factory;
+                    let storage = factory().await;
+                    $crate::$name(storage).await;
+                });
             }
         )*
 
@@ -78,11 +89,13 @@ macro_rules! conformance_tests {
     };
     (@stress $factory:expr; $layout:expr; $($name:ident,)*) => {
         $(
-            #[$crate::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let factory = $factory;
-                let storage = factory().await;
-                $crate::stress::$name(storage, $layout).await;
+            #[test]
+            fn $name() {
+                $crate::__runtime().block_on(async {
+                    let factory = $factory;
+                    let storage = factory().await;
+                    $crate::stress::$name(storage, $layout).await;
+                });
             }
         )*
     };
