@@ -198,6 +198,37 @@ impl AccountClient {
         RequestBuilder::new(self.clone(), method, self.resolve(url))
     }
 
+    /// `request(Method::GET, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let contacts: serde_json::Value = account.get("/contacts").send().await?.json().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// `request(Method::POST, url)`.
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// `request(Method::PUT, url)`.
+    pub fn put(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// `request(Method::PATCH, url)`.
+    pub fn patch(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// `request(Method::DELETE, url)`.
+    pub fn delete(&self, url: &str) -> RequestBuilder {
+        self.request(Method::DELETE, url)
+    }
+
     /// A client equal to this one but with a reference count of its own,
     /// for a cache kept per thread: requests through it change no counter
     /// that requests on other threads change too. The auth method is still

@@ -1428,3 +1428,65 @@ async fn a_removed_then_recreated_account_never_sends_the_old_credential() {
         "nothing may reach the old account's host after its removal"
     );
 }
+
+/// The shortcuts and a JSON body, as reqwest users write them; a header
+/// value that cannot be sent is named by its header, not quoted.
+#[tokio::test]
+async fn shortcuts_and_json_bodies_read_like_reqwest() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/contacts"))
+        .and(header("content-type", "application/json"))
+        .and(body_string(r#"{"name":"Ada"}"#))
+        .respond_with(ResponseTemplate::new(201).set_body_string(r#"{"id":7}"#))
+        .expect(1)
+        .mount(&server)
+        .await;
+    for verb in ["GET", "PUT", "PATCH", "DELETE"] {
+        Mock::given(method(verb))
+            .and(path("/v1/contacts/7"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{}/v1"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("token", "k")]).await;
+    let account = hub.account(&acct()).await.expect("account");
+    let created: serde_json::Value = account
+        .post("contacts")
+        .json(&serde_json::json!({ "name": "Ada" }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(created["id"], 7);
+    for request in [
+        account.get("contacts/7"),
+        account.put("contacts/7"),
+        account.patch("contacts/7"),
+        account.delete("contacts/7"),
+    ] {
+        assert_eq!(request.send().await.expect("sent").status(), StatusCode::OK);
+    }
+    let error = account
+        .get("contacts/7")
+        .header("X-Note", "line\nbreak s3cret")
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("header `x-note`"), "{error}");
+    assert!(!error.to_string().contains("s3cret"), "{error}");
+}
