@@ -56,6 +56,14 @@ impl TryFrom<String> for AccountId {
     }
 }
 
+impl TryFrom<&str> for AccountId {
+    type Error = Error;
+
+    fn try_from(id: &str) -> Result<Self> {
+        Self::new(id)
+    }
+}
+
 impl From<AccountId> for String {
     fn from(id: AccountId) -> Self {
         id.0
@@ -283,6 +291,42 @@ pub struct NewAccount {
     pub parameters: Secrets,
     /// Credentials.
     pub credentials: Secrets,
+}
+
+impl NewAccount {
+    /// An account `id` with no values yet, to fill with
+    /// [`parameter`](Self::parameter) and [`credential`](Self::credential).
+    ///
+    /// ```
+    /// use integration_core::{AccountId, NewAccount};
+    ///
+    /// let new = NewAccount::new(AccountId::new("customer-42")?)
+    ///     .parameter("subdomain", "eu1")
+    ///     .credential("token", "s3cret");
+    /// assert!(new.credentials.contains("token"));
+    /// assert!(!format!("{new:?}").contains("s3cret"));
+    /// # Ok::<(), integration_core::Error>(())
+    /// ```
+    pub fn new(id: AccountId) -> Self {
+        Self {
+            id,
+            parameters: Secrets::new(),
+            credentials: Secrets::new(),
+        }
+    }
+
+    /// Adds a parameter value (the definition decides whether it is stored
+    /// encrypted).
+    pub fn parameter(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.parameters.insert(name, SecretString::from(value.into()));
+        self
+    }
+
+    /// Adds a credential.
+    pub fn credential(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.credentials.insert(name, SecretString::from(value.into()));
+        self
+    }
 }
 
 impl fmt::Debug for NewAccount {
