@@ -1151,20 +1151,9 @@ async fn read_response(
 
 #[tokio::test]
 async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
-    use integrations::http::HttpClient;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let upstream = echoing_upstream().await;
-    let (integrations, keys, key, dir) =
-        weather_account(&upstream, HttpClient::with_pool_per_thread().expect("http client")).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let state = Arc::new(AppState {
-        integrations,
-        keys,
-        redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
-    });
-    tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+    let (address, key, dir) = gateway_over_echoing_upstream().await;
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
     let mut buffer = Vec::new();
     let auth = format!("Authorization: Bearer {key}\r\n");
