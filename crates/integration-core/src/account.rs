@@ -708,6 +708,12 @@ mod tests {
         auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
 
         [[integration]]
+        key = "drop"
+        name = "Drop"
+        parameters = [{ name = "server" }]
+        auth = { type = "sftp", host = "{server}" }
+
+        [[integration]]
         key = "lab"
         name = "Lab"
         base_url = "https://{host}/api"
@@ -870,6 +876,17 @@ mod tests {
             assert!(message.contains("cloud metadata address"), "{integration}: {message}");
         }
         assert!(check("onprem", &[("host", "api.example")], &[("token", "t")]).starts_with("ok"));
+        let sftp = [
+            ("username", "u"),
+            ("password", "p"),
+            ("host_key", "insecure-accept-any"),
+        ];
+        let message = check("drop", &[("server", "10.0.0.5")], &sftp);
+        assert!(
+            message.contains("parameter `server` makes the host an IP address") && message.contains("(in auth.host)"),
+            "{message}"
+        );
+        assert!(check("drop", &[("server", "sftp.example")], &sftp).starts_with("ok"));
     }
 
     #[test]
