@@ -166,18 +166,14 @@ async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if presents_a_key(&state, request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes)) {
+    if proxy::policy::presents_a_key(
+        &state.keys,
+        request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
+    ) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::unauthorized())
     }
-}
-
-fn presents_a_key(state: &AppState, authorization: Option<&[u8]>) -> bool {
-    authorization
-        .and_then(|value| std::str::from_utf8(value).ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|key| state.keys.accepts(key.trim()))
 }
 
 /// The gateway as a hyper service: [`router`], with the proxy's requests,
@@ -188,6 +184,8 @@ fn presents_a_key(state: &AppState, authorization: Option<&[u8]>) -> bool {
 pub struct Gateway {
     state: Arc<AppState>,
     router: Router,
+    /// How long hyper's path waits for a proxied request's body.
+    body_read_timeout: std::time::Duration,
 }
 
 impl Gateway {
@@ -196,18 +194,23 @@ impl Gateway {
         Self {
             router: router(Arc::clone(&state)),
             state,
+            body_read_timeout: server::ConnectionSettings::default().body_read_timeout,
         }
+    }
+
+    /// The gateway waiting at most `timeout` for a proxied request's body.
+    pub(crate) fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// A proxy request, its API key checked.
     pub(crate) async fn proxy(&self, request: Request) -> Response {
-        if !presents_a_key(
-            &self.state,
-            request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
-        ) {
+        let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        if !proxy::policy::presents_a_key(&self.state.keys, authorization) {
             return ApiError::unauthorized().into_response();
         }
-        proxy::forward(&self.state, request).await.into_response()
+        proxy::forward(&self.state, request, self.body_read_timeout).await
     }
 
     /// Whether a proxy request's `Authorization` header holds a valid key,
@@ -228,7 +231,7 @@ impl Gateway {
         if known {
             return true;
         }
-        if !presents_a_key(&self.state, authorization) {
+        if !proxy::policy::presents_a_key(&self.state.keys, authorization) {
             return false;
         }
         *accepted = authorization.map(|header| AcceptedKey {
@@ -284,11 +287,15 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve_worker(
-        listener,
-        Gateway::new(state),
-        server::ConnectionSettings::default(),
-        shutdown,
-    )
-    .await
+    serve_with(listener, state, server::ConnectionSettings::default(), shutdown).await
+}
+
+/// [`serve`] with connection settings of one's own.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    settings: server::ConnectionSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve_worker(listener, Gateway::new(state), settings, shutdown).await
 }

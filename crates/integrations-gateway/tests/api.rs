@@ -1347,6 +1347,7 @@ async fn the_front_refuses_early_times_out_bodies_caps_connections_and_stops_in_
         body_read_timeout: Duration::from_millis(300),
         max_connections: 2,
         shutdown_grace: Duration::from_millis(500),
+        ..ConnectionSettings::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = std::thread::spawn(move || {

@@ -31,7 +31,8 @@ use tokio::time::{Instant, Sleep};
 use super::ConnectionSettings;
 use super::rewind::Rewind;
 use crate::error::ApiError;
-use crate::{AcceptedKey, Gateway, proxy};
+use crate::proxy::{self, policy};
+use crate::{AcceptedKey, Gateway};
 use axum::response::IntoResponse as _;
 
 /// The most a request head may take here; hyper answers bigger ones.
@@ -62,6 +63,9 @@ pub(crate) async fn serve(
         presented: Vec::new(),
         head_deadline: Box::pin(tokio::time::sleep(settings.header_read_timeout)),
     };
+    if !settings.fast_path {
+        return hand_over(front, app, http, stop).await;
+    }
     // One future for the whole connection, rather than one made and
     // dropped for each request.
     let mut stopped = pin!(stopping(stop.clone()));
@@ -113,28 +117,31 @@ pub(crate) async fn serve(
             Ok(body) => incoming.body = body,
             Err(BodyRead::TimedOut) => {
                 tracing::debug!("request body not received in time");
-                let timed_out = StatusCode::REQUEST_TIMEOUT.into_response();
-                let _ = front.write_gateway_response(timed_out, head_only, true).await;
+                let _ = front
+                    .write_gateway_response(policy::body_timed_out(), head_only, true)
+                    .await;
                 return;
             }
             Err(BodyRead::Closed) => return,
         }
         let written = match app.relay_accepted(incoming).await {
             proxy::Answer::Upstream(relayed) => {
-                let listed = proxy::connection_listed(
+                let listed = policy::connection_listed(
                     relayed
                         .headers
                         .iter()
                         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
                         .map(|(_, value)| value),
                 );
-                let headers = relayed.headers.iter().filter(|(name, _)| {
-                    !listed
-                        .iter()
-                        .any(|listed| name.eq_ignore_ascii_case(listed.as_str().as_bytes()))
-                });
                 front
-                    .write_response(relayed.status, headers, relayed.body, head_only, close)
+                    .write_response(
+                        relayed.status,
+                        relayed.headers.iter(),
+                        &listed,
+                        relayed.body,
+                        head_only,
+                        close,
+                    )
                     .await
             }
             proxy::Answer::Gateway(refused) => front.write_gateway_response(refused, head_only, close).await,
@@ -324,16 +331,21 @@ impl Front {
             .headers
             .iter()
             .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
-        self.write_response(parts.status, headers, body, head_only, close).await
+        self.write_response(parts.status, headers, &[], body, head_only, close)
+            .await
     }
 
-    /// Writes a response with its own framing: `Content-Length` when the
-    /// body's size is known, chunked otherwise. Small bodies go in the
-    /// head's write. Hop-by-hop headers are not written.
+    /// Writes a response as hyper writes it, byte for byte: header names in
+    /// lower case and in their order, less those [`policy::forwards`] drops
+    /// (hop-by-hop, or listed in `Connection`); then `connection: close`,
+    /// the framing when the headers had none (`content-length` when the
+    /// body's size is known, chunked otherwise), and `date`. Small bodies go
+    /// in the head's write.
     async fn write_response<'h, B>(
         &mut self,
         status: StatusCode,
         headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+        listed: &[HeaderName],
         mut body: B,
         head_only: bool,
         close: bool,
@@ -342,44 +354,50 @@ impl Front {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let bodiless = head_only
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let bodiless =
+            status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let length = http_body::Body::size_hint(&body).exact();
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut dated = false;
+        let mut framed = false;
         for (name, value) in headers {
-            // The framing is the front's own; a HEAD response keeps the
-            // length the GET would have.
-            let framing = !head_only && name.eq_ignore_ascii_case(b"content-length") || proxy::is_hop_by_hop(name);
-            if framing {
+            if !policy::forwards(name, listed, false) {
                 continue;
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                // The upstream's length frames the body (the relay read it
+                // by it); a HEAD response keeps the length the GET would
+                // have; a bodiless status has none.
+                // hyper writes an empty body's length after the others.
+                if bodiless || framed || (!head_only && length == Some(0)) {
+                    continue;
+                }
+                framed = true;
             }
             dated |= name.eq_ignore_ascii_case(b"date");
             write_header(out, name, value);
         }
-        if !dated {
-            write_header(out, b"date", httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-        }
-        let chunked = !bodiless && length.is_none();
-        if bodiless {
-        } else if let Some(length) = length {
-            write_header(out, b"content-length", itoa::Buffer::new().format(length).as_bytes());
-        } else {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
+        let chunked = !bodiless && !head_only && !framed && length.is_none();
+        if bodiless || framed {
+        } else if let Some(length) = length {
+            write_header(out, b"content-length", itoa::Buffer::new().format(length).as_bytes());
+        } else if !head_only {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !dated {
+            write_header(out, b"date", httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        }
         out.extend_from_slice(b"\r\n");
-        if bodiless {
+        if bodiless || head_only {
             return self.stream.write_all(&self.out).await;
         }
         let mut sent: u64 = 0;
@@ -412,7 +430,7 @@ impl Front {
                 ));
             }
             if chunked {
-                self.out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
                 self.out.extend_from_slice(&data);
                 self.out.extend_from_slice(b"\r\n");
             } else {
@@ -436,8 +454,9 @@ impl Front {
     }
 }
 
+/// One header line, its name in lower case.
 fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
+    out.extend(name.iter().map(u8::to_ascii_lowercase));
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -468,7 +487,7 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
         None => (target, None),
     };
     // An invalid account id is hyper's to refuse, as any other request.
-    let Some((account, path)) = proxy::split(path) else {
+    let Some((account, path)) = policy::split(path) else {
         return Parsed::Other;
     };
     let Ok(account) = AccountId::new(account) else {
@@ -477,7 +496,7 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Other;
     };
-    if !proxy::FORWARDED.contains(&method) {
+    if !policy::FORWARDED.contains(&method) {
         return Parsed::Other;
     }
     // Allocated at the first forwarded header: many requests have none
@@ -486,12 +505,19 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
     let mut authorization = false;
     let mut body_length = None;
     let mut close = false;
-    let mut connection_values: Vec<&[u8]> = Vec::new();
+    // Empty, without allocating, unless `Connection` names a header.
+    let listed = policy::connection_listed(
+        parsed
+            .headers
+            .iter()
+            .filter(|slot| slot.name.eq_ignore_ascii_case("connection"))
+            .map(|slot| slot.value),
+    );
     for slot in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(slot.name.as_bytes()) else {
             return Parsed::Other;
         };
-        let hop_by_hop = proxy::hop_by_hop_index(&name).is_some();
+        let hop_by_hop = policy::is_hop_by_hop_name(&name);
         if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
             return Parsed::Other;
         }
@@ -501,12 +527,11 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
                 .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
                 .and_then(|text| text.parse::<u64>().ok());
             match (length, body_length) {
-                (Some(length), None) if length <= proxy::BUFFERED_BODY => body_length = Some(length),
+                (Some(length), None) if length <= policy::BUFFERED_BODY => body_length = Some(length),
                 _ => return Parsed::Other,
             }
         }
         if name == header::CONNECTION {
-            connection_values.push(slot.value);
             for token in slot.value.split(|&byte| byte == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -530,20 +555,20 @@ fn parse(buffer: &[u8], presented: &mut Vec<u8>) -> Parsed {
             presented.extend_from_slice(slot.value);
             continue;
         }
+        if !listed.is_empty() && !policy::forwards(name.as_str().as_bytes(), &listed, true) {
+            continue;
+        }
         let Ok(value) = HeaderValue::from_bytes(slot.value) else {
             return Parsed::Other;
         };
         headers.append(name, value);
-    }
-    for listed in proxy::connection_listed(connection_values.into_iter()) {
-        headers.remove(listed);
     }
     Parsed::Proxy(Head {
         request: ProxyRequest {
             incoming: proxy::Incoming {
                 method,
                 account,
-                target: proxy::upstream_target(path, query),
+                target: policy::upstream_target(path, query),
                 headers,
                 body: Bytes::new(),
             },

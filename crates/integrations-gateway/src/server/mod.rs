@@ -53,6 +53,10 @@ pub struct ConnectionSettings {
     /// At shutdown, how long requests in flight may take to finish; what
     /// is left then is closed.
     pub shutdown_grace: Duration,
+    /// Whether the front answers the proxy requests it reads whole (the
+    /// fast path). Off, hyper answers every request: slower, the same
+    /// bytes on the wire, which the tests compare.
+    pub fast_path: bool,
 }
 
 impl Default for ConnectionSettings {
@@ -62,6 +66,7 @@ impl Default for ConnectionSettings {
             body_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
+            fast_path: true,
         }
     }
 }
@@ -178,6 +183,7 @@ pub(crate) async fn serve_worker(
     settings: ConnectionSettings,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let app = app.with_body_read_timeout(settings.body_read_timeout);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         // Slow clients do not hold connections open for ever.
