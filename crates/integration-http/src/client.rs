@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_core::{Error, ErrorKind, Result};
+use rustls::pki_types::CertificateDer;
 use thread_local::ThreadLocal;
 
 use crate::relay::Relay;
+use crate::tls;
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +29,10 @@ const PROXY_VARIABLES: [&str; 6] = [
 /// Redirects are not followed: a redirect could carry a credential to a
 /// host the integration does not name, so 3xx responses are returned as
 /// they came.
+///
+/// HTTPS trusts the platform's root certificates and webpki's, and the CA
+/// certificates of the PEM file `INTEGRATIONS_CA_BUNDLE` names;
+/// [`with_ca_bundle`](Self::with_ca_bundle) adds more.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     shared: Transports,
@@ -34,6 +40,10 @@ pub struct HttpClient {
     /// Whether the transports are ours to build (not a caller's reqwest
     /// client, no outbound proxy configured).
     own: bool,
+    /// Whether the reqwest client is a caller's, whose roots are theirs.
+    callers: bool,
+    /// The CA certificates trusted beside the platform's and webpki's.
+    extra_roots: Arc<[CertificateDer<'static>]>,
 }
 
 /// The clients one thread sends with.
@@ -52,12 +62,41 @@ impl HttpClient {
     /// A client with rustls, no redirects, TCP_NODELAY and pooled
     /// keep-alive connections.
     pub fn new() -> Result<Self> {
+        Self::trusting(tls::roots_from_environment()?.into())
+    }
+
+    fn trusting(extra_roots: Arc<[CertificateDer<'static>]>) -> Result<Self> {
         let own = !outbound_proxy_configured();
         Ok(Self {
-            shared: Transports::build(own)?,
+            shared: Transports::build(own, &extra_roots)?,
             per_thread: None,
             own,
+            callers: false,
+            extra_roots,
         })
+    }
+
+    /// A client of its own (its own connection pools) that also trusts the
+    /// CA certificates of the PEM file at `path`; `source` says, in errors,
+    /// where the path came from (`integration `corp` ca_bundle`).
+    pub fn with_ca_bundle(&self, path: &std::path::Path, source: &str) -> Result<Self> {
+        if self.callers {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("{source}: the HTTP client is a reqwest client of your own: add the CA certificates to it"),
+            ));
+        }
+        let roots: Vec<_> = self
+            .extra_roots
+            .iter()
+            .cloned()
+            .chain(tls::read_ca_bundle(path, source)?)
+            .collect();
+        let mut client = Self::trusting(roots.into())?;
+        if self.per_thread.is_some() {
+            client.per_thread = Some(Arc::new(ThreadLocal::new()));
+        }
+        Ok(client)
     }
 
     /// A client with one connection pool per thread, for a server that runs
@@ -79,6 +118,8 @@ impl HttpClient {
             },
             per_thread: None,
             own: false,
+            callers: true,
+            extra_roots: Arc::new([]),
         }
     }
 
@@ -92,7 +133,7 @@ impl HttpClient {
             // Built as the shared one was, so it does not fail; if it did,
             // the shared pool still works.
             Some(transports) => transports
-                .get_or_try(|| Transports::build(self.own))
+                .get_or_try(|| Transports::build(self.own, &self.extra_roots))
                 .unwrap_or(&self.shared),
             None => &self.shared,
         }
@@ -100,8 +141,12 @@ impl HttpClient {
 }
 
 impl Transports {
-    fn build(forward: bool) -> Result<Self> {
+    fn build(forward: bool, extra_roots: &[CertificateDer<'static>]) -> Result<Self> {
+        let tls = tls::client_config(extra_roots)?;
+        let mut reqwest_tls = tls.clone();
+        reqwest_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let reqwest = reqwest::Client::builder()
+            .use_preconfigured_tls(reqwest_tls)
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
@@ -110,25 +155,11 @@ impl Transports {
             .build()
             .map_err(|error| Error::new(ErrorKind::Config, "cannot build the HTTP client").with_source(error))?;
         let forward = match forward {
-            true => Some(Relay::new(tls_config()?, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT)),
+            true => Some(Relay::new(tls, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT)),
             false => None,
         };
         Ok(Self { reqwest, forward })
     }
-}
-
-/// The same TLS as the reqwest client's: rustls with ring and the webpki
-/// roots.
-fn tls_config() -> Result<rustls::ClientConfig> {
-    Ok(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| Error::new(ErrorKind::Config, "cannot set up TLS").with_source(error))?
-            .with_root_certificates(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-            .with_no_client_auth(),
-    )
 }
 
 fn outbound_proxy_configured() -> bool {

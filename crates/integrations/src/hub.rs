@@ -41,6 +41,9 @@ pub struct Integrations {
     definitions: Arc<Definitions>,
     store: AccountStore,
     http: HttpClient,
+    /// The HTTP clients of integrations with a `ca_bundle`, made when first
+    /// used: their connections trust the bundle, others' do not.
+    bundled: Mutex<HashMap<String, HttpClient>>,
     clients: Mutex<SharedClients>,
     /// Moves on whenever an account leaves `clients`: threads drop copies
     /// made before, and a compilation that began before is not kept.
@@ -62,6 +65,7 @@ impl Integrations {
             definitions: Arc::new(definitions),
             store,
             http,
+            bundled: Mutex::new(HashMap::new()),
             clients: Mutex::new(SharedClients::default()),
             generation: AtomicU64::new(0),
             per_thread: ThreadLocal::new(),
@@ -193,12 +197,7 @@ impl Integrations {
             && let Ok(integration) = self.integration(account.integration())
             && matches!(integration.auth, Auth::OAuth2(_))
         {
-            let client = integration_auth_oauth2::OAuth2Client::new(
-                &account,
-                integration,
-                self.store.clone(),
-                self.http.clone(),
-            )?;
+            let client = self.oauth2_client(&account, integration)?;
             let revocation = client.revoke(&account).await;
             removal.revoked = revocation.revoked;
             removal.revoke_failures = revocation.failures;
@@ -211,12 +210,28 @@ impl Integrations {
         self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The HTTP client of `integration`'s calls: the shared one, or one that
+    /// also trusts its `ca_bundle`.
+    fn http_for(&self, integration: &Integration) -> Result<HttpClient> {
+        let Some(bundle) = &integration.ca_bundle else {
+            return Ok(self.http.clone());
+        };
+        let mut bundled = self.bundled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = bundled.get(&integration.key) {
+            return Ok(client.clone());
+        }
+        let source = format!("integration `{}` ca_bundle", integration.key);
+        let client = self.http.with_ca_bundle(bundle, &source)?;
+        bundled.insert(integration.key.clone(), client.clone());
+        Ok(client)
+    }
+
     fn compile(&self, account: &ConnectedAccount) -> Result<AccountClient> {
         let integration = self
             .integration(account.integration())
             .map_err(|error| error.with_context("account", account.id()))?;
         let authenticator = self.authenticator(account, integration)?;
-        AccountClient::new(account, integration, self.http.clone(), authenticator)
+        AccountClient::new(account, integration, self.http_for(integration)?, authenticator)
     }
 
     fn authenticator(&self, account: &ConnectedAccount, integration: &Integration) -> Result<Arc<dyn Authenticator>> {
@@ -241,7 +256,7 @@ impl Integrations {
                 account,
                 integration,
                 self.store.clone(),
-                self.http.clone(),
+                self.http_for(integration)?,
             )?)),
             #[cfg(feature = "auth-oauth2")]
             Auth::OAuth2(_) => Ok(Arc::new(integration_auth_oauth2::OAuth2Authenticator::new(
@@ -420,7 +435,7 @@ mod oauth2 {
             account: &ConnectedAccount,
             integration: &Integration,
         ) -> Result<OAuth2Client> {
-            OAuth2Client::new(account, integration, self.store.clone(), self.http.clone())
+            OAuth2Client::new(account, integration, self.store.clone(), self.http_for(integration)?)
         }
 
         async fn oauth2_account(&self, id: &AccountId) -> Result<(ConnectedAccount, OAuth2Client)> {

@@ -56,6 +56,11 @@ pub struct Integration {
     /// and cloud metadata addresses are refused whatever this says.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_ip_hosts: bool,
+    /// A PEM file of CA certificates that this integration's HTTPS calls
+    /// trust beside the platform's: an internal API's own CA. Its calls then
+    /// go over connections of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// How failed HTTP requests are retried: 429 and 503 after their

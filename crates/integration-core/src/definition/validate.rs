@@ -558,6 +558,16 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
         }
         Auth::ApiToken(_) | Auth::Basic(_) => {}
     }
+    if let Some(bundle) = &integration.ca_bundle {
+        if matches!(integration.auth, Auth::Sftp(_)) {
+            checker.error(
+                &join(path, "ca_bundle"),
+                "SFTP does not use TLS; its server is trusted by `host_keys`",
+            );
+        } else if let Some(problem) = ca_bundle_problem(bundle) {
+            checker.error(&join(path, "ca_bundle"), problem);
+        }
+    }
     if !integration.allow_insecure_http {
         for (field, url) in url_fields(integration) {
             if let Some(host) = plain_http_host(url.source())
@@ -864,5 +874,18 @@ fn join(path: &str, name: &str) -> String {
         name.to_owned()
     } else {
         format!("{path}.{name}")
+    }
+}
+
+/// What is wrong with a `ca_bundle` file, if anything: it must be readable
+/// and hold a PEM certificate. The HTTP client reads the certificates.
+fn ca_bundle_problem(path: &std::path::Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Err(error) => Some(format!("cannot read `{}`: {error}", path.display())),
+        Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => Some(format!(
+            "`{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        )),
+        Ok(_) => None,
     }
 }
