@@ -459,7 +459,7 @@ where
                     .then(|| inner.retry.after_failure(failure.kind, method, attempt, started))
                     .flatten();
                 let Some(wait) = wait else {
-                    return Err(transport_error(client, failure, attempt));
+                    return Err(transport_error(prepared, failure, attempt));
                 };
                 tracing::debug!(account = %inner.account, attempt, ?wait, "transport error: retrying");
                 tokio::time::sleep(wait).await;
@@ -550,22 +550,66 @@ fn refused(client: &AccountClient, message: &str) -> Error {
         .with_context("integration", client.integration())
 }
 
-fn transport_error(client: &AccountClient, failure: Failure, attempts: u32) -> Error {
-    let (kind, message) = match failure.kind {
-        FailureKind::Timeout => (ErrorKind::Timeout, "the request timed out"),
-        FailureKind::Connect => (ErrorKind::Transport, "cannot connect"),
-        FailureKind::Invalid | FailureKind::Exchange => (ErrorKind::Transport, "the request failed"),
+/// The error of a request that got no response: what failed (refused,
+/// DNS, TLS, a timeout) and where, `host:port`, in its message.
+fn transport_error(prepared: &Prepared, failure: Failure, attempts: u32) -> Error {
+    let url = &prepared.url;
+    let destination = format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    );
+    let cause = cause(failure.source.as_ref());
+    let (kind, mut message) = match failure.kind {
+        FailureKind::Timeout => (ErrorKind::Timeout, format!("the request to {destination} timed out")),
+        FailureKind::Connect => (ErrorKind::Transport, format!("cannot connect to {destination}")),
+        FailureKind::Invalid | FailureKind::Exchange => {
+            (ErrorKind::Transport, format!("the request to {destination} failed"))
+        }
     };
-    let message = if attempts > 1 {
-        format!("{message} (after {attempts} attempts)")
-    } else {
-        message.to_owned()
-    };
+    if let Some(cause) = cause {
+        message.push_str(": ");
+        message.push_str(&cause);
+    }
+    if attempts > 1 {
+        message.push_str(&format!(" (after {attempts} attempts)"));
+    }
     Error::new(kind, message)
-        .with_context("account", client.account())
-        .with_context("integration", client.integration())
+        .with_context("account", prepared.client.account())
+        .with_context("integration", prepared.client.integration())
         .with_source(failure.source)
         .temporary()
+}
+
+/// What a transport failure came down to, read off its chain of sources:
+/// a TLS error (its own words), a refused or reset connection, a DNS
+/// lookup that failed. `None` when the chain says nothing more precise.
+fn cause(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(format!("TLS: {tls}"));
+        }
+        let text = error.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return Some("DNS lookup failed".to_owned());
+        }
+        current = error.source();
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Some("connection refused".to_owned()),
+                std::io::ErrorKind::ConnectionReset => return Some("connection reset".to_owned()),
+                std::io::ErrorKind::ConnectionAborted => return Some("connection aborted".to_owned()),
+                _ => {}
+            }
+            // An `io::Error`'s `source()` skips the error it wraps (such
+            // as rustls' in tokio-rustls' errors): that one comes next.
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner as &(dyn std::error::Error + 'static));
+            }
+        }
+    }
+    None
 }
 
 impl fmt::Debug for RequestBuilder {

@@ -494,6 +494,7 @@ async fn exchange(case: &Case, fast_path: bool) -> Exchange {
             listener.local_addr().expect("address").to_string()
         }
     };
+    let upstream_address = upstream.clone();
     let (address, key, _dir) = gateway(&upstream, fast_path).await;
     let mut client = TcpStream::connect(address).await.expect("connect");
     client
@@ -515,9 +516,11 @@ async fn exchange(case: &Case, fast_path: bool) -> Exchange {
                 .into_bytes()
         })
         .collect();
+    // Errors name the upstream's address.
+    let client = String::from_utf8_lossy(&mask_dates(&response)).replace(&upstream_address, "upstream");
     Exchange {
         upstream,
-        client: mask_dates(&response),
+        client: client.into_bytes(),
     }
 }
 

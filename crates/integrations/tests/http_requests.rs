@@ -850,7 +850,10 @@ async fn a_connection_that_never_opens_is_retried_then_reported() {
     assert!(error.is_temporary());
     assert_eq!(
         error.to_string(),
-        "cannot connect (after 3 attempts) (account `acct`, integration `crm`)"
+        format!(
+            "cannot connect to 127.0.0.1:{port}: connection refused (after 3 attempts) \
+             (account `acct`, integration `crm`)"
+        )
     );
     let mut chain = String::new();
     let mut source: Option<&dyn std::error::Error> = Some(&error);
@@ -1029,7 +1032,10 @@ async fn forward_retries_a_connection_that_never_opens_then_reports_it() {
         assert_eq!(error.kind(), ErrorKind::Transport, "{transport}");
         assert_eq!(
             error.to_string(),
-            "cannot connect (after 3 attempts) (account `acct`, integration `crm`)",
+            format!(
+                "cannot connect to 127.0.0.1:{port}: connection refused (after 3 attempts) \
+                 (account `acct`, integration `crm`)"
+            ),
             "{transport}"
         );
         assert!(!format!("{error:?}").contains("s3cret"), "{transport}");

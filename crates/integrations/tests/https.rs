@@ -199,6 +199,15 @@ async fn an_integration_ca_bundle_is_trusted_on_both_transports_and_nowhere_else
             .expect_err("untrusted CA"),
     ] {
         assert_eq!(error.kind(), ErrorKind::Transport, "{error}");
+        // The message alone says what failed and where.
+        let message = error.to_string();
+        let destination = format!("localhost:{}", upstream.address.port());
+        assert!(message.contains(&destination), "{message}");
+        assert!(
+            message.contains("TLS: invalid peer certificate: UnknownIssuer"),
+            "{message}: {}",
+            error_chain(&error)
+        );
         let chain = error_chain(&error);
         assert!(chain.to_lowercase().contains("certificate"), "{chain}");
         assert!(!chain.contains("tls-s3cret"), "{chain}");
