@@ -4,9 +4,25 @@ use std::sync::Arc;
 
 use integration_storage_sled::SledStorage;
 
+mod common;
+
 integration_storage_tests::conformance_tests!(|| async {
     Arc::new(SledStorage::temporary().expect("temporary sled database"))
 });
+
+integration_storage_tests::persistence_tests!(
+    open: |dir: &std::path::Path| {
+        let dir = dir.to_owned();
+        async move { Arc::new(SledStorage::open(&dir).expect("open sled")) }
+    },
+    spoil: |dir: &std::path::Path, id: &integration_core::AccountId| {
+        // Behind the backend's back, as a damaged disk would.
+        let db = common::open_raw(dir);
+        let accounts = db.open_tree("accounts.v1").expect("accounts tree");
+        accounts.insert(id.as_str(), b"{not json".as_slice()).expect("write garbage");
+        db.flush().expect("flush");
+    },
+);
 
 #[tokio::test]
 async fn debug_shows_no_record_contents() {

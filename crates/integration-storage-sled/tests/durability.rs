@@ -11,6 +11,9 @@ use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::{AccountId, AccountStore, Cipher, Definitions, EncryptionKey, ErrorKind, NewAccount, Secrets};
 use integration_storage_sled::SledStorage;
 
+mod common;
+use common::open_raw;
+
 const CHILD_DIR_ENV: &str = "INTEGRATIONS_TEST_SLED_CHILD_DIR";
 const CHILD_KEY_ENV: &str = "INTEGRATIONS_TEST_SLED_CHILD_KEY";
 const ACKS_BEFORE_KILL: usize = 40;
@@ -42,21 +45,6 @@ fn new_account(id: &str) -> NewAccount {
         ]
         .into_iter()
         .collect(),
-    }
-}
-
-/// sled without the backend; waits, as `SledStorage::open` does, for the
-/// previous handle's background threads to release the lock.
-fn open_raw(path: &std::path::Path) -> sled::Db {
-    let deadline = Instant::now() + integration_storage_sled::LOCK_WAIT;
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(error) if Instant::now() < deadline && error.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(error) => panic!("raw sled: {error}"),
-        }
     }
 }
 

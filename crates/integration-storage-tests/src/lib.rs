@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,33 @@ macro_rules! conformance_tests {
                 });
             }
         )*
+    };
+}
+
+/// Generates the opt-in behaviors of a store that persists, one `#[test]`
+/// each: [`acknowledged_writes_survive_a_reopen`] and
+/// [`an_unreadable_record_is_an_error_in_its_place`].
+///
+/// `open` is a closure `|dir: &Path| async { Arc<impl Storage> }` that opens
+/// the store kept in `dir` (a fresh temporary directory per test; a
+/// backend that is not file-based may keep its data elsewhere, the same
+/// for every call of one test). `spoil` is a closure `|dir: &Path, id:
+/// &AccountId|`, called while the store is closed, that makes the stored
+/// record of `id` unreadable (garbage where the record's bytes are).
+#[macro_export]
+macro_rules! persistence_tests {
+    (open: $open:expr, spoil: $spoil:expr $(,)?) => {
+        #[test]
+        fn acknowledged_writes_survive_a_reopen() {
+            $crate::__runtime().block_on($crate::acknowledged_writes_survive_a_reopen($open));
+        }
+
+        #[test]
+        fn an_unreadable_record_is_an_error_in_its_place() {
+            $crate::__runtime().block_on($crate::an_unreadable_record_is_an_error_in_its_place(
+                $open, $spoil,
+            ));
+        }
     };
 }
 
@@ -513,4 +541,138 @@ pub async fn sealed_secrets_round_trip_byte_for_byte(storage: Arc<impl Storage +
     storage.insert_account(&account).await.expect("insert must succeed");
     let read = storage.account(&account.id).await.expect("account() must not fail");
     assert_eq!(read, Some(account), "bytes and text must round-trip exactly");
+}
+
+/// Behavior (opt-in, for stores that persist): what was acknowledged is
+/// there after the store is closed and opened again: inserts, a swap's new
+/// revision, a delete, pending authorizations inserted and taken.
+pub async fn acknowledged_writes_survive_a_reopen<S, F, Fut>(open: F)
+where
+    S: Storage + ?Sized,
+    F: Fn(&Path) -> Fut,
+    Fut: Future<Output = Arc<S>>,
+{
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("cannot make a temporary directory: {error}"));
+    let kept = sample_account("kept");
+    let mut swapped = sample_account("swapped");
+    let expires_at = in_ten_minutes();
+    {
+        let storage = open(dir.path()).await;
+        for id in ["kept", "swapped", "deleted"] {
+            storage
+                .insert_account(&sample_account(id))
+                .await
+                .expect("insert must succeed");
+        }
+        swapped.status = AccountStatus::NeedsReauth;
+        let swap = storage
+            .compare_and_swap_account(1, &swapped)
+            .await
+            .expect("swap must not fail");
+        assert!(matches!(swap, Swap::Swapped(_)), "the swap from revision 1 must win");
+        assert!(
+            storage
+                .delete_account(&account_id("deleted"))
+                .await
+                .expect("delete must succeed")
+        );
+        for state in ["pending-kept", "pending-taken"] {
+            storage
+                .insert_pending_authorization(&sample_pending(state, expires_at))
+                .await
+                .expect("insert must succeed");
+        }
+        assert!(
+            storage
+                .take_pending_authorization("pending-taken")
+                .await
+                .expect("take must not fail")
+                .is_some()
+        );
+        assert_eq!(
+            Arc::strong_count(&storage),
+            1,
+            "the suite must hold the only handle, so that dropping it closes the store"
+        );
+    }
+    let storage = open(dir.path()).await;
+    let read = |id: &'static str| {
+        let storage = Arc::clone(&storage);
+        async move {
+            storage
+                .account(&account_id(id))
+                .await
+                .unwrap_or_else(|error| panic!("account {id} after reopening: {error}"))
+        }
+    };
+    assert_eq!(read("kept").await, Some(kept), "an inserted account must survive");
+    swapped.revision = 2;
+    assert_eq!(
+        read("swapped").await,
+        Some(swapped),
+        "a swap must survive with its revision"
+    );
+    assert_eq!(read("deleted").await, None, "a delete must survive");
+    assert!(
+        storage
+            .take_pending_authorization("pending-kept")
+            .await
+            .expect("take must not fail")
+            .is_some(),
+        "a pending authorization must survive"
+    );
+    assert!(
+        storage
+            .take_pending_authorization("pending-taken")
+            .await
+            .expect("take must not fail")
+            .is_none(),
+        "a taken pending authorization must stay taken"
+    );
+}
+
+/// Behavior (opt-in, for stores that persist): a record that cannot be
+/// read is an error in its place: `accounts` lists it as an `Err` between
+/// the others, and `account` of its id fails rather than answering `None`;
+/// every other record stays readable.
+pub async fn an_unreadable_record_is_an_error_in_its_place<S, F, Fut, Spoil>(open: F, spoil: Spoil)
+where
+    S: Storage + ?Sized,
+    F: Fn(&Path) -> Fut,
+    Fut: Future<Output = Arc<S>>,
+    Spoil: Fn(&Path, &AccountId),
+{
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("cannot make a temporary directory: {error}"));
+    {
+        let storage = open(dir.path()).await;
+        for id in ["a-first", "b-spoiled", "c-last"] {
+            storage
+                .insert_account(&sample_account(id))
+                .await
+                .expect("insert must succeed");
+        }
+    }
+    spoil(dir.path(), &account_id("b-spoiled"));
+    let storage = open(dir.path()).await;
+    let listed = storage.accounts().await.expect("accounts() must not fail as a whole");
+    let outcome: Vec<Option<&str>> = listed
+        .iter()
+        .map(|record| record.as_ref().ok().map(|account| account.id.as_str()))
+        .collect();
+    assert_eq!(
+        outcome,
+        [Some("a-first"), None, Some("c-last")],
+        "the unreadable record must be an error in its place, the others listed"
+    );
+    assert!(
+        storage.account(&account_id("b-spoiled")).await.is_err(),
+        "reading an unreadable record must fail, not answer None"
+    );
+    assert_eq!(
+        storage
+            .account(&account_id("c-last"))
+            .await
+            .expect("a readable record must stay readable"),
+        Some(sample_account("c-last"))
+    );
 }

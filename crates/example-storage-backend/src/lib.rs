@@ -1,0 +1,301 @@
+#![doc = include_str!("../README.md")]
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use integrations::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integrations::time::OffsetDateTime;
+use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
+
+/// Accounts and pending authorizations as JSON files under one directory:
+/// `accounts/{id}.json` and `pending/{hex of the state}.json`.
+#[derive(Clone)]
+pub struct FileStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// Makes each compare-and-swap and take atomic within this process.
+    writes: Mutex<()>,
+    /// A temporary store's directory goes with its last handle.
+    temporary: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl std::fmt::Debug for FileStorage {
+    /// The directory only: records hold sealed secrets, never shown.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FileStorage")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileStorage {
+    /// The store in `dir`, created if need be.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_in(dir.as_ref().to_owned(), false)
+    }
+
+    /// An empty store in a new directory of the system's temporary one,
+    /// removed when the last handle is dropped: for tests.
+    pub fn temporary() -> Result<Self> {
+        static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("example-storage-{}-{n}", std::process::id()));
+        Self::open_in(dir, true)
+    }
+
+    fn open_in(dir: PathBuf, temporary: bool) -> Result<Self> {
+        for sub in ["accounts", "pending"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|error| storage_error("cannot create the store", error))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                writes: Mutex::new(()),
+                temporary,
+            }),
+        })
+    }
+
+    fn account_path(&self, id: &AccountId) -> PathBuf {
+        // An id is `[A-Za-z0-9_-][A-Za-z0-9._-]*`: a safe file name.
+        self.inner.dir.join("accounts").join(format!("{id}.json"))
+    }
+
+    fn pending_path(&self, state: &str) -> PathBuf {
+        let hex: String = state.bytes().map(|byte| format!("{byte:02x}")).collect();
+        self.inner.dir.join("pending").join(format!("{hex}.json"))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs blocking file work off the async runtime's threads.
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&Self) -> Result<T> + Send + 'static) -> Result<T> {
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || work(&storage))
+            .await
+            .map_err(|error| storage_error("a storage task failed", error))?
+    }
+}
+
+#[async_trait]
+impl Storage for FileStorage {
+    /// Must refuse an id that exists with `AlreadyExists`, keeping the
+    /// stored record: a database's unique key does it.
+    async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
+        let account = account.clone();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let path = storage.account_path(&account.id);
+            if path.exists() {
+                return Err(
+                    Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id)
+                );
+            }
+            write_atomically(&path, &to_json(&account)?)
+        })
+        .await
+    }
+
+    /// `None` when there is no such record; an error when there is one that
+    /// cannot be read.
+    async fn account(&self, id: &AccountId) -> Result<Option<StoredAccount>> {
+        let id = id.clone();
+        self.blocking(move |storage| read_account(&storage.account_path(&id), &id))
+            .await
+    }
+
+    /// Every account sorted by id; a record that cannot be read is an
+    /// error in its place, naming its account.
+    async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>> {
+        self.blocking(|storage| {
+            let entries = fs::read_dir(storage.inner.dir.join("accounts"))
+                .map_err(|error| storage_error("cannot list the accounts", error))?;
+            let mut ids = Vec::new();
+            for entry in entries {
+                let name = entry
+                    .map_err(|error| storage_error("cannot list the accounts", error))?
+                    .file_name();
+                // Temporary files of writes in flight end in `.tmp`.
+                if let Some(id) = name.to_str().and_then(|name| name.strip_suffix(".json"))
+                    && let Ok(id) = AccountId::new(id)
+                {
+                    ids.push(id);
+                }
+            }
+            ids.sort();
+            Ok(ids
+                .into_iter()
+                .filter_map(|id| read_account(&storage.account_path(&id), &id).transpose())
+                .collect())
+        })
+        .await
+    }
+
+    /// Atomic: replaces the record only if its revision is still
+    /// `expected_revision`, storing revision + 1. A database does it with
+    /// `UPDATE … SET …, revision = revision + 1 WHERE id = $1 AND revision = $2`.
+    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
+        let account = account.clone();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let path = storage.account_path(&account.id);
+            let Some(stored) = read_account(&path, &account.id)? else {
+                return Err(Error::new(ErrorKind::NotFound, "no such account").with_context("account", &account.id));
+            };
+            if stored.revision != expected_revision {
+                return Ok(Swap::Conflict(stored));
+            }
+            let swapped = StoredAccount {
+                revision: expected_revision + 1,
+                ..account
+            };
+            write_atomically(&path, &to_json(&swapped)?)?;
+            Ok(Swap::Swapped(swapped))
+        })
+        .await
+    }
+
+    /// Whether the account existed; deleting a missing one succeeds.
+    async fn delete_account(&self, id: &AccountId) -> Result<bool> {
+        let id = id.clone();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            remove(&storage.account_path(&id))
+        })
+        .await
+    }
+
+    /// A state already pending is refused with `AlreadyExists`.
+    async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()> {
+        let pending = pending.clone();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let path = storage.pending_path(&pending.state);
+            if path.exists() {
+                return Err(Error::new(ErrorKind::AlreadyExists, "this state is pending already"));
+            }
+            write_atomically(&path, &to_json(&pending)?)
+        })
+        .await
+    }
+
+    /// Single use: removes and returns it atomically, so two callbacks with
+    /// one state cannot both get it (`DELETE … RETURNING`).
+    async fn take_pending_authorization(&self, state: &str) -> Result<Option<PendingAuthorization>> {
+        let state = state.to_owned();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let path = storage.pending_path(&state);
+            let Some(bytes) = read(&path)? else {
+                return Ok(None);
+            };
+            let pending = serde_json::from_slice(&bytes).map_err(|error| {
+                Error::new(ErrorKind::Unreadable, "cannot parse a pending authorization").with_source(error)
+            })?;
+            remove(&path)?;
+            Ok(Some(pending))
+        })
+        .await
+    }
+
+    /// Deletes those that expired at or before `now`; returns how many.
+    async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize> {
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let entries = fs::read_dir(storage.inner.dir.join("pending"))
+                .map_err(|error| storage_error("cannot list the pending authorizations", error))?;
+            let mut deleted = 0;
+            for entry in entries {
+                let path = entry
+                    .map_err(|error| storage_error("cannot list the pending authorizations", error))?
+                    .path();
+                if path.extension().is_none_or(|extension| extension != "json") {
+                    continue;
+                }
+                let expired = read(&path)?
+                    .and_then(|bytes| serde_json::from_slice::<PendingAuthorization>(&bytes).ok())
+                    .is_some_and(|pending| pending.expires_at <= now);
+                if expired && remove(&path)? {
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+fn read_account(path: &Path, id: &AccountId) -> Result<Option<StoredAccount>> {
+    let Some(bytes) = read(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+        Error::new(ErrorKind::Unreadable, "cannot parse the stored record")
+            .with_context("account", id)
+            .with_source(error)
+    })
+}
+
+fn read(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(storage_error("cannot read a record", error)),
+    }
+}
+
+fn remove(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_parent(path).map(|()| true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(storage_error("cannot remove a record", error)),
+    }
+}
+
+fn to_json(record: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|error| storage_error("cannot encode a record", error))
+}
+
+/// Durable once it returns: a temporary file, fsynced, renamed over the
+/// record, then the directory fsynced so that the rename is kept too.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)
+    };
+    write().map_err(|error| storage_error("cannot write a record", error))?;
+    sync_parent(path)
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| storage_error("cannot sync the store's directory", error))
+}
+
+fn storage_error(message: &str, error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(ErrorKind::Storage, message.to_owned()).with_source(error)
+}
