@@ -24,7 +24,8 @@ tasks:
   fuzz [--seconds N]
            run every cargo-fuzz target in fuzz/ for N seconds (default 30),
            from its committed seed corpus (needs `cargo install cargo-fuzz`)
-  schema   regenerate docs/definition.schema.json from the definition model";
+  schema   regenerate the definition format's JSON Schema from the model
+           (docs/definition.schema.json and the validator's copy)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
 
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(&["fmt", "--manifest-path", "tests/trimmed/Cargo.toml", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     test()?;
     cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
@@ -63,7 +65,19 @@ const CI_FUZZ_SECONDS: u64 = 15;
 
 fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"], &[])?;
-    cargo(&["test", "--workspace", "--doc"], &[])
+    cargo(&["test", "--workspace", "--doc"], &[])?;
+    // A user's crate on a trimmed build: a workspace of its own, so that
+    // its features are not unified with the repository's.
+    cargo(
+        &[
+            "test",
+            "--manifest-path",
+            "tests/trimmed/Cargo.toml",
+            "--target-dir",
+            "target/trimmed",
+        ],
+        &[],
+    )
 }
 
 fn bench(filter: &[String]) -> Result<(), String> {
@@ -84,9 +98,15 @@ fn schema() -> Result<(), String> {
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    let path = root().join("docs/definition.schema.json");
-    std::fs::write(&path, &output.stdout).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    eprintln!("wrote {}", path.display());
+    // Published for editors, and compiled into the validator.
+    for path in [
+        "docs/definition.schema.json",
+        "crates/integration-core/src/definition/definition.schema.json",
+    ] {
+        let path = root().join(path);
+        std::fs::write(&path, &output.stdout).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }
 

@@ -144,7 +144,11 @@ impl Transports {
     fn build(forward: bool, extra_roots: &[CertificateDer<'static>]) -> Result<Self> {
         let tls = tls::client_config(extra_roots)?;
         let mut reqwest_tls = tls.clone();
-        reqwest_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        reqwest_tls.alpn_protocols = if cfg!(feature = "http2") {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         let reqwest = reqwest::Client::builder()
             .use_preconfigured_tls(reqwest_tls)
             .user_agent(USER_AGENT)

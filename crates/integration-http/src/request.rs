@@ -116,9 +116,56 @@ impl RequestBuilder {
         self
     }
 
-    /// Adds query parameters.
-    pub fn query<K: Into<String>, V: Into<String>>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        self.query.extend(pairs.into_iter().map(|(k, v)| (k.into(), v.into())));
+    /// Adds query parameters, as reqwest's `query` does: anything serde
+    /// serializes as a form, such as pairs, a map or a struct.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Serialize)]
+    /// struct Page {
+    ///     page: u32,
+    ///     per_page: u32,
+    /// }
+    /// let first = account.get("/contacts").query(&Page { page: 1, per_page: 50 }).send().await?;
+    /// let found = account.get("/search").query(&[("q", "Ada & Charles")]).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query<T: serde::Serialize + ?Sized>(mut self, query: &T) -> Self {
+        match serde_urlencoded::to_string(query) {
+            Ok(encoded) => self.query.extend(
+                url::form_urlencoded::parse(encoded.as_bytes())
+                    .map(|(name, value)| (name.into_owned(), value.into_owned())),
+            ),
+            Err(error) => self.fail(ErrorKind::InvalidInput, format!("cannot encode the query: {error}")),
+        }
+        self
+    }
+
+    /// Sets a form body (`application/x-www-form-urlencoded`, unless a
+    /// `Content-Type` is set), as reqwest's `form` does.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let charged = account
+    ///     .post("/v1/charges")
+    ///     .form(&[("amount", "2000"), ("currency", "eur")])
+    ///     .send()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn form<T: serde::Serialize + ?Sized>(mut self, form: &T) -> Self {
+        match serde_urlencoded::to_string(form) {
+            Ok(encoded) => {
+                if !self.headers.contains_key(reqwest::header::CONTENT_TYPE) {
+                    self.headers.insert(
+                        reqwest::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    );
+                }
+                self.body = Body::Bytes(encoded.into());
+            }
+            Err(error) => self.fail(ErrorKind::InvalidInput, format!("cannot encode the form body: {error}")),
+        }
         self
     }
 

@@ -34,7 +34,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: RequestArgs) -> Result<ExitCo
     };
 
     let integrations = context::integrations(global)?;
-    let account = integrations.account(&id).await?;
+    let account = integrations.client(&id).await?;
     let mut request = account.request(method, &args.url);
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {

@@ -63,7 +63,7 @@ fn authenticated_get(c: &mut Criterion) {
             .await
             .expect("create");
         let hub = Integrations::with_http_client(definitions, store, http.clone());
-        hub.account(&id).await.expect("account")
+        hub.client(&id).await.expect("account")
     });
     let plain = http.reqwest().clone();
     let url = format!("{base}/api/ping");

@@ -36,21 +36,24 @@ pub struct Removal {
 /// [`Integrations::remove_account`]. Each thread keeps its own copies
 /// ([`AccountClient::detached`]), so threads making requests through the
 /// same account share no lock and no reference count.
-#[derive(Debug)]
+///
+/// Cloning is cheap: clones share the definitions, the store, the HTTP
+/// client and every cache, as `Arc<Integrations>` would.
+#[derive(Debug, Clone)]
 pub struct Integrations {
     definitions: Arc<Definitions>,
     store: AccountStore,
     http: HttpClient,
     /// The HTTP clients of integrations with a `ca_bundle`, made when first
     /// used: their connections trust the bundle, others' do not.
-    bundled: Mutex<HashMap<String, HttpClient>>,
-    clients: Mutex<SharedClients>,
+    bundled: Arc<Mutex<HashMap<String, HttpClient>>>,
+    clients: Arc<Mutex<SharedClients>>,
     /// Moves on whenever an account leaves `clients`: threads drop copies
     /// made before, and a compilation that began before is not kept.
-    generation: AtomicU64,
-    per_thread: ThreadLocal<RefCell<ThreadClients>>,
+    generation: Arc<AtomicU64>,
+    per_thread: Arc<ThreadLocal<RefCell<ThreadClients>>>,
     #[cfg(feature = "sftp")]
-    sftp: sftp::SftpClients,
+    sftp: Arc<sftp::SftpClients>,
 }
 
 impl Integrations {
@@ -65,12 +68,12 @@ impl Integrations {
             definitions: Arc::new(definitions),
             store,
             http,
-            bundled: Mutex::new(HashMap::new()),
-            clients: Mutex::new(SharedClients::default()),
-            generation: AtomicU64::new(0),
-            per_thread: ThreadLocal::new(),
+            bundled: Arc::default(),
+            clients: Arc::default(),
+            generation: Arc::default(),
+            per_thread: Arc::default(),
             #[cfg(feature = "sftp")]
-            sftp: sftp::SftpClients::default(),
+            sftp: Arc::default(),
         }
     }
 
@@ -84,11 +87,19 @@ impl Integrations {
         &self.store
     }
 
-    /// The integration with `key`.
+    /// The integration with `key`, or a `NotFound` error naming it, as
+    /// [`Definitions::integration`] gives it.
     pub fn integration(&self, key: &str) -> Result<&Arc<Integration>> {
-        self.definitions.get(key).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "no such integration in the definitions").with_context("integration", key)
-        })
+        self.definitions.integration(key)
+    }
+
+    /// The client of the account `id`: renamed [`client`](Self::client).
+    #[deprecated(
+        since = "0.1.1",
+        note = "renamed `client`: it returns an `AccountClient`, where `AccountStore::get` returns the account"
+    )]
+    pub async fn account(&self, id: &AccountId) -> Result<AccountClient> {
+        self.client(id).await
     }
 
     /// Creates an account of `integration`: checks it as
@@ -109,11 +120,12 @@ impl Integrations {
         Ok(account)
     }
 
-    /// The account `id`, ready for [`AccountClient::request`].
+    /// The client of the account `id`, ready for [`AccountClient::request`]
+    /// (where [`AccountStore::get`] gives the account's record).
     ///
     /// An account being removed ([`Integrations::remove_account`]) is not
     /// found from the moment its removal starts.
-    pub async fn account(&self, id: &AccountId) -> Result<AccountClient> {
+    pub async fn client(&self, id: &AccountId) -> Result<AccountClient> {
         loop {
             // Read before the shared map and the store: a client made from
             // what they held is then tagged with a generation that a later
@@ -180,7 +192,7 @@ impl Integrations {
     /// integration has a revoke endpoint; a provider failure is reported in
     /// the outcome and does not block the removal.
     ///
-    /// From the moment it starts, [`Integrations::account`] no longer finds
+    /// From the moment it starts, [`Integrations::client`] no longer finds
     /// the account, so no request starts with its credentials while the
     /// tokens are revoked; once it returns, no copy of the old account is
     /// left on any thread.

@@ -91,10 +91,10 @@ async fn api_token_in_a_header_with_request_parameters() {
         &[("token", "tok-123")],
     )
     .await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account
         .request(Method::GET, "contacts")
-        .query([("page", "2")])
+        .query(&[("page", "2")])
         .header("X-Trace", "t1")
         .send()
         .await
@@ -151,7 +151,7 @@ async fn a_forgotten_account_is_read_again_on_every_thread() {
                     .expect("runtime");
                 let send = || {
                     runtime.block_on(async {
-                        let account = hub.account(&acct()).await.expect("account");
+                        let account = hub.client(&acct()).await.expect("account");
                         account.request(Method::GET, "x").send().await.expect("sent").status()
                     })
                 };
@@ -214,7 +214,7 @@ async fn api_token_in_a_url_parameter_is_encoded() {
         server.uri()
     );
     let hub = hub(&definitions, &[], &[("token", "a b&c=d")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "/weather").send().await.expect("sent");
     assert_eq!(response.status(), StatusCode::OK);
     let request = only_request(&server).await;
@@ -257,7 +257,7 @@ async fn basic_auth_is_rfc_7617_in_utf_8() {
         server.uri()
     );
     let hub = hub(&definitions, &[], &[("username", "user"), ("password", "pässwörd")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account
         .request(Method::POST, "orders")
         .header("content-type", "application/json")
@@ -301,7 +301,7 @@ async fn values_in_the_base_url_path_are_escaped() {
         server.uri()
     );
     let hub = hub(&definitions, &[("tenant", "a/b c?d")], &[("token", "k")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     account.request(Method::GET, "items").send().await.expect("sent");
     let request = only_request(&server).await;
     assert_eq!(request.url.path(), "/tenants/a%2Fb%20c%3Fd/items");
@@ -326,7 +326,7 @@ async fn dot_segments_cannot_leave_the_base_url_path() {
         server.uri()
     );
     let hub = hub(&definitions, &[], &[("token", "t1-token")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     for path in [
         "../../other-tenant/x",
         "/../../other-tenant/x",
@@ -380,7 +380,7 @@ async fn credentials_go_to_no_other_host() {
         server.uri()
     );
     let hub = hub(&definitions, &[], &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
 
     for url in [
         format!("{}/steal", elsewhere.uri()),
@@ -467,7 +467,7 @@ async fn custom_token_is_fetched_once_and_reused() {
         .mount(&server)
         .await;
     let hub = custom_hub(&server, "").await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     for _ in 0..3 {
         let response = account.request(Method::GET, "data").send().await.expect("sent");
         assert_eq!(response.status(), StatusCode::OK);
@@ -504,7 +504,7 @@ async fn custom_token_by_get_json_pointer_and_header() {
     )
     .replace(r#"access_token_verb = "POST""#, r#"access_token_verb = "GET""#);
     let hub = hub(&definition, &[("username", "ann"), ("password", "pw-s3cret&=")], &[]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "x").send().await.expect("sent");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let stored = hub.store().get(&acct()).await.expect("stored");
@@ -540,7 +540,7 @@ async fn custom_token_from_a_json_post_and_a_response_header() {
         token_response = { token_header = "X-Auth-Token", lifetime_seconds = 600 }"#,
     )
     .await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     assert_eq!(
         account.request(Method::GET, "x").send().await.expect("sent").status(),
         StatusCode::OK
@@ -585,7 +585,7 @@ async fn two_hundred_requests_on_an_expired_token_make_one_token_call() {
         .await;
     let hub = custom_hub(&server, "").await;
     store_token(&hub, "old", Some(OffsetDateTime::now_utc() - Duration::from_secs(10))).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let account = account.clone();
@@ -622,7 +622,7 @@ async fn a_401_gets_one_new_token_and_one_retry() {
         .await;
     let hub = custom_hub(&server, "").await;
     store_token(&hub, "stale", None).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "data").send().await.expect("sent");
     assert_eq!(response.status(), StatusCode::OK);
     server.verify().await;
@@ -644,7 +644,7 @@ async fn a_provider_that_keeps_refusing_causes_no_loop() {
         .await;
     let hub = custom_hub(&server, "").await;
     store_token(&hub, "stale", None).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "data").send().await.expect("sent");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     server.verify().await;
@@ -661,7 +661,7 @@ async fn a_refused_token_request_quotes_status_and_code_only() {
         .mount(&server)
         .await;
     let hub = custom_hub(&server, "").await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let error = account.request(Method::GET, "data").send().await.expect_err("refused");
     assert_eq!(error.kind(), ErrorKind::Provider);
     assert_eq!(
@@ -723,7 +723,7 @@ async fn retries_follow_the_policy() {
         "max_attempts = 3, initial_backoff_seconds = 0.01, max_total_seconds = 5",
     );
     let hub = hub(&definition, &[], &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
 
     let busy = account.request(Method::GET, "/busy").send().await.expect("sent");
     assert_eq!(
@@ -801,7 +801,7 @@ async fn retry_after_beyond_the_budget_returns_the_response() {
         .await;
     let definition = retrying_definition(&server.uri(), "max_total_seconds = 2");
     let hub = hub(&definition, &[], &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "/busy").send().await.expect("sent");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(hits(&server).await, 1);
@@ -816,7 +816,7 @@ async fn a_streaming_body_is_never_replayed() {
         .await;
     let definition = retrying_definition(&server.uri(), "max_attempts = 5, initial_backoff_seconds = 0.01");
     let hub = hub(&definition, &[], &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account
         .request(Method::PUT, "/upload")
         .streaming_body(reqwest::Body::from("streamed"))
@@ -839,7 +839,7 @@ async fn a_connection_that_never_opens_is_retried_then_reported() {
         "max_attempts = 3, initial_backoff_seconds = 0.01",
     );
     let hub = hub(&definition, &[], &[("token", "tok-s3cret")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let error = account
         .request(Method::POST, "/x")
         .body("x")
@@ -910,7 +910,7 @@ async fn forward_sends_what_send_sends_and_streams_the_response_back() {
             uri = server.uri()
         );
         let hub = hub_with(http, &definitions, &[("token", "tok-123")]).await;
-        let account = hub.account(&acct()).await.expect("account");
+        let account = hub.client(&acct()).await.expect("account");
         let response = account
             .request(Method::POST, "contacts?page=2")
             .header("Content-Type", "text/plain")
@@ -973,7 +973,7 @@ async fn forward_limits_the_wait_for_the_head_not_the_body() {
         let upstream = slow_body_upstream().await;
         let definition = retrying_definition(&upstream, "max_attempts = 1");
         let hub = hub_with(http, &definition, &[("token", "tok")]).await;
-        let account = hub.account(&acct()).await.expect("account");
+        let account = hub.client(&acct()).await.expect("account");
 
         let response = account
             .request(Method::GET, "/ping")
@@ -1000,7 +1000,7 @@ async fn forward_limits_the_wait_for_the_head_not_the_body() {
     for (transport, http) in forwarding_clients() {
         let definition = retrying_definition(&server.uri(), "max_attempts = 1");
         let hub = hub_with(http, &definition, &[("token", "tok")]).await;
-        let account = hub.account(&acct()).await.expect("account");
+        let account = hub.client(&acct()).await.expect("account");
         let error = account
             .request(Method::GET, "/slow")
             .forward()
@@ -1022,7 +1022,7 @@ async fn forward_retries_a_connection_that_never_opens_then_reports_it() {
             "max_attempts = 3, initial_backoff_seconds = 0.01",
         );
         let hub = hub_with(http, &definition, &[("token", "tok-s3cret")]).await;
-        let account = hub.account(&acct()).await.expect("account");
+        let account = hub.client(&acct()).await.expect("account");
         let error = account
             .request(Method::POST, "/x")
             .body("x")
@@ -1110,7 +1110,7 @@ async fn forward_raw_keeps_the_head_as_sent() {
     .await;
     let definition = retrying_definition(&upstream, "max_attempts = 1");
     let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
 
     let raw = account.request(Method::GET, "/x").forward_raw().await.expect("raw");
     assert_eq!(raw.status, StatusCode::CREATED);
@@ -1163,7 +1163,7 @@ async fn forward_raw_honours_retry_after() {
         "max_attempts = 2, initial_backoff_seconds = 0.01, max_total_seconds = 5",
     );
     let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let started = std::time::Instant::now();
     let raw = account.request(Method::GET, "/x").forward_raw().await.expect("raw");
     assert_eq!(raw.status, StatusCode::OK);
@@ -1193,7 +1193,7 @@ async fn forward_reads_every_framing_and_keeps_the_connection_for_the_next() {
     .await;
     let definition = retrying_definition(&upstream, "max_attempts = 1");
     let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let forward = |method: Method| account.request(method, "/x").forward();
 
     let chunked = forward(Method::GET).await.expect("chunked");
@@ -1248,7 +1248,7 @@ async fn forward_refuses_a_response_that_breaks_http() {
         let (upstream, _) = scripted_upstream(vec![(response, true)]).await;
         let definition = retrying_definition(&upstream, "max_attempts = 1");
         let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-        let account = hub.account(&acct()).await.expect("account");
+        let account = hub.client(&acct()).await.expect("account");
         let error = account.request(Method::GET, "/x").forward().await.expect_err(what);
         assert_eq!(error.kind(), ErrorKind::Transport, "{what}: {error}");
     }
@@ -1256,7 +1256,7 @@ async fn forward_refuses_a_response_that_breaks_http() {
     let (upstream, _) = scripted_upstream(vec![(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", true)]).await;
     let definition = retrying_definition(&upstream, "max_attempts = 1");
     let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "/x").forward().await.expect("head");
     let error = http_body_util::BodyExt::collect(response.into_body())
         .await
@@ -1281,7 +1281,7 @@ async fn forward_sends_again_when_the_server_closed_a_pooled_connection() {
     .await;
     let definition = retrying_definition(&upstream, "max_attempts = 1");
     let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let first = account.request(Method::GET, "/x").forward().await.expect("first");
     assert_eq!(body_of(first).await, b"first");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1303,7 +1303,7 @@ async fn a_forwarded_response_prints_without_its_body() {
     .await;
     let definition = retrying_definition(&upstream, "max_attempts = 1");
     let hub = hub_with(HttpClient::new().expect("client"), &definition, &[("token", "tok")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let response = account.request(Method::GET, "/x").forward().await.expect("response");
     let printed = format!("{response:?}");
     assert!(!printed.contains("body-s3cret"), "{printed}");
@@ -1359,7 +1359,7 @@ async fn a_removed_then_recreated_account_never_sends_the_old_credential() {
     let hub = Arc::new(hub(&definitions, &[], &[("access_token", "old-token")]).await);
     let o1 = acct();
     let sent = hub
-        .account(&o1)
+        .client(&o1)
         .await
         .expect("account")
         .request(Method::GET, "x")
@@ -1374,7 +1374,7 @@ async fn a_removed_then_recreated_account_never_sends_the_old_credential() {
             let (hub, stop, id) = (Arc::clone(&hub), Arc::clone(&stop), o1.clone());
             tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Ok(account) = hub.account(&id).await {
+                    if let Ok(account) = hub.client(&id).await {
                         let _ = account.request(Method::GET, "x").send().await;
                     }
                     tokio::task::yield_now().await;
@@ -1390,7 +1390,7 @@ async fn a_removed_then_recreated_account_never_sends_the_old_credential() {
     let lookups: Vec<_> = (0..32)
         .map(|_| {
             let (hub, id) = (Arc::clone(&hub), o1.clone());
-            tokio::spawn(async move { hub.account(&id).await.map(drop) })
+            tokio::spawn(async move { hub.client(&id).await.map(drop) })
         })
         .collect();
     for lookup in lookups {
@@ -1418,7 +1418,7 @@ async fn a_removed_then_recreated_account_never_sends_the_old_credential() {
     .await
     .expect("re-create");
     for _ in 0..8 {
-        let account = hub.account(&o1).await.expect("re-created account");
+        let account = hub.client(&o1).await.expect("re-created account");
         let status = account.request(Method::GET, "x").send().await.expect("sent").status();
         assert_eq!(status, StatusCode::OK);
     }
@@ -1467,7 +1467,7 @@ async fn shortcuts_and_json_bodies_read_like_reqwest() {
         server.uri()
     );
     let hub = hub(&definitions, &[], &[("token", "k")]).await;
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     let created: serde_json::Value = account
         .post("contacts")
         .json(&serde_json::json!({ "name": "Ada" }))
@@ -1495,4 +1495,77 @@ async fn shortcuts_and_json_bodies_read_like_reqwest() {
     assert_eq!(error.kind(), ErrorKind::InvalidInput);
     assert!(error.to_string().contains("header `x-note`"), "{error}");
     assert!(!error.to_string().contains("s3cret"), "{error}");
+}
+
+#[tokio::test]
+async fn forms_and_serde_queries_read_like_reqwest() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .and(query_param("page", "2"))
+        .and(query_param("q", "Ada & Charles"))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string("amount=2000&currency=eur&note=caf%C3%A9+%26+cr%C3%A8me"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "pay"
+        name = "Pay"
+        base_url = "{}/v1"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("token", "k")]).await;
+    let account = hub.client(&acct()).await.expect("account");
+    #[derive(serde::Serialize)]
+    struct Search<'a> {
+        page: u32,
+        q: &'a str,
+    }
+    let response = account
+        .post("charges")
+        .query(&Search {
+            page: 2,
+            q: "Ada & Charles",
+        })
+        .form(&[("amount", "2000"), ("currency", "eur"), ("note", "café & crème")])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // What serde cannot put in a query is refused, naming the query.
+    let error = account
+        .get("charges")
+        .query(&serde_json::json!({ "nested": { "a": 1 } }))
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("cannot encode the query"), "{error}");
+}
+
+#[tokio::test]
+async fn clones_share_accounts_and_caches() {
+    let server = MockServer::start().await;
+    let definitions = format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{}/v1"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
+        "#,
+        server.uri()
+    );
+    let hub = hub(&definitions, &[], &[("token", "k")]).await;
+    let clone = hub.clone();
+    clone.client(&acct()).await.expect("compiled through the clone");
+    hub.remove_account(&acct()).await.expect("removed through the original");
+    let error = clone.client(&acct()).await.expect_err("gone for the clone too");
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
 }

@@ -170,7 +170,7 @@ async fn an_integration_ca_bundle_is_trusted_on_both_transports_and_nowhere_else
     std::fs::write(&bundle, &upstream.ca_pem).expect("bundle");
     let integrations = hub(&upstream, &bundle, HttpClient::new().expect("client")).await;
 
-    let trusted = integrations.account(&id("t1")).await.expect("t1");
+    let trusted = integrations.client(&id("t1")).await.expect("t1");
     // reqwest's transport.
     let sent = trusted.get("/items").send().await.expect("sent over TLS");
     assert_eq!(sent.status(), StatusCode::OK);
@@ -183,13 +183,13 @@ async fn an_integration_ca_bundle_is_trusted_on_both_transports_and_nowhere_else
         .expect("forwarded over TLS");
     assert_eq!(forwarded.status(), StatusCode::OK);
     // An OAuth 2.0 token call, then the request with its token.
-    let oauth = integrations.account(&id("o1")).await.expect("o1");
+    let oauth = integrations.client(&id("o1")).await.expect("o1");
     let response = oauth.get("/items").send().await.expect("sent with a token");
     assert_eq!(response.text().await.expect("body"), "bearer tls-access-token");
 
     // The same server, from an integration without the bundle: refused on
     // both transports, naming the certificate, never the credential.
-    let untrusted = integrations.account(&id("u1")).await.expect("u1");
+    let untrusted = integrations.client(&id("u1")).await.expect("u1");
     for error in [
         untrusted.get("/items").send().await.expect_err("untrusted CA"),
         untrusted
@@ -227,7 +227,7 @@ async fn a_deployment_ca_bundle_is_trusted_by_every_integration() {
         .with_ca_bundle(&bundle, "INTEGRATIONS_CA_BUNDLE")
         .expect("bundle read");
     let integrations = hub(&upstream, &bundle, http).await;
-    let account = integrations.account(&id("u1")).await.expect("u1");
+    let account = integrations.client(&id("u1")).await.expect("u1");
     let sent = account.get("/items").send().await.expect("sent over TLS");
     assert_eq!(sent.text().await.expect("body"), "tls-s3cret");
     let forwarded = account

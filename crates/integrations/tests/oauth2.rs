@@ -103,7 +103,7 @@ async fn connect(hub: &Integrations) -> integrations::ConnectedAccount {
 }
 
 async fn me(hub: &Integrations) -> StatusCode {
-    let account = hub.account(&acct()).await.expect("account");
+    let account = hub.client(&acct()).await.expect("account");
     account.request(Method::GET, "me").send().await.expect("sent").status()
 }
 
@@ -352,7 +352,7 @@ async fn five_hundred_requests_on_an_expired_token_make_one_refresh() {
         .expect("expire");
     hub.forget(&acct());
 
-    let client = hub.account(&acct()).await.expect("account");
+    let client = hub.client(&acct()).await.expect("account");
     let tasks: Vec<_> = (0..500)
         .map(|_| {
             let client = client.clone();
@@ -382,13 +382,13 @@ async fn two_clients_sharing_a_store_refresh_once() {
     server.configure(|config| config.access_token_lifetime = Some(Duration::from_secs(3600)));
     let (a, b) = tokio::join!(
         async {
-            let client = first.account(&acct()).await.expect("account");
+            let client = first.client(&acct()).await.expect("account");
             let credential = client.authenticator().credential().await.expect("credential");
             client.authenticator().rejected(&credential).await.expect("rejected");
             client.authenticator().credential().await.expect("renewed")
         },
         async {
-            let client = second.account(&acct()).await.expect("account");
+            let client = second.client(&acct()).await.expect("account");
             let credential = client.authenticator().credential().await.expect("credential");
             client.authenticator().rejected(&credential).await.expect("rejected");
             client.authenticator().credential().await.expect("renewed")
@@ -460,7 +460,7 @@ async fn secrets_never_show_in_debug() {
     let server = TestServer::start(Config::default()).await;
     let hub = hub_with(&definition(&server, "authorization_code", ""), store()).await;
     let account = connect(&hub).await;
-    let client = hub.account(&acct()).await.expect("account");
+    let client = hub.client(&acct()).await.expect("account");
     let shown = format!("{account:?} {client:?} {hub:?}");
     for secret in ["test-secret", &credential(&account, "access_token").expect("token")] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
@@ -515,7 +515,7 @@ async fn transient_refresh_failures_back_off() {
     let hub = hub_with(&definition(&server, "authorization_code", ""), store()).await;
     connect(&hub).await;
     server.configure(|config| config.fail_token_requests = Some(503));
-    let client = hub.account(&acct()).await.expect("account");
+    let client = hub.client(&acct()).await.expect("account");
     let credential = client.authenticator().credential().await.expect("credential");
     client.authenticator().rejected(&credential).await.expect("rejected");
 

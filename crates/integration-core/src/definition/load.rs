@@ -41,11 +41,33 @@ impl Format {
         }
     }
 
+    #[cfg_attr(
+        not(any(feature = "toml", feature = "yaml", feature = "json")),
+        allow(unused_variables, reason = "unread when no format is built")
+    )]
     fn parse(self, text: &str) -> Result<Value, String> {
         match self {
+            #[cfg(feature = "toml")]
             Self::Toml => toml::from_str(text).map_err(|error| error.to_string()),
+            #[cfg(feature = "yaml")]
             Self::Yaml => serde_yaml_ng::from_str(text).map_err(|error| error.to_string()),
+            #[cfg(feature = "json")]
             Self::Json => serde_json::from_str(text).map_err(|error| error.to_string()),
+            #[allow(unreachable_patterns, reason = "reachable when a format's feature is off")]
+            _ => Err(format!(
+                "{} definitions are not in this build: enable the `{}` feature of the `integrations` crate",
+                self.name(),
+                self.feature()
+            )),
+        }
+    }
+
+    /// The cargo feature that reads this format.
+    fn feature(self) -> &'static str {
+        match self {
+            Self::Toml => "toml",
+            Self::Yaml => "yaml",
+            Self::Json => "json",
         }
     }
 }
@@ -139,9 +161,17 @@ impl Definitions {
         })
     }
 
-    /// The integration with `key`.
+    /// The integration with `key`, if there is one.
     pub fn get(&self, key: &str) -> Option<&Arc<Integration>> {
         self.integrations.get(key)
+    }
+
+    /// The integration with `key`, or a `NotFound` error naming it.
+    pub fn integration(&self, key: &str) -> crate::Result<&Arc<Integration>> {
+        self.get(key).ok_or_else(|| {
+            crate::Error::new(crate::ErrorKind::NotFound, "no such integration in the definitions")
+                .with_context("integration", key)
+        })
     }
 
     /// Every integration, sorted by key.

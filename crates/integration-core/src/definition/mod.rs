@@ -2,10 +2,12 @@
 
 mod load;
 mod model;
+#[cfg(feature = "schema")]
 mod schema;
 mod validate;
 
 pub use load::{Definitions, Format};
 pub use model::*;
+#[cfg(feature = "schema")]
 pub use schema::json_schema;
 pub use validate::{DefinitionError, DefinitionErrors};

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use integration_template::{Template, UrlTemplate};
+#[cfg(feature = "schema")]
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One integration: the spec's properties for one auth method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Integration {
     /// Unique identifier: ASCII letters and digits only.
@@ -39,7 +41,7 @@ pub struct Integration {
     pub allowed_hosts: Vec<TemplateField>,
     /// The time limit of each HTTP call, in seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001, max = 3600.0))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.001, max = 3600.0)))]
     pub timeout_seconds: Option<f64>,
     /// How failed HTTP requests are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,24 +68,25 @@ pub struct Integration {
 /// How failed HTTP requests are retried: 429 and 503 after their
 /// `Retry-After`, other 5xx and connection errors with exponential backoff
 /// and jitter, for idempotent methods only, within a total time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 turns retries off.
     #[serde(default = "default_max_attempts")]
-    #[schemars(range(min = 1, max = 10))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 10)))]
     pub max_attempts: u32,
     /// The first backoff, in seconds; it doubles on each retry.
     #[serde(default = "default_initial_backoff")]
-    #[schemars(range(min = 0.0, max = 60.0))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 60.0)))]
     pub initial_backoff_seconds: f64,
     /// The longest single backoff, in seconds.
     #[serde(default = "default_max_backoff")]
-    #[schemars(range(min = 0.0, max = 600.0))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 600.0)))]
     pub max_backoff_seconds: f64,
     /// No retry starts after this many seconds from the first attempt.
     #[serde(default = "default_max_total")]
-    #[schemars(range(min = 0.0, max = 3600.0))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 3600.0)))]
     pub max_total_seconds: f64,
 }
 
@@ -127,7 +130,8 @@ impl Integration {
 }
 
 /// An integration parameter.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ParameterDeclaration {
     /// Name, referenced as `{name}`: ASCII letters, digits and `_`.
@@ -165,7 +169,8 @@ fn is_false(value: &bool) -> bool {
 }
 
 /// The auth method, chosen by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[allow(
     clippy::large_enum_variant,
@@ -200,6 +205,19 @@ impl Auth {
         }
     }
 
+    /// The cargo feature of the `integrations` crate that this method needs,
+    /// when this build leaves the method out.
+    pub fn missing_feature(&self) -> Option<&'static str> {
+        let (built, feature) = match self {
+            Self::OAuth2(_) => (cfg!(feature = "auth-oauth2"), "auth-oauth2"),
+            Self::ApiToken(_) => (cfg!(feature = "auth-api-token"), "auth-api-token"),
+            Self::Basic(_) => (cfg!(feature = "auth-basic"), "auth-basic"),
+            Self::CustomToken(_) => (cfg!(feature = "auth-custom-token"), "auth-custom-token"),
+            Self::Sftp(_) => (cfg!(feature = "sftp"), "sftp"),
+        };
+        (!built).then_some(feature)
+    }
+
     /// The auth-token injection, for the methods that have one.
     pub fn token(&self) -> Option<&TokenInjection> {
         match self {
@@ -212,7 +230,8 @@ impl Auth {
 }
 
 /// OAuth 2.0 configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2 {
     /// Authorization Grant Type.
@@ -268,7 +287,8 @@ impl OAuth2 {
 }
 
 /// How an OAuth 2.0 client authenticates to the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthentication {
     /// `Authorization: Basic` with the client id and secret (RFC 6749 2.3.1).
@@ -279,7 +299,8 @@ pub enum ClientAuthentication {
 }
 
 /// API Token configuration. The account's credential is `token`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiToken {
     /// Auth Token: how the token goes on each request.
@@ -288,12 +309,14 @@ pub struct ApiToken {
 
 /// HTTP Basic Auth configuration. The account's credentials are `username`
 /// and `password`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Basic {}
 
 /// Custom Token configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CustomToken {
     /// Access Token Endpoint.
@@ -315,7 +338,8 @@ pub struct CustomToken {
 }
 
 /// The body format of a POST token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BodyFormat {
     /// `application/x-www-form-urlencoded`.
@@ -326,7 +350,8 @@ pub enum BodyFormat {
 }
 
 /// Where a token endpoint's response keeps the token and its lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenResponse {
     /// JSON pointer to the token, e.g. `/data/token` (a bare name is a
@@ -349,7 +374,7 @@ pub struct TokenResponse {
     pub expires_at: Option<String>,
     /// A fixed lifetime in seconds, for responses that give none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub lifetime_seconds: Option<u64>,
     /// Get a new token this many seconds before the old one expires
     /// (default 60).
@@ -360,7 +385,8 @@ pub struct TokenResponse {
 /// SFTP configuration. The account's credentials are `username`, a
 /// `password` or a `private_key` (with `passphrase`), `host_key`, and
 /// `host` when the definition has none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Sftp {
     /// Server host, e.g. `{region}.sftp.example.com`.
@@ -368,7 +394,7 @@ pub struct Sftp {
     pub host: Option<TemplateField>,
     /// Server port.
     #[serde(default = "default_sftp_port")]
-    #[schemars(range(min = 1))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub port: u16,
 }
 
@@ -377,7 +403,8 @@ fn default_sftp_port() -> u16 {
 }
 
 /// The spec's Auth Token: where and how a token goes on each request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenInjection {
     /// Token Parameter Type.
@@ -389,7 +416,8 @@ pub struct TokenInjection {
 }
 
 /// A request parameter sent with every HTTP request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestParameter {
     /// Header or URL parameter.
@@ -402,7 +430,8 @@ pub struct RequestParameter {
 }
 
 /// Authorization Grant Type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     /// Authorization Code.
@@ -412,7 +441,8 @@ pub enum GrantType {
 }
 
 /// The HTTP verb of a token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum Verb {
     /// GET: parameters in the query.
     #[serde(rename = "GET")]
@@ -423,7 +453,8 @@ pub enum Verb {
 }
 
 /// Where a token or request parameter goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterType {
     /// An HTTP header.
@@ -433,7 +464,8 @@ pub enum ParameterType {
 }
 
 /// A secret taken from a template or from an environment variable.
-#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(untagged, deny_unknown_fields)]
 pub enum SecretSource {
     /// A template, usually `{client_secret}` over a secret parameter.
@@ -508,6 +540,7 @@ macro_rules! template_field {
             }
         }
 
+        #[cfg(feature = "schema")]
         impl JsonSchema for $name {
             fn schema_name() -> Cow<'static, str> {
                 stringify!($name).into()

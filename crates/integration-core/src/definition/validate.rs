@@ -15,7 +15,7 @@ use integration_template::{Placement, Template, UrlTemplate, is_valid_parameter_
 use serde_json::{Map, Value};
 
 use super::model::TEMPLATE_KEYWORD;
-use super::{Auth, GrantType, Integration, ParameterType, json_schema};
+use super::{Auth, GrantType, Integration, ParameterType};
 
 /// The name reserved for the token in value templates.
 pub(crate) const TOKEN_PARAMETER: &str = "token";
@@ -106,7 +106,12 @@ impl IntoIterator for DefinitionErrors {
     }
 }
 
-static SCHEMA: LazyLock<Value> = LazyLock::new(|| json_schema().to_value());
+/// The definition format's JSON Schema, which the structure is checked
+/// against: generated from the model (`cargo xtask schema`) and compiled
+/// in, so that checking needs no schema generator in the build. A test
+/// holds it equal to the model's.
+static SCHEMA: LazyLock<Value> =
+    LazyLock::new(|| serde_json::from_str(include_str!("definition.schema.json")).unwrap_or(Value::Null));
 
 /// A template found while checking structure, kept for the reference checks.
 struct TemplateUse {
@@ -426,6 +431,15 @@ fn check_key(checker: &mut Checker<'_>, key: &str, path: &str) {
 
 /// The rules a schema cannot say.
 fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str) {
+    if let Some(feature) = integration.auth.missing_feature() {
+        checker.error(
+            &join(path, "auth.type"),
+            format!(
+                "`{}` is not in this build: enable the `{feature}` feature of the `integrations` crate",
+                integration.auth.type_name()
+            ),
+        );
+    }
     if integration.name.trim().is_empty() {
         checker.error(&join(path, "name"), "name must not be empty");
     }

@@ -71,7 +71,7 @@ pub(crate) async fn forward(state: &AppState, request: Request, body_read_timeou
         .and_then(|value| value.parse::<u64>().ok());
     let headers = policy::end_to_end(parts.headers, true);
     let account = match AccountId::new(id) {
-        Ok(id) => state.integrations.account(&id).await,
+        Ok(id) => state.integrations.client(&id).await,
         Err(error) => Err(error),
     };
     let account = match account {
@@ -190,7 +190,7 @@ pub(crate) async fn relay(state: &AppState, incoming: Incoming) -> Result<RawRes
         headers,
         body,
     } = incoming;
-    let account = state.integrations.account(&account).await?;
+    let account = state.integrations.client(&account).await?;
     let mut upstream = account.request(method, &target).headers(headers);
     if !body.is_empty() {
         upstream = upstream.body(body);
