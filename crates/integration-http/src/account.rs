@@ -210,21 +210,46 @@ impl AccountClient {
     }
 
     /// `request(Method::POST, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let created = account.post("/contacts").json(&serde_json::json!({ "name": "Ada" })).send().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn post(&self, url: &str) -> RequestBuilder {
         self.request(Method::POST, url)
     }
 
     /// `request(Method::PUT, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// account.put("/contacts/7").json(&serde_json::json!({ "name": "Ada L." })).send().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn put(&self, url: &str) -> RequestBuilder {
         self.request(Method::PUT, url)
     }
 
     /// `request(Method::PATCH, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// account.patch("/contacts/7").form(&[("name", "Ada L.")]).send().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn patch(&self, url: &str) -> RequestBuilder {
         self.request(Method::PATCH, url)
     }
 
     /// `request(Method::DELETE, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let removed = account.delete("/contacts/7").send().await?;
+    /// assert!(removed.status().is_success());
+    /// # Ok(()) }
+    /// ```
     pub fn delete(&self, url: &str) -> RequestBuilder {
         self.request(Method::DELETE, url)
     }
