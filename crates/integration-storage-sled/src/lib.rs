@@ -2,8 +2,9 @@
 
 mod group_commit;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
@@ -25,6 +26,37 @@ pub struct SledStorage {
     accounts: sled::Tree,
     pending: sled::Tree,
     group_commit: Arc<GroupCommit>,
+    /// The directory's place in [`OPEN_HERE`], given back with the last clone.
+    _opened: Option<Arc<OpenHere>>,
+}
+
+/// The directories this process has open: sled locks a directory per
+/// process, so a second open here would wait for a lock that only this
+/// process can release.
+static OPEN_HERE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A directory in [`OPEN_HERE`], removed when dropped.
+struct OpenHere(PathBuf);
+
+impl OpenHere {
+    /// Claims `directory` for this process, or says it is open here already.
+    fn claim(directory: PathBuf) -> Option<Self> {
+        let claimed = OPEN_HERE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(directory.clone());
+        // Made after the lock is let go: a refused claim's drop takes it.
+        claimed.then(|| Self(directory))
+    }
+}
+
+impl Drop for OpenHere {
+    fn drop(&mut self) {
+        OPEN_HERE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.0);
+    }
 }
 
 impl SledStorage {
@@ -35,6 +67,19 @@ impl SledStorage {
     /// after the previous handle, or a process that just exited, is gone.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let cannot_open = || format!("cannot open the sled database at {}", path.display());
+        std::fs::create_dir_all(path)
+            .map_err(|error| Error::new(ErrorKind::Storage, cannot_open()).with_source(error))?;
+        let directory = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+        let Some(opened) = OpenHere::claim(directory) else {
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "{}: this process has it open already; share that `SledStorage` (it is `Clone`) or drop it first",
+                    cannot_open()
+                ),
+            ));
+        };
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
             match sled::Config::new().path(path).open() {
@@ -48,15 +93,13 @@ impl SledStorage {
                     } else {
                         ""
                     };
-                    return Err(Error::new(
-                        ErrorKind::Storage,
-                        format!("cannot open the sled database at {}{hint}", path.display()),
-                    )
-                    .with_source(error));
+                    return Err(Error::new(ErrorKind::Storage, format!("{}{hint}", cannot_open())).with_source(error));
                 }
             }
         };
-        Self::from_db(db)
+        let mut storage = Self::from_db(db)?;
+        storage._opened = Some(Arc::new(opened));
+        Ok(storage)
     }
 
     /// A database in a temporary directory, deleted when dropped.
@@ -81,6 +124,7 @@ impl SledStorage {
             accounts,
             pending,
             group_commit: Arc::new(group_commit),
+            _opened: None,
         })
     }
 

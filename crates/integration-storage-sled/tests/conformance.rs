@@ -39,17 +39,21 @@ async fn debug_shows_no_record_contents() {
 }
 
 #[test]
-fn a_held_directory_is_refused_with_a_hint() {
+fn a_directory_this_process_holds_is_refused_at_once_saying_so() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let _held = SledStorage::open(dir.path()).expect("open");
-    let error = SledStorage::open(dir.path()).expect_err("the directory is held");
+    let held = SledStorage::open(dir.path()).expect("open");
+    let clone = held.clone();
+    let error = SledStorage::open(dir.path()).expect_err("the directory is held here");
     assert_eq!(error.kind(), integration_core::ErrorKind::Storage);
     assert!(
-        error
-            .to_string()
-            .contains("is another `integrations` process using this data directory?"),
+        error.to_string().contains("this process has it open already"),
         "{error}"
     );
+    // Held until the last clone goes.
+    drop(held);
+    assert!(SledStorage::open(dir.path()).is_err(), "a clone still holds it");
+    drop(clone);
+    SledStorage::open(dir.path()).expect("open again once every clone is dropped");
 }
 
 #[test]
