@@ -1,9 +1,4 @@
-//! OpenSSH's `sshd` on loopback for tests and benchmarks: its own host key,
-//! user keys in every format the client reads, the `internal-sftp`
-//! subsystem, and a [`Proxy`] that can cut or stall a connection.
-//!
-//! `sshd` is a peer the tests do not build: [`start_or_skip`] skips with a
-//! printed reason when it cannot run, unless `INTEGRATIONS_REQUIRE_PEERS=1`.
+#![doc = include_str!("../README.md")]
 
 use std::fmt::Write as _;
 use std::io::Read;

@@ -1,31 +1,4 @@
-//! SFTP through connected accounts, over russh and russh-sftp.
-//!
-//! An [`SftpClient`] is made from an `sftp` integration and one of its
-//! accounts. It checks the server's host key against the account's
-//! `host_key` (pinned keys, SHA256 fingerprints or `known_hosts` lines; any
-//! key only when the account says `insecure-accept-any`, with a warning on
-//! every connection), logs in with a password or a private key (OpenSSH,
-//! PKCS#8 or PEM, encrypted or not, line breaks repaired), and keeps one
-//! connection per account: reused, reopened after it dropped, closed when
-//! idle, with keepalives and a timeout on every step.
-//!
-//! Transfers stream from any [`AsyncRead`](tokio::io::AsyncRead) and into
-//! any [`AsyncWrite`](tokio::io::AsyncWrite) with many requests in flight.
-//!
-//! ```no_run
-//! # async fn example(integration: &integration_core::definition::Integration,
-//! #                  account: &integration_core::ConnectedAccount) -> integration_core::Result<()> {
-//! use integration_sftp::{SftpClient, SftpSettings, WriteOptions};
-//!
-//! let sftp = SftpClient::new(integration, account, SftpSettings::default())?;
-//! sftp.mkdir("outbox/2026", true).await?;
-//! let mut report = tokio::fs::File::open("report.csv").await.unwrap();
-//! sftp.write_from("outbox/2026/report.csv", &mut report, WriteOptions { atomic: true }).await?;
-//! for entry in sftp.list("outbox/2026").await? {
-//!     println!("{} {:?}", entry.name, entry.info.size);
-//! }
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod client;
 mod connection;
