@@ -243,8 +243,11 @@ impl Gateway {
 
     /// A proxy request the front read, whose key
     /// [`accepts_on_connection`](Self::accepts_on_connection) accepted.
-    pub(crate) fn relay_accepted(&self, incoming: proxy::Incoming) -> impl Future<Output = proxy::Answer> + Send + '_ {
-        proxy::relay(&self.state, incoming).map(|relayed| match relayed {
+    pub(crate) fn forward_accepted(
+        &self,
+        incoming: proxy::Incoming,
+    ) -> impl Future<Output = proxy::Answer> + Send + '_ {
+        proxy::forward_read(&self.state, incoming).map(|answered| match answered {
             Ok(response) => proxy::Answer::Upstream(response),
             Err(error) => proxy::Answer::Gateway(error.into_response()),
         })

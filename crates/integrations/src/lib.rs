@@ -4,11 +4,11 @@
 pub use integration_core::*;
 
 #[cfg(feature = "http")]
-mod hub;
+mod runtime;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use hub::{Integrations, Removal};
+pub use runtime::{Integrations, Removal};
 
 /// Authenticated HTTP requests through accounts.
 #[cfg(feature = "http")]

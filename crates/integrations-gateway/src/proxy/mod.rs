@@ -180,9 +180,10 @@ pub(crate) enum Answer {
     Gateway(Response),
 }
 
-/// What [`forward`] does for a request the front read, with the upstream
-/// response head kept as it came, for the front to write on.
-pub(crate) async fn relay(state: &AppState, incoming: Incoming) -> Result<RawResponse, ApiError> {
+/// What [`forward`] does, for a request the front read whole: the front's
+/// path. The upstream response head comes back as it came, for the front
+/// to write on.
+pub(crate) async fn forward_read(state: &AppState, incoming: Incoming) -> Result<RawResponse, ApiError> {
     let Incoming {
         method,
         account,

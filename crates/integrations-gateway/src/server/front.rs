@@ -124,10 +124,10 @@ pub(crate) async fn serve(
             }
             Err(BodyRead::Closed) => return,
         }
-        let written = match app.relay_accepted(incoming).await {
-            proxy::Answer::Upstream(relayed) => {
+        let written = match app.forward_accepted(incoming).await {
+            proxy::Answer::Upstream(upstream) => {
                 let listed = policy::connection_listed(
-                    relayed
+                    upstream
                         .headers
                         .iter()
                         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
@@ -135,10 +135,10 @@ pub(crate) async fn serve(
                 );
                 front
                     .write_response(
-                        relayed.status,
-                        relayed.headers.iter(),
+                        upstream.status,
+                        upstream.headers.iter(),
                         &listed,
-                        relayed.body,
+                        upstream.body,
                         head_only,
                         close,
                     )
@@ -371,7 +371,7 @@ impl Front {
                 continue;
             }
             if name.eq_ignore_ascii_case(b"content-length") {
-                // The upstream's length frames the body (the relay read it
+                // The upstream's length frames the body (the upstream client read it
                 // by it); a HEAD response keeps the length the GET would
                 // have; a bodiless status has none.
                 // hyper writes an empty body's length after the others.
