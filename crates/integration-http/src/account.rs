@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_core::definition::{Auth, Integration, ParameterType, RetryPolicy};
-use integration_core::template::{Chain, Escape, Template, UrlTemplate};
+use integration_core::template::{Chain, Escape, Placement, Template, UrlTemplate};
 use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result, Secrets};
 use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -42,6 +42,9 @@ pub(crate) struct Inner {
     pub(crate) query: Vec<(String, String)>,
     token: Option<TokenPlacement>,
     pub(crate) hosts: HostPolicy,
+    /// Whether a host or port may hold a secret parameter's value: then
+    /// errors do not name the destination.
+    pub(crate) secret_destination: bool,
     allow_insecure_http: bool,
     pub(crate) timeout: Duration,
     pub(crate) retry: Retry,
@@ -86,6 +89,35 @@ impl AccountClient {
             check_destination(&url, template, integration).map_err(|refusal| error(format!("{field}: {refusal}")))?;
             Ok(url)
         };
+
+        let secret = |name: &str| {
+            integration
+                .parameters
+                .iter()
+                .any(|parameter| parameter.secret && parameter.name == name)
+        };
+        let in_authority = |template: &UrlTemplate| {
+            template
+                .parameters()
+                .any(|(name, placement)| matches!(placement, Placement::Host | Placement::Port) && secret(name))
+        };
+        let secret_destination = integration.base_url.as_deref().is_some_and(in_authority)
+            || match &integration.auth {
+                Auth::OAuth2(oauth2) => [
+                    Some(&*oauth2.access_token_endpoint),
+                    oauth2.authorization_endpoint.as_deref(),
+                    oauth2.revoke_token_endpoint.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(in_authority),
+                Auth::CustomToken(custom) => in_authority(&custom.access_token_endpoint),
+                Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => false,
+            }
+            || integration
+                .allowed_hosts
+                .iter()
+                .any(|pattern| pattern.parameters().any(secret));
 
         let mut hosts = HostPolicy::default();
         let base_url = match &integration.base_url {
@@ -183,6 +215,7 @@ impl AccountClient {
                 query,
                 token,
                 hosts,
+                secret_destination,
                 allow_insecure_http: integration.allow_insecure_http,
                 timeout,
                 retry,

@@ -601,11 +601,16 @@ fn refused(client: &AccountClient, message: &str) -> Error {
 /// DNS, TLS, a timeout) and where, `host:port`, in its message.
 fn transport_error(prepared: &Prepared, failure: Failure, attempts: u32) -> Error {
     let url = &prepared.url;
-    let destination = format!(
-        "{}:{}",
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or_default()
-    );
+    let destination = if prepared.client.inner.secret_destination {
+        // A secret parameter may be in the host: never in a message.
+        "the integration's host".to_owned()
+    } else {
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        )
+    };
     let cause = cause(failure.source.as_ref());
     let (kind, mut message) = match failure.kind {
         FailureKind::Timeout => (ErrorKind::Timeout, format!("the request to {destination} timed out")),

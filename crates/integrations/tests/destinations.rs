@@ -144,3 +144,33 @@ async fn credentials_go_to_no_other_host() {
         .expect("allowed host");
     assert_eq!(allowed.status(), StatusCode::OK);
 }
+
+/// A transport error names its destination, unless a secret parameter may
+/// be part of it.
+#[tokio::test]
+async fn a_destination_that_holds_a_secret_is_not_named_in_errors() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let definitions = r#"
+        [[integration]]
+        key = "hidden"
+        name = "Hidden"
+        base_url = "http://127.0.0.1:{port}/v1"
+        parameters = [{ name = "port", secret = true }]
+        retry = { max_attempts = 1 }
+        auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
+    "#;
+    let hub = hub(definitions, &[("port", &port)], &[("token", "k")]).await;
+    let account = hub.client(&acct()).await.expect("account");
+    let error = account.get("/x").send().await.expect_err("nothing listens");
+    assert_eq!(error.kind(), ErrorKind::Transport, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot connect to the integration's host: connection refused"),
+        "{message}"
+    );
+    assert!(!message.contains(&port), "the secret port leaked: {message}");
+}
