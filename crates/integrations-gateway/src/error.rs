@@ -91,9 +91,27 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
                 "invalid_input",
                 "send the body as `Content-Type: application/json`",
             ),
+            other if body_timed_out(&other) => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive in time",
+            ),
             other => Self::invalid(format!("invalid JSON body: {}", other.body_text())),
         }
     }
+}
+
+/// Whether a body was refused because it stalled past the body deadline
+/// (the router's `RequestBodyTimeoutLayer`).
+fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl IntoResponse for ApiError {

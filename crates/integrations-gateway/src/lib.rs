@@ -63,8 +63,14 @@ impl Modify for BearerKeys {
 }
 
 /// The gateway's routes and their OpenAPI document, generated from the
-/// handlers themselves.
+/// handlers themselves. A request body may pause at most 30 s between its
+/// parts.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with_body_timeout(state, server::ConnectionSettings::default().body_read_timeout)
+}
+
+/// [`router`], a request body pausing at most `body_read_timeout`.
+fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::Duration) -> Router {
     let (protected, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::list_integrations))
         .routes(routes!(api::get_integration))
@@ -103,7 +109,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
     let page = Router::new().route("/connect", axum::routing::get(connect_page));
-    protected.merge(public).merge(page).with_state(state)
+    protected
+        .merge(public)
+        .merge(page)
+        .with_state(state)
+        // A client that stalls its body does not hold a handler for ever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_read_timeout))
 }
 
 /// The connect page: static, served with the binary, no build step.
@@ -198,9 +209,11 @@ impl Gateway {
         }
     }
 
-    /// The gateway waiting at most `timeout` for a proxied request's body.
+    /// The gateway waiting at most `timeout` for the next part of a
+    /// request's body, on every route.
     pub(crate) fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.body_read_timeout = timeout;
+        self.router = router_with_body_timeout(Arc::clone(&self.state), timeout);
         self
     }
 

@@ -279,3 +279,52 @@ async fn the_front_refuses_early_times_out_bodies_caps_connections_and_stops_in_
         "the request cut off at the end of the grace period gets no response"
     );
 }
+
+/// Every route's body has the deadline the proxy's has: a client that
+/// stalls a JSON body is answered and cut off, not left holding a handler.
+#[tokio::test]
+async fn a_stalled_body_on_any_route_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (integrations, keys, key, _dir) = weather_account(
+        "https://api.weather.example",
+        integrations::http::HttpClient::new().expect("http"),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let state = Arc::new(AppState {
+        integrations,
+        keys,
+        redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+    });
+    let settings = integrations_gateway::server::ConnectionSettings {
+        body_read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    tokio::spawn(integrations_gateway::serve_with(
+        listener,
+        state,
+        settings,
+        std::future::pending(),
+    ));
+
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST /v1/accounts HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"id\": \"w2\""
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    // The rest of the body never comes.
+    let mut response = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .expect("answered and closed, not held")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains("the request body did not arrive in time"),
+        "{response}"
+    );
+}
