@@ -212,8 +212,10 @@ impl Gateway {
     /// The gateway waiting at most `timeout` for the next part of a
     /// request's body, on every route.
     pub(crate) fn with_body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.body_read_timeout = timeout;
-        self.router = router_with_body_timeout(Arc::clone(&self.state), timeout);
+        if timeout != self.body_read_timeout {
+            self.body_read_timeout = timeout;
+            self.router = router_with_body_timeout(Arc::clone(&self.state), timeout);
+        }
         self
     }
 

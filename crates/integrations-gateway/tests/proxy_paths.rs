@@ -10,17 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integrations::auth::oauth2::RedirectUri;
-use integrations::definition::Format;
-use integrations::secrecy::ExposeSecret;
-use integrations::storage::memory::MemoryStorage;
-use integrations::{AccountId, AccountStore, Cipher, Definitions, EncryptionKey, Integrations, NewAccount};
 use integrations_gateway::AppState;
-use integrations_gateway::keys::ApiKeys;
 use integrations_gateway::server::ConnectionSettings;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The credential the account `w1` sends upstream, in `X-Key`.
+mod common;
+use common::weather_account;
+
+/// The credential the account `w1` sends upstream, in `X-Key` (the shared
+/// `weather_account`'s).
 const TOKEN: &str = "token-s3cret";
 
 /// A proxy request, what the upstream answers it, and what the client must
@@ -614,35 +613,16 @@ fn request_end(bytes: &[u8]) -> Option<usize> {
     (bytes.len() >= head + length).then_some(head + length)
 }
 
-/// A gateway whose account `w1` has `base_url` `http://{upstream}/v1` and
-/// sends [`TOKEN`] in `X-Key`: its address and an API key.
+/// A gateway over the shared test definitions, whose account `w1` of
+/// `weather` has its base URL on `upstream` and sends [`TOKEN`] in `X-Key`:
+/// its address and an API key.
 async fn gateway(upstream: &str, fast_path: bool) -> (std::net::SocketAddr, String, tempfile::TempDir) {
-    let definitions = format!(
-        r#"
-        [[integration]]
-        key = "weather"
-        name = "Weather"
-        base_url = "http://{upstream}/v1"
-        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
-        "#
-    );
-    let definitions = Definitions::from_str(&definitions, Format::Toml).expect("valid");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
-    let (_, key) = keys.create("tests").expect("key");
-    let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
-    store
-        .create(
-            definitions.get("weather").expect("weather"),
-            NewAccount::new(AccountId::new("w1").expect("id")).credential("token", TOKEN),
-        )
-        .await
-        .expect("account");
     let http = integrations::http::HttpClient::with_pool_per_thread().expect("http client");
+    let (integrations, keys, key, dir) = weather_account(&format!("http://{upstream}"), http).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let state = Arc::new(AppState {
-        integrations: Integrations::with_http_client(definitions, store, http),
+        integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
     });
@@ -657,5 +637,5 @@ async fn gateway(upstream: &str, fast_path: bool) -> (std::net::SocketAddr, Stri
         settings,
         std::future::pending(),
     ));
-    (address, key.expose_secret().to_owned(), dir)
+    (address, key, dir)
 }

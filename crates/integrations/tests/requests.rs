@@ -255,16 +255,7 @@ async fn shortcuts_and_json_bodies_read_like_reqwest() {
             .mount(&server)
             .await;
     }
-    let definitions = format!(
-        r#"
-        [[integration]]
-        key = "crm"
-        name = "CRM"
-        base_url = "{}/v1"
-        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
-        "#,
-        server.uri()
-    );
+    let definitions = x_key_definition(&format!("{}/v1", server.uri()));
     let hub = hub(&definitions, &[], &[("token", "k")]).await;
     let account = hub.client(&acct()).await.expect("account");
     let created: serde_json::Value = account
@@ -309,16 +300,7 @@ async fn forms_and_serde_queries_read_like_reqwest() {
         .expect(1)
         .mount(&server)
         .await;
-    let definitions = format!(
-        r#"
-        [[integration]]
-        key = "pay"
-        name = "Pay"
-        base_url = "{}/v1"
-        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
-        "#,
-        server.uri()
-    );
+    let definitions = x_key_definition(&format!("{}/v1", server.uri()));
     let hub = hub(&definitions, &[], &[("token", "k")]).await;
     let account = hub.client(&acct()).await.expect("account");
     #[derive(serde::Serialize)]
@@ -351,16 +333,7 @@ async fn forms_and_serde_queries_read_like_reqwest() {
 #[tokio::test]
 async fn clones_share_accounts_and_caches() {
     let server = MockServer::start().await;
-    let definitions = format!(
-        r#"
-        [[integration]]
-        key = "crm"
-        name = "CRM"
-        base_url = "{}/v1"
-        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
-        "#,
-        server.uri()
-    );
+    let definitions = x_key_definition(&format!("{}/v1", server.uri()));
     let hub = hub(&definitions, &[], &[("token", "k")]).await;
     let clone = hub.clone();
     clone.client(&acct()).await.expect("compiled through the clone");

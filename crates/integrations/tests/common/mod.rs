@@ -90,3 +90,16 @@ pub(crate) fn retrying_definition(uri: &str, policy: &str) -> String {
 pub(crate) async fn hits(server: &MockServer) -> usize {
     server.received_requests().await.expect("recording").len()
 }
+
+/// An API Token integration `crm` at `base_url`, its token in `X-Key`.
+pub(crate) fn x_key_definition(base_url: &str) -> String {
+    format!(
+        r#"
+        [[integration]]
+        key = "crm"
+        name = "CRM"
+        base_url = "{base_url}"
+        auth = {{ type = "api_token", token = {{ parameter_type = "header", parameter_name = "X-Key", value_template = "{{token}}" }} }}
+        "#
+    )
+}
