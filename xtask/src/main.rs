@@ -25,7 +25,7 @@ tasks:
            run every cargo-fuzz target in fuzz/ for N seconds (default 30),
            from its committed seed corpus (needs `cargo install cargo-fuzz`)
   schema   regenerate the definition format's JSON Schema from the model
-           (docs/definition.schema.json and the validator's copy)";
+           (docs/definition.schema.json), as a default build assembles it";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -98,15 +98,11 @@ fn schema() -> Result<(), String> {
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    // Published for editors, and compiled into the validator.
-    for path in [
-        "docs/definition.schema.json",
-        "crates/integration-core/src/definition/definition.schema.json",
-    ] {
-        let path = root().join(path);
-        std::fs::write(&path, &output.stdout).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
+    // Published for editors; the loader assembles its own from the
+    // methods registered in its process.
+    let path = root().join("docs/definition.schema.json");
+    std::fs::write(&path, &output.stdout).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

@@ -2,9 +2,41 @@
 
 use std::sync::Arc;
 
-use integration_core::definition::{Auth, Integration};
+use integration_core::definition::{Integration, TokenInjection};
+use integration_core::method::{AccountContext, AuthDefinition, CredentialField, MethodTable};
 use integration_core::{ConnectedAccount, Error, ErrorKind, Result, async_trait};
 use integration_http::{Authenticator, Credential};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API Token configuration. The account's credential is `token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Auth Token: how the token goes on each request.
+    pub token: TokenInjection,
+}
+
+impl AuthDefinition for ApiToken {
+    fn token(&self) -> Option<&TokenInjection> {
+        Some(&self.token)
+    }
+
+    fn credential_fields(&self) -> Vec<CredentialField> {
+        vec![CredentialField::required("token", "the API token")]
+    }
+
+    fn authenticator(&self, context: &AccountContext<'_>) -> Result<Arc<dyn Authenticator>> {
+        Ok(Arc::new(ApiTokenAuthenticator::new(
+            context.account,
+            context.integration,
+        )?))
+    }
+}
+
+impl MethodTable for ApiToken {
+    const TYPE: &'static str = "api_token";
+}
 
 /// The API Token of one account: its `token` credential, sent where the
 /// integration's `token` settings say.
@@ -21,7 +53,7 @@ impl ApiTokenAuthenticator {
                 .with_context("account", account.id())
                 .with_context("integration", &integration.key)
         };
-        if !matches!(integration.auth, Auth::ApiToken(_)) {
+        if !integration.auth.is::<ApiToken>() {
             return Err(error("not an api_token integration"));
         }
         let token = account

@@ -4,11 +4,50 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use integration_core::definition::{Auth, Integration};
+use integration_core::definition::Integration;
+use integration_core::method::{AccountContext, AuthDefinition, CredentialField, MethodTable};
 use integration_core::secrecy::{ExposeSecret, SecretString};
-use integration_core::{ConnectedAccount, Error, ErrorKind, Result, async_trait};
+use integration_core::{ConnectedAccount, Error, ErrorKind, Result, Secrets, async_trait};
 use integration_http::header::{AUTHORIZATION, HeaderValue};
 use integration_http::{Authenticator, Credential};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// HTTP Basic Auth configuration. The account's credentials are `username`
+/// and `password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Basic {}
+
+impl AuthDefinition for Basic {
+    fn credential_fields(&self) -> Vec<CredentialField> {
+        vec![
+            CredentialField::required("username", "the user name (no `:`)").shown(),
+            CredentialField::required("password", "the password"),
+        ]
+    }
+
+    fn check_credentials(&self, credentials: &Secrets) -> Vec<String> {
+        let value = |name| {
+            credentials
+                .get(name)
+                .map(ExposeSecret::expose_secret)
+                .unwrap_or_default()
+        };
+        problem(value("username"), value("password"))
+            .map(str::to_owned)
+            .into_iter()
+            .collect()
+    }
+
+    fn authenticator(&self, context: &AccountContext<'_>) -> Result<Arc<dyn Authenticator>> {
+        Ok(Arc::new(BasicAuthenticator::new(context.account, context.integration)?))
+    }
+}
+
+impl MethodTable for Basic {
+    const TYPE: &'static str = "basic";
+}
 
 /// HTTP Basic Auth for one account: `Authorization: Basic ...` built once
 /// from its `username` and `password` credentials.
@@ -25,7 +64,7 @@ impl BasicAuthenticator {
                 .with_context("account", account.id())
                 .with_context("integration", &integration.key)
         };
-        if !matches!(integration.auth, Auth::Basic(_)) {
+        if !integration.auth.is::<Basic>() {
             return Err(error("not a basic integration"));
         }
         let credential = |name| account.credentials().get(name).map(ExposeSecret::expose_secret);
@@ -42,11 +81,8 @@ impl BasicAuthenticator {
 /// The `Authorization` value of RFC 7617, with the UTF-8 charset: the
 /// user-id and password joined by `:` and base64-encoded.
 pub fn authorization(username: &str, password: &str) -> Result<SecretString, &'static str> {
-    if username.contains(':') {
-        return Err("the username cannot contain `:` (RFC 7617)");
-    }
-    if username.chars().chain(password.chars()).any(char::is_control) {
-        return Err("the username and password cannot contain control characters (RFC 7617)");
+    if let Some(problem) = problem(username, password) {
+        return Err(problem);
     }
     let mut pair = String::with_capacity(username.len() + password.len() + 1);
     pair.push_str(username);
@@ -56,6 +92,17 @@ pub fn authorization(username: &str, password: &str) -> Result<SecretString, &'s
     // Wipe the plain pair: String's buffer is not zeroed on drop.
     drop(SecretString::from(pair));
     Ok(encoded)
+}
+
+/// Why RFC 7617 cannot carry this user name and password, if it cannot.
+fn problem(username: &str, password: &str) -> Option<&'static str> {
+    if username.contains(':') {
+        return Some("credential `username` must not contain `:` (RFC 7617)");
+    }
+    if username.chars().chain(password.chars()).any(char::is_control) {
+        return Some("credentials `username` and `password` must not contain control characters (RFC 7617)");
+    }
+    None
 }
 
 #[async_trait]

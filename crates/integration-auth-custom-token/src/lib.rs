@@ -1,12 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+mod definition;
 mod response;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_core::definition::{Auth, BodyFormat, CustomToken, Integration, Verb};
+use integration_core::definition::{Integration, Verb};
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
 use integration_core::time::format_description::well_known::Rfc3339;
@@ -16,6 +17,7 @@ use integration_http::token::{self, CachedToken, TokenCache};
 use integration_http::{Authenticator, Credential, DEFAULT_RENEWAL_MARGIN, HttpClient, renew_at};
 use url::Url;
 
+pub use crate::definition::{BodyFormat, CustomToken};
 pub use crate::response::ObtainedToken;
 
 /// The credential names a custom token is kept under in storage.
@@ -55,7 +57,7 @@ impl CustomTokenAuthenticator {
                 .with_context("account", account.id())
                 .with_context("integration", &integration.key)
         };
-        let Auth::CustomToken(config) = &integration.auth else {
+        let Some(config) = integration.auth.definition::<CustomToken>() else {
             return Err(error("not a custom_token integration".to_owned()));
         };
         let values = account.parameter_values();
@@ -251,6 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn debug_never_shows_a_secret() {
+        integration_core::method::register::<crate::CustomToken>();
         let definitions = Definitions::from_str(
             r#"
             [[integration]]

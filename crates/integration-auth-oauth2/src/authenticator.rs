@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use integration_core::definition::GrantType;
+use crate::GrantType;
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use integration_core::definition::GrantType;
+use crate::GrantType;
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::storage::PendingAuthorization;
 use integration_core::time::OffsetDateTime;

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use integration_core::definition::{Auth, GrantType, Integration, OAuth2, SecretSource};
+use integration_core::definition::{Integration, SecretSource};
+
+use crate::{GrantType, OAuth2};
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result};
@@ -41,7 +43,7 @@ impl OAuth2Client {
                 .with_context("account", account.id())
                 .with_context("integration", &integration.key)
         };
-        let Auth::OAuth2(config) = &integration.auth else {
+        let Some(config) = integration.auth.definition::<OAuth2>() else {
             return Err(error(ErrorKind::InvalidInput, "not an oauth2 integration".to_owned()));
         };
         let values = account.parameter_values();

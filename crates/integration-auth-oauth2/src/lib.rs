@@ -3,6 +3,7 @@
 mod authenticator;
 mod authorization;
 mod client;
+mod definition;
 mod redirect;
 mod revoke;
 mod store;
@@ -11,7 +12,8 @@ mod token;
 pub use authenticator::OAuth2Authenticator;
 pub use authorization::{AuthorizationStart, Callback, STATE_LIFETIME, VerifiedCallback, verify_callback};
 pub use client::OAuth2Client;
+pub use definition::{ClientAuthentication, GrantType, OAuth2, client};
+pub use integration_core::method::Revocation;
 pub use redirect::{CALLBACK_PATH, Realm, RedirectUri};
-pub use revoke::Revocation;
 pub use store::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN};
 pub use token::TokenSet;

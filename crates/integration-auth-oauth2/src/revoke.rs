@@ -1,24 +1,13 @@
 //! Token revocation (RFC 7009).
 
 use integration_core::secrecy::ExposeSecret;
-use integration_core::{ConnectedAccount, Error, ErrorKind};
+use integration_core::{ConnectedAccount, ErrorKind};
 use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
-use crate::OAuth2Client;
 use crate::store::{ACCESS_TOKEN, REFRESH_TOKEN};
+use crate::{GrantType, OAuth2Client, Revocation};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-
-/// What revoking an account's tokens did.
-#[derive(Debug, Default)]
-pub struct Revocation {
-    /// The kinds of token the provider accepted to revoke, in order.
-    pub revoked: Vec<&'static str>,
-    /// The provider's failures; they never block removing an account.
-    pub failures: Vec<Error>,
-    /// Whether the integration has a revoke endpoint at all.
-    pub endpoint: bool,
-}
 
 impl OAuth2Client {
     /// Revokes the account's tokens and forgets them: an authorization code
@@ -28,8 +17,8 @@ impl OAuth2Client {
         let account = self.store.get(&self.account).await?;
         let revocation = self.revoke(&account).await;
         let status = match self.grant_type() {
-            integration_core::definition::GrantType::AuthorizationCode => integration_core::AccountStatus::Pending,
-            integration_core::definition::GrantType::ClientCredentials => integration_core::AccountStatus::Connected,
+            GrantType::AuthorizationCode => integration_core::AccountStatus::Pending,
+            GrantType::ClientCredentials => integration_core::AccountStatus::Connected,
         };
         crate::store::update_credentials(self, account, |_, credentials| {
             for name in [
@@ -63,12 +52,12 @@ impl OAuth2Client {
             };
             let mut pairs = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
             let basic = match self.config.client_authentication() {
-                integration_core::definition::ClientAuthentication::Body => {
+                crate::ClientAuthentication::Body => {
                     pairs.push(("client_id", self.token.client_id.as_str()));
                     pairs.push(("client_secret", self.client_secret()));
                     None
                 }
-                integration_core::definition::ClientAuthentication::Basic => {
+                crate::ClientAuthentication::Basic => {
                     let id: String = url::form_urlencoded::byte_serialize(self.token.client_id.as_bytes()).collect();
                     let secret: String =
                         url::form_urlencoded::byte_serialize(self.client_secret().as_bytes()).collect();

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use integration_core::definition::{ClientAuthentication, TokenResponse, Verb};
+use integration_core::definition::{TokenResponse, Verb};
+
+use crate::ClientAuthentication;
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use integration_template::{Chain, Escape, RenderError, Template, UrlTemplate, Values, is_host_name};
+use integration_template::{Chain, Escape, RenderError, Template, UrlTemplate, Values};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::definition::{Auth, GrantType, Integration, ParameterType, SecretSource};
+use crate::definition::{Integration, ParameterType};
 use crate::destination::check_host;
 use crate::{Error, ErrorKind, Result};
 
@@ -339,66 +339,11 @@ impl fmt::Debug for NewAccount {
     }
 }
 
-/// A credential an auth method takes when an account is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CredentialField {
-    /// The credential's name.
-    pub name: &'static str,
-    /// Whether an account must have it.
-    pub required: bool,
-    /// What it is.
-    pub description: &'static str,
-}
-
-const fn field(name: &'static str, required: bool, description: &'static str) -> CredentialField {
-    CredentialField {
-        name,
-        required,
-        description,
-    }
-}
+pub use crate::method::CredentialField;
 
 /// The credentials an account of `integration` takes.
 pub fn credential_fields(integration: &Integration) -> Vec<CredentialField> {
-    match &integration.auth {
-        Auth::OAuth2(_) => vec![
-            field(
-                "access_token",
-                false,
-                "an access token to import; normally obtained by the grant",
-            ),
-            field(
-                "refresh_token",
-                false,
-                "a refresh token to import; normally obtained by the grant",
-            ),
-        ],
-        Auth::ApiToken(_) => vec![field("token", true, "the API token")],
-        Auth::Basic(_) => vec![
-            field("username", true, "the user name (no `:`)"),
-            field("password", true, "the password"),
-        ],
-        Auth::CustomToken(_) => Vec::new(),
-        Auth::Sftp(sftp) => {
-            let mut fields = vec![
-                field("username", true, "the user name"),
-                field("password", false, "the password (or a private key)"),
-                field("private_key", false, "a private key in OpenSSH, PKCS#8 or PEM format"),
-                field("passphrase", false, "the private key's passphrase"),
-                field(
-                    "host_key",
-                    true,
-                    "the server's public key, SHA256 fingerprint or known_hosts lines (`ssh-keyscan` prints them); \
-                     `insecure-accept-any` to accept any key",
-                ),
-            ];
-            if sftp.host.is_none() {
-                fields.push(field("host", true, "the server's host name"));
-            }
-            fields.push(field("port", false, "the server's port, when not the definition's"));
-            fields
-        }
-    }
+    integration.auth.credential_fields()
 }
 
 /// Checks a new account against its integration: every declared parameter
@@ -484,57 +429,12 @@ pub(crate) fn check_new_account(
         return Err(invalid(problems.join("; ")));
     }
 
-    let status = match &integration.auth {
-        Auth::OAuth2(oauth2)
-            if oauth2.grant_type == GrantType::AuthorizationCode
-                && !new.credentials.contains("refresh_token")
-                && !new.credentials.contains("access_token") =>
-        {
-            AccountStatus::Pending
-        }
-        _ => AccountStatus::Connected,
-    };
+    let status = integration.auth.initial_status(&new.credentials);
     Ok((plain, secret, status))
 }
 
 fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String> {
-    let mut problems = Vec::new();
-    match &integration.auth {
-        Auth::Basic(_) => {
-            // RFC 7617: the user-id cannot contain a colon.
-            if credentials
-                .get("username")
-                .is_some_and(|u| u.expose_secret().contains(':'))
-            {
-                problems.push("credential `username` must not contain `:` (RFC 7617)".to_owned());
-            }
-        }
-        Auth::Sftp(_) => {
-            let has = |name| {
-                credentials
-                    .get(name)
-                    .is_some_and(|v: &SecretString| !v.expose_secret().is_empty())
-            };
-            if !has("password") && !has("private_key") {
-                problems.push("SFTP accounts need credential `password` or `private_key`".to_owned());
-            }
-            if has("passphrase") && !has("private_key") {
-                problems.push("credential `passphrase` is only used with `private_key`".to_owned());
-            }
-            if credentials
-                .get("host")
-                .is_some_and(|host| !is_host_name(host.expose_secret()))
-            {
-                problems.push("credential `host` is not a valid host name".to_owned());
-            }
-            if let Some(port) = credentials.get("port").map(|port| port.expose_secret())
-                && !port.parse::<u16>().is_ok_and(|port| port > 0)
-            {
-                problems.push(format!("credential `port` is not a port number: `{port}`"));
-            }
-        }
-        Auth::OAuth2(_) | Auth::ApiToken(_) | Auth::CustomToken(_) => {}
-    }
+    let mut problems = integration.auth.check_credentials(credentials);
     // A token that goes in a header: a control character (a line break
     // above all) could never be sent, and is refused now, not at first use.
     if let Some(token) = integration.auth.token()
@@ -578,22 +478,13 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
         }
     };
     url("base_url", integration.base_url.as_deref());
-    match &integration.auth {
-        Auth::OAuth2(oauth2) => {
-            url("auth.authorization_endpoint", oauth2.authorization_endpoint.as_deref());
-            url("auth.access_token_endpoint", Some(&oauth2.access_token_endpoint));
-            url("auth.revoke_token_endpoint", oauth2.revoke_token_endpoint.as_deref());
-        }
-        Auth::CustomToken(custom) => url("auth.access_token_endpoint", Some(&custom.access_token_endpoint)),
-        Auth::Sftp(sftp) => {
-            // Parsed as the authority of a URL so that values must be host labels.
-            let host = sftp
-                .host
-                .as_ref()
-                .and_then(|host| UrlTemplate::parse(&format!("https://{}/", host.source())).ok());
-            url("auth.host", host.as_ref());
-        }
-        Auth::ApiToken(_) | Auth::Basic(_) => {}
+    for (field, template) in integration.auth.endpoints() {
+        url(field, Some(template));
+    }
+    for (field, host) in integration.auth.hosts() {
+        // Parsed as the authority of a URL so that values must be host labels.
+        let template = UrlTemplate::parse(&format!("https://{}/", host.source())).ok();
+        url(field, template.as_ref());
     }
     for (i, pattern) in integration.allowed_hosts.iter().enumerate() {
         let host = pattern.source().strip_prefix("*.").unwrap_or(pattern.source());
@@ -612,26 +503,8 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
             escape_for(parameter.parameter_type),
         );
     }
-    match &integration.auth {
-        Auth::OAuth2(oauth2) => {
-            text("auth.scope".to_owned(), &oauth2.scope, Escape::Plain);
-            text("auth.client_id".to_owned(), &oauth2.client_id, Escape::Plain);
-            for (name, template) in &oauth2.authorization_parameters {
-                text(format!("auth.authorization_parameters.{name}"), template, Escape::Plain);
-            }
-            for (name, template) in &oauth2.token_parameters {
-                text(format!("auth.token_parameters.{name}"), template, Escape::Plain);
-            }
-            if let SecretSource::Template(secret) = &oauth2.client_secret {
-                text("auth.client_secret".to_owned(), secret, Escape::Plain);
-            }
-        }
-        Auth::CustomToken(custom) => {
-            for (name, template) in &custom.access_token_parameters {
-                text(format!("auth.access_token_parameters.{name}"), template, Escape::Plain);
-            }
-        }
-        Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => {}
+    for (field, template) in integration.auth.templates() {
+        text(field, template, Escape::Plain);
     }
     if let Some(token) = integration.auth.token() {
         let with_token = Chain([("token", "token")], values);
@@ -668,225 +541,12 @@ fn escape_for(parameter_type: ParameterType) -> Escape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Definitions;
-    use crate::definition::Format;
-
-    const DEFINITIONS: &str = r#"
-        [[integration]]
-        key = "crm"
-        name = "CRM"
-        base_url = "https://{subdomain}.crm.example/api"
-        parameters = [{ name = "subdomain" }, { name = "client_secret", secret = true }, { name = "region", default = "eu" }]
-        [integration.auth]
-        type = "oauth2"
-        grant_type = "authorization_code"
-        authorization_endpoint = "https://{subdomain}.crm.example/authorize"
-        access_token_endpoint = "https://{subdomain}.crm.example/token?region={region}"
-        access_token_verb = "POST"
-        scope = "read"
-        client_id = "id"
-        client_secret = "{client_secret}"
-        token = { parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {token}" }
-
-        [[integration]]
-        key = "erp"
-        name = "ERP"
-        parameters = [{ name = "company" }]
-        auth = { type = "basic" }
-        request_parameters = [{ type = "header", name = "X-Company", value = "{company}" }]
-
-        [[integration]]
-        key = "files"
-        name = "Files"
-        auth = { type = "sftp" }
-
-        [[integration]]
-        key = "onprem"
-        name = "On-prem"
-        base_url = "https://{host}/api"
-        parameters = [{ name = "host" }]
-        auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
-
-        [[integration]]
-        key = "drop"
-        name = "Drop"
-        parameters = [{ name = "server" }]
-        auth = { type = "sftp", host = "{server}" }
-
-        [[integration]]
-        key = "lab"
-        name = "Lab"
-        base_url = "https://{host}/api"
-        parameters = [{ name = "host" }]
-        allow_ip_hosts = true
-        auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
-    "#;
-
-    fn definitions() -> Definitions {
-        Definitions::from_str(DEFINITIONS, Format::Toml).expect("valid definitions")
-    }
 
     fn secrets(pairs: &[(&str, &str)]) -> Secrets {
         pairs
             .iter()
             .map(|(name, value)| (*name, SecretString::from((*value).to_owned())))
             .collect()
-    }
-
-    fn check(key: &str, parameters: &[(&str, &str)], credentials: &[(&str, &str)]) -> String {
-        let definitions = definitions();
-        let integration = definitions.get(key).expect("defined");
-        let new = NewAccount {
-            id: AccountId::new("acct").expect("valid id"),
-            parameters: secrets(parameters),
-            credentials: secrets(credentials),
-        };
-        match check_new_account(integration, &new) {
-            Ok((plain, secret, status)) => format!(
-                "ok {status}; plain {plain:?}; secret {:?}",
-                secret.names().collect::<Vec<_>>()
-            ),
-            Err(error) => format!("error: {error}"),
-        }
-    }
-
-    #[test]
-    fn parameters_are_split_and_defaults_filled() {
-        assert_eq!(
-            check("crm", &[("subdomain", "eu1"), ("client_secret", "s3cret")], &[]),
-            r#"ok pending; plain {"region": "eu", "subdomain": "eu1"}; secret ["client_secret"]"#
-        );
-        assert_eq!(
-            check(
-                "crm",
-                &[("subdomain", "eu1"), ("client_secret", "s"), ("region", "us")],
-                &[("refresh_token", "r")]
-            ),
-            r#"ok connected; plain {"region": "us", "subdomain": "eu1"}; secret ["client_secret"]"#
-        );
-    }
-
-    #[test]
-    fn every_problem_with_a_new_account_is_named() {
-        let message = check("crm", &[("tenant", "x")], &[("password", "p")]);
-        assert!(
-            message.contains("unknown parameter `tenant`; declared: subdomain, client_secret, region"),
-            "{message}"
-        );
-        assert!(message.contains("missing parameter `subdomain`"), "{message}");
-        assert!(message.contains("missing parameter `client_secret`"), "{message}");
-        assert!(
-            message.contains("unknown credential `password` for oauth2 accounts"),
-            "{message}"
-        );
-        assert!(message.contains("(account `acct`, integration `crm`)"), "{message}");
-    }
-
-    #[test]
-    fn values_are_checked_where_they_land() {
-        let message = check("crm", &[("subdomain", "evil.example/"), ("client_secret", "s")], &[]);
-        assert!(
-            message.contains("parameter {subdomain}: value is not a valid host name"),
-            "{message}"
-        );
-        assert!(
-            message.contains("in base_url, auth.authorization_endpoint, auth.access_token_endpoint"),
-            "{message}"
-        );
-        let message = check(
-            "erp",
-            &[("company", "A\r\nX-Injected: 1")],
-            &[("username", "u"), ("password", "p")],
-        );
-        assert!(message.contains("control character"), "{message}");
-        assert!(message.contains("request_parameters[0].value"), "{message}");
-        assert!(!message.contains("Injected"), "the value must not be echoed: {message}");
-    }
-
-    #[test]
-    fn credentials_follow_the_auth_method() {
-        let message = check("erp", &[("company", "A")], &[("username", "a:b")]);
-        assert!(message.contains("missing credential `password`"), "{message}");
-        assert!(message.contains("must not contain `:` (RFC 7617)"), "{message}");
-        let message = check("files", &[], &[("username", "u")]);
-        assert!(message.contains("missing credential `host`"), "{message}");
-        assert!(message.contains("missing credential `host_key`"), "{message}");
-        assert!(
-            message.contains("need credential `password` or `private_key`"),
-            "{message}"
-        );
-        let message = check(
-            "files",
-            &[],
-            &[
-                ("username", "u"),
-                ("host", "a/b"),
-                ("password", "p"),
-                ("passphrase", "x"),
-                ("port", "70000"),
-            ],
-        );
-        assert!(message.contains("`port` is not a port number: `70000`"), "{message}");
-        let header = check("crm", &[("company", "A")], &[("access_token", "t\r\nX-Injected: 1")]);
-        assert!(
-            header.contains("credential `access_token` has a control character"),
-            "{header}"
-        );
-        assert!(!header.contains("X-Injected"), "the value is never quoted: {header}");
-        assert!(
-            message.contains("credential `host` is not a valid host name"),
-            "{message}"
-        );
-        assert!(
-            message.contains("`passphrase` is only used with `private_key`"),
-            "{message}"
-        );
-        assert_eq!(
-            check(
-                "files",
-                &[],
-                &[
-                    ("username", "u"),
-                    ("host", "sftp.example.com"),
-                    ("private_key", "k"),
-                    ("host_key", "insecure-accept-any"),
-                    ("port", "2222")
-                ]
-            ),
-            "ok connected; plain {}; secret []"
-        );
-    }
-
-    #[test]
-    fn ip_hosts_need_the_opt_in_and_metadata_addresses_are_refused() {
-        for ip in ["10.0.0.5", "2130706433", "127.0.0.1"] {
-            let message = check("onprem", &[("host", ip)], &[("token", "t")]);
-            assert!(
-                message.contains("parameter `host` makes the host an IP address") && message.contains("(in base_url)"),
-                "{ip}: {message}"
-            );
-            assert!(!message.contains(ip), "the value is not quoted: {message}");
-            assert_eq!(
-                check("lab", &[("host", ip)], &[("token", "t")]),
-                format!("ok connected; plain {{\"host\": \"{ip}\"}}; secret []")
-            );
-        }
-        for integration in ["onprem", "lab"] {
-            let message = check(integration, &[("host", "169.254.169.254")], &[("token", "t")]);
-            assert!(message.contains("cloud metadata address"), "{integration}: {message}");
-        }
-        assert!(check("onprem", &[("host", "api.example")], &[("token", "t")]).starts_with("ok"));
-        let sftp = [
-            ("username", "u"),
-            ("password", "p"),
-            ("host_key", "insecure-accept-any"),
-        ];
-        let message = check("drop", &[("server", "10.0.0.5")], &sftp);
-        assert!(
-            message.contains("parameter `server` makes the host an IP address") && message.contains("(in auth.host)"),
-            "{message}"
-        );
-        assert!(check("drop", &[("server", "sftp.example")], &sftp).starts_with("ok"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod definition;
 pub mod destination;
 mod error;
+pub mod method;
 pub mod storage;
 
 pub use account::{AccountId, AccountStatus, ConnectedAccount, NewAccount, Secrets};

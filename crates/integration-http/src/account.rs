@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_core::definition::{Auth, Integration, ParameterType, RetryPolicy};
+use integration_core::definition::{Integration, ParameterType, RetryPolicy};
 use integration_core::template::{Chain, Escape, Placement, Template, UrlTemplate};
 use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result, Secrets};
 use reqwest::Method;
@@ -14,10 +14,10 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::HttpClient;
-use crate::auth::{Authenticator, Credential, Injected};
 use crate::hosts::{HostPolicy, check_destination, check_scheme};
 use crate::request::RequestBuilder;
 use crate::retry::Retry;
+use integration_core::method::{Authenticator, Credential, Placed};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,18 +102,11 @@ impl AccountClient {
                 .any(|(name, placement)| matches!(placement, Placement::Host | Placement::Port) && secret(name))
         };
         let secret_destination = integration.base_url.as_deref().is_some_and(in_authority)
-            || match &integration.auth {
-                Auth::OAuth2(oauth2) => [
-                    Some(&*oauth2.access_token_endpoint),
-                    oauth2.authorization_endpoint.as_deref(),
-                    oauth2.revoke_token_endpoint.as_deref(),
-                ]
+            || integration
+                .auth
+                .endpoints()
                 .into_iter()
-                .flatten()
-                .any(in_authority),
-                Auth::CustomToken(custom) => in_authority(&custom.access_token_endpoint),
-                Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => false,
-            }
+                .any(|(_, template)| in_authority(template))
             || integration
                 .allowed_hosts
                 .iter()
@@ -128,19 +121,7 @@ impl AccountClient {
             }
             None => None,
         };
-        let endpoints: Vec<(&str, &UrlTemplate)> = match &integration.auth {
-            Auth::OAuth2(oauth2) => [
-                ("auth.access_token_endpoint", Some(&*oauth2.access_token_endpoint)),
-                ("auth.authorization_endpoint", oauth2.authorization_endpoint.as_deref()),
-                ("auth.revoke_token_endpoint", oauth2.revoke_token_endpoint.as_deref()),
-            ]
-            .into_iter()
-            .filter_map(|(field, template)| Some((field, template?)))
-            .collect(),
-            Auth::CustomToken(custom) => vec![("auth.access_token_endpoint", &*custom.access_token_endpoint)],
-            Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => Vec::new(),
-        };
-        for (field, template) in endpoints {
+        for (field, template) in integration.auth.endpoints() {
             hosts.allow_origin(&render_url(field, template)?);
         }
         for (i, pattern) in integration.allowed_hosts.iter().enumerate() {
@@ -397,12 +378,12 @@ impl AccountClient {
     }
 
     /// Renders `credential` into its header or query parameter, once.
-    pub(crate) fn injected<'c>(&self, credential: &'c Credential) -> Result<Option<&'c Injected>> {
+    pub(crate) fn injected<'c>(&self, credential: &'c Credential) -> Result<Option<&'c Placed>> {
         if credential.ready_header().is_some() {
             return Ok(None);
         }
-        if let Some(injected) = credential.injected.get() {
-            return Ok(Some(injected));
+        if let Some(placed) = credential.placed() {
+            return Ok(Some(placed));
         }
         let (Some(placement), Some(token)) = (&self.inner.token, credential.expose_token()) else {
             return Err(Error::new(
@@ -430,13 +411,12 @@ impl AccountClient {
                         .with_context("account", &self.inner.account)
                 })?;
                 value.set_sensitive(true);
-                Injected::Header(name.clone(), value)
+                Placed::Header(name.clone(), value)
             }
-            None => Injected::Query(placement.name.clone(), SecretString::from(rendered)),
+            None => Placed::Query(placement.name.clone(), SecretString::from(rendered)),
         };
-        // Another task may have set it meanwhile; both are equal.
-        let _ = credential.injected.set(injected);
-        Ok(credential.injected.get())
+        // Another task may have placed it meanwhile; both are equal.
+        Ok(Some(credential.place(injected)))
     }
 
     /// The header name the credential goes in, which a caller may not set.

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 mod account;
-mod auth;
 mod client;
 mod hosts;
 mod lifetime;
@@ -12,9 +11,9 @@ mod tls;
 pub mod token;
 
 pub use account::AccountClient;
-pub use auth::{Authenticator, Credential};
 pub use client::HttpClient;
 pub use hosts::{check_destination, check_scheme};
+pub use integration_core::method::{Authenticator, Credential};
 pub use lifetime::{DEFAULT_RENEWAL_MARGIN, renew_at};
 pub use relay::{ForwardBody, RawHeaders, RawResponse, fuzzing};
 pub use request::RequestBuilder;

@@ -12,9 +12,9 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::account::AccountClient;
-use crate::auth::{Credential, Injected};
 use crate::relay::{ForwardBody, RawHeaders, RawResponse, RelayError};
 use crate::retry::FailureKind;
+use integration_core::method::{Credential, Placed};
 
 /// A request through an account: add headers, query and body, then
 /// [`send`](RequestBuilder::send). The account's request parameters and
@@ -375,7 +375,7 @@ impl Prepared {
         }
         let injected = client.injected(credential)?;
         let token_query = match injected {
-            Some(Injected::Query(name, value)) => Some((name.as_str(), value.expose_secret())),
+            Some(Placed::Query(name, value)) => Some((name.as_str(), value.expose_secret())),
             _ => None,
         };
         let mut url = Cow::Borrowed(&self.url);
@@ -393,9 +393,7 @@ impl Prepared {
             }
         }
         let credential = match (injected, credential.ready_header()) {
-            (Some(Injected::Header(name, value)), _) | (None, Some((name, value))) => {
-                Some((name.clone(), value.clone()))
-            }
+            (Some(Placed::Header(name, value)), _) | (None, Some((name, value))) => Some((name.clone(), value.clone())),
             _ => None,
         };
         let headers = AttemptHeaders {

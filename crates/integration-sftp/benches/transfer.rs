@@ -91,6 +91,7 @@ fn main() {
 }
 
 async fn client(sshd: &Sshd) -> SftpClient {
+    integration_core::method::register::<integration_sftp::Sftp>();
     let definitions = Definitions::from_str(
         "[[integration]]\nkey = \"files\"\nname = \"Files\"\nauth = { type = \"sftp\", host = \"127.0.0.1\" }\n",
         Format::Toml,

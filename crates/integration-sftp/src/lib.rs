@@ -2,6 +2,7 @@
 
 mod client;
 mod connection;
+mod definition;
 pub mod host_key;
 mod private_key;
 mod target;
@@ -12,6 +13,7 @@ use russh_sftp::protocol::FileAttributes;
 use serde::Serialize;
 
 pub use client::SftpClient;
+pub use definition::{Sftp, client};
 pub use host_key::{ACCEPT_ANY, HostKeyPolicy};
 
 /// Timeouts and transfer tuning.

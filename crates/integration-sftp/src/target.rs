@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use integration_core::definition::{Auth, Integration};
+use integration_core::definition::Integration;
 use integration_core::{ConnectedAccount, Error, ErrorKind, Result};
 use integration_template::{Escape, is_host_name};
 use russh::keys::PrivateKey;
@@ -30,7 +30,7 @@ pub(crate) enum Login {
 
 impl Target {
     pub(crate) fn new(integration: &Integration, account: &ConnectedAccount) -> Result<Self> {
-        let Auth::Sftp(sftp) = &integration.auth else {
+        let Some(sftp) = integration.auth.definition::<crate::Sftp>() else {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(

@@ -21,6 +21,7 @@ async fn client(
     credentials: &[(&str, &str)],
     settings: SftpSettings,
 ) -> integration_core::Result<SftpClient> {
+    integration_core::method::register::<integration_sftp::Sftp>();
     let definitions = Definitions::from_str(
         r#"
         [[integration]]

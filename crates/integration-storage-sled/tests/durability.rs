@@ -19,6 +19,7 @@ const CHILD_KEY_ENV: &str = "INTEGRATIONS_TEST_SLED_CHILD_KEY";
 const ACKS_BEFORE_KILL: usize = 40;
 
 fn definitions() -> Definitions {
+    integration_core::method::register::<integration_auth_basic::Basic>();
     Definitions::from_str(
         r#"
         [[integration]]

@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::cli::{AccountsCommand, Cli, Command};
 
 fn main() -> ExitCode {
+    integrations::register_methods();
     let cli = Cli::parse();
     let global = &cli.global;
     // The gateway runs its own runtime per worker thread; every other async

@@ -67,7 +67,7 @@ fn validate_reports_ok_or_every_problem() {
     assert!(
         failed
             .stderr
-            .contains("integration[0].auth.type: unknown auth type \"oauth1\""),
+            .contains("integration[0].auth.type: unknown auth type `oauth1`"),
         "{}",
         failed.stderr
     );

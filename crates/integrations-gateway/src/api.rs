@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use integrations::definition::{Auth, Integration};
+use integrations::definition::Integration;
+use integrations::method::TableJson;
 use integrations::secrecy::SecretString;
 use integrations::time::format_description::well_known::Rfc3339;
 use integrations::{AccountId, ConnectedAccount, NewAccount, Secrets};
@@ -61,6 +62,8 @@ pub struct CredentialView {
     pub name: &'static str,
     /// Whether an account must have it.
     pub required: bool,
+    /// Whether it is a secret, for a form to mask (a user name is not).
+    pub secret: bool,
     /// What it is.
     pub description: &'static str,
 }
@@ -71,12 +74,11 @@ impl From<&Integration> for IntegrationView {
             key: integration.key.clone(),
             name: integration.name.clone(),
             auth_type: integration.auth_type(),
-            grant_type: match &integration.auth {
-                Auth::OAuth2(oauth2) => serde_json::to_value(oauth2.grant_type)
-                    .ok()
-                    .and_then(|value| value.as_str().map(str::to_owned)),
-                _ => None,
-            },
+            grant_type: integration
+                .auth
+                .table_json()
+                .get("grant_type")
+                .and_then(|value| value.as_str().map(str::to_owned)),
             base_url: integration.base_url.as_ref().map(|url| url.source().to_owned()),
             parameters: integration
                 .parameters
@@ -93,6 +95,7 @@ impl From<&Integration> for IntegrationView {
                 .map(|field| CredentialView {
                     name: field.name,
                     required: field.required,
+                    secret: field.secret,
                     description: field.description,
                 })
                 .collect(),

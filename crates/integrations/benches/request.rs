@@ -34,6 +34,7 @@ fn authenticated_get(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("client runtime");
+    integrations::register_methods();
     let definitions = Definitions::from_str(
         &format!(
             r#"

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use integration_core::definition::{Auth, Integration};
+use integration_core::definition::Integration;
+use integration_core::method::{AccountContext, Services};
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, NewAccount, Result};
-use integration_http::{AccountClient, Authenticator, HttpClient};
+use integration_http::{AccountClient, HttpClient};
 use rustc_hash::FxHashMap;
 use thread_local::ThreadLocal;
 
@@ -64,6 +65,7 @@ impl Integrations {
 
     /// The same, with an HTTP client of your own.
     pub fn with_http_client(definitions: Definitions, store: AccountStore, http: HttpClient) -> Self {
+        crate::register_methods();
         Self {
             definitions: Arc::new(definitions),
             store,
@@ -103,17 +105,16 @@ impl Integrations {
     }
 
     /// Creates an account of `integration`: checks it as
-    /// [`AccountStore::create`] does and, for SFTP, also reads its private key
-    /// and host keys, so that a key that cannot be used is refused now
-    /// rather than at the first connection.
+    /// [`AccountStore::create`] does, then runs its auth method's own checks
+    /// (SFTP reads the private key and host keys, so that a key that cannot
+    /// be used is refused now rather than at the first connection).
     pub async fn create_account(&self, integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
         let account = self.store.create(integration, new).await?;
         // A re-created id never sees what was compiled for the old account.
         self.forget(account.id());
-        #[cfg(feature = "sftp")]
-        if matches!(integration.auth, Auth::Sftp(_))
-            && let Err(error) = sftp::client(Arc::new(integration.clone()), account.clone()).await
-        {
+        let services = self.services(integration)?;
+        let context = self.context(&account, integration, &services);
+        if let Err(error) = integration.auth.check_account(&context).await {
             self.store.remove(account.id()).await?;
             return Err(error);
         }
@@ -188,9 +189,10 @@ impl Integrations {
         self.sftp.forget(id);
     }
 
-    /// Deletes an account. OAuth 2.0 tokens are revoked first where the
-    /// integration has a revoke endpoint; a provider failure is reported in
-    /// the outcome and does not block the removal.
+    /// Deletes an account. Its auth method revokes what the provider issued
+    /// first (OAuth 2.0 tokens, where the integration has a revoke
+    /// endpoint); a provider failure is reported in the outcome and does not
+    /// block the removal.
     ///
     /// From the moment it starts, [`Integrations::client`] no longer finds
     /// the account, so no request starts with its credentials while the
@@ -202,15 +204,15 @@ impl Integrations {
     }
 
     async fn remove_account_now(&self, id: &AccountId) -> Result<Removal> {
-        #[allow(unused_mut, reason = "only OAuth 2.0 revokes")]
         let mut removal = Removal::default();
-        #[cfg(feature = "auth-oauth2")]
         if let Ok(account) = self.store.get(id).await
             && let Ok(integration) = self.integration(account.integration())
-            && matches!(integration.auth, Auth::OAuth2(_))
         {
-            let client = self.oauth2_client(&account, integration)?;
-            let revocation = client.revoke(&account).await;
+            let services = self.services(integration)?;
+            let revocation = integration
+                .auth
+                .revoke(&self.context(&account, integration, &services))
+                .await;
             removal.revoked = revocation.revoked;
             removal.revoke_failures = revocation.failures;
         }
@@ -238,55 +240,36 @@ impl Integrations {
         Ok(client)
     }
 
+    /// What auth methods may use for `integration`'s accounts: its HTTP client.
+    fn services(&self, integration: &Integration) -> Result<Services> {
+        let mut services = Services::new();
+        services.insert(self.http_for(integration)?);
+        Ok(services)
+    }
+
+    fn context<'a>(
+        &'a self,
+        account: &'a ConnectedAccount,
+        integration: &'a Integration,
+        services: &'a Services,
+    ) -> AccountContext<'a> {
+        AccountContext {
+            account,
+            integration,
+            store: &self.store,
+            services,
+        }
+    }
+
     fn compile(&self, account: &ConnectedAccount) -> Result<AccountClient> {
         let integration = self
             .integration(account.integration())
             .map_err(|error| error.with_context("account", account.id()))?;
-        let authenticator = self.authenticator(account, integration)?;
+        let services = self.services(integration)?;
+        let authenticator = integration
+            .auth
+            .authenticator(&self.context(account, integration, &services))?;
         AccountClient::new(account, integration, self.http_for(integration)?, authenticator)
-    }
-
-    fn authenticator(&self, account: &ConnectedAccount, integration: &Integration) -> Result<Arc<dyn Authenticator>> {
-        let unavailable = |message: String| {
-            Error::new(ErrorKind::Config, message)
-                .with_context("account", account.id())
-                .with_context("integration", &integration.key)
-        };
-        match &integration.auth {
-            #[cfg(feature = "auth-api-token")]
-            Auth::ApiToken(_) => Ok(Arc::new(integration_auth_api_token::ApiTokenAuthenticator::new(
-                account,
-                integration,
-            )?)),
-            #[cfg(feature = "auth-basic")]
-            Auth::Basic(_) => Ok(Arc::new(integration_auth_basic::BasicAuthenticator::new(
-                account,
-                integration,
-            )?)),
-            #[cfg(feature = "auth-custom-token")]
-            Auth::CustomToken(_) => Ok(Arc::new(integration_auth_custom_token::CustomTokenAuthenticator::new(
-                account,
-                integration,
-                self.store.clone(),
-                self.http_for(integration)?,
-            )?)),
-            #[cfg(feature = "auth-oauth2")]
-            Auth::OAuth2(_) => Ok(Arc::new(integration_auth_oauth2::OAuth2Authenticator::new(
-                self.oauth2_client(account, integration)?,
-                account,
-            ))),
-            Auth::Sftp(_) => Err(Error::new(
-                ErrorKind::InvalidInput,
-                "SFTP accounts make no HTTP requests; use their SFTP operations",
-            )
-            .with_context("account", account.id())
-            .with_context("integration", &integration.key)),
-            #[allow(unreachable_patterns, reason = "reachable when an auth feature is off")]
-            other => Err(unavailable(format!(
-                "requests through {} accounts are not available in this build",
-                other.type_name()
-            ))),
-        }
     }
 }
 
@@ -368,25 +351,10 @@ mod sftp {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    use integration_core::definition::{Auth, Integration};
-    use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result};
-    use integration_sftp::{SftpClient, SftpSettings};
+    use integration_core::{AccountId, Error, ErrorKind, Result};
+    use integration_sftp::{Sftp, SftpClient};
 
     use super::Integrations;
-
-    /// A client for `account`, made on a blocking thread: an encrypted
-    /// private key is read with a deliberately slow key derivation, which
-    /// would hold up every request of an async worker.
-    pub(super) async fn client(integration: Arc<Integration>, account: ConnectedAccount) -> Result<SftpClient> {
-        match tokio::task::spawn_blocking(move || SftpClient::new(&integration, &account, SftpSettings::default()))
-            .await
-        {
-            Ok(client) => client,
-            // As if it had run here.
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(Error::new(ErrorKind::Config, "the runtime is shutting down").with_source(error)),
-        }
-    }
 
     /// One client, hence one connection, per SFTP account.
     #[derive(Debug, Default)]
@@ -416,7 +384,7 @@ mod sftp {
             }
             let account = self.store.get(id).await?;
             let integration = self.integration(account.integration())?;
-            if !matches!(integration.auth, Auth::Sftp(_)) {
+            if !integration.auth.is::<Sftp>() {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
                     format!("not an SFTP account: its integration uses {}", integration.auth_type()),
@@ -424,7 +392,7 @@ mod sftp {
                 .with_context("account", id)
                 .with_context("integration", &integration.key));
             }
-            let client = client(Arc::clone(integration), account).await?;
+            let client = integration_sftp::client(Arc::clone(integration), account).await?;
             let mut clients = self.sftp.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             Ok(clients.entry(id.clone()).or_insert(client).clone())
         }
@@ -434,9 +402,9 @@ mod sftp {
 #[cfg(feature = "auth-oauth2")]
 mod oauth2 {
     use integration_auth_oauth2::{
-        AuthorizationStart, Callback, OAuth2Authenticator, OAuth2Client, RedirectUri, Revocation,
+        AuthorizationStart, Callback, OAuth2, OAuth2Authenticator, OAuth2Client, RedirectUri, Revocation,
     };
-    use integration_core::definition::{Auth, Integration};
+    use integration_core::definition::Integration;
     use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result};
 
     use super::Integrations;
@@ -453,7 +421,7 @@ mod oauth2 {
         async fn oauth2_account(&self, id: &AccountId) -> Result<(ConnectedAccount, OAuth2Client)> {
             let account = self.store.get(id).await?;
             let integration = self.integration(account.integration())?;
-            if !matches!(integration.auth, Auth::OAuth2(_)) {
+            if !integration.auth.is::<OAuth2>() {
                 return Err(Error::new(ErrorKind::InvalidInput, "not an OAuth 2.0 account")
                     .with_context("account", id)
                     .with_context("integration", &integration.key));

@@ -44,6 +44,7 @@ fn backends() -> Vec<Arc<dyn Storage>> {
 }
 
 async fn create(store: &AccountStore, id: &str) -> integrations::ConnectedAccount {
+    integrations::register_methods();
     let definitions = Definitions::from_str(DEFINITIONS, Format::Toml).expect("valid");
     store
         .create(
@@ -153,6 +154,7 @@ async fn missing_and_duplicate_accounts_are_clear_errors() {
     for storage in backends() {
         let store = AccountStore::new(storage, Cipher::new(&EncryptionKey::generate()));
         create(&store, "acct1").await;
+        integrations::register_methods();
         let definitions = Definitions::from_str(DEFINITIONS, Format::Toml).expect("valid");
         let duplicate = store
             .create(

@@ -135,6 +135,7 @@ async fn hub(upstream: &TlsUpstream, bundle: &std::path::Path, http: HttpClient)
         token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
         "#
     );
+    integrations::register_methods();
     let definitions = Definitions::from_str(&definitions, Format::Toml).unwrap_or_else(|errors| panic!("{errors}"));
     let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
     for (id, integration, new) in [
@@ -258,6 +259,7 @@ fn a_ca_bundle_that_cannot_be_used_is_refused_when_definitions_load() {
             "#,
             bundle.display()
         );
+        integrations::register_methods();
         let errors = Definitions::from_str(&definitions, Format::Toml)
             .expect_err("refused")
             .to_string();

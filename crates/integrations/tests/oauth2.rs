@@ -53,6 +53,7 @@ fn store() -> AccountStore {
 }
 
 async fn hub_with(definition: &str, store: AccountStore) -> Integrations {
+    integrations::register_methods();
     let definitions = Definitions::from_str(definition, Format::Toml).unwrap_or_else(|errors| panic!("{errors}"));
     if store.get(&acct()).await.is_err() {
         let mut parameters = Secrets::new();

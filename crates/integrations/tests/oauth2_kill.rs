@@ -24,6 +24,7 @@ use integrations::{
 const CHILD_ENV: &str = "INTEGRATIONS_TEST_OAUTH2_CHILD";
 
 fn definition(token_url: &str, authorize_url: &str) -> Definitions {
+    integrations::register_methods();
     Definitions::from_str(
         &format!(
             r#"

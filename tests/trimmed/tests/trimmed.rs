@@ -11,6 +11,7 @@ use integrations::{AccountId, AccountStore, Cipher, Definitions, EncryptionKey, 
 
 #[test]
 fn a_method_left_out_is_refused_when_definitions_load() {
+    integrations::register_methods();
     let errors = Definitions::from_str(
         r#"
         [[integration]]
@@ -30,6 +31,7 @@ fn a_method_left_out_is_refused_when_definitions_load() {
 
 #[test]
 fn a_format_left_out_is_refused_naming_its_feature() {
+    integrations::register_methods();
     let errors = Definitions::from_str("integration: []", Format::Yaml)
         .expect_err("YAML is not in this build")
         .to_string();
@@ -61,6 +63,7 @@ async fn the_readme_example_runs_on_the_trimmed_build() -> Result<(), Box<dyn st
         Ok(String::from_utf8_lossy(&request).into_owned())
     });
 
+    integrations::register_methods();
     let definitions = Definitions::from_str(
         &format!(
             r#"

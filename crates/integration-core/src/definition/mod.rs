@@ -2,12 +2,10 @@
 
 mod load;
 mod model;
-#[cfg(feature = "schema")]
 mod schema;
 mod validate;
 
 pub use load::{Definitions, Format};
 pub use model::*;
-#[cfg(feature = "schema")]
 pub use schema::json_schema;
-pub use validate::{DefinitionError, DefinitionErrors};
+pub use validate::{DefinitionError, DefinitionErrors, is_env_name, is_header_name, is_host_template};

@@ -5,17 +5,21 @@
 //! checks files against that same schema, so the three never disagree.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
+use std::any::Any;
+use std::sync::Arc;
+
 use integration_template::{Template, UrlTemplate};
-#[cfg(feature = "schema")]
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value, json};
+
+use crate::method::AuthDefinition;
+use crate::method::registry::method as registry_method;
 
 /// One integration: the spec's properties for one auth method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Integration {
     /// Unique identifier: ASCII letters and digits only.
@@ -41,7 +45,7 @@ pub struct Integration {
     pub allowed_hosts: Vec<TemplateField>,
     /// The time limit of each HTTP call, in seconds (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 0.001, max = 3600.0)))]
+    #[schemars(range(min = 0.001, max = 3600.0))]
     pub timeout_seconds: Option<f64>,
     /// How failed HTTP requests are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,25 +72,24 @@ pub struct Integration {
 /// How failed HTTP requests are retried: 429 and 503 after their
 /// `Retry-After`, other 5xx and connection errors with exponential backoff
 /// and jitter, for idempotent methods only, within a total time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 turns retries off.
     #[serde(default = "default_max_attempts")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 10)))]
+    #[schemars(range(min = 1, max = 10))]
     pub max_attempts: u32,
     /// The first backoff, in seconds; it doubles on each retry.
     #[serde(default = "default_initial_backoff")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 60.0)))]
+    #[schemars(range(min = 0.0, max = 60.0))]
     pub initial_backoff_seconds: f64,
     /// The longest single backoff, in seconds.
     #[serde(default = "default_max_backoff")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 600.0)))]
+    #[schemars(range(min = 0.0, max = 600.0))]
     pub max_backoff_seconds: f64,
     /// No retry starts after this many seconds from the first attempt.
     #[serde(default = "default_max_total")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 3600.0)))]
+    #[schemars(range(min = 0.0, max = 3600.0))]
     pub max_total_seconds: f64,
 }
 
@@ -130,8 +133,7 @@ impl Integration {
 }
 
 /// An integration parameter.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParameterDeclaration {
     /// Name, referenced as `{name}`: ASCII letters, digits and `_`.
@@ -168,190 +170,143 @@ fn is_false(value: &bool) -> bool {
     !value
 }
 
-/// The auth method, chosen by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "definitions are few, loaded once and shared by Arc; plain variants keep matching simple"
-)]
-pub enum Auth {
-    /// OAuth 2.0.
-    #[serde(rename = "oauth2")]
-    OAuth2(OAuth2),
-    /// API Token.
-    ApiToken(ApiToken),
-    /// HTTP Basic Auth.
-    Basic(Basic),
-    /// Custom Token.
-    CustomToken(CustomToken),
-    /// SFTP.
-    Sftp(Sftp),
+/// The auth method and its table, read through the method registered for
+/// its `type` (see [`crate::method`]).
+#[derive(Clone)]
+pub struct Auth {
+    type_name: &'static str,
+    definition: Arc<dyn AuthDefinition>,
 }
 
 impl Auth {
-    /// Every value `type` can take.
-    pub const TYPES: [&'static str; 5] = ["oauth2", "api_token", "basic", "custom_token", "sftp"];
+    /// An auth table of method `type_name`.
+    pub fn new(type_name: &'static str, definition: Arc<dyn AuthDefinition>) -> Self {
+        Self { type_name, definition }
+    }
 
     /// The name written in `type`.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::OAuth2(_) => "oauth2",
-            Self::ApiToken(_) => "api_token",
-            Self::Basic(_) => "basic",
-            Self::CustomToken(_) => "custom_token",
-            Self::Sftp(_) => "sftp",
-        }
+        self.type_name
     }
 
-    /// The cargo feature of the `integrations` crate that this method needs,
-    /// when this build leaves the method out.
-    pub fn missing_feature(&self) -> Option<&'static str> {
-        let (built, feature) = match self {
-            Self::OAuth2(_) => (cfg!(feature = "auth-oauth2"), "auth-oauth2"),
-            Self::ApiToken(_) => (cfg!(feature = "auth-api-token"), "auth-api-token"),
-            Self::Basic(_) => (cfg!(feature = "auth-basic"), "auth-basic"),
-            Self::CustomToken(_) => (cfg!(feature = "auth-custom-token"), "auth-custom-token"),
-            Self::Sftp(_) => (cfg!(feature = "sftp"), "sftp"),
-        };
-        (!built).then_some(feature)
+    /// The method's table, as the contract sees it.
+    pub fn method(&self) -> &dyn AuthDefinition {
+        &*self.definition
+    }
+
+    /// The method's table as its own type, when it is a `T`.
+    pub fn definition<T: AuthDefinition>(&self) -> Option<&T> {
+        (&*self.definition as &dyn Any).downcast_ref::<T>()
+    }
+
+    /// Whether the method's table is a `T`.
+    pub fn is<T: AuthDefinition>(&self) -> bool {
+        self.definition::<T>().is_some()
     }
 
     /// The auth-token injection, for the methods that have one.
     pub fn token(&self) -> Option<&TokenInjection> {
-        match self {
-            Self::OAuth2(oauth2) => Some(&oauth2.token),
-            Self::ApiToken(api_token) => Some(&api_token.token),
-            Self::CustomToken(custom) => Some(&custom.token),
-            Self::Basic(_) | Self::Sftp(_) => None,
-        }
+        self.definition.token()
     }
 }
 
-/// OAuth 2.0 configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct OAuth2 {
-    /// Authorization Grant Type.
-    pub grant_type: GrantType,
-    /// Authorization Endpoint; required for the authorization code grant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorization_endpoint: Option<UrlTemplateField>,
-    /// Access Token Endpoint.
-    pub access_token_endpoint: UrlTemplateField,
-    /// Access Token Verb.
-    pub access_token_verb: Verb,
-    /// Revoke Token Endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoke_token_endpoint: Option<UrlTemplateField>,
-    /// OAuth Scope: space-separated scopes.
-    pub scope: TemplateField,
-    /// Client ID.
-    pub client_id: TemplateField,
-    /// Client Secret: a template (usually `{client_secret}` over a secret
-    /// parameter) or `{ env = "NAME" }`.
-    pub client_secret: SecretSource,
-    /// PKCE (S256) on the authorization code grant; on unless set to false.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pkce: Option<bool>,
-    /// How the client authenticates to the token and revoke endpoints:
-    /// `basic` (HTTP Basic, the default) or `body` (in the request body).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_authentication: Option<ClientAuthentication>,
-    /// Extra parameters of the authorization URL, e.g. `{ prompt = "consent" }`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub authorization_parameters: BTreeMap<String, TemplateField>,
-    /// Extra parameters of every token request, e.g. `{ audience = "{tenant}" }`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub token_parameters: BTreeMap<String, TemplateField>,
-    /// Where the tokens and their lifetime are read from the token response,
-    /// for providers that nest them or leave out `expires_in`.
-    #[serde(default)]
-    pub token_response: TokenResponse,
-    /// Auth Token: how the access token goes on each request.
-    pub token: TokenInjection,
-}
+impl std::ops::Deref for Auth {
+    type Target = dyn AuthDefinition;
 
-impl OAuth2 {
-    /// Whether PKCE is used on the authorization code grant.
-    pub fn uses_pkce(&self) -> bool {
-        self.pkce.unwrap_or(true)
-    }
-
-    /// How the client authenticates.
-    pub fn client_authentication(&self) -> ClientAuthentication {
-        self.client_authentication.unwrap_or_default()
+    fn deref(&self) -> &Self::Target {
+        &*self.definition
     }
 }
 
-/// How an OAuth 2.0 client authenticates to the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuthentication {
-    /// `Authorization: Basic` with the client id and secret (RFC 6749 2.3.1).
-    #[default]
-    Basic,
-    /// `client_id` and `client_secret` in the request body.
-    Body,
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("type", &self.type_name)
+            .field("table", &self.definition)
+            .finish()
+    }
 }
 
-/// API Token configuration. The account's credential is `token`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct ApiToken {
-    /// Auth Token: how the token goes on each request.
-    pub token: TokenInjection,
+impl PartialEq for Auth {
+    fn eq(&self, other: &Self) -> bool {
+        self.type_name == other.type_name && self.definition.table_json() == other.definition.table_json()
+    }
 }
 
-/// HTTP Basic Auth configuration. The account's credentials are `username`
-/// and `password`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct Basic {}
-
-/// Custom Token configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CustomToken {
-    /// Access Token Endpoint.
-    pub access_token_endpoint: UrlTemplateField,
-    /// Access Token Verb.
-    pub access_token_verb: Verb,
-    /// How a POST sends the access token parameters: `form` (default) or
-    /// `json`. A GET sends them in the query.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_token_body: Option<BodyFormat>,
-    /// Access Token Parameters: sent with the token request.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub access_token_parameters: BTreeMap<String, TemplateField>,
-    /// Where the token and its lifetime are read from the response.
-    #[serde(default)]
-    pub token_response: TokenResponse,
-    /// Auth Token: how the token goes on each request.
-    pub token: TokenInjection,
+impl Serialize for Auth {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut table = match self.definition.table_json() {
+            Value::Object(table) => table,
+            _ => Map::new(),
+        };
+        table.insert("type".to_owned(), Value::String(self.type_name.to_owned()));
+        table.serialize(serializer)
+    }
 }
 
-/// The body format of a POST token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum BodyFormat {
-    /// `application/x-www-form-urlencoded`.
-    #[default]
-    Form,
-    /// `application/json`, an object of strings.
-    Json,
+impl<'de> Deserialize<'de> for Auth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = Map::<String, Value>::deserialize(deserializer)?;
+        let type_name = match table.remove("type") {
+            Some(Value::String(name)) => name,
+            Some(_) => return Err(D::Error::custom("`type` must be a string")),
+            None => return Err(D::Error::missing_field("type")),
+        };
+        let method = registry_method(&type_name).ok_or_else(|| D::Error::custom(unknown_type(&type_name)))?;
+        let definition = method.parse(Value::Object(table)).map_err(D::Error::custom)?;
+        Ok(Self::new(method.type_name(), definition))
+    }
+}
+
+/// Why `type_name` cannot be read: left out of this build, or unknown.
+pub(crate) fn unknown_type(type_name: &str) -> String {
+    if let Some(reason) = crate::method::unavailable(type_name) {
+        return format!("`{type_name}` is not in this build: {reason}");
+    }
+    let known = crate::method::registered();
+    if known.is_empty() {
+        return format!(
+            "unknown auth type `{type_name}`: no auth method is registered; call \
+             `integrations::register_methods()` (or `integration_core::method::register`) first"
+        );
+    }
+    let known: Vec<String> = known.iter().map(|name| format!("`{name}`")).collect();
+    format!("unknown auth type `{type_name}`; expected one of {}", known.join(", "))
+}
+
+impl JsonSchema for Auth {
+    fn schema_name() -> Cow<'static, str> {
+        "Auth".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let variants: Vec<Value> = crate::method::registry::methods()
+            .iter()
+            .map(|method| {
+                let mut table = method.table_schema();
+                if let Some(object) = table.as_object_mut() {
+                    let properties = object.entry("properties").or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(properties) = properties.as_object_mut() {
+                        properties.insert("type".to_owned(), json!({ "const": method.type_name() }));
+                    }
+                    let required = object.entry("required").or_insert_with(|| json!([]));
+                    if let Some(required) = required.as_array_mut() {
+                        required.insert(0, json!("type"));
+                    }
+                }
+                table
+            })
+            .collect();
+        json_schema!({
+            "description": "The auth method, chosen by `type`, and its configuration.",
+            "oneOf": variants,
+        })
+    }
 }
 
 /// Where a token endpoint's response keeps the token and its lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenResponse {
     /// JSON pointer to the token, e.g. `/data/token` (a bare name is a
@@ -374,7 +329,7 @@ pub struct TokenResponse {
     pub expires_at: Option<String>,
     /// A fixed lifetime in seconds, for responses that give none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
+    #[schemars(range(min = 1))]
     pub lifetime_seconds: Option<u64>,
     /// Get a new token this many seconds before the old one expires
     /// (default 60).
@@ -382,29 +337,8 @@ pub struct TokenResponse {
     pub refresh_margin_seconds: Option<u64>,
 }
 
-/// SFTP configuration. The account's credentials are `username`, a
-/// `password` or a `private_key` (with `passphrase`), `host_key`, and
-/// `host` when the definition has none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct Sftp {
-    /// Server host, e.g. `{region}.sftp.example.com`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<TemplateField>,
-    /// Server port.
-    #[serde(default = "default_sftp_port")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
-    pub port: u16,
-}
-
-fn default_sftp_port() -> u16 {
-    22
-}
-
 /// The spec's Auth Token: where and how a token goes on each request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenInjection {
     /// Token Parameter Type.
@@ -416,8 +350,7 @@ pub struct TokenInjection {
 }
 
 /// A request parameter sent with every HTTP request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestParameter {
     /// Header or URL parameter.
@@ -429,20 +362,8 @@ pub struct RequestParameter {
     pub value: TemplateField,
 }
 
-/// Authorization Grant Type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum GrantType {
-    /// Authorization Code.
-    AuthorizationCode,
-    /// Client Credentials.
-    ClientCredentials,
-}
-
 /// The HTTP verb of a token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Verb {
     /// GET: parameters in the query.
     #[serde(rename = "GET")]
@@ -453,8 +374,7 @@ pub enum Verb {
 }
 
 /// Where a token or request parameter goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterType {
     /// An HTTP header.
@@ -464,8 +384,7 @@ pub enum ParameterType {
 }
 
 /// A secret taken from a template or from an environment variable.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum SecretSource {
     /// A template, usually `{client_secret}` over a secret parameter.
@@ -540,7 +459,6 @@ macro_rules! template_field {
             }
         }
 
-        #[cfg(feature = "schema")]
         impl JsonSchema for $name {
             fn schema_name() -> Cow<'static, str> {
                 stringify!($name).into()

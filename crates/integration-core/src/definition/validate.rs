@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
-use integration_template::{Placement, Template, UrlTemplate, is_valid_parameter_name};
+use integration_template::{Template, UrlTemplate, is_valid_parameter_name};
 use serde_json::{Map, Value};
 
-use super::model::TEMPLATE_KEYWORD;
-use super::{Auth, GrantType, Integration, ParameterType};
+use super::model::{TEMPLATE_KEYWORD, unknown_type};
+use super::{Integration, ParameterType, TokenResponse};
+use crate::method::Problems;
 
 /// The name reserved for the token in value templates.
 pub(crate) const TOKEN_PARAMETER: &str = "token";
@@ -106,13 +106,6 @@ impl IntoIterator for DefinitionErrors {
     }
 }
 
-/// The definition format's JSON Schema, which the structure is checked
-/// against: generated from the model (`cargo xtask schema`) and compiled
-/// in, so that checking needs no schema generator in the build. A test
-/// holds it equal to the model's.
-static SCHEMA: LazyLock<Value> =
-    LazyLock::new(|| serde_json::from_str(include_str!("definition.schema.json")).unwrap_or(Value::Null));
-
 /// A template found while checking structure, kept for the reference checks.
 struct TemplateUse {
     path: String,
@@ -129,6 +122,8 @@ enum TemplateKind {
 
 /// Collects problems for one document.
 struct Checker<'a> {
+    /// The definition schema, which `$ref`s point into.
+    root: &'a Value,
     file: &'a Option<PathBuf>,
     errors: Vec<DefinitionError>,
     templates: Vec<TemplateUse>,
@@ -144,7 +139,7 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, value: &Value, schema: &Value, path: &str) {
-        let schema = resolve(schema);
+        let schema = resolve(self.root, schema);
         if let Some(Value::Array(variants)) = schema.get("oneOf") {
             return self.check_one_of(value, variants, path);
         }
@@ -247,14 +242,17 @@ impl Checker<'_> {
             ),
             Some(tag) => match variants.iter().find(|variant| tag_of(variant) == tag.as_str()) {
                 Some(variant) => self.check(value, variant, path),
-                None => self.error(
-                    &join(path, "type"),
-                    format!(
-                        "unknown auth type {}; expected one of {}",
-                        describe_value(tag),
-                        quote_all(&tags)
-                    ),
-                ),
+                None => {
+                    let message = match tag.as_str() {
+                        Some(name) => unknown_type(name),
+                        None => format!(
+                            "expected the name of an auth method ({}), found {}",
+                            quote_all(&tags),
+                            describe_value(tag)
+                        ),
+                    };
+                    self.error(&join(path, "type"), message);
+                }
             },
         }
     }
@@ -264,6 +262,7 @@ impl Checker<'_> {
     fn check_any_of(&mut self, value: &Value, variants: &[Value], path: &str) {
         for variant in variants {
             let mut trial = Checker {
+                root: self.root,
                 file: self.file,
                 errors: Vec::new(),
                 templates: Vec::new(),
@@ -275,12 +274,15 @@ impl Checker<'_> {
             }
             // A value of the alternative's own type gets that alternative's
             // precise errors.
-            if type_matches(value, resolve(variant)) {
+            if type_matches(value, resolve(self.root, variant)) {
                 self.errors.extend(trial.errors);
                 return;
             }
         }
-        let expected: Vec<String> = variants.iter().map(|variant| describe_type(resolve(variant))).collect();
+        let expected: Vec<String> = variants
+            .iter()
+            .map(|variant| describe_type(resolve(self.root, variant)))
+            .collect();
         self.error(
             path,
             format!("expected {}, found {}", expected.join(" or "), describe_value(value)),
@@ -317,7 +319,8 @@ pub(crate) fn validate_documents(
     documents: &[(Option<PathBuf>, Value)],
     errors: &mut Vec<DefinitionError>,
 ) -> Vec<Integration> {
-    let root = &*SCHEMA;
+    let schema = super::schema::definition_schema();
+    let root = &*schema;
     let integration_schema = root.pointer("/$defs/Integration").unwrap_or(&Value::Null);
     let mut integrations = Vec::new();
     // Where each key was first defined, to report duplicates.
@@ -325,6 +328,7 @@ pub(crate) fn validate_documents(
 
     for (file, document) in documents {
         let mut checker = Checker {
+            root,
             file,
             errors: Vec::new(),
             templates: Vec::new(),
@@ -378,6 +382,7 @@ pub(crate) fn validate_documents(
         for (index, item) in items.iter().enumerate() {
             let path = format!("{list_field}[{index}]");
             let mut checker = Checker {
+                root,
                 file,
                 errors: Vec::new(),
                 templates: Vec::new(),
@@ -431,15 +436,6 @@ fn check_key(checker: &mut Checker<'_>, key: &str, path: &str) {
 
 /// The rules a schema cannot say.
 fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str) {
-    if let Some(feature) = integration.auth.missing_feature() {
-        checker.error(
-            &join(path, "auth.type"),
-            format!(
-                "`{}` is not in this build: enable the `{feature}` feature of the `integrations` crate",
-                integration.auth.type_name()
-            ),
-        );
-    }
     if integration.name.trim().is_empty() {
         checker.error(&join(path, "name"), "name must not be empty");
     }
@@ -463,124 +459,16 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
     }
     check_template_references(checker, &declared);
 
-    match &integration.auth {
-        Auth::OAuth2(oauth2) => {
-            if oauth2.grant_type == GrantType::AuthorizationCode && oauth2.authorization_endpoint.is_none() {
-                checker.error(
-                    &join(path, "auth"),
-                    "missing required field `authorization_endpoint` (the authorization_code grant needs it)",
-                );
-            }
-            let response_path = format!("{path}.auth.token_response");
-            check_token_response(checker, &oauth2.token_response, &response_path);
-            if oauth2.token_response.token_header.is_some() {
-                checker.error(
-                    &join(&response_path, "token_header"),
-                    "OAuth 2.0 tokens come in the response body; token_header applies to custom_token only",
-                );
-            }
-            if let super::SecretSource::Env { env } = &oauth2.client_secret
-                && !is_env_name(env)
-            {
-                checker.error(
-                    &format!("{path}.auth.client_secret.env"),
-                    format!("`{env}` is not an environment variable name"),
-                );
-            }
-            // The client secret goes to the token and revoke endpoints. When
-            // it is the integration's own (an `env` variable or a literal),
-            // an account must not choose where those endpoints are.
-            let secret_of_each_account = match &oauth2.client_secret {
-                super::SecretSource::Template(template) => template.parameters().any(|name| {
-                    integration
-                        .parameters
-                        .iter()
-                        .any(|parameter| parameter.secret && parameter.name == name)
-                }),
-                super::SecretSource::Env { .. } => false,
-            };
-            let endpoints = [
-                ("access_token_endpoint", Some(&oauth2.access_token_endpoint)),
-                ("revoke_token_endpoint", oauth2.revoke_token_endpoint.as_ref()),
-            ];
-            for (field, endpoint) in endpoints {
-                if let Some(endpoint) = endpoint
-                    && !secret_of_each_account
-                    && let Some((parameter, _)) = endpoint
-                        .parameters()
-                        .find(|(_, placement)| *placement == Placement::Host)
-                {
-                    checker.error(
-                        &format!("{path}.auth.{field}"),
-                        format!(
-                            "its host comes from parameter `{parameter}`, so whoever creates an account would \
-                             choose where the integration's client secret goes; write the host in the definition, \
-                             or make client_secret a secret parameter of each account (`{{client_secret}}`)"
-                        ),
-                    );
-                }
-            }
-        }
-        Auth::CustomToken(custom) => {
-            let auth_path = join(path, "auth");
-            if custom.access_token_verb == super::Verb::Get && custom.access_token_body.is_some() {
-                checker.error(
-                    &join(&auth_path, "access_token_body"),
-                    "a GET token request sends its parameters in the query; access_token_body applies to POST only",
-                );
-            }
-            let response_path = join(&auth_path, "token_response");
-            check_token_response(checker, &custom.token_response, &response_path);
-            if custom.token_response.refresh_token.is_some() {
-                checker.error(
-                    &join(&response_path, "refresh_token"),
-                    "custom tokens are not refreshed; refresh_token applies to oauth2 only",
-                );
-            }
-        }
-        Auth::Sftp(sftp) => {
-            let host = sftp.host.as_ref().map(|host| host.source()).unwrap_or_default();
-            if !is_host_template(host) {
-                checker.error(
-                    &format!("{path}.auth.host"),
-                    "host must be a host name alone, without scheme, port, path or user",
-                );
-            }
-            for (field, set) in [
-                ("allowed_hosts", !integration.allowed_hosts.is_empty()),
-                ("retry", integration.retry.is_some()),
-            ] {
-                if set {
-                    checker.error(
-                        &join(path, field),
-                        format!("SFTP makes no HTTP requests, so {field} does not apply to it"),
-                    );
-                }
-            }
-            if !integration.request_parameters.is_empty() {
-                checker.error(
-                    &join(path, "request_parameters"),
-                    "SFTP makes no HTTP requests, so request parameters do not apply to it",
-                );
-            }
-            if integration.base_url.is_some() {
-                checker.error(
-                    &join(path, "base_url"),
-                    "SFTP makes no HTTP requests; set `auth.host` for the server instead",
-                );
-            }
-        }
-        Auth::ApiToken(_) | Auth::Basic(_) => {}
+    let mut problems = Problems::default();
+    integration.auth.check_definition(integration, &mut problems);
+    for (field, message) in problems.into_vec() {
+        checker.error(&join(path, &field), message);
     }
-    if let Some(bundle) = &integration.ca_bundle {
-        if matches!(integration.auth, Auth::Sftp(_)) {
-            checker.error(
-                &join(path, "ca_bundle"),
-                "SFTP does not use TLS; its server is trusted by `host_keys`",
-            );
-        } else if let Some(problem) = ca_bundle_problem(bundle) {
-            checker.error(&join(path, "ca_bundle"), problem);
-        }
+    if let Some(bundle) = &integration.ca_bundle
+        && integration.auth.makes_http_requests()
+        && let Some(problem) = ca_bundle_problem(bundle)
+    {
+        checker.error(&join(path, "ca_bundle"), problem);
     }
     if !integration.allow_insecure_http {
         for (field, url) in url_fields(integration) {
@@ -649,19 +537,7 @@ fn url_fields(integration: &Integration) -> Vec<(&'static str, &UrlTemplate)> {
     if let Some(base_url) = &integration.base_url {
         fields.push(("base_url", &**base_url));
     }
-    match &integration.auth {
-        Auth::OAuth2(oauth2) => {
-            if let Some(endpoint) = &oauth2.authorization_endpoint {
-                fields.push(("auth.authorization_endpoint", &**endpoint));
-            }
-            fields.push(("auth.access_token_endpoint", &*oauth2.access_token_endpoint));
-            if let Some(endpoint) = &oauth2.revoke_token_endpoint {
-                fields.push(("auth.revoke_token_endpoint", &**endpoint));
-            }
-        }
-        Auth::CustomToken(custom) => fields.push(("auth.access_token_endpoint", &*custom.access_token_endpoint)),
-        Auth::ApiToken(_) | Auth::Basic(_) | Auth::Sftp(_) => {}
-    }
+    fields.extend(integration.auth.endpoints());
     fields
 }
 
@@ -691,41 +567,45 @@ fn is_loopback_host(host: &str) -> bool {
     host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether a template's literal text can only form a host name.
-fn is_host_template(source: &str) -> bool {
+/// Whether a template's literal text can only form a host name: no scheme,
+/// port, path or user.
+pub fn is_host_template(source: &str) -> bool {
     !source.contains(|c: char| matches!(c, '/' | ':' | '@' | '?' | '#') || c.is_whitespace())
 }
 
-fn check_token_response(checker: &mut Checker<'_>, response: &super::TokenResponse, path: &str) {
-    if response.token.is_some() && response.token_header.is_some() {
-        checker.error(path, "set `token` or `token_header`, not both");
-    }
-    if response.expires_in.is_some() && response.expires_at.is_some() {
-        checker.error(path, "set `expires_in` or `expires_at`, not both");
-    }
-    for (field, pointer) in [
-        ("token", &response.token),
-        ("refresh_token", &response.refresh_token),
-        ("expires_in", &response.expires_in),
-        ("expires_at", &response.expires_at),
-    ] {
-        if pointer
-            .as_deref()
-            .is_some_and(|p| p.is_empty() || p.contains(char::is_whitespace))
+impl TokenResponse {
+    /// Reports the problems of this `token_response` table, at `field`.
+    pub fn check(&self, field: &str, problems: &mut Problems) {
+        if self.token.is_some() && self.token_header.is_some() {
+            problems.at(field, "set `token` or `token_header`, not both");
+        }
+        if self.expires_in.is_some() && self.expires_at.is_some() {
+            problems.at(field, "set `expires_in` or `expires_at`, not both");
+        }
+        for (name, pointer) in [
+            ("token", &self.token),
+            ("refresh_token", &self.refresh_token),
+            ("expires_in", &self.expires_in),
+            ("expires_at", &self.expires_at),
+        ] {
+            if pointer
+                .as_deref()
+                .is_some_and(|p| p.is_empty() || p.contains(char::is_whitespace))
+            {
+                problems.at(
+                    join(field, name),
+                    "expected a JSON pointer such as `/data/token`, or a field name",
+                );
+            }
+        }
+        if let Some(header) = &self.token_header
+            && !is_header_name(header)
         {
-            checker.error(
-                &join(path, field),
-                "expected a JSON pointer such as `/data/token`, or a field name",
+            problems.at(
+                join(field, "token_header"),
+                format!("`{header}` is not a valid header name"),
             );
         }
-    }
-    if let Some(header) = &response.token_header
-        && !is_header_name(header)
-    {
-        checker.error(
-            &join(path, "token_header"),
-            format!("`{header}` is not a valid header name"),
-        );
     }
 }
 
@@ -773,15 +653,16 @@ fn check_parameter_name(checker: &mut Checker<'_>, parameter_type: ParameterType
     }
 }
 
-/// RFC 9110 token characters.
-fn is_header_name(name: &str) -> bool {
+/// Whether `name` is a header name: RFC 9110 token characters.
+pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn is_env_name(name: &str) -> bool {
+/// Whether `name` can name an environment variable.
+pub fn is_env_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -795,12 +676,12 @@ fn normalize(parameter_type: ParameterType, name: &str) -> String {
     }
 }
 
-fn resolve(schema: &Value) -> &Value {
+fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {
         Some(reference) => reference
             .strip_prefix('#')
-            .and_then(|pointer| SCHEMA.pointer(pointer))
-            .map(resolve)
+            .and_then(|pointer| root.pointer(pointer))
+            .map(|target| resolve(root, target))
             .unwrap_or(schema),
         None => schema,
     }

@@ -53,6 +53,7 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
         let (_, key) = keys.create("tests").expect("key");
+        integrations::register_methods();
         let definitions = Definitions::from_str(definitions, Format::Toml).expect("valid");
         let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -96,6 +97,7 @@ pub(crate) async fn weather_account(
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
     let (_, key) = keys.create("tests").expect("key");
+    integrations::register_methods();
     let definitions = Definitions::from_str(&definitions, Format::Toml).expect("valid");
     let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
     store

@@ -19,6 +19,7 @@ pub(crate) fn secrets(pairs: &[(&str, &str)]) -> Secrets {
 
 /// Integrations over `definitions` with one account `acct`.
 pub(crate) async fn hub(definitions: &str, parameters: &[(&str, &str)], credentials: &[(&str, &str)]) -> Integrations {
+    integrations::register_methods();
     let definitions = Definitions::from_str(definitions, Format::Toml).unwrap_or_else(|errors| panic!("{errors}"));
     let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
     let key = definitions.iter().next().expect("one integration").key.clone();

@@ -1,12 +1,13 @@
-//! What auth methods hand to the request path.
+//! What an auth method hands to the request path.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use integration_core::Result;
-use reqwest::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::Result;
 
 /// A credential to put on requests: a token that goes where the
 /// integration's auth token settings say, or a ready header (HTTP Basic).
@@ -14,7 +15,7 @@ pub struct Credential {
     kind: Kind,
     /// The token rendered into its header or query parameter, made once on
     /// first use by the account it belongs to.
-    pub(crate) injected: OnceLock<Injected>,
+    placed: OnceLock<Placed>,
 }
 
 enum Kind {
@@ -22,10 +23,21 @@ enum Kind {
     Header(HeaderName, HeaderValue),
 }
 
-/// A token rendered into the place it goes.
-pub(crate) enum Injected {
+/// A token rendered into the place it goes on requests.
+pub enum Placed {
+    /// A header, its value marked sensitive.
     Header(HeaderName, HeaderValue),
+    /// A query parameter.
     Query(String, SecretString),
+}
+
+impl fmt::Debug for Placed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Header(name, _) => write!(f, "Placed::Header({name}: ..)"),
+            Self::Query(name, _) => write!(f, "Placed::Query({name}=..)"),
+        }
+    }
 }
 
 impl Credential {
@@ -33,7 +45,7 @@ impl Credential {
     pub fn token(token: SecretString) -> Self {
         Self {
             kind: Kind::Token(token),
-            injected: OnceLock::new(),
+            placed: OnceLock::new(),
         }
     }
 
@@ -43,7 +55,7 @@ impl Credential {
         value.set_sensitive(true);
         Self {
             kind: Kind::Header(name, value),
-            injected: OnceLock::new(),
+            placed: OnceLock::new(),
         }
     }
 
@@ -55,11 +67,24 @@ impl Credential {
         }
     }
 
-    pub(crate) fn ready_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
+    /// The header, for a credential made with [`Credential::header`].
+    pub fn ready_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
         match &self.kind {
             Kind::Header(name, value) => Some((name, value)),
             Kind::Token(_) => None,
         }
+    }
+
+    /// The token as the request path placed it, once it has.
+    pub fn placed(&self) -> Option<&Placed> {
+        self.placed.get()
+    }
+
+    /// Keeps where the token goes, so that later requests do not render it
+    /// again; the first placement kept wins.
+    pub fn place(&self, placed: Placed) -> &Placed {
+        let _ = self.placed.set(placed);
+        self.placed.get().unwrap_or_else(|| unreachable!("set above"))
     }
 }
 
@@ -102,12 +127,16 @@ mod tests {
     #[test]
     fn debug_never_shows_the_credential() {
         let token = Credential::token(SecretString::from("tok-s3cret".to_owned()));
-        let header = Credential::header(
-            reqwest::header::AUTHORIZATION,
-            HeaderValue::from_static("Basic czNjcmV0"),
+        let header = Credential::header(http::header::AUTHORIZATION, HeaderValue::from_static("Basic czNjcmV0"));
+        let placed = token.place(Placed::Query(
+            "key".to_owned(),
+            SecretString::from("tok-s3cret".to_owned()),
+        ));
+        let shown = format!("{token:?} {header:?} {placed:?}");
+        assert_eq!(
+            shown,
+            "Credential::Token(..) Credential::Header(authorization: ..) Placed::Query(key=..)"
         );
-        let shown = format!("{token:?} {header:?}");
-        assert_eq!(shown, "Credential::Token(..) Credential::Header(authorization: ..)");
         assert!(header.ready_header().is_some_and(|(_, value)| value.is_sensitive()));
     }
 }
