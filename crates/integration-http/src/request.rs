@@ -14,7 +14,7 @@ use url::Url;
 use crate::account::AccountClient;
 use crate::relay::{ForwardBody, RawHeaders, RawResponse, RelayError};
 use crate::retry::FailureKind;
-use integration_core::method::{Credential, Placed};
+use integration_core::method::{Credential, Outgoing, Placed};
 
 /// A request through an account: add headers, query and body, then
 /// [`send`](RequestBuilder::send). The account's request parameters and
@@ -396,12 +396,42 @@ impl Prepared {
             (Some(Placed::Header(name, value)), _) | (None, Some((name, value))) => Some((name.clone(), value.clone())),
             _ => None,
         };
-        let headers = AttemptHeaders {
+        let mut headers = AttemptHeaders {
             parameters: &inner.headers,
             own: &self.headers,
             credential,
+            signature: Vec::new(),
         };
+        if inner.authenticator.signs_requests() {
+            headers.signature = self.sign(&url, &headers)?;
+        }
         Ok((url, headers))
+    }
+
+    /// The auth method's signature of this attempt.
+    fn sign(&self, url: &Url, headers: &AttemptHeaders<'_>) -> Result<Vec<(HeaderName, HeaderValue)>> {
+        let client = &self.client;
+        let unsigned = headers.to_map();
+        let signature = client.inner.authenticator.sign(&Outgoing {
+            method: &self.method,
+            url,
+            headers: &unsigned,
+            body: self.bytes.as_deref(),
+            streamed: !self.replayable,
+        })?;
+        if let Some((name, _)) = signature.iter().find(|(name, _)| unsigned.contains_key(name)) {
+            return Err(refused(
+                client,
+                &format!("header `{name}` carries the request's signature and cannot be set"),
+            ));
+        }
+        Ok(signature
+            .into_iter()
+            .map(|(name, mut value)| {
+                value.set_sensitive(true);
+                (name, value)
+            })
+            .collect())
     }
 }
 
@@ -411,6 +441,8 @@ pub(crate) struct AttemptHeaders<'a> {
     parameters: &'a [(HeaderName, HeaderValue)],
     own: &'a HeaderMap,
     credential: Option<(HeaderName, HeaderValue)>,
+    /// Headers of a method that signs each request, made last.
+    signature: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl AttemptHeaders<'_> {
@@ -423,12 +455,16 @@ impl AttemptHeaders<'_> {
             .map(|(name, value)| (name, value))
             .chain(self.own.iter())
             .chain(credential)
+            .chain(self.signature.iter().map(|(name, value)| (name, value)))
     }
 
     /// The first value of `name`, as [`iter`](Self::iter) gives it: the
     /// request's own, else the credential's, else a request parameter's.
     pub(crate) fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
         if let Some(value) = self.own.get(name) {
+            return Some(value);
+        }
+        if let Some((_, value)) = self.signature.iter().find(|(signed, _)| signed == name) {
             return Some(value);
         }
         match &self.credential {
@@ -442,7 +478,7 @@ impl AttemptHeaders<'_> {
     }
 
     fn to_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(self.parameters.len() + self.own.len() + 1);
+        let mut headers = HeaderMap::with_capacity(self.parameters.len() + self.own.len() + 1 + self.signature.len());
         for (name, value) in self.iter() {
             headers.append(name.clone(), value.clone());
         }
@@ -704,11 +740,16 @@ mod tests {
             parameters: &parameters,
             own: &own,
             credential: Some((reqwest::header::AUTHORIZATION, HeaderValue::from_static("credential"))),
+            signature: vec![(
+                HeaderName::from_static("x-signature"),
+                HeaderValue::from_static("signed"),
+            )],
         };
         for name in [
             x_a,
             x_b,
             reqwest::header::AUTHORIZATION,
+            HeaderName::from_static("x-signature"),
             HeaderName::from_static("x-none"),
         ] {
             let first_sent = headers

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::Result;
@@ -97,6 +98,22 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// One attempt of a request as it will be sent, for a method that signs
+/// requests: everything but the signature.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URL, request parameters and a token in the query included.
+    pub url: &'a url::Url,
+    /// The headers, the credential's included.
+    pub headers: &'a HeaderMap,
+    /// The body, unless it streams.
+    pub body: Option<&'a [u8]>,
+    /// Whether the body streams, so that it cannot be seen before it is sent.
+    pub streamed: bool,
+}
+
 /// The auth method of one account, as the request path sees it.
 ///
 /// # Behavior
@@ -108,6 +125,9 @@ impl fmt::Debug for Credential {
 ///   401; it returns whether a retry with a fresh credential can help (and
 ///   drops the rejected one if so). A request is retried at most once for
 ///   this, so a provider that keeps answering 401 cannot cause a loop.
+/// - A method whose `signs_requests` is true gets `sign` called for every
+///   attempt, retries included, and the headers it returns are sent with
+///   that attempt; a request that sets one of them itself is refused.
 #[async_trait]
 pub trait Authenticator: Send + Sync + fmt::Debug {
     /// The credential for the next request.
@@ -117,6 +137,18 @@ pub trait Authenticator: Send + Sync + fmt::Debug {
     async fn rejected(&self, credential: &Arc<Credential>) -> Result<bool> {
         let _ = credential;
         Ok(false)
+    }
+
+    /// Whether [`sign`](Self::sign) adds headers to each request.
+    fn signs_requests(&self) -> bool {
+        false
+    }
+
+    /// Headers that depend on the request itself, such as a signature over
+    /// its method, URL and body.
+    fn sign(&self, request: &Outgoing<'_>) -> Result<Vec<(HeaderName, HeaderValue)>> {
+        let _ = request;
+        Ok(Vec::new())
     }
 }
 

@@ -19,7 +19,7 @@ use integration_template::{Template, UrlTemplate};
 use serde::Serialize;
 use serde_json::Value;
 
-pub use credential::{Authenticator, Credential, Placed};
+pub use credential::{Authenticator, Credential, Outgoing, Placed};
 pub use registry::{
     AuthMethod, MethodTable, TableMethod, register, register_method, register_unavailable, registered, unavailable,
 };
