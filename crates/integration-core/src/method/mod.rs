@@ -20,6 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use credential::{Authenticator, Credential, Outgoing, Placed};
+/// Re-exported so that a method names the types the request path uses.
+pub use http::{HeaderMap, HeaderName, HeaderValue, Method};
 pub use registry::{
     AuthMethod, MethodTable, TableMethod, register, register_method, register_unavailable, registered, unavailable,
 };
