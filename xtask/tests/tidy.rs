@@ -167,6 +167,25 @@ fn the_layering_of_design_md_holds() {
             if *package == "integration-template" && dependency.starts_with("integration") {
                 broken.push(format!("the template crate depends on {dependency}"));
             }
+            // SFTP alone builds no HTTP stack.
+            if matches!(*package, "integration-core" | "integration-sftp")
+                && matches!(dependency.as_str(), "integration-http" | "reqwest" | "rustls")
+            {
+                broken.push(format!("{package} depends on {dependency}"));
+            }
+        }
+    }
+    // The facade re-exports; what runs lives in the crates it re-exports.
+    let facade = fs::read_to_string(root().join("crates/integrations/src/lib.rs")).expect("the facade's lib.rs");
+    for item in ["fn ", "struct ", "enum ", "impl ", "trait ", "static "] {
+        if facade
+            .lines()
+            .any(|line| line.trim_start().starts_with(item) || line.contains(&format!("pub {item}")))
+        {
+            broken.push(format!(
+                "the facade defines a `{}`: it holds re-exports only",
+                item.trim()
+            ));
         }
     }
     assert!(broken.is_empty(), "DESIGN.md's layering is broken: {broken:#?}");

@@ -1,20 +1,59 @@
-//! Accounts ready to make requests, each compiled once and reused.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "http")]
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+#[cfg(any(feature = "http", feature = "sftp"))]
+use integration_core::ErrorKind;
 use integration_core::definition::Integration;
-use integration_core::method::{AccountContext, Services};
-use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, ErrorKind, NewAccount, Result};
+use integration_core::method::{self, AccountContext, Services};
+use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, NewAccount, Result};
+#[cfg(feature = "http")]
 use integration_http::{AccountClient, HttpClient};
+#[cfg(feature = "http")]
 use rustc_hash::FxHashMap;
+#[cfg(feature = "http")]
 use thread_local::ThreadLocal;
 
 /// The most accounts a thread keeps copies of; past it, its copies are
 /// dropped and made again as they are used.
+#[cfg(feature = "http")]
 const THREAD_CACHE: usize = 4096;
+
+/// Registers the auth methods of this build, one per enabled feature, with
+/// [`method::register`]; the methods left out are recorded with the
+/// feature of the `integrations` crate that brings them, for the error a
+/// definition using one gets. Idempotent. [`Integrations::new`] calls it;
+/// call it yourself before loading definitions without one.
+pub fn register_methods() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        macro_rules! method {
+            ($feature:literal, $name:literal, $table:ty) => {
+                #[cfg(feature = $feature)]
+                method::register::<$table>();
+                #[cfg(not(feature = $feature))]
+                method::register_unavailable(
+                    $name,
+                    concat!("enable the `", $feature, "` feature of the `integrations` crate"),
+                );
+            };
+        }
+        method!("auth-oauth2", "oauth2", integration_auth_oauth2::OAuth2);
+        method!("auth-api-token", "api_token", integration_auth_api_token::ApiToken);
+        method!("auth-basic", "basic", integration_auth_basic::Basic);
+        method!(
+            "auth-custom-token",
+            "custom_token",
+            integration_auth_custom_token::CustomToken
+        );
+        method!("sftp", "sftp", integration_sftp::Sftp);
+    });
+}
 
 /// What removing an account did.
 #[derive(Debug, Default)]
@@ -44,14 +83,17 @@ pub struct Removal {
 pub struct Integrations {
     definitions: Arc<Definitions>,
     store: AccountStore,
+    #[cfg(feature = "http")]
     http: HttpClient,
     /// The HTTP clients of integrations with a `ca_bundle`, made when first
     /// used: their connections trust the bundle, others' do not.
+    #[cfg(feature = "http")]
     bundled: Arc<Mutex<HashMap<String, HttpClient>>>,
     clients: Arc<Mutex<SharedClients>>,
     /// Moves on whenever an account leaves `clients`: threads drop copies
     /// made before, and a compilation that began before is not kept.
     generation: Arc<AtomicU64>,
+    #[cfg(feature = "http")]
     per_thread: Arc<ThreadLocal<RefCell<ThreadClients>>>,
     #[cfg(feature = "sftp")]
     sftp: Arc<sftp::SftpClients>,
@@ -60,19 +102,31 @@ pub struct Integrations {
 impl Integrations {
     /// Accounts in `store`, of the integrations in `definitions`.
     pub fn new(definitions: Definitions, store: AccountStore) -> Result<Self> {
-        Ok(Self::with_http_client(definitions, store, HttpClient::new()?))
+        #[cfg(feature = "http")]
+        return Ok(Self::with_http_client(definitions, store, HttpClient::new()?));
+        #[cfg(not(feature = "http"))]
+        return Ok(Self::build(definitions, store));
     }
 
     /// The same, with an HTTP client of your own.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub fn with_http_client(definitions: Definitions, store: AccountStore, http: HttpClient) -> Self {
-        crate::register_methods();
+        Self::build(definitions, store, http)
+    }
+
+    fn build(definitions: Definitions, store: AccountStore, #[cfg(feature = "http")] http: HttpClient) -> Self {
+        register_methods();
         Self {
             definitions: Arc::new(definitions),
             store,
+            #[cfg(feature = "http")]
             http,
+            #[cfg(feature = "http")]
             bundled: Arc::default(),
             clients: Arc::default(),
             generation: Arc::default(),
+            #[cfg(feature = "http")]
             per_thread: Arc::default(),
             #[cfg(feature = "sftp")]
             sftp: Arc::default(),
@@ -96,6 +150,7 @@ impl Integrations {
     }
 
     /// The client of the account `id`: renamed [`client`](Self::client).
+    #[cfg(feature = "http")]
     #[deprecated(
         since = "0.1.1",
         note = "renamed `client`: it returns an `AccountClient`, where `AccountStore::get` returns the account"
@@ -121,6 +176,8 @@ impl Integrations {
         Ok(account)
     }
 
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     /// The client of the account `id`, ready for [`AccountClient::request`]
     /// (where [`AccountStore::get`] gives the account's record).
     ///
@@ -152,6 +209,7 @@ impl Integrations {
     /// The shared compiled account, read and compiled if need be; `None`
     /// when an account was forgotten since `generation` was read, since what
     /// was read may then be what the change replaced.
+    #[cfg(feature = "http")]
     async fn shared_client(&self, id: &AccountId, generation: u64) -> Result<Option<AccountClient>> {
         {
             let clients = self.lock_clients();
@@ -180,7 +238,10 @@ impl Integrations {
     /// again. Call it after changing an account behind this value's back.
     pub fn forget(&self, id: &AccountId) {
         let mut clients = self.lock_clients();
+        #[cfg(feature = "http")]
         clients.compiled.remove(id);
+        #[cfg(not(feature = "http"))]
+        let _ = (&mut clients, id);
         // Under the lock, so that a compilation begun before this cannot be
         // stored after it.
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -226,6 +287,7 @@ impl Integrations {
 
     /// The HTTP client of `integration`'s calls: the shared one, or one that
     /// also trusts its `ca_bundle`.
+    #[cfg(feature = "http")]
     fn http_for(&self, integration: &Integration) -> Result<HttpClient> {
         let Some(bundle) = &integration.ca_bundle else {
             return Ok(self.http.clone());
@@ -242,8 +304,12 @@ impl Integrations {
 
     /// What auth methods may use for `integration`'s accounts: its HTTP client.
     fn services(&self, integration: &Integration) -> Result<Services> {
+        #[allow(unused_mut, reason = "HTTP is the only service so far")]
         let mut services = Services::new();
+        #[cfg(feature = "http")]
         services.insert(self.http_for(integration)?);
+        #[cfg(not(feature = "http"))]
+        let _ = integration;
         Ok(services)
     }
 
@@ -261,6 +327,7 @@ impl Integrations {
         }
     }
 
+    #[cfg(feature = "http")]
     fn compile(&self, account: &ConnectedAccount) -> Result<AccountClient> {
         let integration = self
             .integration(account.integration())
@@ -276,11 +343,13 @@ impl Integrations {
 /// The compiled accounts all threads share, and the ids being removed.
 #[derive(Debug, Default)]
 struct SharedClients {
+    #[cfg(feature = "http")]
     compiled: HashMap<AccountId, AccountClient>,
     /// How many removals of each id are in flight.
     removing: HashMap<AccountId, usize>,
 }
 
+#[cfg(any(feature = "http", feature = "sftp"))]
 fn being_removed(id: &AccountId) -> Error {
     Error::new(ErrorKind::NotFound, "the account is being removed").with_context("account", id)
 }
@@ -317,6 +386,7 @@ impl Drop for Removing<'_> {
 
 /// One thread's copies of compiled accounts, and the generation of the
 /// shared map they were made from.
+#[cfg(feature = "http")]
 #[derive(Debug, Default)]
 struct ThreadClients {
     generation: u64,
@@ -325,6 +395,7 @@ struct ThreadClients {
     clients: FxHashMap<AccountId, AccountClient>,
 }
 
+#[cfg(feature = "http")]
 impl ThreadClients {
     fn get(&mut self, id: &AccountId, generation: u64) -> Option<AccountClient> {
         if self.generation != generation {
@@ -381,6 +452,9 @@ mod sftp {
                 .get(id)
             {
                 return Ok(client.clone());
+            }
+            if self.lock_clients().removing.contains_key(id) {
+                return Err(super::being_removed(id));
             }
             let account = self.store.get(id).await?;
             let integration = self.integration(account.integration())?;
