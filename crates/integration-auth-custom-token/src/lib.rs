@@ -12,9 +12,11 @@ use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
-use integration_http::header::{CONTENT_TYPE, HeaderValue};
-use integration_http::token::{self, CachedToken, TokenCache};
-use integration_http::{Authenticator, Credential, DEFAULT_RENEWAL_MARGIN, HttpClient, renew_at};
+use integration_http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use integration_http::token::{CachedToken, TokenCache};
+use integration_http::{
+    AccountClient, Authenticator, Credential, DEFAULT_RENEWAL_MARGIN, HttpClient, Method, renew_at,
+};
 use url::Url;
 
 pub use crate::definition::{BodyFormat, CustomToken};
@@ -22,8 +24,6 @@ pub use crate::response::ObtainedToken;
 
 /// The credential names a custom token is kept under in storage.
 pub use integration_http::token::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT};
-
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Custom Token auth for one account: calls the access token endpoint,
 /// keeps the token in memory and in storage, and gets a new one ahead of
@@ -33,12 +33,12 @@ pub struct CustomTokenAuthenticator {
     account: AccountId,
     integration: String,
     store: AccountStore,
-    http: HttpClient,
+    /// The request path of the integration's own endpoints.
+    endpoints: AccountClient,
     endpoint: Url,
     config: CustomToken,
     parameters: Vec<(String, SecretString)>,
     margin: Duration,
-    timeout: Duration,
     cache: TokenCache,
     renewal: tokio::sync::Mutex<()>,
 }
@@ -82,21 +82,16 @@ impl CustomTokenAuthenticator {
             .token_response
             .refresh_margin_seconds
             .map_or(DEFAULT_RENEWAL_MARGIN, Duration::from_secs);
-        let timeout = integration
-            .timeout_seconds
-            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-            .unwrap_or(TOKEN_TIMEOUT);
         let stored = CachedToken::from_stored(account.credentials(), margin);
         Ok(Self {
             account: account.id().clone(),
             integration: integration.key.clone(),
             store,
-            http,
+            endpoints: AccountClient::endpoints(account, integration, http)?,
             endpoint,
             config: config.clone(),
             parameters,
             margin,
-            timeout,
             cache: TokenCache::new(stored),
             renewal: tokio::sync::Mutex::new(()),
         })
@@ -110,7 +105,6 @@ impl CustomTokenAuthenticator {
 
     /// Calls the access token endpoint.
     pub async fn obtain(&self) -> Result<ObtainedToken> {
-        let client = self.http.reqwest();
         let parameters = self
             .parameters
             .iter()
@@ -121,19 +115,17 @@ impl CustomTokenAuthenticator {
         ) {
             (Verb::Get, _) => {
                 let mut url = self.endpoint.clone();
-                if self.parameters.is_empty() {
-                    client.get(url)
-                } else {
+                if !self.parameters.is_empty() {
                     url.query_pairs_mut().extend_pairs(parameters);
-                    client.get(url)
                 }
+                self.endpoints.request(Method::GET, url.as_str())
             }
             (Verb::Post, BodyFormat::Form) => {
                 let body = url::form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(parameters)
                     .finish();
-                client
-                    .post(self.endpoint.clone())
+                self.endpoints
+                    .request(Method::POST, self.endpoint.as_str())
                     .header(
                         CONTENT_TYPE,
                         HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -144,18 +136,16 @@ impl CustomTokenAuthenticator {
                 let object: serde_json::Map<String, serde_json::Value> = parameters
                     .map(|(name, value)| (name.to_owned(), serde_json::Value::String(value.to_owned())))
                     .collect();
-                client
-                    .post(self.endpoint.clone())
+                self.endpoints
+                    .request(Method::POST, self.endpoint.as_str())
                     .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                     .body(serde_json::Value::Object(object).to_string())
             }
         };
-        let host = self.endpoint.host_str().unwrap_or_default();
-        let response = token::send(request, host, self.timeout).await.map_err(|error| {
-            error
-                .with_context("account", &self.account)
-                .with_context("integration", &self.integration)
-        })?;
+        let response = request
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .send()
+            .await?;
         response::read(response, &self.config.token_response)
             .await
             .map_err(|(kind, message)| self.error(kind, message))

@@ -18,7 +18,7 @@ use crate::OAuth2Client;
 use crate::store::{
     ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN, store_tokens, update_credentials,
 };
-use crate::token::TokenFailure;
+use crate::token_endpoint::TokenFailure;
 
 /// How long a lease outlasts the token request's time limit, so that it
 /// expires only after its holder has surely given up or died.
@@ -131,7 +131,8 @@ impl OAuth2Authenticator {
         {
             return Ok(Lease::Busy);
         }
-        let lease = self.client.token.timeout.saturating_mul(2) + LEASE_SLACK;
+        // Long enough for the whole call, its retries included.
+        let lease = self.client.token.endpoints.longest_call() + LEASE_SLACK;
         let until = (now + lease).format(&Rfc3339).unwrap_or_default();
         let mut credentials = account.credentials().clone();
         credentials.insert(REFRESH_LEASE, SecretString::from(format!("{} {until}", self.holder)));

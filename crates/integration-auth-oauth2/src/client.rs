@@ -1,7 +1,6 @@
 //! One account's OAuth 2.0 client: authorization, token requests, revocation.
 
 use std::fmt;
-use std::time::Duration;
 
 use integration_core::definition::{Integration, SecretSource};
 
@@ -9,12 +8,10 @@ use crate::{GrantType, OAuth2};
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
 use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result};
-use integration_http::HttpClient;
+use integration_http::{AccountClient, HttpClient};
 use url::Url;
 
-use crate::token::TokenEndpoint;
-
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::token_endpoint::TokenEndpoint;
 
 /// The OAuth 2.0 settings of one account, rendered with its parameter
 /// values and its client secret resolved.
@@ -85,16 +82,12 @@ impl OAuth2Client {
                 text(&format!("auth.authorization_parameters.{name}"), template).map(|value| (name.clone(), value))
             })
             .collect::<Result<Vec<_>>>()?;
-        let timeout = integration
-            .timeout_seconds
-            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-            .unwrap_or(DEFAULT_TIMEOUT);
         Ok(Self {
             account: account.id().clone(),
             integration: integration.key.clone(),
             store,
             token: TokenEndpoint {
-                http,
+                endpoints: AccountClient::endpoints(account, integration, http)?,
                 url: url("auth.access_token_endpoint", &config.access_token_endpoint)?,
                 verb: config.access_token_verb,
                 client_id: text("auth.client_id", &config.client_id)?,
@@ -102,7 +95,6 @@ impl OAuth2Client {
                 authentication: config.client_authentication(),
                 extra,
                 response: config.token_response.clone(),
-                timeout,
             },
             authorization_endpoint: config
                 .authorization_endpoint

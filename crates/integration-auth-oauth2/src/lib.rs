@@ -7,7 +7,7 @@ mod definition;
 mod redirect;
 mod revoke;
 mod store;
-mod token;
+mod token_endpoint;
 
 pub use authenticator::OAuth2Authenticator;
 pub use authorization::{AuthorizationStart, Callback, STATE_LIFETIME, VerifiedCallback, verify_callback};
@@ -16,4 +16,4 @@ pub use definition::{ClientAuthentication, GrantType, OAuth2, client};
 pub use integration_core::method::Revocation;
 pub use redirect::{CALLBACK_PATH, Realm, RedirectUri};
 pub use store::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN};
-pub use token::TokenSet;
+pub use token_endpoint::TokenSet;

@@ -2,6 +2,7 @@
 
 use integration_core::secrecy::ExposeSecret;
 use integration_core::{ConnectedAccount, ErrorKind};
+use integration_http::Method;
 use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use crate::store::{ACCESS_TOKEN, REFRESH_TOKEN};
@@ -73,14 +74,12 @@ impl OAuth2Client {
                 .finish();
             let mut request = self
                 .token
-                .http
-                .reqwest()
-                .post(endpoint.clone())
+                .endpoints
+                .request(Method::POST, endpoint.as_str())
                 .header(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),
                 )
-                .timeout(self.token.timeout)
                 .body(body);
             if let Some(basic) = basic {
                 request = request.header(AUTHORIZATION, basic);
@@ -91,10 +90,7 @@ impl OAuth2Client {
                     ErrorKind::Provider,
                     format!("the revoke endpoint answered {} for the {hint}", response.status()),
                 )),
-                Err(error) => outcome.failures.push(
-                    self.error(ErrorKind::Transport, format!("cannot revoke the {hint}"))
-                        .with_source(error.without_url()),
-                ),
+                Err(error) => outcome.failures.push(error),
             }
         }
         outcome

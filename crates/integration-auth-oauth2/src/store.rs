@@ -5,7 +5,7 @@ use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, Secrets, Update};
 
 use crate::OAuth2Client;
-use crate::token::TokenSet;
+use crate::token_endpoint::TokenSet;
 
 pub use integration_http::token::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT};
 /// The refresh token.

@@ -8,18 +8,29 @@ use std::time::Duration;
 use integration_core::definition::{Integration, ParameterType, RetryPolicy};
 use integration_core::template::{Chain, Escape, Placement, Template, UrlTemplate};
 use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result, Secrets};
-use reqwest::Method;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use url::Url;
 
 use crate::HttpClient;
 use crate::hosts::{HostPolicy, check_destination, check_scheme};
-use crate::request::RequestBuilder;
 use crate::retry::Retry;
 use integration_core::method::{Authenticator, Credential, Placed};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The "authenticator" of calls to an integration's own endpoints, which
+/// carry the client's credentials themselves.
+#[derive(Debug)]
+struct NoCredential;
+
+#[integration_core::async_trait]
+impl Authenticator for NoCredential {
+    async fn credential(&self) -> Result<Arc<Credential>> {
+        static NONE: std::sync::LazyLock<Arc<Credential>> = std::sync::LazyLock::new(|| Arc::new(Credential::none()));
+        Ok(Arc::clone(&NONE))
+    }
+}
 
 /// Makes authenticated requests through one connected account.
 ///
@@ -28,26 +39,26 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// values, the hosts credentials may go to. Cloning is cheap.
 #[derive(Clone)]
 pub struct AccountClient {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Clone)]
-pub(crate) struct Inner {
-    pub(crate) account: AccountId,
-    pub(crate) integration: String,
-    pub(crate) http: HttpClient,
-    pub(crate) authenticator: Arc<dyn Authenticator>,
-    pub(crate) base_url: Option<Url>,
-    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
-    pub(crate) query: Vec<(String, String)>,
+struct Inner {
+    account: AccountId,
+    integration: String,
+    http: HttpClient,
+    authenticator: Arc<dyn Authenticator>,
+    base_url: Option<Url>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    query: Vec<(String, String)>,
     token: Option<TokenPlacement>,
-    pub(crate) hosts: HostPolicy,
+    hosts: HostPolicy,
     /// Whether a host or port may hold a secret parameter's value: then
     /// errors do not name the destination.
-    pub(crate) secret_destination: bool,
+    secret_destination: bool,
     allow_insecure_http: bool,
-    pub(crate) timeout: Duration,
-    pub(crate) retry: Retry,
+    timeout: Duration,
+    retry: Retry,
 }
 
 #[derive(Clone)]
@@ -204,68 +215,21 @@ impl AccountClient {
         })
     }
 
-    /// Starts a request. `url` is absolute, or relative to the
-    /// integration's `base_url` (appended to its path: with a base of
-    /// `https://x.example/api`, `contacts/1` and `/contacts/1` both go to
-    /// `https://x.example/api/contacts/1`).
-    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        RequestBuilder::new(self.clone(), method, self.resolve(url))
-    }
-
-    /// `request(Method::GET, url)`.
-    ///
-    /// ```no_run
-    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
-    /// let contacts: serde_json::Value = account.get("/contacts").send().await?.json().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn get(&self, url: &str) -> RequestBuilder {
-        self.request(Method::GET, url)
-    }
-
-    /// `request(Method::POST, url)`.
-    ///
-    /// ```no_run
-    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
-    /// let created = account.post("/contacts").json(&serde_json::json!({ "name": "Ada" })).send().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn post(&self, url: &str) -> RequestBuilder {
-        self.request(Method::POST, url)
-    }
-
-    /// `request(Method::PUT, url)`.
-    ///
-    /// ```no_run
-    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
-    /// account.put("/contacts/7").json(&serde_json::json!({ "name": "Ada L." })).send().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn put(&self, url: &str) -> RequestBuilder {
-        self.request(Method::PUT, url)
-    }
-
-    /// `request(Method::PATCH, url)`.
-    ///
-    /// ```no_run
-    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
-    /// account.patch("/contacts/7").form(&[("name", "Ada L.")]).send().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn patch(&self, url: &str) -> RequestBuilder {
-        self.request(Method::PATCH, url)
-    }
-
-    /// `request(Method::DELETE, url)`.
-    ///
-    /// ```no_run
-    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
-    /// let removed = account.delete("/contacts/7").send().await?;
-    /// assert!(removed.status().is_success());
-    /// # Ok(()) }
-    /// ```
-    pub fn delete(&self, url: &str) -> RequestBuilder {
-        self.request(Method::DELETE, url)
+    /// The client of `integration`'s own endpoints (token, revoke) for
+    /// `account`, for the auth method that calls them: the request path of
+    /// every other call (host checks, the time limit, error mapping), with
+    /// neither the account's credential nor the request parameters, and
+    /// retried only where a call that changes state at the provider can be
+    /// sent again: a connection that never opened, and 429 or 503 with a
+    /// `Retry-After`, within the integration's retry budget.
+    pub fn endpoints(account: &ConnectedAccount, integration: &Integration, http: HttpClient) -> Result<Self> {
+        let client = Self::new(account, integration, http, Arc::new(NoCredential))?;
+        let mut inner = Inner::clone(&client.inner);
+        inner.headers.clear();
+        inner.query.clear();
+        inner.token = None;
+        inner.retry = inner.retry.only_unprocessed();
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// A client equal to this one but with a reference count of its own,
@@ -276,6 +240,12 @@ impl AccountClient {
         Self {
             inner: Arc::new(Inner::clone(&self.inner)),
         }
+    }
+
+    /// The longest a call through this client can take, retries included:
+    /// the retry budget, then one more attempt's time limit.
+    pub fn longest_call(&self) -> Duration {
+        self.inner.retry.budget().saturating_add(self.inner.timeout)
     }
 
     /// The account id.
@@ -291,6 +261,37 @@ impl AccountClient {
     /// The auth method.
     pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
         &self.inner.authenticator
+    }
+
+    /// The HTTP client calls go through.
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.inner.http
+    }
+
+    /// Each call's time limit, unless a request sets its own.
+    pub(crate) fn time_limit(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The request parameters that go in headers, rendered.
+    pub(crate) fn parameter_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.inner.headers
+    }
+
+    /// The request parameters that go in the query, rendered.
+    pub(crate) fn parameter_query(&self) -> &[(String, String)] {
+        &self.inner.query
+    }
+
+    /// When failed calls are tried again.
+    pub(crate) fn retry(&self) -> &Retry {
+        &self.inner.retry
+    }
+
+    /// Whether a secret parameter may be in a destination's host or port,
+    /// so that errors must not name it.
+    pub(crate) fn destination_is_secret(&self) -> bool {
+        self.inner.secret_destination
     }
 
     /// Resolves `url` and checks that credentials may go there.
@@ -386,6 +387,9 @@ impl AccountClient {
             return Ok(Some(placed));
         }
         let (Some(placement), Some(token)) = (&self.inner.token, credential.expose_token()) else {
+            if credential.expose_token().is_none() {
+                return Ok(None);
+            }
             return Err(Error::new(
                 ErrorKind::Config,
                 "the auth method gave a token but the integration has no token settings",

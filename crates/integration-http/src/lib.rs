@@ -2,6 +2,7 @@
 
 mod account;
 mod client;
+mod headers;
 mod hosts;
 mod lifetime;
 mod relay;

@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::account::AccountClient;
+use crate::headers::AttemptHeaders;
 use crate::relay::{ForwardBody, RawHeaders, RawResponse, RelayError};
 use crate::retry::FailureKind;
 use integration_core::method::{Credential, Outgoing, Placed};
@@ -208,7 +209,7 @@ impl RequestBuilder {
             timeout,
             ..
         } = &prepared;
-        let reqwest = client.inner.http.reqwest();
+        let reqwest = client.http().reqwest();
         exchange(&prepared, |credential| {
             let (url, headers) = prepared.target(credential)?;
             let mut request = reqwest::Request::new(method.clone(), url.into_owned());
@@ -243,7 +244,7 @@ impl RequestBuilder {
             timeout,
             ..
         } = &prepared;
-        let transports = client.inner.http.transports();
+        let transports = client.http().transports();
         let mut next_body = move || next_body(bytes, &mut stream);
         match &transports.forward {
             Some(relay) => {
@@ -309,7 +310,7 @@ impl RequestBuilder {
                 &format!("query parameter `{name}` carries the account's credential and cannot be set"),
             ));
         }
-        let timeout = self.timeout.unwrap_or(client.inner.timeout);
+        let timeout = self.timeout.unwrap_or(client.time_limit());
         let (bytes, stream) = match self.body {
             Body::None => (None, None),
             Body::Bytes(bytes) => (Some(bytes), None),
@@ -364,7 +365,6 @@ impl Prepared {
     /// rather than a map of their own.
     fn attempt(&self, credential: &Credential) -> Result<(Cow<'_, Url>, AttemptHeaders<'_>)> {
         let client = &self.client;
-        let inner = &client.inner;
         if let Some((name, _)) = credential.ready_header()
             && self.headers.contains_key(name)
         {
@@ -379,10 +379,11 @@ impl Prepared {
             _ => None,
         };
         let mut url = Cow::Borrowed(&self.url);
-        if !inner.query.is_empty() || !self.query.is_empty() || token_query.is_some() {
+        let parameter_query = client.parameter_query();
+        if !parameter_query.is_empty() || !self.query.is_empty() || token_query.is_some() {
             let url = url.to_mut();
             let mut pairs = url.query_pairs_mut();
-            for (name, value) in &inner.query {
+            for (name, value) in parameter_query {
                 pairs.append_pair(name, value);
             }
             for (name, value) in &self.query {
@@ -397,12 +398,12 @@ impl Prepared {
             _ => None,
         };
         let mut headers = AttemptHeaders {
-            parameters: &inner.headers,
+            parameters: client.parameter_headers(),
             own: &self.headers,
             credential,
             signature: Vec::new(),
         };
-        if inner.authenticator.signs_requests() {
+        if client.authenticator().signs_requests() {
             headers.signature = self.sign(&url, &headers)?;
         }
         Ok((url, headers))
@@ -412,7 +413,7 @@ impl Prepared {
     fn sign(&self, url: &Url, headers: &AttemptHeaders<'_>) -> Result<Vec<(HeaderName, HeaderValue)>> {
         let client = &self.client;
         let unsigned = headers.to_map();
-        let signature = client.inner.authenticator.sign(&Outgoing {
+        let signature = client.authenticator().sign(&Outgoing {
             method: &self.method,
             url,
             headers: &unsigned,
@@ -435,57 +436,6 @@ impl Prepared {
     }
 }
 
-/// The headers of one attempt: the request parameters the request does not
-/// set itself, the request's own headers, and the credential's.
-pub(crate) struct AttemptHeaders<'a> {
-    parameters: &'a [(HeaderName, HeaderValue)],
-    own: &'a HeaderMap,
-    credential: Option<(HeaderName, HeaderValue)>,
-    /// Headers of a method that signs each request, made last.
-    signature: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl AttemptHeaders<'_> {
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        let credential = self.credential.as_ref().map(|(name, value)| (name, value));
-        let parameters = self.parameters.iter().filter(move |(name, _)| {
-            !self.own.contains_key(name) && credential.is_none_or(|(credential, _)| credential != name)
-        });
-        parameters
-            .map(|(name, value)| (name, value))
-            .chain(self.own.iter())
-            .chain(credential)
-            .chain(self.signature.iter().map(|(name, value)| (name, value)))
-    }
-
-    /// The first value of `name`, as [`iter`](Self::iter) gives it: the
-    /// request's own, else the credential's, else a request parameter's.
-    pub(crate) fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
-        if let Some(value) = self.own.get(name) {
-            return Some(value);
-        }
-        if let Some((_, value)) = self.signature.iter().find(|(signed, _)| signed == name) {
-            return Some(value);
-        }
-        match &self.credential {
-            Some((credential, value)) if credential == name => Some(value),
-            _ => self
-                .parameters
-                .iter()
-                .find(|(parameter, _)| parameter == name)
-                .map(|(_, value)| value),
-        }
-    }
-
-    fn to_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(self.parameters.len() + self.own.len() + 1 + self.signature.len());
-        for (name, value) in self.iter() {
-            headers.append(name.clone(), value.clone());
-        }
-        headers
-    }
-}
-
 /// The attempts of one request: each gets the current credential; a 401 is
 /// tried once more with a renewed one and failures are retried as the
 /// integration's policy says, as long as the body can be sent again.
@@ -496,53 +446,48 @@ where
     Fut: Future<Output = std::result::Result<R, Failure>>,
 {
     let client = &prepared.client;
-    let inner = &client.inner;
+    let authenticator = client.authenticator();
+    let retry = client.retry();
     let method = &prepared.method;
     let replayable = prepared.replayable;
     let started = Instant::now();
     let mut attempt = 1;
     let mut renewed_after_401 = false;
     loop {
-        let credential = inner.authenticator.credential().await?;
+        let credential = authenticator.credential().await?;
         // Its own statement: a `?` in the awaited expression would keep a
         // second copy of the attempt's future across the await.
         let exchanged = attempt_with(&credential)?;
         match exchanged.await {
             Ok(response) if response.status() == StatusCode::UNAUTHORIZED && replayable && !renewed_after_401 => {
-                if !inner.authenticator.rejected(&credential).await? {
+                if !authenticator.rejected(&credential).await? {
                     return Ok(response);
                 }
-                tracing::debug!(account = %inner.account, "401: retrying once with a new credential");
+                tracing::debug!(account = %client.account(), "401: retrying once with a new credential");
                 renewed_after_401 = true;
             }
             Ok(response) => {
                 let wait = replayable
                     .then(|| {
-                        inner.retry.after_response(
-                            response.status(),
-                            || response.retry_after(),
-                            method,
-                            attempt,
-                            started,
-                        )
+                        retry.after_response(response.status(), || response.retry_after(), method, attempt, started)
                     })
                     .flatten();
                 let Some(wait) = wait else {
                     return Ok(response);
                 };
-                tracing::debug!(account = %inner.account, status = %response.status(), attempt, ?wait, "retrying");
+                tracing::debug!(account = %client.account(), status = %response.status(), attempt, ?wait, "retrying");
                 drop(response);
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             Err(failure) => {
                 let wait = replayable
-                    .then(|| inner.retry.after_failure(failure.kind, method, attempt, started))
+                    .then(|| retry.after_failure(failure.kind, method, attempt, started))
                     .flatten();
                 let Some(wait) = wait else {
                     return Err(transport_error(prepared, failure, attempt));
                 };
-                tracing::debug!(account = %inner.account, attempt, ?wait, "transport error: retrying");
+                tracing::debug!(account = %client.account(), attempt, ?wait, "transport error: retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
@@ -635,7 +580,7 @@ fn refused(client: &AccountClient, message: &str) -> Error {
 /// DNS, TLS, a timeout) and where, `host:port`, in its message.
 fn transport_error(prepared: &Prepared, failure: Failure, attempts: u32) -> Error {
     let url = &prepared.url;
-    let destination = if prepared.client.inner.secret_destination {
+    let destination = if prepared.client.destination_is_secret() {
         // A secret parameter may be in the host: never in a message.
         "the integration's host".to_owned()
     } else {
@@ -717,46 +662,69 @@ fn query_names(url: &Url) -> impl Iterator<Item = Cow<'_, str>> {
         .flat_map(|part| url::form_urlencoded::parse(part.as_bytes()).map(|(key, _)| key))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Starting requests: the builder holds the client it sends through.
+impl AccountClient {
+    /// Starts a request. `url` is absolute, or relative to the
+    /// integration's `base_url` (appended to its path: with a base of
+    /// `https://x.example/api`, `contacts/1` and `/contacts/1` both go to
+    /// `https://x.example/api/contacts/1`).
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, self.resolve(url))
+    }
 
-    #[test]
-    fn an_attempt_header_is_looked_up_as_it_is_sent() {
-        let x_a = HeaderName::from_static("x-a");
-        let x_b = HeaderName::from_static("x-b");
-        let parameters = [
-            (x_a.clone(), HeaderValue::from_static("parameter-a")),
-            (x_b.clone(), HeaderValue::from_static("parameter-b")),
-            (
-                reqwest::header::AUTHORIZATION,
-                HeaderValue::from_static("parameter-auth"),
-            ),
-        ];
-        let mut own = HeaderMap::new();
-        own.append(x_a.clone(), HeaderValue::from_static("own-a"));
-        own.append(x_a.clone(), HeaderValue::from_static("own-a2"));
-        let headers = AttemptHeaders {
-            parameters: &parameters,
-            own: &own,
-            credential: Some((reqwest::header::AUTHORIZATION, HeaderValue::from_static("credential"))),
-            signature: vec![(
-                HeaderName::from_static("x-signature"),
-                HeaderValue::from_static("signed"),
-            )],
-        };
-        for name in [
-            x_a,
-            x_b,
-            reqwest::header::AUTHORIZATION,
-            HeaderName::from_static("x-signature"),
-            HeaderName::from_static("x-none"),
-        ] {
-            let first_sent = headers
-                .iter()
-                .find(|(candidate, _)| **candidate == name)
-                .map(|(_, value)| value);
-            assert_eq!(headers.get(&name), first_sent, "{name}");
-        }
+    /// `request(Method::GET, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let contacts: serde_json::Value = account.get("/contacts").send().await?.json().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// `request(Method::POST, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let created = account.post("/contacts").json(&serde_json::json!({ "name": "Ada" })).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// `request(Method::PUT, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// account.put("/contacts/7").json(&serde_json::json!({ "name": "Ada L." })).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn put(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// `request(Method::PATCH, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// account.patch("/contacts/7").form(&[("name", "Ada L.")]).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn patch(&self, url: &str) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// `request(Method::DELETE, url)`.
+    ///
+    /// ```no_run
+    /// # async fn example(account: &integration_http::AccountClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let removed = account.delete("/contacts/7").send().await?;
+    /// assert!(removed.status().is_success());
+    /// # Ok(()) }
+    /// ```
+    pub fn delete(&self, url: &str) -> RequestBuilder {
+        self.request(Method::DELETE, url)
     }
 }

@@ -12,6 +12,10 @@ pub(crate) struct Retry {
     initial_backoff: Duration,
     max_backoff: Duration,
     max_total: Duration,
+    /// For calls that change state at the provider whatever their method
+    /// (a token request spends a code or a refresh token): retried only when
+    /// the provider cannot have acted on them.
+    only_unprocessed: bool,
 }
 
 impl Retry {
@@ -22,6 +26,17 @@ impl Retry {
             initial_backoff: seconds(policy.initial_backoff_seconds),
             max_backoff: seconds(policy.max_backoff_seconds),
             max_total: seconds(policy.max_total_seconds),
+            only_unprocessed: false,
+        }
+    }
+
+    /// The same budget, for calls retried only when they were not
+    /// processed: a connection that never opened, or 429 or 503 with a
+    /// `Retry-After`.
+    pub(crate) fn only_unprocessed(self) -> Self {
+        Self {
+            only_unprocessed: true,
+            ..self
         }
     }
 
@@ -36,6 +51,13 @@ impl Retry {
         attempt: u32,
         started: Instant,
     ) -> Option<Duration> {
+        if self.only_unprocessed {
+            let unprocessed = matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
+            let wait = unprocessed.then(retry_after).flatten().and_then(wait_of)?;
+            return (attempt < self.max_attempts)
+                .then_some(wait)
+                .and_then(|wait| self.within_budget(wait, started));
+        }
         let retryable = match status {
             // Not processed: safe to send again whatever the method.
             StatusCode::TOO_MANY_REQUESTS => true,
@@ -67,7 +89,7 @@ impl Retry {
         // have reached the server.
         let retryable = match failure {
             FailureKind::Connect => true,
-            FailureKind::Timeout | FailureKind::Exchange => is_idempotent(method),
+            FailureKind::Timeout | FailureKind::Exchange => is_idempotent(method) && !self.only_unprocessed,
             FailureKind::Invalid => false,
         };
         if !retryable || attempt >= self.max_attempts {
@@ -84,6 +106,15 @@ impl Retry {
             .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX));
         let capped = exponential.min(self.max_backoff);
         capped.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    /// The time after the first attempt within which a retry may start.
+    pub(crate) fn budget(&self) -> Duration {
+        if self.max_attempts > 1 {
+            self.max_total
+        } else {
+            Duration::ZERO
+        }
     }
 
     fn within_budget(&self, wait: Duration, started: Instant) -> Option<Duration> {
@@ -139,6 +170,61 @@ mod tests {
                 assert!((full / 2..=full).contains(&wait), "attempt {attempt}: {wait} ms");
             }
         }
+    }
+
+    #[test]
+    fn calls_that_change_state_are_retried_only_when_unprocessed() {
+        let retry = Retry::new(&RetryPolicy::default()).only_unprocessed();
+        let started = Instant::now();
+        let after = |status: StatusCode, retry_after: Option<&'static [u8]>| {
+            retry.after_response(status, || retry_after, &Method::POST, 1, started)
+        };
+        assert_eq!(
+            after(StatusCode::SERVICE_UNAVAILABLE, Some(b"1")),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            after(StatusCode::TOO_MANY_REQUESTS, Some(b"2")),
+            Some(Duration::from_secs(2))
+        );
+        // Without Retry-After the provider may have acted on it.
+        assert_eq!(after(StatusCode::SERVICE_UNAVAILABLE, None), None);
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::BAD_REQUEST,
+        ] {
+            assert_eq!(after(status, Some(b"1")), None, "{status}");
+        }
+        // Even a GET is not retried after a timeout or a broken exchange.
+        for failure in [FailureKind::Timeout, FailureKind::Exchange, FailureKind::Invalid] {
+            assert_eq!(
+                retry.after_failure(failure, &Method::GET, 1, started),
+                None,
+                "{failure:?}"
+            );
+        }
+        assert!(
+            retry
+                .after_failure(FailureKind::Connect, &Method::POST, 1, started)
+                .is_some()
+        );
+        // The integration's attempts still bound it.
+        let once = Retry::new(&RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        })
+        .only_unprocessed();
+        assert_eq!(
+            once.after_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                || Some(b"1"),
+                &Method::POST,
+                1,
+                started
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Pieces every token-based auth method shares: the cached token, and
-//! reading a token endpoint's answer.
+//! reading a token endpoint's answer. Token calls themselves go through
+//! [`AccountClient::endpoints`](crate::AccountClient::endpoints), the
+//! request path of every other call.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -7,8 +9,7 @@ use std::time::Duration;
 use integration_core::Secrets;
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
-use integration_core::{Error, ErrorKind};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -46,30 +47,6 @@ impl CachedToken {
             renew_at,
         })
     }
-}
-
-/// Sends a token request with `Accept: application/json` and `timeout`.
-/// A failure names the endpoint's host only: the URL may carry
-/// credentials in its query.
-pub async fn send(request: RequestBuilder, host: &str, timeout: Duration) -> Result<Response, Error> {
-    request
-        .header(
-            reqwest::header::ACCEPT,
-            reqwest::header::HeaderValue::from_static("application/json"),
-        )
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|error| {
-            let kind = if error.is_timeout() {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Transport
-            };
-            Error::new(kind, format!("the token request to {host} failed"))
-                .with_source(error.without_url())
-                .temporary()
-        })
 }
 
 /// One account's current token, read by every request and replaced by the

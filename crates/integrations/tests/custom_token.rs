@@ -266,3 +266,86 @@ async fn a_refused_token_request_quotes_status_and_code_only() {
     );
     assert!(!format!("{error:?}").contains("s3cret"));
 }
+
+#[tokio::test]
+async fn token_calls_are_retried_only_when_the_provider_did_not_process_them() {
+    // 503 with Retry-After: not processed, so sent again.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "0"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "access_token": "t1" })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/data"))
+        .and(header("x-session", "t1"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    let account = hub.client(&acct()).await.expect("account");
+    let response = account.request(Method::GET, "data").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A 500, or a 503 that gives no Retry-After, may have been acted on:
+    // one call only, though GETs to the API would be retried.
+    for (status, retry_after) in [(500, None), (503, None), (502, Some("0"))] {
+        let server = MockServer::start().await;
+        let mut refusal = ResponseTemplate::new(status);
+        if let Some(after) = retry_after {
+            refusal = refusal.insert_header("retry-after", after);
+        }
+        Mock::given(method("POST"))
+            .and(path("/session"))
+            .respond_with(refusal)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let hub = custom_hub(&server, "").await;
+        let account = hub.client(&acct()).await.expect("account");
+        let error = account.request(Method::GET, "data").send().await.expect_err("refused");
+        assert_eq!(error.kind(), ErrorKind::Provider, "{status}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_call_that_cannot_connect_names_where_it_went() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    drop(listener);
+    let hub = hub(
+        &custom_token_definition(&format!("http://127.0.0.1:{port}"), "").replace(
+            "[integration.auth]",
+            "retry = { initial_backoff_seconds = 0.01 }\n[integration.auth]",
+        ),
+        &[("username", "ann"), ("password", "pw-s3cret&=")],
+        &[],
+    )
+    .await;
+    let account = hub.client(&acct()).await.expect("account");
+    let error = account
+        .request(Method::GET, "data")
+        .send()
+        .await
+        .expect_err("no server");
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    let message = error.to_string();
+    // The same words as any request's: the destination, the cause, and the
+    // attempts the policy allowed a connection that never opened.
+    assert!(
+        message.contains(&format!(
+            "cannot connect to 127.0.0.1:{port}: connection refused (after 3 attempts)"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+}

@@ -22,6 +22,7 @@ pub struct Credential {
 enum Kind {
     Token(SecretString),
     Header(HeaderName, HeaderValue),
+    None,
 }
 
 /// A token rendered into the place it goes on requests.
@@ -60,11 +61,20 @@ impl Credential {
         }
     }
 
+    /// No credential: for calls to an integration's own endpoints (token,
+    /// revoke), which carry the client's credentials themselves.
+    pub fn none() -> Self {
+        Self {
+            kind: Kind::None,
+            placed: OnceLock::new(),
+        }
+    }
+
     /// The token, for a credential made with [`Credential::token`].
     pub fn expose_token(&self) -> Option<&str> {
         match &self.kind {
             Kind::Token(token) => Some(token.expose_secret()),
-            Kind::Header(..) => None,
+            Kind::Header(..) | Kind::None => None,
         }
     }
 
@@ -72,7 +82,7 @@ impl Credential {
     pub fn ready_header(&self) -> Option<(&HeaderName, &HeaderValue)> {
         match &self.kind {
             Kind::Header(name, value) => Some((name, value)),
-            Kind::Token(_) => None,
+            Kind::Token(_) | Kind::None => None,
         }
     }
 
@@ -94,6 +104,7 @@ impl fmt::Debug for Credential {
         match &self.kind {
             Kind::Token(_) => f.write_str("Credential::Token(..)"),
             Kind::Header(name, _) => write!(f, "Credential::Header({name}: ..)"),
+            Kind::None => f.write_str("Credential::None"),
         }
     }
 }

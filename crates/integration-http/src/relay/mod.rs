@@ -37,7 +37,7 @@ pub(crate) use body::RelayBody;
 use connection::{Connection, Origin, Pool};
 pub use head::{RawHeaders, RawResponse};
 
-use crate::request::AttemptHeaders;
+use crate::headers::AttemptHeaders;
 use crate::retry::FailureKind;
 
 /// The most a response head may take; a bigger one is refused.

@@ -12,9 +12,9 @@ use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{Error, ErrorKind};
-use integration_http::HttpClient;
-use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use integration_http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use integration_http::token::{self, BodyError};
+use integration_http::{AccountClient, Method};
 use serde_json::Value;
 use url::Url;
 
@@ -53,7 +53,8 @@ pub(crate) enum TokenFailure {
 
 /// The token endpoint of one account, with its client credentials.
 pub(crate) struct TokenEndpoint {
-    pub(crate) http: HttpClient,
+    /// The request path of the integration's own endpoints.
+    pub(crate) endpoints: AccountClient,
     pub(crate) url: Url,
     pub(crate) verb: Verb,
     pub(crate) client_id: String,
@@ -61,7 +62,6 @@ pub(crate) struct TokenEndpoint {
     pub(crate) authentication: ClientAuthentication,
     pub(crate) extra: Vec<(String, SecretString)>,
     pub(crate) response: TokenResponse,
-    pub(crate) timeout: Duration,
 }
 
 impl TokenEndpoint {
@@ -77,15 +77,15 @@ impl TokenEndpoint {
             pairs.push(("client_id", &self.client_id));
             pairs.push(("client_secret", self.client_secret.expose_secret()));
         }
-        let client = self.http.reqwest();
-        let mut request = match self.verb {
+        let request = match self.verb {
             Verb::Get => {
                 let mut url = self.url.clone();
                 url.query_pairs_mut().extend_pairs(&pairs);
-                client.get(url)
+                self.endpoints.request(Method::GET, url.as_str())
             }
-            Verb::Post => client
-                .post(self.url.clone())
+            Verb::Post => self
+                .endpoints
+                .request(Method::POST, self.url.as_str())
                 .header(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -96,13 +96,11 @@ impl TokenEndpoint {
                         .finish(),
                 ),
         };
+        let mut request = request.header(ACCEPT, HeaderValue::from_static("application/json"));
         if self.authentication == ClientAuthentication::Basic {
             request = request.header(AUTHORIZATION, self.basic_authorization()?);
         }
-        let host = self.url.host_str().unwrap_or_default();
-        let response = token::send(request, host, self.timeout)
-            .await
-            .map_err(TokenFailure::Other)?;
+        let response = request.send().await.map_err(TokenFailure::Other)?;
         read(response, &self.response).await
     }
 
