@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 mod definition;
-mod response;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use integration_http::{
 use url::Url;
 
 pub use crate::definition::{BodyFormat, CustomToken};
-pub use crate::response::ObtainedToken;
+pub use integration_http::token::ObtainedToken;
 
 /// The credential names a custom token is kept under in storage.
 pub use integration_http::token::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT};
@@ -146,7 +145,7 @@ impl CustomTokenAuthenticator {
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await?;
-        response::read(response, &self.config.token_response)
+        integration_http::token::read_token(response, &self.config.token_response)
             .await
             .map_err(|(kind, message)| self.error(kind, message))
     }

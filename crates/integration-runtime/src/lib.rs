@@ -51,6 +51,7 @@ pub fn register_methods() {
             "custom_token",
             integration_auth_custom_token::CustomToken
         );
+        method!("auth-jwt", "jwt", integration_auth_jwt::Jwt);
         method!("sftp", "sftp", integration_sftp::Sftp);
     });
 }

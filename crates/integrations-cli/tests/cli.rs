@@ -52,7 +52,7 @@ fn validate_reports_ok_or_every_problem() {
     let examples = examples();
     let ok = run(dir.path(), &["validate", examples.to_str().expect("utf-8 path")]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
-    assert!(ok.stdout.starts_with("ok: 6 integrations"), "{}", ok.stdout);
+    assert!(ok.stdout.starts_with("ok: 8 integrations"), "{}", ok.stdout);
 
     let broken = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/definitions/broken");
     let failed = run(
@@ -177,7 +177,7 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["--definitions", definitions, "accounts", "add", "nosuch", "--id", "a"],
-            "error: unknown integration `nosuch`; defined: acmecrm, dropzone, ledger, legacyerp, partnerapi, weather\n",
+            "error: unknown integration `nosuch`; defined: acmecrm, dropzone, githubapp, googleserviceaccount, ledger, legacyerp, partnerapi, weather\n",
         ),
         (
             &[

@@ -35,6 +35,13 @@ pub mod auth {
         pub use integration_auth_basic::*;
     }
 
+    /// JWT: a signed JWT as the token, or exchanged for one.
+    #[cfg(feature = "auth-jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth-jwt")))]
+    pub mod jwt {
+        pub use integration_auth_jwt::*;
+    }
+
     /// OAuth 2.0.
     #[cfg(feature = "auth-oauth2")]
     #[cfg_attr(docsrs, doc(cfg(feature = "auth-oauth2")))]

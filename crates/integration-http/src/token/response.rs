@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use super::{BodyError, read_body, refusal};
 use integration_core::ErrorKind;
 use integration_core::definition::TokenResponse;
 use integration_core::secrecy::SecretString;
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
-use integration_http::token::{self, BodyError};
 use serde_json::Value;
 
 /// The largest token response read; anything longer is refused.
@@ -30,24 +30,27 @@ impl std::fmt::Debug for ObtainedToken {
     }
 }
 
-type Failure = (ErrorKind, String);
+/// Why a token response cannot be used: its kind, and a message that
+/// quotes no secret.
+pub type Failure = (ErrorKind, String);
 
-pub(crate) async fn read(response: reqwest::Response, config: &TokenResponse) -> Result<ObtainedToken, Failure> {
+/// Reads the token, and when it expires, from a token endpoint's response
+/// as `config` says; a refusal quotes the status and the provider's error
+/// code only.
+pub async fn read_token(response: reqwest::Response, config: &TokenResponse) -> Result<ObtainedToken, Failure> {
     let status = response.status();
     let header_token = config
         .token_header
         .as_ref()
         .and_then(|name| response.headers().get(name.as_str()))
         .map(|value| value.to_str().map(str::to_owned));
-    let body = token::read_body(response, MAX_BODY)
-        .await
-        .map_err(|error| match error {
-            BodyError::Broken => (ErrorKind::Transport, "the token response broke off".to_owned()),
-            BodyError::TooLarge(limit) => provider(format!("the token response is larger than {limit} bytes")),
-        })?;
+    let body = read_body(response, MAX_BODY).await.map_err(|error| match error {
+        BodyError::Broken => (ErrorKind::Transport, "the token response broke off".to_owned()),
+        BodyError::TooLarge(limit) => provider(format!("the token response is larger than {limit} bytes")),
+    })?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
-        return Err((ErrorKind::Provider, token::refusal(status, json.as_ref()).0));
+        return Err((ErrorKind::Provider, refusal(status, json.as_ref()).0));
     }
 
     let token = match (&config.token_header, header_token) {

@@ -15,6 +15,10 @@ use serde_json::Value;
 
 use crate::Credential;
 
+mod response;
+
+pub use response::{Failure, ObtainedToken, read_token};
+
 /// A token held in memory, with when to renew it.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
