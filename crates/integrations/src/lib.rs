@@ -68,6 +68,13 @@ pub mod storage {
         pub use integration_storage_memory::*;
     }
 
+    /// The PostgreSQL backend.
+    #[cfg(feature = "storage-postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "storage-postgres")))]
+    pub mod postgres {
+        pub use integration_storage_postgres::*;
+    }
+
     /// The embedded sled backend.
     #[cfg(feature = "storage-sled")]
     #[cfg_attr(docsrs, doc(cfg(feature = "storage-sled")))]

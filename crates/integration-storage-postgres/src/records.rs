@@ -1,0 +1,119 @@
+//! Records as rows, and back.
+
+use std::collections::BTreeMap;
+
+use integration_core::crypto::SealedSecret;
+use integration_core::storage::{PendingAuthorization, StoredAccount};
+use integration_core::time::OffsetDateTime;
+use integration_core::{AccountId, AccountStatus, Error, ErrorKind, Result};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+/// The columns an account is read from, in a fixed order.
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, integration, status, status_reason, parameters::text AS parameters, \
+     secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
+     created_at_ns, updated_at_ns, revision";
+
+/// The columns a pending authorization is read from.
+pub(crate) const PENDING_COLUMNS: &str =
+    "state, account, created_at_ns, expires_at_ns, data::text AS data, secret_names, secret_values";
+
+/// A time as Unix nanoseconds; times past 2262 are stored as the last one
+/// that fits.
+pub(crate) fn nanos(time: OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos()).unwrap_or(if time.year() < 1970 { i64::MIN } else { i64::MAX })
+}
+
+fn time(nanos: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .map_err(|_| Error::new(ErrorKind::Unreadable, "a stored time is out of range"))
+}
+
+/// A revision as PostgreSQL's `BIGINT`.
+pub(crate) fn revision(revision: u64) -> Result<i64> {
+    i64::try_from(revision).map_err(|_| Error::new(ErrorKind::Conflict, "the account's revision is too large"))
+}
+
+pub(crate) fn status_name(status: AccountStatus) -> &'static str {
+    status.as_str()
+}
+
+fn status(name: &str) -> Result<AccountStatus> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| Error::new(ErrorKind::Unreadable, format!("unknown account status `{name}`")))
+}
+
+/// A map of plain values as JSON text.
+pub(crate) fn json(values: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Sealed secrets as a column of names and a column of bytes.
+pub(crate) fn split(secrets: &BTreeMap<String, SealedSecret>) -> (Vec<String>, Vec<Vec<u8>>) {
+    secrets
+        .iter()
+        .map(|(name, sealed)| (name.clone(), sealed.as_bytes().to_vec()))
+        .unzip()
+}
+
+fn join(names: Vec<String>, values: Vec<Vec<u8>>) -> Result<BTreeMap<String, SealedSecret>> {
+    if names.len() != values.len() {
+        return Err(Error::new(ErrorKind::Unreadable, "sealed secrets without their names"));
+    }
+    Ok(names
+        .into_iter()
+        .zip(values.into_iter().map(SealedSecret::from_bytes))
+        .collect())
+}
+
+fn read<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+    row: &'r PgRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column)
+        .map_err(|_| Error::new(ErrorKind::Unreadable, format!("column `{column}` cannot be read")))
+}
+
+/// The account in `row`, or an `Unreadable` error naming it.
+pub(crate) fn account_from_row(row: &PgRow) -> Result<StoredAccount> {
+    let id: String = read(row, "id")?;
+    let account = (|| {
+        let parameters: String = read(row, "parameters")?;
+        Ok(StoredAccount {
+            id: AccountId::new(id.clone())?,
+            integration: read(row, "integration")?,
+            parameters: serde_json::from_str(&parameters)
+                .map_err(|_| Error::new(ErrorKind::Unreadable, "the parameters are not a JSON object of strings"))?,
+            secret_parameters: join(
+                read(row, "secret_parameter_names")?,
+                read(row, "secret_parameter_values")?,
+            )?,
+            credentials: join(read(row, "credential_names")?, read(row, "credential_values")?)?,
+            status: status(&read::<String>(row, "status")?)?,
+            status_reason: read(row, "status_reason")?,
+            created_at: time(read(row, "created_at_ns")?)?,
+            updated_at: time(read(row, "updated_at_ns")?)?,
+            revision: u64::try_from(read::<i64>(row, "revision")?)
+                .map_err(|_| Error::new(ErrorKind::Unreadable, "a negative revision"))?,
+        })
+    })();
+    account.map_err(|error: Error| error.with_context("account", &id))
+}
+
+/// The pending authorization in `row`.
+pub(crate) fn pending_from_row(row: &PgRow) -> Result<PendingAuthorization> {
+    let data: String = read(row, "data")?;
+    Ok(PendingAuthorization {
+        state: read(row, "state")?,
+        account: AccountId::new(read::<String>(row, "account")?)?,
+        created_at: time(read(row, "created_at_ns")?)?,
+        expires_at: time(read(row, "expires_at_ns")?)?,
+        data: serde_json::from_str(&data).map_err(|_| {
+            Error::new(
+                ErrorKind::Unreadable,
+                "the pending authorization's data is not readable",
+            )
+        })?,
+        secrets: join(read(row, "secret_names")?, read(row, "secret_values")?)?,
+    })
+}
