@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use integrations::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integrations::storage::{
+    AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
+};
 use integrations::time::OffsetDateTime;
 use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
 
@@ -96,6 +98,28 @@ impl FileStorage {
     }
 }
 
+impl FileStorage {
+    /// The ids of the stored accounts, sorted.
+    fn account_ids(&self) -> Result<Vec<AccountId>> {
+        let entries = fs::read_dir(self.inner.dir.join("accounts"))
+            .map_err(|error| storage_error("cannot list the accounts", error))?;
+        let mut ids = Vec::new();
+        for entry in entries {
+            let name = entry
+                .map_err(|error| storage_error("cannot list the accounts", error))?
+                .file_name();
+            // Temporary files of writes in flight end in `.tmp`.
+            if let Some(id) = name.to_str().and_then(|name| name.strip_suffix(".json"))
+                && let Ok(id) = AccountId::new(id)
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
 #[async_trait]
 impl Storage for FileStorage {
     /// Must refuse an id that exists with `AlreadyExists`, keeping the
@@ -127,25 +151,25 @@ impl Storage for FileStorage {
     /// error in its place, naming its account.
     async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>> {
         self.blocking(|storage| {
-            let entries = fs::read_dir(storage.inner.dir.join("accounts"))
-                .map_err(|error| storage_error("cannot list the accounts", error))?;
-            let mut ids = Vec::new();
-            for entry in entries {
-                let name = entry
-                    .map_err(|error| storage_error("cannot list the accounts", error))?
-                    .file_name();
-                // Temporary files of writes in flight end in `.tmp`.
-                if let Some(id) = name.to_str().and_then(|name| name.strip_suffix(".json"))
-                    && let Ok(id) = AccountId::new(id)
-                {
-                    ids.push(id);
-                }
-            }
-            ids.sort();
-            Ok(ids
+            Ok(storage
+                .account_ids()?
                 .into_iter()
                 .filter_map(|id| read_account(&storage.account_path(&id), &id).transpose())
                 .collect())
+        })
+        .await
+    }
+
+    async fn accounts_page(&self, query: &AccountQuery) -> Result<AccountPage> {
+        let query = query.clone();
+        self.blocking(move |storage| {
+            // A directory listing is cheap beside reading files: only the
+            // page's records are read.
+            let records = storage.account_ids()?.into_iter().filter_map(|id| {
+                let record = read_account(&storage.account_path(&id), &id).transpose()?;
+                Some((id, record))
+            });
+            Ok(page_of_sorted(records, &query))
         })
         .await
     }

@@ -76,6 +76,74 @@ pub enum Swap {
     Conflict(StoredAccount),
 }
 
+/// Which accounts a page of [`Storage::accounts_page`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountQuery {
+    /// Only ids after this one; the first page has none.
+    pub after: Option<AccountId>,
+    /// At most this many; at least one is listed.
+    pub limit: usize,
+    /// Only accounts of this integration.
+    pub integration: Option<String>,
+    /// Only accounts with this status.
+    pub status: Option<AccountStatus>,
+}
+
+impl AccountQuery {
+    /// The first page of at most `limit` accounts, unfiltered.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            after: None,
+            limit,
+            integration: None,
+            status: None,
+        }
+    }
+
+    /// Whether `account` passes the filters.
+    pub fn matches(&self, account: &StoredAccount) -> bool {
+        self.integration.as_ref().is_none_or(|key| *key == account.integration)
+            && self.status.is_none_or(|status| status == account.status)
+    }
+}
+
+/// One page of accounts.
+#[derive(Debug)]
+pub struct AccountPage {
+    /// Sorted by id. A record the backend cannot read is an error in its
+    /// place, unless the backend could tell that it fails a filter.
+    pub accounts: Vec<Result<StoredAccount>>,
+    /// The `after` of the next page, when this one is full.
+    pub next: Option<AccountId>,
+}
+
+/// The page `query` asks for out of records sorted by id, each with its id
+/// (for a backend that scans its keys in order; ids at or before
+/// `query.after` are skipped, so the scan may start anywhere before).
+pub fn page_of_sorted(
+    records: impl IntoIterator<Item = (AccountId, Result<StoredAccount>)>,
+    query: &AccountQuery,
+) -> AccountPage {
+    let limit = query.limit.max(1);
+    let mut accounts = Vec::new();
+    for (id, record) in records {
+        if query.after.as_ref().is_some_and(|after| id <= *after) {
+            continue;
+        }
+        if record.as_ref().is_ok_and(|account| !query.matches(account)) {
+            continue;
+        }
+        accounts.push(record);
+        if accounts.len() == limit {
+            return AccountPage {
+                accounts,
+                next: Some(id),
+            };
+        }
+    }
+    AccountPage { accounts, next: None }
+}
+
 /// A storage backend for accounts and pending authorizations.
 ///
 /// Used as `Arc<dyn Storage>`. Run `integration-storage-tests` against an
@@ -90,6 +158,12 @@ pub enum Swap {
 /// - `accounts` returns every account sorted by id; a record the backend
 ///   cannot read is returned as an error in its place (naming its id) and the
 ///   others are still returned.
+/// - `accounts_page` returns the accounts after `query.after` (sorted by
+///   id) that pass its filters, at most `query.limit` (at least one), and
+///   the cursor of the next page when the page is full; paging from the
+///   first page to a page without a cursor lists each matching account
+///   once. An unreadable record is an error in its place on the page that
+///   reaches its id. It never reads every account to give one page.
 /// - `compare_and_swap_account` replaces the record only if its stored
 ///   revision equals `expected_revision`, storing the new record with
 ///   revision `expected_revision + 1` and returning
@@ -123,6 +197,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Every account, sorted by id; unreadable records as errors in place.
     async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>>;
+
+    /// One page of accounts, sorted by id.
+    async fn accounts_page(&self, query: &AccountQuery) -> Result<AccountPage>;
 
     /// Replaces an account if its stored revision is `expected_revision`.
     async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap>;

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::storage::{
+    AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
+};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 
@@ -63,6 +65,17 @@ impl Storage for MemoryStorage {
 
     async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>> {
         Ok(self.state().accounts.values().cloned().map(Ok).collect())
+    }
+
+    async fn accounts_page(&self, query: &AccountQuery) -> Result<AccountPage> {
+        use std::ops::Bound;
+        let state = self.state();
+        let start = query.after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        let records = state
+            .accounts
+            .range((start, Bound::Unbounded))
+            .map(|(id, account)| (id.clone(), Ok(account.clone())));
+        Ok(page_of_sorted(records, query))
     }
 
     async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {

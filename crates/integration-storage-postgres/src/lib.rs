@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::storage::{AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 use sqlx::PgPool;
@@ -258,6 +258,39 @@ impl Storage for PostgresStorage {
             .await
             .map_err(failed)?;
             Ok(rows.iter().map(account_from_row).collect())
+        })
+        .await
+    }
+
+    async fn accounts_page(&self, query: &AccountQuery) -> Result<AccountPage> {
+        let query = query.clone();
+        self.run("list a page of accounts", |pool| async move {
+            let limit = query.limit.max(1);
+            // The filters in SQL, on the indexed columns; a row is read
+            // whole only once it is on the page.
+            let rows = sqlx::query(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM integration_accounts \
+                 WHERE ($1::text IS NULL OR id > $1) AND ($2::text IS NULL OR integration = $2) \
+                 AND ($3::text IS NULL OR status = $3) ORDER BY id LIMIT $4"
+            ))
+            .bind(query.after.as_ref().map(AccountId::as_str))
+            .bind(query.integration.as_deref())
+            .bind(query.status.map(records::status_name))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)?;
+            let next = if rows.len() == limit {
+                rows.last()
+                    .and_then(|row| sqlx::Row::try_get::<String, _>(row, "id").ok())
+                    .and_then(|id| AccountId::new(id).ok())
+            } else {
+                None
+            };
+            Ok(AccountPage {
+                accounts: rows.iter().map(account_from_row).collect(),
+                next,
+            })
         })
         .await
     }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::storage::{
+    AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
+};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 use serde_json::Error as JsonError;
@@ -212,6 +214,32 @@ impl Storage for SledStorage {
                 Ok(decode_account(&key, &bytes))
             })
             .collect()
+    }
+
+    async fn accounts_page(&self, query: &AccountQuery) -> Result<AccountPage> {
+        let start: &[u8] = query.after.as_ref().map_or(b"", |after| after.as_str().as_bytes());
+        let mut failure = None;
+        let records = self
+            .accounts
+            .range(start..)
+            .map_while(|entry| match entry {
+                Ok(entry) => Some(entry),
+                Err(error) => {
+                    failure = Some(storage_error("cannot read the accounts", error));
+                    None
+                }
+            })
+            .filter_map(|(key, bytes)| {
+                // Keys are account ids; one that is not is unreadable in place.
+                let record = decode_account(&key, &bytes);
+                let id = std::str::from_utf8(&key).ok().and_then(|id| AccountId::new(id).ok())?;
+                Some((id, record))
+            });
+        let page = page_of_sorted(records, query);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(page),
+        }
     }
 
     async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {

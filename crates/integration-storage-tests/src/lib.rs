@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_core::crypto::SealedSecret;
-use integration_core::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::storage::{AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, AccountStatus, ErrorKind};
 
@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             inserted_account_reads_back_equal,
             duplicate_insert_is_refused_and_keeps_the_original,
             accounts_are_listed_sorted_by_id,
+            accounts_are_paged_by_id_with_filters,
             swap_at_expected_revision_replaces_and_bumps_it,
             swap_at_stale_revision_conflicts_and_changes_nothing,
             swap_of_missing_account_is_not_found,
@@ -436,6 +437,91 @@ pub async fn delete_reports_whether_the_account_existed(storage: Arc<impl Storag
             .is_some(),
         "deleting one account must keep the others"
     );
+}
+
+/// Behavior: pages list each matching account once, in id order, with a
+/// cursor until the last page, filtered by integration and status.
+pub async fn accounts_are_paged_by_id_with_filters(storage: Arc<impl Storage + ?Sized>) {
+    let accounts = [
+        ("a1", "crm", AccountStatus::Connected),
+        ("a2", "erp", AccountStatus::Connected),
+        ("a3", "crm", AccountStatus::NeedsReauth),
+        ("a4", "erp", AccountStatus::Pending),
+        ("a5", "crm", AccountStatus::Connected),
+    ];
+    for (id, integration, status) in accounts {
+        let mut account = sample_account(id);
+        account.integration = integration.to_owned();
+        account.status = status;
+        storage.insert_account(&account).await.expect("insert must succeed");
+    }
+    let page_through = |mut query: AccountQuery| {
+        let storage = Arc::clone(&storage);
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..10 {
+                let page = storage.accounts_page(&query).await.expect("a page must be read");
+                assert!(
+                    page.accounts.len() <= query.limit.max(1),
+                    "a page holds at most `limit`"
+                );
+                for account in page.accounts {
+                    seen.push(account.expect("every record is readable").id.as_str().to_owned());
+                }
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => return seen,
+                }
+            }
+            panic!("paging must end: {seen:?}");
+        }
+    };
+    assert_eq!(
+        page_through(AccountQuery::first(2)).await,
+        ["a1", "a2", "a3", "a4", "a5"]
+    );
+    assert_eq!(
+        page_through(AccountQuery::first(5)).await,
+        ["a1", "a2", "a3", "a4", "a5"]
+    );
+    // A limit of 0 lists one at a time rather than none forever.
+    assert_eq!(
+        page_through(AccountQuery::first(0)).await,
+        ["a1", "a2", "a3", "a4", "a5"]
+    );
+    let erp = AccountQuery {
+        integration: Some("erp".to_owned()),
+        ..AccountQuery::first(1)
+    };
+    assert_eq!(page_through(erp).await, ["a2", "a4"]);
+    let needs_reauth = AccountQuery {
+        status: Some(AccountStatus::NeedsReauth),
+        ..AccountQuery::first(10)
+    };
+    assert_eq!(page_through(needs_reauth).await, ["a3"]);
+    let after = AccountQuery {
+        after: Some(account_id("a3")),
+        ..AccountQuery::first(10)
+    };
+    assert_eq!(page_through(after).await, ["a4", "a5"]);
+    let past_the_end = storage
+        .accounts_page(&AccountQuery {
+            after: Some(account_id("z")),
+            ..AccountQuery::first(10)
+        })
+        .await
+        .expect("a page must be read");
+    assert!(past_the_end.accounts.is_empty() && past_the_end.next.is_none());
+    // An id that is not stored is a cursor all the same.
+    let between = storage
+        .accounts_page(&AccountQuery {
+            after: Some(account_id("a2x")),
+            ..AccountQuery::first(1)
+        })
+        .await
+        .expect("a page must be read");
+    assert_eq!(between.accounts.len(), 1);
+    assert_eq!(between.next, Some(account_id("a3")));
 }
 
 fn in_ten_minutes() -> OffsetDateTime {

@@ -72,6 +72,9 @@ impl Storage for StallsBeforeStoringTokens {
     async fn accounts(&self) -> Result<Vec<Result<StoredAccount>>> {
         self.inner.accounts().await
     }
+    async fn accounts_page(&self, query: &integrations::AccountQuery) -> Result<integrations::AccountPage> {
+        self.inner.accounts_page(query).await
+    }
     async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
         if self.swaps.fetch_add(1, Ordering::SeqCst) == 1 {
             let mut stdout = std::io::stdout();
