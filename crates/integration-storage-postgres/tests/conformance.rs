@@ -29,12 +29,13 @@ async fn fresh() -> Option<Arc<PostgresStorage>> {
     Some(Arc::new(storage))
 }
 
-/// A new, empty schema, and the options of its database.
-async fn schema() -> Option<(PgConnectOptions, String)> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+/// A connection to the tests' database and its options, or `None` (the
+/// test skips, saying why) when PostgreSQL cannot be reached, unless
+/// `INTEGRATIONS_REQUIRE_PEERS=1`.
+async fn admin() -> Option<(PgConnectOptions, PgConnection)> {
     let options: PgConnectOptions = url().parse().expect("a PostgreSQL URL");
-    let mut admin = match PgConnection::connect_with(&options).await {
-        Ok(connection) => connection,
+    match PgConnection::connect_with(&options).await {
+        Ok(connection) => Some((options, connection)),
         Err(error) => {
             let reason = format!("PostgreSQL is not reachable at {}: {error}", url());
             assert!(
@@ -42,9 +43,15 @@ async fn schema() -> Option<(PgConnectOptions, String)> {
                 "INTEGRATIONS_REQUIRE_PEERS=1 but {reason}"
             );
             eprintln!("skipped: {reason}");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// A new, empty schema, and the options of its database.
+async fn schema() -> Option<(PgConnectOptions, String)> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (options, mut admin) = admin().await?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     // Schemas of runs more than an hour old go.
     let stale: Vec<String> = sqlx::query_scalar(
@@ -156,20 +163,8 @@ fn schema_for(dir: &std::path::Path) -> String {
 }
 
 async fn open_in(dir: &std::path::Path) -> Option<Arc<PostgresStorage>> {
-    let options: PgConnectOptions = url().parse().expect("a PostgreSQL URL");
     let schema = schema_for(dir);
-    let mut admin = match PgConnection::connect_with(&options).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            let reason = format!("PostgreSQL is not reachable at {}: {error}", url());
-            assert!(
-                std::env::var("INTEGRATIONS_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "INTEGRATIONS_REQUIRE_PEERS=1 but {reason}"
-            );
-            eprintln!("skipped: {reason}");
-            return None;
-        }
-    };
+    let (options, mut admin) = admin().await?;
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .execute(&mut admin)
         .await
