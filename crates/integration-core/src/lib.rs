@@ -14,7 +14,10 @@ pub use account_store::{AccountList, AccountStore, Update};
 pub use crypto::{Cipher, EncryptionKey};
 pub use definition::{Definitions, Integration};
 pub use error::{Error, ErrorKind, Result};
-pub use storage::{AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
+pub use storage::{
+    AccountPage, AccountQuery, ChangeListener, KeyStorage, PendingAuthorization, Storage, StoreChange, StoredAccount,
+    StoredApiKey, Swap,
+};
 
 /// Re-exported so that users and backends name the same types.
 pub use async_trait::async_trait;

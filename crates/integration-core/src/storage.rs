@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,23 @@ pub fn page_of_sorted(
     AccountPage { accounts, next: None }
 }
 
+/// A change made to a shared store through another handle (another gateway
+/// on the same database), heard by [`Storage::listen`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreChange {
+    /// The account was changed (credentials, parameters, status, a refresh)
+    /// or removed.
+    Account(AccountId),
+    /// Changes may have been missed (the channel that carries them dropped):
+    /// every copy of a record kept from before is stale.
+    Unknown,
+}
+
+/// Called with each [`StoreChange`]; it runs on the backend's own thread
+/// and should return quickly.
+pub type ChangeListener = Arc<dyn Fn(&StoreChange) + Send + Sync>;
+
 /// A storage backend for accounts and pending authorizations.
 ///
 /// Used as `Arc<dyn Storage>`. Run `integration-storage-tests` against an
@@ -187,6 +205,12 @@ pub fn page_of_sorted(
 /// - Many concurrent writers of every kind (inserts, swaps on one account or
 ///   on many, pending authorizations), on one multi-threaded runtime or on a
 ///   single-threaded runtime per thread, all finish: no write waits forever.
+/// - `listen` (for a store that several processes share) calls the
+///   listener with the id of every account another handle changes or
+///   removes, within a second of the change being committed, and with
+///   [`StoreChange::Unknown`] whenever changes may have been missed. A
+///   store only one process can open hears nothing: the default does
+///   nothing.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Stores a new account.
@@ -215,4 +239,59 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Removes pending authorizations that expired at or before `now`.
     async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize>;
+
+    /// Calls `listener` with the changes other processes make to the
+    /// records, for as long as the store lives.
+    fn listen(&self, listener: ChangeListener) {
+        let _ = listener;
+    }
+}
+
+/// An API key of a gateway as stored: the key itself is never kept, only
+/// its SHA-256.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredApiKey {
+    /// A short public id, used to revoke the key.
+    pub id: String,
+    /// What the key is for.
+    pub name: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Lowercase hex SHA-256 of the key.
+    pub hash: String,
+}
+
+impl fmt::Debug for StoredApiKey {
+    /// Without the hash: it is of no use to a reader of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a gateway's API keys live, beside its accounts: in the same
+/// database when several gateways share one.
+///
+/// # Behavior
+///
+/// - `keys` returns every key, oldest first (by creation time, then id).
+/// - `insert_key` fails with [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists)
+///   for an id that exists, and keeps the stored key.
+/// - `delete_key` returns whether the key existed; once it returns, no
+///   later `keys` call, through any handle, lists the key.
+/// - Concurrent inserts through several handles all land.
+#[async_trait]
+pub trait KeyStorage: Send + Sync + fmt::Debug + 'static {
+    /// Stores a new key.
+    async fn insert_key(&self, key: &StoredApiKey) -> Result<()>;
+
+    /// Every key, oldest first.
+    async fn keys(&self) -> Result<Vec<StoredApiKey>>;
+
+    /// Deletes the key with `id`; returns whether it existed.
+    async fn delete_key(&self, id: &str) -> Result<bool>;
 }

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use integration_core::storage::{
-    AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
+    AccountPage, AccountQuery, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey, Swap,
+    page_of_sorted,
 };
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 
-/// Accounts and pending authorizations in memory, gone when the process
-/// ends. For tests, and for services that keep accounts elsewhere.
+/// Accounts, pending authorizations and API keys in memory, gone when the
+/// process ends. For tests, and for services that keep accounts elsewhere.
 #[derive(Default)]
 pub struct MemoryStorage {
     state: Mutex<State>,
@@ -20,6 +21,8 @@ pub struct MemoryStorage {
 struct State {
     accounts: BTreeMap<AccountId, StoredAccount>,
     pending: BTreeMap<String, PendingAuthorization>,
+    /// In creation order.
+    keys: Vec<StoredApiKey>,
 }
 
 impl MemoryStorage {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for MemoryStorage {
         f.debug_struct("MemoryStorage")
             .field("accounts", &state.accounts.len())
             .field("pending_authorizations", &state.pending.len())
+            .field("api_keys", &state.keys.len())
             .finish()
     }
 }
@@ -118,5 +122,30 @@ impl Storage for MemoryStorage {
         let before = state.pending.len();
         state.pending.retain(|_, pending| pending.expires_at > now);
         Ok(before - state.pending.len())
+    }
+}
+
+#[async_trait]
+impl KeyStorage for MemoryStorage {
+    async fn insert_key(&self, key: &StoredApiKey) -> Result<()> {
+        let mut state = self.state();
+        if state.keys.iter().any(|stored| stored.id == key.id) {
+            return Err(Error::new(ErrorKind::AlreadyExists, "API key exists already").with_context("key", &key.id));
+        }
+        state.keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredApiKey>> {
+        let mut keys = self.state().keys.clone();
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool> {
+        let mut state = self.state();
+        let before = state.keys.len();
+        state.keys.retain(|key| key.id != id);
+        Ok(state.keys.len() != before)
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod changes;
 mod records;
 mod runtime;
 
@@ -7,7 +8,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use integration_core::storage::{AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::storage::{
+    AccountPage, AccountQuery, ChangeListener, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey,
+    Swap,
+};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 use sqlx::PgPool;
@@ -35,17 +39,28 @@ fn migrator() -> Migrator {
         )
     };
     Migrator {
-        migrations: Cow::Owned(vec![migration(
-            1,
-            "accounts and pending authorizations",
-            include_str!("../migrations/0001_accounts.sql"),
-        )]),
+        migrations: Cow::Owned(vec![
+            migration(
+                1,
+                "accounts and pending authorizations",
+                include_str!("../migrations/0001_accounts.sql"),
+            ),
+            migration(
+                2,
+                "API keys and change notifications",
+                include_str!("../migrations/0002_api_keys_and_change_notifications.sql"),
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }
 
-/// Accounts and pending authorizations in PostgreSQL, for several gateways
-/// on one database.
+/// Accounts, pending authorizations and API keys in PostgreSQL, for several
+/// gateways on one database.
+///
+/// Every change to an account is announced on the `integration_accounts`
+/// channel (a trigger, so writers of any kind are heard): [`Storage::listen`]
+/// passes them on.
 ///
 /// Queries run on a small runtime of the store's own, so that a store can
 /// be shared by callers on any runtime (the gateway runs one per worker
@@ -412,6 +427,63 @@ impl Storage for PostgresStorage {
                 .await
                 .map_err(failed)?;
             Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
+        })
+        .await
+    }
+
+    fn listen(&self, listener: ChangeListener) {
+        self.runtime.spawn(changes::listen(self.pool.clone(), listener));
+    }
+}
+
+#[async_trait]
+impl KeyStorage for PostgresStorage {
+    async fn insert_key(&self, key: &StoredApiKey) -> Result<()> {
+        let key = key.clone();
+        self.run("insert API key", |pool| async move {
+            let inserted = sqlx::query(
+                "INSERT INTO integration_api_keys (id, name, created_at_ns, hash) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(nanos(key.created_at))
+            .bind(&key.hash)
+            .execute(&pool)
+            .await
+            .map_err(failed)?;
+            if inserted.rows_affected() == 0 {
+                return Err(
+                    Error::new(ErrorKind::AlreadyExists, "an API key with this id exists").with_context("key", &key.id)
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredApiKey>> {
+        self.run("list API keys", |pool| async move {
+            let rows = sqlx::query(
+                "SELECT id, name, created_at_ns, hash FROM integration_api_keys ORDER BY created_at_ns, id",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)?;
+            rows.iter().map(records::key_from_row).collect()
+        })
+        .await
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.run("delete API key", |pool| async move {
+            let deleted = sqlx::query("DELETE FROM integration_api_keys WHERE id = $1")
+                .bind(&id)
+                .execute(&pool)
+                .await
+                .map_err(failed)?;
+            Ok(deleted.rows_affected() > 0)
         })
         .await
     }

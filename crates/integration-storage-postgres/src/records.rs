@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use integration_core::crypto::SealedSecret;
-use integration_core::storage::{PendingAuthorization, StoredAccount};
+use integration_core::storage::{PendingAuthorization, StoredAccount, StoredApiKey};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, AccountStatus, Error, ErrorKind, Result};
 use sqlx::Row;
@@ -115,5 +115,15 @@ pub(crate) fn pending_from_row(row: &PgRow) -> Result<PendingAuthorization> {
             )
         })?,
         secrets: join(read(row, "secret_names")?, read(row, "secret_values")?)?,
+    })
+}
+
+/// The API key in `row`.
+pub(crate) fn key_from_row(row: &PgRow) -> Result<StoredApiKey> {
+    Ok(StoredApiKey {
+        id: read(row, "id")?,
+        name: read(row, "name")?,
+        created_at: time(read(row, "created_at_ns")?)?,
+        hash: read(row, "hash")?,
     })
 }

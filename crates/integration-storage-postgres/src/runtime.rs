@@ -49,6 +49,11 @@ impl DatabaseRuntime {
         })
     }
 
+    /// Starts `task` on this runtime; it ends when the store does.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.handle.spawn(task));
+    }
+
     /// Runs `task` on this runtime and waits for it from the caller's.
     pub(crate) async fn run<T: Send + 'static>(&self, task: impl Future<Output = T> + Send + 'static) -> Result<T> {
         self.handle.spawn(task).await.map_err(|error| {

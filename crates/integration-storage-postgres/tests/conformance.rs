@@ -82,6 +82,7 @@ async fn schema() -> Option<(PgConnectOptions, String)> {
 }
 
 integration_storage_tests::conformance_tests!(|| fresh());
+integration_storage_tests::key_storage_tests!(|| fresh());
 
 #[tokio::test]
 async fn a_schema_newer_than_the_build_is_refused() {
@@ -205,3 +206,69 @@ integration_storage_tests::persistence_tests!(
         .expect("spoiler thread");
     },
 );
+
+/// Two handles on one schema (two gateways): each hears the other's
+/// account changes and removals, and nothing of another schema.
+#[tokio::test]
+async fn changes_through_one_handle_are_heard_by_another() {
+    use integration_core::storage::StoreChange;
+    use integration_core::{AccountId, Swap};
+
+    let Some((options, shared)) = schema().await else {
+        return;
+    };
+    let open = |schema: String| {
+        let options = options.clone();
+        async move {
+            PostgresStorage::connect_with(
+                options.options([("search_path", schema.as_str())]),
+                PoolSettings::default(),
+            )
+            .await
+            .expect("connect")
+        }
+    };
+    let writer = open(shared.clone()).await;
+    let reader = open(shared).await;
+    let Some((_, elsewhere)) = schema().await else { return };
+    let unrelated = open(elsewhere).await;
+
+    let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+    reader.listen(Arc::new(move |change: &StoreChange| {
+        let _ = heard.send(change.clone());
+    }));
+    let next = async |hearing: &mut tokio::sync::mpsc::UnboundedReceiver<StoreChange>| loop {
+        let change = tokio::time::timeout(std::time::Duration::from_secs(1), hearing.recv())
+            .await
+            .expect("a change heard within a second")
+            .expect("listening");
+        if change != StoreChange::Unknown {
+            return change;
+        }
+    };
+    // Subscribed: the first thing heard is that earlier changes are unknown.
+    assert_eq!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), hearing.recv())
+            .await
+            .expect("subscribed"),
+        Some(StoreChange::Unknown)
+    );
+
+    let account = integration_storage_tests::sample_account("acct1");
+    unrelated.insert_account(&account).await.expect("insert elsewhere");
+    unrelated.delete_account(&account.id).await.expect("delete elsewhere");
+    writer.insert_account(&account).await.expect("insert");
+    let Swap::Swapped(swapped) = writer.compare_and_swap_account(1, &account).await.expect("swap") else {
+        panic!("swapped")
+    };
+    let id = AccountId::new("acct1").expect("id");
+    assert_eq!(next(&mut hearing).await, StoreChange::Account(id.clone()), "the swap");
+    writer.delete_account(&swapped.id).await.expect("delete");
+    assert_eq!(next(&mut hearing).await, StoreChange::Account(id), "the removal");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), next(&mut hearing))
+            .await
+            .is_err(),
+        "nothing else: the other schema's changes are not heard"
+    );
+}

@@ -11,6 +11,7 @@ use integration_core::storage::{AccountQuery, PendingAuthorization, Storage, Sto
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountId, AccountStatus, ErrorKind};
 
+pub mod keys;
 pub mod stress;
 
 pub use stress::Layout;
@@ -31,13 +32,13 @@ pub fn __runtime() -> tokio::runtime::Runtime {
 /// fails instead when `INTEGRATIONS_REQUIRE_PEERS=1`).
 pub trait MaybeStorage {
     /// The store's type.
-    type Store: Storage + ?Sized;
+    type Store: ?Sized;
 
     /// The store, if there is one.
     fn into_storage(self) -> Option<Arc<Self::Store>>;
 }
 
-impl<S: Storage + ?Sized> MaybeStorage for Arc<S> {
+impl<S: ?Sized> MaybeStorage for Arc<S> {
     type Store = S;
 
     fn into_storage(self) -> Option<Arc<S>> {
@@ -45,7 +46,7 @@ impl<S: Storage + ?Sized> MaybeStorage for Arc<S> {
     }
 }
 
-impl<S: Storage + ?Sized> MaybeStorage for Option<Arc<S>> {
+impl<S: ?Sized> MaybeStorage for Option<Arc<S>> {
     type Store = S;
 
     fn into_storage(self) -> Option<Arc<S>> {
@@ -666,7 +667,7 @@ pub async fn sealed_secrets_round_trip_byte_for_byte(storage: Arc<impl Storage +
 /// revision, a delete, pending authorizations inserted and taken.
 pub async fn acknowledged_writes_survive_a_reopen<M, F, Fut>(open: F)
 where
-    M: MaybeStorage,
+    M: MaybeStorage<Store: Storage>,
     F: Fn(&Path) -> Fut,
     Fut: Future<Output = M>,
 {
@@ -759,7 +760,7 @@ where
 /// every other record stays readable.
 pub async fn an_unreadable_record_is_an_error_in_its_place<M, F, Fut, Spoil>(open: F, spoil: Spoil)
 where
-    M: MaybeStorage,
+    M: MaybeStorage<Store: Storage>,
     F: Fn(&Path) -> Fut,
     Fut: Future<Output = M>,
     Spoil: Fn(&Path, &AccountId),
