@@ -164,8 +164,8 @@ async fn the_gateway_accepts_the_method_and_its_proxy_signs() {
 
     let upstream = upstream().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
-    let (_, key) = keys.create("tests").expect("key");
+    let keys = ApiKeys::in_data_dir(dir.path()).await.expect("keys");
+    let (_, key) = keys.create("tests").await.expect("key");
     let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::account::check_new_account;
 use crate::crypto::{Cipher, SealedSecret};
 use crate::definition::Integration;
-use crate::storage::{StoredAccount, Swap};
+use crate::storage::{AccountQuery, StoredAccount, Swap};
 use crate::{AccountId, AccountStatus, ConnectedAccount, Error, ErrorKind, NewAccount, Result, Secrets, Storage};
 
 /// Associated-data prefix of credentials.
@@ -36,13 +36,17 @@ pub enum Update {
     Conflict(ConnectedAccount),
 }
 
-/// Every readable account, and an error for each one that is not.
+/// Every readable account (of a page, for [`AccountStore::page`]), and an
+/// error for each one that is not.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct AccountList {
     /// Readable accounts, sorted by id.
     pub accounts: Vec<ConnectedAccount>,
     /// One error per unreadable record, naming its account.
     pub unreadable: Vec<Error>,
+    /// Where the next page starts (its `after`), when this page is full.
+    pub next: Option<AccountId>,
 }
 
 impl AccountStore {
@@ -97,6 +101,24 @@ impl AccountStore {
     pub async fn list(&self) -> Result<AccountList> {
         let mut list = AccountList::default();
         for entry in self.storage.accounts().await? {
+            match entry.and_then(|stored| self.open(stored)) {
+                Ok(account) => list.accounts.push(account),
+                Err(error) => list.unreadable.push(error),
+            }
+        }
+        Ok(list)
+    }
+
+    /// One page of the accounts `query` asks for, sorted by id (see
+    /// [`Storage::accounts_page`]); follow [`AccountList::next`] for the
+    /// next. Unreadable records are in [`AccountList::unreadable`].
+    pub async fn page(&self, query: &AccountQuery) -> Result<AccountList> {
+        let page = self.storage.accounts_page(query).await?;
+        let mut list = AccountList {
+            next: page.next,
+            ..AccountList::default()
+        };
+        for entry in page.accounts {
             match entry.and_then(|stored| self.open(stored)) {
                 Ok(account) => list.accounts.push(account),
                 Err(error) => list.unreadable.push(error),

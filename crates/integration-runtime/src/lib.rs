@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use integration_core::ErrorKind;
 use integration_core::definition::Integration;
 use integration_core::method::{self, AccountContext, Services};
-use integration_core::{AccountId, AccountStore, ConnectedAccount, Definitions, Error, NewAccount, Result};
+use integration_core::{
+    AccountId, AccountStore, ConnectedAccount, Definitions, Error, NewAccount, Result, StoreChange,
+};
 #[cfg(feature = "http")]
 use integration_http::{AccountClient, HttpClient};
 #[cfg(feature = "http")]
@@ -118,7 +120,7 @@ impl Integrations {
 
     fn build(definitions: Definitions, store: AccountStore, #[cfg(feature = "http")] http: HttpClient) -> Self {
         register_methods();
-        Self {
+        let integrations = Self {
             definitions: Arc::new(definitions),
             store,
             #[cfg(feature = "http")]
@@ -131,7 +133,9 @@ impl Integrations {
             per_thread: Arc::default(),
             #[cfg(feature = "sftp")]
             sftp: Arc::default(),
-        }
+        };
+        integrations.listen_to_the_store();
+        integrations
     }
 
     /// The definitions.
@@ -238,17 +242,43 @@ impl Integrations {
     /// Drops the compiled account, so the next `account` call reads it
     /// again. Call it after changing an account behind this value's back.
     pub fn forget(&self, id: &AccountId) {
-        let mut clients = self.lock_clients();
-        #[cfg(feature = "http")]
-        clients.compiled.remove(id);
-        #[cfg(not(feature = "http"))]
-        let _ = (&mut clients, id);
-        // Under the lock, so that a compilation begun before this cannot be
-        // stored after it.
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        drop(clients);
+        self.caches().forget(Some(id));
+    }
+
+    fn caches(&self) -> Caches<'_> {
+        Caches {
+            clients: &self.clients,
+            generation: &self.generation,
+            #[cfg(feature = "sftp")]
+            sftp: &self.sftp,
+        }
+    }
+
+    /// Forgets what other processes sharing the store change (see
+    /// [`Storage::listen`](integration_core::Storage::listen)), for as long
+    /// as this value lives.
+    fn listen_to_the_store(&self) {
+        let clients = Arc::downgrade(&self.clients);
+        let generation = Arc::downgrade(&self.generation);
         #[cfg(feature = "sftp")]
-        self.sftp.forget(id);
+        let sftp = Arc::downgrade(&self.sftp);
+        self.store.storage().listen(Arc::new(move |change: &StoreChange| {
+            let (Some(clients), Some(generation)) = (clients.upgrade(), generation.upgrade()) else {
+                return;
+            };
+            #[cfg(feature = "sftp")]
+            let Some(sftp) = sftp.upgrade() else { return };
+            let caches = Caches {
+                clients: &clients,
+                generation: &generation,
+                #[cfg(feature = "sftp")]
+                sftp: &sftp,
+            };
+            match change {
+                StoreChange::Account(id) => caches.forget(Some(id)),
+                _ => caches.forget(None),
+            }
+        }));
     }
 
     /// Deletes an account. Its auth method revokes what the provider issued
@@ -338,6 +368,35 @@ impl Integrations {
             .auth
             .authenticator(&self.context(account, integration, &services))?;
         AccountClient::new(account, integration, self.http_for(integration)?, authenticator)
+    }
+}
+
+/// The caches of compiled accounts, as one value to forget from.
+struct Caches<'a> {
+    clients: &'a Mutex<SharedClients>,
+    generation: &'a AtomicU64,
+    #[cfg(feature = "sftp")]
+    sftp: &'a sftp::SftpClients,
+}
+
+impl Caches<'_> {
+    /// Drops what is compiled of account `id`, or of every account.
+    fn forget(&self, id: Option<&AccountId>) {
+        #[cfg_attr(not(feature = "http"), allow(unused_mut))]
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        #[cfg(feature = "http")]
+        match id {
+            Some(id) => drop(clients.compiled.remove(id)),
+            None => clients.compiled.clear(),
+        }
+        // Under the lock, so that a compilation begun before this cannot be
+        // stored after it; per-thread copies go with the generation.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(clients);
+        #[cfg(feature = "sftp")]
+        self.sftp.forget(id);
+        #[cfg(not(feature = "sftp"))]
+        let _ = id;
     }
 }
 
@@ -433,11 +492,13 @@ mod sftp {
     pub(super) struct SftpClients(Mutex<HashMap<AccountId, SftpClient>>);
 
     impl SftpClients {
-        pub(super) fn forget(&self, id: &AccountId) {
-            self.0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(id);
+        /// Drops the client of account `id`, or every client.
+        pub(super) fn forget(&self, id: Option<&AccountId>) {
+            let mut clients = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match id {
+                Some(id) => drop(clients.remove(id)),
+                None => clients.clear(),
+            }
         }
     }
 

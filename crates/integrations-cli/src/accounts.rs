@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use integrations::time::OffsetDateTime;
 use integrations::time::format_description::well_known::Rfc3339;
-use integrations::{AccountId, AccountStatus, ConnectedAccount, NewAccount};
+use integrations::{AccountId, AccountQuery, AccountStatus, ConnectedAccount, NewAccount};
 use serde_json::{Value, json};
 
 use crate::cli::{AddArgs, GlobalArgs, IdArgs, ListArgs, RemoveArgs, ShowArgs};
@@ -16,7 +16,7 @@ use crate::secrets::{self, Sources, Stdin};
 const MASK: &str = "********";
 
 pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> {
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations(global).await?;
     let definitions = integrations.definitions();
     let Some(integration) = definitions.get(&args.integration) else {
         let keys: Vec<&str> = definitions.iter().map(|integration| integration.key.as_str()).collect();
@@ -73,53 +73,77 @@ pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// Accounts read per page: the list is printed as it is read, so that no
+/// step holds every account.
+const LIST_PAGE: usize = 200;
+
 pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode> {
-    let store = context::store(global)?;
-    let list = store.list().await.context("cannot list accounts")?;
+    let store = context::store(global).await?;
+    let mut query = AccountQuery::first(LIST_PAGE);
+    query.integration = args.integration.clone();
+    query.status = match args.status.as_deref() {
+        Some(status) => Some(serde_json::from_value::<AccountStatus>(Value::String(
+            status.to_owned(),
+        ))?),
+        None => None,
+    };
     let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let (mut listed, mut unreadable) = (0usize, 0usize);
+    // Column widths from the first page: later pages are printed as read.
+    let mut widths = None;
     if args.json {
-        let accounts: Vec<Value> = list.accounts.iter().map(masked_json).collect();
-        serde_json::to_writer_pretty(&mut stdout, &accounts)?;
-        writeln!(stdout)?;
-    } else if !list.accounts.is_empty() {
-        let width = list
-            .accounts
-            .iter()
-            .map(|a| a.id().as_str().len())
-            .max()
-            .unwrap_or(0)
-            .max(2);
-        let integration_width = list
-            .accounts
-            .iter()
-            .map(|a| a.integration().len())
-            .max()
-            .unwrap_or(0)
-            .max(11);
-        writeln!(
-            stdout,
-            "{:<width$}  {:<integration_width$}  {:<12}  UPDATED",
-            "ID", "INTEGRATION", "STATUS"
-        )?;
-        for account in &list.accounts {
-            writeln!(
-                stdout,
-                "{:<width$}  {:<integration_width$}  {:<12}  {}",
-                account.id().as_str(),
-                account.integration(),
-                account.status().as_str(),
-                timestamp(account.updated_at())
-            )?;
+        write!(stdout, "[")?;
+    }
+    loop {
+        let page = store.page(&query).await.context("cannot list accounts")?;
+        for account in &page.accounts {
+            if args.json {
+                let separator = if listed == 0 { "\n" } else { ",\n" };
+                write!(
+                    stdout,
+                    "{separator}{}",
+                    serde_json::to_string_pretty(&masked_json(account))?
+                )?;
+            } else {
+                let (width, integration_width) = *widths.get_or_insert_with(|| {
+                    let width = page.accounts.iter().map(|a| a.id().as_str().len()).max().unwrap_or(0);
+                    let integration_width = page.accounts.iter().map(|a| a.integration().len()).max().unwrap_or(0);
+                    (width.max(2), integration_width.max(11))
+                });
+                if listed == 0 {
+                    writeln!(
+                        stdout,
+                        "{:<width$}  {:<integration_width$}  {:<12}  UPDATED",
+                        "ID", "INTEGRATION", "STATUS"
+                    )?;
+                }
+                writeln!(
+                    stdout,
+                    "{:<width$}  {:<integration_width$}  {:<12}  {}",
+                    account.id().as_str(),
+                    account.integration(),
+                    account.status().as_str(),
+                    timestamp(account.updated_at())
+                )?;
+            }
+            listed += 1;
+        }
+        for error in &page.unreadable {
+            writeln!(stderr, "error: {error}")?;
+        }
+        unreadable += page.unreadable.len();
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
         }
     }
-    let mut stderr = std::io::stderr().lock();
-    if list.accounts.is_empty() && list.unreadable.is_empty() && !args.json {
+    if args.json {
+        writeln!(stdout, "{}]", if listed == 0 { "" } else { "\n" })?;
+    } else if listed == 0 && unreadable == 0 {
         writeln!(stderr, "no accounts")?;
     }
-    for error in &list.unreadable {
-        writeln!(stderr, "error: {error}")?;
-    }
-    Ok(if list.unreadable.is_empty() {
+    Ok(if unreadable == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -128,7 +152,7 @@ pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode
 
 pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
-    let store = context::store(global)?;
+    let store = context::store(global).await?;
     let account = store.get(&id).await?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -180,12 +204,12 @@ pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<Exit
     let id = AccountId::new(args.id.as_str())?;
     // Without definitions nothing can be revoked, but the account can go.
     if global.definitions.is_empty() {
-        let store = context::store(global)?;
+        let store = context::store(global).await?;
         if !store.remove(&id).await.context("cannot remove the account")? {
             bail!("no such account `{id}`");
         }
     } else {
-        let integrations = context::integrations(global)?;
+        let integrations = context::integrations(global).await?;
         let removal = integrations
             .remove_account(&id)
             .await
@@ -206,7 +230,7 @@ pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<Exit
 
 pub(crate) async fn refresh(global: &GlobalArgs, args: IdArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations(global).await?;
     let account = integrations
         .refresh(&id)
         .await
@@ -227,7 +251,7 @@ pub(crate) async fn refresh(global: &GlobalArgs, args: IdArgs) -> Result<ExitCod
 
 pub(crate) async fn revoke(global: &GlobalArgs, args: IdArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations(global).await?;
     let revocation = integrations
         .disconnect(&id)
         .await

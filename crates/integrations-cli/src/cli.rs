@@ -24,6 +24,61 @@ pub(crate) struct GlobalArgs {
     /// data directory, e.g. ~/.local/share/integrations].
     #[arg(long, global = true, value_name = "DIR", env = "INTEGRATIONS_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Keep accounts and API keys in PostgreSQL (postgres://user:password@host:port/database),
+    /// shared by every gateway given the same URL, instead of the data directory. The
+    /// encryption key then comes from INTEGRATIONS_ENCRYPTION_KEY.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "INTEGRATIONS_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = DatabaseUrl::parse
+    )]
+    pub(crate) database_url: Option<DatabaseUrl>,
+    /// Connections to PostgreSQL kept at most, per process.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "INTEGRATIONS_DATABASE_POOL_SIZE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub(crate) database_pool_size: u32,
+    /// Seconds a connection to PostgreSQL may take before the call fails.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "INTEGRATIONS_DATABASE_CONNECT_TIMEOUT",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub(crate) database_connect_timeout: u64,
+}
+
+/// A PostgreSQL URL; it may hold a password, so it is never shown.
+#[derive(Clone)]
+pub(crate) struct DatabaseUrl(secrecy::SecretString);
+
+impl DatabaseUrl {
+    fn parse(text: &str) -> Result<Self, String> {
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            return Err("a database URL starts with postgres:// (PostgreSQL is the database supported)".to_owned());
+        }
+        Ok(Self(secrecy::SecretString::from(text.to_owned())))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +99,9 @@ pub(crate) enum Command {
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bring the PostgreSQL schema of --database-url up to date and exit
+    /// (gateways also do it when they start).
+    Migrate,
     /// Make an HTTP request through an account, with its credential and
     /// request parameters applied, and print the response body.
     #[command(after_long_help = REQUEST_HELP)]
@@ -318,6 +376,12 @@ pub(crate) struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Only accounts of this integration.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) integration: Option<String>,
+    /// Only accounts with this status.
+    #[arg(long, value_parser = ["pending", "connected", "needs_reauth"])]
+    pub(crate) status: Option<String>,
 }
 
 #[derive(Debug, Args)]

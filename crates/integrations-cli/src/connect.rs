@@ -21,7 +21,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: ConnectArgs) -> Result<ExitCo
     let id = AccountId::new(args.account.as_str())?;
     let redirect_uri = RedirectUri::from_public_base_url(&args.public_url)?;
     let address = loopback_address(redirect_uri.url())?;
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations(global).await?;
 
     let listener = tokio::net::TcpListener::bind(address)
         .await

@@ -3,10 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use integrations::http::HttpClient;
+use integrations::storage::postgres::{PoolSettings, PostgresStorage};
 use integrations::storage::sled::SledStorage;
+use integrations::storage::{KeyStorage, Storage};
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
+use integrations_gateway::keys::KeyFile;
 
 use crate::cli::GlobalArgs;
 
@@ -36,14 +41,57 @@ pub(crate) fn definitions(global: &GlobalArgs) -> Result<Definitions> {
     })
 }
 
-/// Opens the account store in the data directory, creating it (and its
-/// encryption key, unless INTEGRATIONS_ENCRYPTION_KEY is set) when missing.
-pub(crate) fn store(global: &GlobalArgs) -> Result<AccountStore> {
-    let dir = data_dir(global)?;
-    create_private_dir(&dir)?;
-    let key = EncryptionKey::from_env_or_data_dir(&dir).context("cannot get the encryption key")?;
-    let storage = SledStorage::open(dir.join("db"))?;
-    Ok(AccountStore::new(Arc::new(storage), Cipher::new(&key)))
+/// Connects to the PostgreSQL database of `--database-url`, migrating it.
+pub(crate) async fn database(global: &GlobalArgs) -> Result<Option<PostgresStorage>> {
+    let Some(url) = &global.database_url else {
+        return Ok(None);
+    };
+    let settings = PoolSettings {
+        max_connections: global.database_pool_size,
+        connect_timeout: Duration::from_secs(global.database_connect_timeout),
+    };
+    // The error names the host, port and database, never the password.
+    Ok(Some(PostgresStorage::connect(url.expose(), settings).await?))
+}
+
+/// Where accounts are kept, and the key that seals their secrets: the
+/// database of `--database-url`, or sled in the data directory (created
+/// with its encryption key, unless INTEGRATIONS_ENCRYPTION_KEY is set, when
+/// missing).
+pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
+    let (storage, key): (Arc<dyn Storage>, _) = match database(global).await? {
+        Some(database) => {
+            // Every gateway on the database must seal with the same key: one
+            // made up per data directory would lock the others out.
+            let Some(key) = EncryptionKey::from_env().context("cannot get the encryption key")? else {
+                bail!(
+                    "with --database-url, the encryption key comes from INTEGRATIONS_ENCRYPTION_KEY, the same on \
+                     every gateway: set it (for a new key: `openssl rand -base64 32`)"
+                );
+            };
+            (Arc::new(database), key)
+        }
+        None => {
+            let dir = data_dir(global)?;
+            create_private_dir(&dir)?;
+            let key = EncryptionKey::from_env_or_data_dir(&dir).context("cannot get the encryption key")?;
+            (Arc::new(SledStorage::open(dir.join("db"))?), key)
+        }
+    };
+    Ok(AccountStore::new(storage, Cipher::new(&key)))
+}
+
+/// Where the gateway's API keys are kept: the database of `--database-url`,
+/// or a file in the data directory (usable while a gateway runs).
+pub(crate) async fn key_storage(global: &GlobalArgs) -> Result<Arc<dyn KeyStorage>> {
+    Ok(match database(global).await? {
+        Some(database) => Arc::new(database),
+        None => {
+            let dir = data_dir(global)?;
+            create_private_dir(&dir)?;
+            Arc::new(KeyFile::in_data_dir(&dir))
+        }
+    })
 }
 
 pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
@@ -77,12 +125,12 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// The definitions and the store together, ready for requests.
-pub(crate) fn integrations(global: &GlobalArgs) -> Result<Integrations> {
-    integrations_with_http(global, HttpClient::new()?)
+pub(crate) async fn integrations(global: &GlobalArgs) -> Result<Integrations> {
+    integrations_with_http(global, HttpClient::new()?).await
 }
 
-pub(crate) fn integrations_with_http(global: &GlobalArgs, http: HttpClient) -> Result<Integrations> {
+pub(crate) async fn integrations_with_http(global: &GlobalArgs, http: HttpClient) -> Result<Integrations> {
     let definitions = definitions(global)?;
-    let store = store(global)?;
+    let store = store(global).await?;
     Ok(Integrations::with_http_client(definitions, store, http))
 }

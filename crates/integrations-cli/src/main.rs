@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     // command is one short task on a single-threaded one.
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(global, args),
-        Command::Keys(command) => serve::keys(global, command),
+        Command::Keys(command) => block_on(serve::keys(global, command)),
+        Command::Migrate => block_on(serve::migrate(global)),
         Command::Validate(args) => validate::run(global, args),
         Command::Schema => validate::schema(),
         Command::Accounts(AccountsCommand::Add(args)) => block_on(accounts::add(global, *args)),
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn block_on(command: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+pub(crate) fn block_on<T>(command: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -33,7 +33,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: RequestArgs) -> Result<ExitCo
         },
     };
 
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations(global).await?;
     let account = integrations.client(&id).await?;
     let mut request = account.request(method, &args.url);
     for header in &args.headers {

@@ -31,9 +31,15 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         subscriber.init();
     }
 
-    let dir = context::data_dir(global)?;
-    let integrations = context::integrations_with_http(global, HttpClient::with_pool_per_thread()?)?;
-    let keys = ApiKeys::in_data_dir(&dir)?;
+    let (integrations, keys) = crate::block_on(async {
+        let integrations = context::integrations_with_http(global, HttpClient::with_pool_per_thread()?).await?;
+        let keys = ApiKeys::new(context::key_storage(global).await?).await?;
+        Ok((integrations, keys))
+    })?;
+    let place = match &global.database_url {
+        Some(_) => format!("{:?}", integrations.store().storage()),
+        None => context::data_dir(global)?.display().to_string(),
+    };
     if keys.is_empty() {
         tracing::warn!("no API key exists yet: create one with `integrations keys create --name NAME`");
     }
@@ -48,7 +54,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         %address,
         workers = listeners.workers(),
         integrations = integrations.definitions().len(),
-        data_dir = %dir.display(),
+        store = %place,
         "gateway listening on http://{address}: /healthz, /connect in a browser, /v1 with an API key"
     );
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
@@ -92,14 +98,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-pub(crate) fn keys(global: &GlobalArgs, command: KeysCommand) -> Result<ExitCode> {
-    let dir = context::data_dir(global)?;
-    context::create_private_dir(&dir)?;
-    let keys = ApiKeys::in_data_dir(&dir)?;
+pub(crate) async fn keys(global: &GlobalArgs, command: KeysCommand) -> Result<ExitCode> {
+    let keys = ApiKeys::new(context::key_storage(global).await?).await?;
     let mut stdout = std::io::stdout().lock();
     match command {
         KeysCommand::Create { name } => {
-            let (key, secret) = keys.create(&name)?;
+            let (key, secret) = keys.create(&name).await?;
             writeln!(stdout, "{}", secret.expose_secret())?;
             eprintln!(
                 "created API key {} ({}); it is shown once, keep it now",
@@ -107,17 +111,26 @@ pub(crate) fn keys(global: &GlobalArgs, command: KeysCommand) -> Result<ExitCode
             );
         }
         KeysCommand::List => {
-            for key in keys.list()? {
+            for key in keys.list().await? {
                 let created = key.created_at.format(&Rfc3339).unwrap_or_default();
                 writeln!(stdout, "{}  {created}  {}", key.id, key.name)?;
             }
         }
         KeysCommand::Revoke { id } => {
-            if !keys.revoke(&id)? {
+            if !keys.revoke(&id).await? {
                 bail!("no such API key `{id}`");
             }
             writeln!(stdout, "revoked API key {id}")?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `integrations migrate`: connecting migrates the database.
+pub(crate) async fn migrate(global: &GlobalArgs) -> Result<ExitCode> {
+    let Some(database) = context::database(global).await? else {
+        bail!("nothing to migrate: pass --database-url or set INTEGRATIONS_DATABASE_URL");
+    };
+    eprintln!("the database schema is up to date: {database:?}");
     Ok(ExitCode::SUCCESS)
 }

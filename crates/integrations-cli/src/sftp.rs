@@ -16,7 +16,7 @@ use crate::context;
 
 pub(crate) async fn run(global: &GlobalArgs, args: SftpArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.account.as_str())?;
-    let integrations = context::integrations(global)?;
+    let integrations = context::integrations(global).await?;
     let sftp = integrations.sftp(&id).await?;
     let outcome = command(&sftp, args.command).await;
     sftp.close().await;

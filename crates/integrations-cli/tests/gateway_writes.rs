@@ -66,15 +66,16 @@ async fn concurrent_account_creations_are_all_answered_and_survive_a_kill() {
     drop(gateway);
     let gateway = Gateway::start(&examples(), data.path()).await;
     let listed = reqwest::Client::new()
-        .get(format!("{}/v1/accounts", gateway.base))
+        .get(format!("{}/v1/accounts?limit=1000", gateway.base))
         .bearer_auth(&key)
         .send()
         .await
         .expect("list accounts");
     assert_eq!(listed.status(), reqwest::StatusCode::OK);
-    let accounts: Vec<serde_json::Value> =
-        serde_json::from_str(&listed.text().await.expect("body")).expect("a JSON list");
-    let mut ids: Vec<&str> = accounts
+    let page: serde_json::Value = serde_json::from_str(&listed.text().await.expect("body")).expect("a JSON page");
+    let mut ids: Vec<&str> = page["accounts"]
+        .as_array()
+        .expect("a list of accounts")
         .iter()
         .map(|account| account["id"].as_str().expect("an id"))
         .collect();

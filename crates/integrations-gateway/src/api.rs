@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use integrations::definition::Integration;
 use integrations::method::TableJson;
 use integrations::secrecy::SecretString;
 use integrations::time::format_description::well_known::Rfc3339;
-use integrations::{AccountId, ConnectedAccount, NewAccount, Secrets};
+use integrations::{AccountId, AccountQuery, AccountStatus, ConnectedAccount, NewAccount, Secrets};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -215,18 +215,89 @@ pub async fn get_integration(
     Ok(Json(IntegrationView::from(integration.as_ref())))
 }
 
-/// Every account, sorted by id. Unreadable records are left out and logged.
+/// The accounts listed by one `GET /v1/accounts`, unless `limit` says.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The most accounts one page lists.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Which accounts `GET /v1/accounts` lists.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AccountsQuery {
+    /// At most this many, 1 to 1000 [default: 100].
+    limit: Option<String>,
+    /// Only accounts after this id: the `next` of the previous page.
+    after: Option<String>,
+    /// Only accounts of this integration.
+    integration: Option<String>,
+    /// Only accounts with this status: `pending`, `connected` or `needs_reauth`.
+    status: Option<String>,
+}
+
+impl AccountsQuery {
+    fn to_query(&self) -> Result<AccountQuery, ApiError> {
+        let limit = match &self.limit {
+            None => DEFAULT_PAGE_SIZE,
+            Some(limit) => limit
+                .parse::<usize>()
+                .ok()
+                .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+                .ok_or_else(|| ApiError::invalid(format!("`limit` must be a number from 1 to {MAX_PAGE_SIZE}")))?,
+        };
+        let after = match &self.after {
+            None => None,
+            Some(after) => Some(
+                AccountId::new(after.as_str())
+                    .map_err(|_| ApiError::invalid("`after` is not an account id: pass the `next` of a page"))?,
+            ),
+        };
+        let status = match &self.status {
+            None => None,
+            Some(status) => Some(
+                serde_json::from_value::<AccountStatus>(serde_json::Value::String(status.clone()))
+                    .map_err(|_| ApiError::invalid("`status` must be one of `pending`, `connected`, `needs_reauth`"))?,
+            ),
+        };
+        Ok(AccountQuery {
+            after,
+            limit,
+            integration: self.integration.clone(),
+            status,
+        })
+    }
+}
+
+/// One page of accounts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountPageView {
+    /// Sorted by id.
+    pub accounts: Vec<AccountView>,
+    /// Pass it as `after` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// A page of accounts, sorted by id: at most `limit`, after the id
+/// `after`, of one integration or status. Unreadable records are left out
+/// and logged.
 #[utoipa::path(
     get, path = "/v1/accounts", tag = "accounts",
-    responses((status = 200, body = [AccountView]), (status = 401, body = ErrorBody)),
+    params(AccountsQuery),
+    responses((status = 200, body = AccountPageView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("api_key" = []))
 )]
-pub async fn list_accounts(State(state): State<Arc<AppState>>) -> Result<Json<Vec<AccountView>>, ApiError> {
-    let list = state.integrations.store().list().await?;
-    for error in &list.unreadable {
+pub async fn list_accounts(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<AccountsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AccountPageView>, ApiError> {
+    let Query(query) = query.map_err(|_| ApiError::invalid("the query string cannot be read"))?;
+    let page = state.integrations.store().page(&query.to_query()?).await?;
+    for error in &page.unreadable {
         tracing::error!(%error, "unreadable account record");
     }
-    Ok(Json(list.accounts.iter().map(AccountView::from).collect()))
+    Ok(Json(AccountPageView {
+        accounts: page.accounts.iter().map(AccountView::from).collect(),
+        next: page.next.map(|id| id.as_str().to_owned()),
+    }))
 }
 
 /// Creates an account.

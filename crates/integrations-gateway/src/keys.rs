@@ -1,19 +1,21 @@
-//! API keys: random bearer keys, stored as SHA-256 hashes in a file of the
-//! data directory, compared in constant time.
+//! API keys: random bearer keys, stored as SHA-256 hashes in the gateway's
+//! [`KeyStorage`] (a file in the data directory, or the database several
+//! gateways share), compared in constant time.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use integrations::crypto::random_bytes;
 use integrations::secrecy::SecretString;
+use integrations::storage::{KeyStorage, StoredApiKey};
 use integrations::time::OffsetDateTime;
-use integrations::{Error, ErrorKind, Result};
+use integrations::{Error, ErrorKind, Result, async_trait};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -23,69 +25,64 @@ pub const KEYS_FILE_NAME: &str = "api-keys.json";
 
 const KEY_PREFIX: &str = "ik_";
 
-/// A stored API key: its id, name and hash. The key itself is shown once,
-/// when it is created, and never kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiKey {
-    /// A short public id, used to revoke the key.
-    pub id: String,
-    /// What the key is for.
-    pub name: String,
-    /// When it was created.
-    #[serde(with = "integrations::time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// Hex SHA-256 of the key.
-    hash: String,
-}
+/// A stored API key: its id, name, creation time and hash. The key itself
+/// is shown once, when it is created, and never kept.
+pub type ApiKey = StoredApiKey;
 
-#[derive(Default, Serialize, Deserialize)]
-struct KeyFile {
-    keys: Vec<ApiKey>,
-}
+/// How long a key created or revoked elsewhere (another gateway, or
+/// `integrations keys` while the gateway runs) may take to be seen.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The API keys of a gateway, in one file; changes made by another process
-/// (`integrations keys create` while the gateway runs) are picked up.
+/// The API keys a gateway accepts: the keys of its [`KeyStorage`], read
+/// again every [`RELOAD_INTERVAL`] by a thread of their own, so that
+/// checking a key on the request path never waits for the store.
 #[derive(Debug)]
 pub struct ApiKeys {
-    path: PathBuf,
-    /// The SHA-256 of the file's contents as last read (`None`: no file
-    /// yet), and its keys.
-    loaded: Mutex<(Option<[u8; 32]>, Vec<ApiKey>)>,
-    opened: Instant,
-    /// When the file was last looked at (milliseconds after `opened`), to
-    /// stat it at most once per [`RELOAD_INTERVAL`] on the request path.
-    checked: AtomicU64,
+    storage: Arc<dyn KeyStorage>,
+    accepted: Arc<Accepted>,
+}
+
+/// The keys as last read.
+#[derive(Debug, Default)]
+struct Accepted {
+    keys: Mutex<Vec<ApiKey>>,
     /// Changes whenever the set of keys does: a key accepted at one
     /// generation is still valid while it lasts.
     generation: AtomicU64,
 }
 
-/// How long a revocation made by another process may take to be seen.
-pub const RELOAD_INTERVAL: Duration = Duration::from_millis(RELOAD_INTERVAL_MILLIS);
-const RELOAD_INTERVAL_MILLIS: u64 = 500;
-
-impl ApiKeys {
-    /// The keys in `path` (none when the file does not exist yet).
-    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
-        let keys = Self {
-            path: path.into(),
-            loaded: Mutex::new((None, Vec::new())),
-            opened: Instant::now(),
-            checked: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-        };
-        keys.reload()?;
-        Ok(keys)
+impl Accepted {
+    fn keys(&self) -> std::sync::MutexGuard<'_, Vec<ApiKey>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The keys of a data directory.
-    pub fn in_data_dir(dir: &Path) -> Result<Self> {
-        Self::open(dir.join(KEYS_FILE_NAME))
+    fn replace(&self, keys: Vec<ApiKey>) {
+        let mut accepted = self.keys();
+        if *accepted != keys {
+            *accepted = keys;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl ApiKeys {
+    /// The keys of `storage`, read now (an error if they cannot be) and
+    /// every [`RELOAD_INTERVAL`] after.
+    pub async fn new(storage: Arc<dyn KeyStorage>) -> Result<Self> {
+        let accepted = Arc::new(Accepted::default());
+        accepted.replace(storage.keys().await?);
+        spawn_reloader(Arc::clone(&storage), Arc::downgrade(&accepted))?;
+        Ok(Self { storage, accepted })
+    }
+
+    /// The keys in the file of a data directory.
+    pub async fn in_data_dir(dir: &Path) -> Result<Self> {
+        Self::new(Arc::new(KeyFile::in_data_dir(dir))).await
     }
 
     /// Creates a key named `name`; returns it with the key itself, which
     /// is not stored and cannot be shown again.
-    pub fn create(&self, name: &str) -> Result<(ApiKey, SecretString)> {
+    pub async fn create(&self, name: &str) -> Result<(ApiKey, SecretString)> {
         if name.trim().is_empty() || name.len() > 100 {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -100,24 +97,22 @@ impl ApiKeys {
             created_at: OffsetDateTime::now_utc(),
             hash: hash(&secret),
         };
-        self.update(|keys| keys.push(key.clone()))?;
+        self.storage.insert_key(&key).await?;
+        self.reload().await?;
         Ok((key, SecretString::from(secret)))
     }
 
     /// Every key, oldest first.
-    pub fn list(&self) -> Result<Vec<ApiKey>> {
-        self.reload()?;
-        Ok(self.loaded.lock().unwrap_or_else(|p| p.into_inner()).1.clone())
+    pub async fn list(&self) -> Result<Vec<ApiKey>> {
+        self.reload().await?;
+        Ok(self.accepted.keys().clone())
     }
 
-    /// Revokes the key with `id`; returns whether it existed.
-    pub fn revoke(&self, id: &str) -> Result<bool> {
-        let mut found = false;
-        self.update(|keys| {
-            let before = keys.len();
-            keys.retain(|key| key.id != id);
-            found = keys.len() != before;
-        })?;
+    /// Revokes the key with `id`; returns whether it existed. This gateway
+    /// refuses it at once, others within [`RELOAD_INTERVAL`].
+    pub async fn revoke(&self, id: &str) -> Result<bool> {
+        let found = self.storage.delete_key(id).await?;
+        self.reload().await?;
         Ok(found)
     }
 
@@ -137,38 +132,13 @@ impl ApiKeys {
     /// a caller that saw a key accepted may skip checking it again while the
     /// generation stays the same.
     pub fn generation(&self) -> u64 {
-        self.reload_if_due();
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn reload_if_due(&self) {
-        // Milliseconds since the keys were opened: an atomic rather than a
-        // lock, as every request on every worker reads it.
-        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let checked = self.checked.load(Ordering::Relaxed);
-        let due = now.saturating_sub(checked) >= RELOAD_INTERVAL_MILLIS
-            && self
-                .checked
-                .compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        if due && let Err(error) = self.reload() {
-            // Keys that cannot be read are not trusted: a revocation may be
-            // what could not be read.
-            tracing::error!(%error, "cannot reload the API keys; every key is refused until they can be read");
-            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            if !loaded.1.is_empty() || loaded.0.is_some() {
-                *loaded = (None, Vec::new());
-                self.generation.fetch_add(1, Ordering::AcqRel);
-            }
-        }
+        self.accepted.generation.load(Ordering::Acquire)
     }
 
     fn find<T>(&self, presented: &str, found: impl Fn(&ApiKey) -> T) -> Option<T> {
-        self.reload_if_due();
         let presented = hash(presented);
-        let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let mut matching = None;
-        for key in &loaded.1 {
+        for key in self.accepted.keys().iter() {
             if bool::from(key.hash.as_bytes().ct_eq(presented.as_bytes())) {
                 matching = Some(found(key));
             }
@@ -178,40 +148,86 @@ impl ApiKeys {
 
     /// Whether any key exists.
     pub fn is_empty(&self) -> bool {
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).1.is_empty()
+        self.accepted.keys().is_empty()
     }
 
-    /// Reads the file again; the keys change only when its contents did
-    /// (compared by digest: a write within the file system's timestamp
-    /// granularity, or one that kept the old time, is still seen).
-    fn reload(&self) -> Result<()> {
+    async fn reload(&self) -> Result<()> {
+        self.accepted.replace(self.storage.keys().await?);
+        Ok(())
+    }
+}
+
+/// Reads the keys again every [`RELOAD_INTERVAL`] until the [`ApiKeys`]
+/// are dropped. Keys that cannot be read are not trusted: a revocation may
+/// be what could not be read, so every key is refused until they can.
+fn spawn_reloader(storage: Arc<dyn KeyStorage>, accepted: Weak<Accepted>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Storage, "cannot start the API key reloader").with_source(e))?;
+    std::thread::Builder::new()
+        .name("integrations-api-keys".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    tokio::time::sleep(RELOAD_INTERVAL).await;
+                    let read = storage.keys().await;
+                    let Some(accepted) = accepted.upgrade() else { return };
+                    match read {
+                        Ok(keys) => accepted.replace(keys),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot read the API keys; every key is refused until they can be read");
+                            accepted.replace(Vec::new());
+                        }
+                    }
+                }
+            });
+        })
+        .map_err(|e| Error::new(ErrorKind::Storage, "cannot start the API key reloader").with_source(e))?;
+    Ok(())
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct KeysInFile {
+    keys: Vec<ApiKey>,
+}
+
+/// API keys in one file of the data directory (beside sled's database,
+/// which only one process can open): `integrations keys` changes them
+/// while the gateway runs.
+#[derive(Debug)]
+pub struct KeyFile {
+    path: PathBuf,
+}
+
+impl KeyFile {
+    /// The keys in `path` (none while the file does not exist).
+    pub fn open(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The key file of a data directory.
+    pub fn in_data_dir(dir: &Path) -> Self {
+        Self::open(dir.join(KEYS_FILE_NAME))
+    }
+
+    fn read(&self) -> Result<Vec<ApiKey>> {
         let text = match fs::read(&self.path) {
-            Ok(text) => Some(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(error) => return Err(self.error("cannot read").with_source(error)),
         };
-        let digest = text.as_deref().map(|text| <[u8; 32]>::from(Sha256::digest(text)));
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if digest.is_some() && loaded.0 == digest {
-            return Ok(());
-        }
-        loaded.1 = match &text {
-            None => Vec::new(),
-            Some(text) => {
-                serde_json::from_slice::<KeyFile>(text)
-                    .map_err(|e| self.error("cannot parse").with_source(e))?
-                    .keys
-            }
-        };
-        loaded.0 = digest;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        let mut keys = serde_json::from_slice::<KeysInFile>(&text)
+            .map_err(|e| self.error("cannot parse").with_source(e))?
+            .keys;
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
     }
 
     /// Changes the keys under an exclusive lock on a file beside them, held
     /// from reading the current keys to renaming the new file in place, so
     /// that two processes changing the keys at once lose neither change.
-    fn update(&self, change: impl FnOnce(&mut Vec<ApiKey>)) -> Result<()> {
+    fn update<T>(&self, change: impl FnOnce(&mut Vec<ApiKey>) -> Result<T>) -> Result<T> {
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -219,11 +235,9 @@ impl ApiKeys {
             .open(self.path.with_extension("json.lock"))
             .and_then(|file| file.lock().map(|()| file))
             .map_err(|e| self.error("cannot lock").with_source(e))?;
-        self.reload()?;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys = loaded.1.clone();
-        change(&mut keys);
-        let text = serde_json::to_string_pretty(&KeyFile { keys: keys.clone() })
+        let mut keys = self.read()?;
+        let outcome = change(&mut keys)?;
+        let text = serde_json::to_string_pretty(&KeysInFile { keys })
             .map_err(|e| self.error("cannot encode").with_source(e))?;
         // Written whole to a private temporary file, then renamed over.
         let temporary = self.path.with_extension("json.tmp");
@@ -239,10 +253,8 @@ impl ApiKeys {
             .and_then(|()| fs::rename(&temporary, &self.path))
             .and_then(|()| sync_directory_of(&self.path))
             .map_err(|e| self.error("cannot write").with_source(e))?;
-        *loaded = (Some(Sha256::digest(text.as_bytes()).into()), keys);
-        self.generation.fetch_add(1, Ordering::AcqRel);
         drop(lock);
-        Ok(())
+        Ok(outcome)
     }
 
     fn error(&self, what: &str) -> Error {
@@ -250,6 +262,31 @@ impl ApiKeys {
             ErrorKind::Storage,
             format!("{what} the API key file {}", self.path.display()),
         )
+    }
+}
+
+#[async_trait]
+impl KeyStorage for KeyFile {
+    async fn insert_key(&self, key: &ApiKey) -> Result<()> {
+        self.update(|keys| {
+            if keys.iter().any(|stored| stored.id == key.id) {
+                return Err(Error::new(ErrorKind::AlreadyExists, "API key exists already").with_context("key", &key.id));
+            }
+            keys.push(key.clone());
+            Ok(())
+        })
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.read()
+    }
+
+    async fn delete_key(&self, id: &str) -> Result<bool> {
+        self.update(|keys| {
+            let before = keys.len();
+            keys.retain(|key| key.id != id);
+            Ok(keys.len() != before)
+        })
     }
 }
 
@@ -281,15 +318,30 @@ fn hash(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use integrations::secrecy::ExposeSecret;
 
     use super::*;
 
-    #[test]
-    fn keys_are_stored_hashed_and_verified() {
+    /// Waits until `accepted` says `expected`, for at most twice the
+    /// reload interval.
+    async fn settles(keys: &ApiKeys, secret: &str, expected: bool) -> bool {
+        let deadline = Instant::now() + 2 * RELOAD_INTERVAL + Duration::from_millis(200);
+        while keys.accepts(secret) != expected {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn keys_are_stored_hashed_and_verified() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let keys = ApiKeys::in_data_dir(dir.path()).expect("open");
-        let (created, secret) = keys.create("billing service").expect("create");
+        let keys = ApiKeys::in_data_dir(dir.path()).await.expect("open");
+        let (created, secret) = keys.create("billing service").await.expect("create");
         assert!(secret.expose_secret().starts_with(&format!("ik_{}_", created.id)));
         let file = fs::read_to_string(dir.path().join(KEYS_FILE_NAME)).expect("file");
         assert!(!file.contains(secret.expose_secret()), "only the hash is stored");
@@ -302,68 +354,56 @@ mod tests {
         assert!(!keys.accepts("ik_nope"));
 
         // Another process's view sees the same keys, and revocation.
-        let other = ApiKeys::in_data_dir(dir.path()).expect("open");
+        let other = ApiKeys::in_data_dir(dir.path()).await.expect("open");
         assert!(other.verify(secret.expose_secret()).is_some());
-        assert!(other.revoke(&created.id).expect("revoke"));
-        assert!(!other.revoke(&created.id).expect("revoke again"));
-        std::thread::sleep(RELOAD_INTERVAL);
+        assert!(other.revoke(&created.id).await.expect("revoke"));
+        assert!(!other.revoke(&created.id).await.expect("revoke again"));
+        assert!(!other.accepts(secret.expose_secret()), "refused at once where revoked");
         assert!(
-            keys.verify(secret.expose_secret()).is_none(),
-            "revoked elsewhere, refused here"
+            settles(&keys, secret.expose_secret(), false).await,
+            "revoked elsewhere, refused here within the reload interval"
         );
-        assert!(!format!("{created:?}").contains(secret.expose_secret()));
+        assert!(!format!("{created:?}").contains(&created.hash), "{created:?}");
     }
 
-    #[test]
-    fn a_change_is_seen_by_its_contents_even_with_the_old_timestamp() {
+    #[tokio::test]
+    async fn concurrent_changes_from_two_processes_lose_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join(KEYS_FILE_NAME);
-        let keys = ApiKeys::open(&path).expect("open");
-        let (_, secret) = keys.create("first").expect("create");
-        let modified = fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
-        // Another process revokes every key; the file keeps its old time.
-        fs::write(&path, r#"{"keys": []}"#).expect("write");
-        fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_modified(modified))
-            .expect("set mtime");
-        std::thread::sleep(RELOAD_INTERVAL);
-        assert!(!keys.accepts(secret.expose_secret()), "the revocation is seen");
-    }
-
-    #[test]
-    fn concurrent_changes_from_two_processes_lose_nothing() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let threads: Vec<_> = (0..2)
-            .map(|process| {
-                // Each its own `ApiKeys`, as two processes would have.
-                let keys = ApiKeys::in_data_dir(dir.path()).expect("open");
-                std::thread::spawn(move || {
-                    for n in 0..20 {
-                        keys.create(&format!("process {process} key {n}")).expect("create");
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().expect("thread");
+        let mut tasks = Vec::new();
+        for process in 0..2 {
+            // Each its own `ApiKeys`, as two processes would have.
+            let keys = ApiKeys::in_data_dir(dir.path()).await.expect("open");
+            tasks.push(tokio::spawn(async move {
+                for n in 0..20 {
+                    keys.create(&format!("process {process} key {n}"))
+                        .await
+                        .expect("create");
+                }
+            }));
         }
-        let listed = ApiKeys::in_data_dir(dir.path()).expect("open").list().expect("list");
-        assert_eq!(listed.len(), 40, "no create may overwrite another");
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let keys = ApiKeys::in_data_dir(dir.path()).await.expect("open");
+        assert_eq!(
+            keys.list().await.expect("list").len(),
+            40,
+            "no create may overwrite another"
+        );
     }
 
-    #[test]
-    fn keys_that_cannot_be_read_are_all_refused() {
+    #[tokio::test]
+    async fn keys_that_cannot_be_read_are_all_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let keys = ApiKeys::in_data_dir(dir.path()).expect("open");
-        let (_, secret) = keys.create("service").expect("create");
+        let keys = ApiKeys::in_data_dir(dir.path()).await.expect("open");
+        let (_, secret) = keys.create("service").await.expect("create");
         assert!(keys.accepts(secret.expose_secret()));
         fs::write(dir.path().join(KEYS_FILE_NAME), "{ not json").expect("damage");
-        std::thread::sleep(RELOAD_INTERVAL);
         assert!(
-            !keys.accepts(secret.expose_secret()),
+            settles(&keys, secret.expose_secret(), false).await,
             "unreadable keys are refused, not the old set kept"
         );
+        let error = ApiKeys::in_data_dir(dir.path()).await.expect_err("unreadable at start");
+        assert!(error.to_string().contains("cannot parse the API key file"), "{error}");
     }
 }

@@ -108,7 +108,11 @@ async fn accounts_are_created_read_listed_and_deleted() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["credentials"], json!(["token"]));
     let (status, list) = gateway.call(reqwest::Method::GET, "/v1/accounts", None).await;
-    assert_eq!((status, list.as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    assert_eq!(
+        (status, list["accounts"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    assert_eq!(list["next"], json!(null), "one page holds it all");
     for body in [&created, &read, &list] {
         assert!(!body.to_string().contains("s3cret"), "{body}");
     }
@@ -357,4 +361,75 @@ async fn the_callback_page_is_locked_down() {
     assert!(headers["content-type"].to_str().expect("type").starts_with("text/html"));
     let body = response.text().await.expect("body");
     assert!(!body.contains("secret-code"), "{body}");
+}
+
+#[tokio::test]
+async fn accounts_are_listed_in_pages_with_filters() {
+    let gateway = Gateway::start().await;
+    for n in 0..5 {
+        let (status, _) = gateway
+            .call(
+                reqwest::Method::POST,
+                "/v1/accounts",
+                Some(
+                    json!({ "id": format!("w{n}"), "integration": "weather", "credentials": { "token": "t-s3cret" } }),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .map(|account| account["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (status, first) = gateway.call(reqwest::Method::GET, "/v1/accounts?limit=2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (ids(&first), &first["next"]),
+        (vec!["w0".to_owned(), "w1".to_owned()], &json!("w1"))
+    );
+    let (_, second) = gateway
+        .call(reqwest::Method::GET, "/v1/accounts?limit=2&after=w1", None)
+        .await;
+    assert_eq!(ids(&second), ["w2", "w3"]);
+    let (_, last) = gateway
+        .call(reqwest::Method::GET, "/v1/accounts?limit=2&after=w3", None)
+        .await;
+    assert_eq!((ids(&last), &last["next"]), (vec!["w4".to_owned()], &json!(null)));
+
+    let (_, connected) = gateway
+        .call(
+            reqwest::Method::GET,
+            "/v1/accounts?integration=weather&status=connected",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&connected).len(), 5);
+    let (_, none) = gateway
+        .call(reqwest::Method::GET, "/v1/accounts?integration=nosuch", None)
+        .await;
+    assert_eq!(ids(&none), Vec::<String>::new());
+    let (_, pending) = gateway
+        .call(reqwest::Method::GET, "/v1/accounts?status=pending", None)
+        .await;
+    assert_eq!(ids(&pending), Vec::<String>::new());
+
+    for (query, field) in [
+        ("limit=0", "`limit`"),
+        ("limit=1001", "`limit`"),
+        ("limit=ten", "`limit`"),
+        ("after=%20bad", "`after`"),
+        ("status=broken", "`status`"),
+    ] {
+        let (status, body) = gateway
+            .call(reqwest::Method::GET, &format!("/v1/accounts?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(field), "{query}: {message}");
+    }
 }

@@ -246,8 +246,8 @@ async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
     }
 
     // A revoked key is refused on the connection it was accepted on.
-    let other_keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
-    let (revocable, revocable_key) = other_keys.create("revocable").expect("key");
+    let other_keys = ApiKeys::in_data_dir(dir.path()).await.expect("keys");
+    let (revocable, revocable_key) = other_keys.create("revocable").await.expect("key");
     let with =
         |key: &str| format!("GET /v1/accounts/w1/proxy/r HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {key}\r\n\r\n");
     tokio::time::sleep(integrations_gateway::keys::RELOAD_INTERVAL * 2).await;
@@ -256,7 +256,7 @@ async fn one_connection_carries_pipelined_proxy_requests_then_anything_else() {
         .await
         .expect("write");
     assert_eq!(read_response(&mut stream, &mut buffer, false).await.0, 200);
-    other_keys.revoke(&revocable.id).expect("revoke");
+    other_keys.revoke(&revocable.id).await.expect("revoke");
     tokio::time::sleep(integrations_gateway::keys::RELOAD_INTERVAL * 2).await;
     stream
         .write_all(with(revocable_key.expose_secret()).as_bytes())

@@ -34,18 +34,22 @@ pub const ACCESS_TOKEN: &str = "access_token";
 pub const ACCESS_TOKEN_EXPIRES_AT: &str = "access_token_expires_at";
 
 impl CachedToken {
-    /// The access token a previous run stored in `credentials`, if it is
-    /// still worth using: not within `margin` of its expiry.
+    /// The access token stored in `credentials` (by a previous run, or
+    /// another process), if it has not expired. It is renewed as
+    /// [`renew_at`](crate::renew_at) says of what is left of its lifetime:
+    /// `margin` before its expiry, or halfway there when less is left. A
+    /// token that a short-lived provider issued for less than `margin` is
+    /// then used, rather than renewed again by every process that reads it.
     pub fn from_stored(credentials: &Secrets, margin: Duration) -> Option<Self> {
         let token = credentials.get(ACCESS_TOKEN)?;
         let expires_at = match credentials.get(ACCESS_TOKEN_EXPIRES_AT) {
             Some(at) => Some(OffsetDateTime::parse(at.expose_secret(), &Rfc3339).ok()?),
             None => None,
         };
-        let renew_at = expires_at.map(|at| at - margin);
-        if renew_at.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
+        if expires_at.is_some_and(|at| OffsetDateTime::now_utc() >= at) {
             return None;
         }
+        let renew_at = crate::renew_at(expires_at, margin);
         Some(Self {
             credential: Arc::new(Credential::token(token.clone())),
             renew_at,
@@ -142,6 +146,33 @@ pub fn refusal(status: StatusCode, json: Option<&Value>) -> (String, Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(expires_in: time::Duration) -> Secrets {
+        let expires_at = (OffsetDateTime::now_utc() + expires_in)
+            .format(&Rfc3339)
+            .expect("format");
+        [
+            (ACCESS_TOKEN, secrecy::SecretString::from("t")),
+            (ACCESS_TOKEN_EXPIRES_AT, secrecy::SecretString::from(expires_at)),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn a_stored_token_is_used_until_it_is_due_and_never_once_expired() {
+        let margin = Duration::from_secs(60);
+        let now = OffsetDateTime::now_utc();
+        let long = CachedToken::from_stored(&stored(time::Duration::hours(1)), margin).expect("usable");
+        let renew_at = long.renew_at.expect("expires");
+        assert!(renew_at > now + time::Duration::minutes(58) && renew_at < now + time::Duration::minutes(60));
+        // Issued for less than the margin (or read late): used until
+        // halfway through what is left, not renewed by every reader.
+        let short = CachedToken::from_stored(&stored(time::Duration::seconds(4)), margin).expect("usable");
+        let renew_at = short.renew_at.expect("expires");
+        assert!(renew_at > now + time::Duration::seconds(1) && renew_at < now + time::Duration::seconds(3));
+        assert!(CachedToken::from_stored(&stored(time::Duration::seconds(-1)), margin).is_none());
+    }
 
     #[test]
     fn refusals_quote_the_code_only() {

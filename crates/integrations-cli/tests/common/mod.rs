@@ -44,6 +44,11 @@ impl Gateway {
     /// Starts it with `definitions` and its data in `data`, and waits until
     /// `/healthz` answers.
     pub(crate) async fn start(definitions: &str, data: &Path) -> Gateway {
+        Self::start_with(definitions, data, &[], &[]).await
+    }
+
+    /// The same, with more `serve` arguments and environment variables.
+    pub(crate) async fn start_with(definitions: &str, data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("free port")
@@ -57,8 +62,10 @@ impl Gateway {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(args)
             .env("INTEGRATIONS_DATA_DIR", data)
             .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -74,6 +81,14 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the gateway did not come up");
+    }
+}
+
+impl Gateway {
+    /// SIGKILL: the process stops where it is, nothing flushed.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

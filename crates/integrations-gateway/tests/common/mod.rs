@@ -51,8 +51,8 @@ impl Gateway {
 
     pub(crate) async fn with_definitions(definitions: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
-        let (_, key) = keys.create("tests").expect("key");
+        let keys = ApiKeys::in_data_dir(dir.path()).await.expect("keys");
+        let (_, key) = keys.create("tests").await.expect("key");
         integrations::register_methods();
         let definitions = Definitions::from_str(definitions, Format::Toml).expect("valid");
         let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
@@ -95,8 +95,8 @@ pub(crate) async fn weather_account(
 ) -> (Integrations, ApiKeys, String, tempfile::TempDir) {
     let definitions = DEFINITIONS.replace("https://api.weather.example/v1", &format!("{upstream}/v1"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let keys = ApiKeys::in_data_dir(dir.path()).expect("keys");
-    let (_, key) = keys.create("tests").expect("key");
+    let keys = ApiKeys::in_data_dir(dir.path()).await.expect("keys");
+    let (_, key) = keys.create("tests").await.expect("key");
     integrations::register_methods();
     let definitions = Definitions::from_str(&definitions, Format::Toml).expect("valid");
     let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));

@@ -1,0 +1,293 @@
+//! Two `integrations serve` processes on one PostgreSQL database behave as
+//! one service: what one does, the other sees.
+//!
+//! Each test gets a schema of its own in the database of
+//! `INTEGRATIONS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! without PostgreSQL they skip, unless `INTEGRATIONS_REQUIRE_PEERS=1`.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Gateway, skip};
+use integration_oauth2_test_server::{Config, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// How soon a change on one gateway must be seen by the other.
+const SEEN_WITHIN: Duration = Duration::from_secs(1);
+
+fn postgres_url() -> String {
+    std::env::var("INTEGRATIONS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The URL of a new, empty schema of the tests' database, or `None` (the
+/// test skips, saying why) when PostgreSQL cannot be reached.
+async fn fresh_database() -> Option<String> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let url = postgres_url();
+    let mut admin = match sqlx::PgConnection::connect(&url).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            skip(&format!("PostgreSQL is not reachable at {url}: {error}"));
+            return None;
+        }
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    // The storage tests drop these schemas once they are an hour old.
+    let schema = format!(
+        "integrations_test_{now}_{}_gw{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}options[search_path]={schema}"))
+}
+
+/// What every gateway of one test shares: the database and the key.
+struct Shared {
+    database: String,
+    encryption_key: String,
+    definitions: tempfile::NamedTempFile,
+    data: tempfile::TempDir,
+}
+
+impl Shared {
+    async fn new(definitions: &str) -> Option<Self> {
+        let database = fresh_database().await?;
+        let file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("definitions file");
+        std::fs::write(file.path(), definitions).expect("write definitions");
+        Some(Self {
+            database,
+            encryption_key: integrations::EncryptionKey::generate().to_base64().to_string(),
+            definitions: file,
+            data: tempfile::tempdir().expect("temp dir"),
+        })
+    }
+
+    fn envs(&self) -> [(&str, &str); 2] {
+        [
+            ("INTEGRATIONS_DATABASE_URL", self.database.as_str()),
+            ("INTEGRATIONS_ENCRYPTION_KEY", self.encryption_key.as_str()),
+        ]
+    }
+
+    /// A gateway with a data directory of its own, as on another machine.
+    async fn gateway(&self, name: &str, args: &[&str]) -> Gateway {
+        let data = self.data.path().join(name);
+        std::fs::create_dir_all(&data).expect("data dir");
+        Gateway::start_with(
+            self.definitions.path().to_str().expect("utf-8"),
+            &data,
+            args,
+            &self.envs(),
+        )
+        .await
+    }
+
+    /// `integrations ARGS` against the shared database.
+    fn run(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_integrations"))
+            .args(args)
+            .env("INTEGRATIONS_DATA_DIR", self.data.path().join("cli"))
+            .envs(self.envs())
+            .output()
+            .expect("run integrations");
+        assert!(
+            output.status.success(),
+            "integrations {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+}
+
+async fn call(
+    gateway: &Gateway,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", gateway.base))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("response");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Waits until `check` holds, for at most `within`; whether it did.
+async fn holds_within(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn echo_definition(upstream: &str) -> String {
+    format!(
+        r#"
+        [[integration]]
+        key = "echo"
+        name = "Echo"
+        base_url = "{upstream}"
+        [integration.auth]
+        type = "api_token"
+        token = {{ parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {{token}}" }}
+        "#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_keys_changed_on_one_gateway_are_seen_by_the_other() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/hello"))
+        .and(header("authorization", "Bearer t-s3cret"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("hi"))
+        .mount(&upstream)
+        .await;
+    let Some(shared) = Shared::new(&echo_definition(&upstream.uri())).await else {
+        return;
+    };
+    let key = shared.run(&["keys", "create", "--name", "tests"]).trim().to_owned();
+    let first = shared.gateway("first", &[]).await;
+    let second = shared.gateway("second", &[]).await;
+
+    // Created on one, proxied by the other.
+    let (status, created) = call(
+        &first,
+        &key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "e1", "integration": "echo", "credentials": { "token": "t-s3cret" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let proxied = |gateway: &Gateway| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/v1/accounts/e1/proxy/hello", gateway.base))
+            .bearer_auth(&key);
+        async move { request.send().await.expect("proxied").status() }
+    };
+    assert_eq!(proxied(&second).await, StatusCode::OK);
+    assert_eq!(proxied(&first).await, StatusCode::OK);
+    let listed = shared.run(&["accounts", "list"]);
+    assert!(listed.contains("e1  echo"), "{listed}");
+
+    // Removed on one (where the other had it compiled), refused by the
+    // other within a second.
+    let (status, _) = call(&first, &key, reqwest::Method::DELETE, "/v1/accounts/e1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        holds_within(SEEN_WITHIN, async || proxied(&second).await == StatusCode::NOT_FOUND).await,
+        "the other gateway still serves a removed account"
+    );
+
+    // A key revoked with the CLI is refused by both within a second.
+    let id = key.split('_').nth(1).expect("key id").to_owned();
+    assert!(shared.run(&["keys", "list"]).contains(&id));
+    shared.run(&["keys", "revoke", &id]);
+    for gateway in [&first, &second] {
+        assert!(
+            holds_within(SEEN_WITHIN, async || {
+                call(gateway, &key, reqwest::Method::GET, "/v1/integrations", None)
+                    .await
+                    .0
+                    == StatusCode::UNAUTHORIZED
+            })
+            .await,
+            "a revoked key is still accepted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_flow_ends_on_the_other_gateway_and_a_refresh_storm_makes_one_token_call() {
+    let provider = TestServer::start(Config {
+        // Renewed from half its lifetime on: the storm below comes after.
+        access_token_lifetime: Some(Duration::from_secs(4)),
+        token_delay: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let Some(shared) = Shared::new(&provider.definition(r#""test-secret""#)).await else {
+        return;
+    };
+    let key = shared.run(&["keys", "create", "--name", "tests"]).trim().to_owned();
+    let second = shared.gateway("second", &[]).await;
+    // Both behind one public address: here, the second's.
+    let first = shared.gateway("first", &["--public-url", &second.base]).await;
+
+    let (status, _) = call(
+        &first,
+        &key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "p1", "integration": "provider" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, connect) = call(&first, &key, reqwest::Method::POST, "/v1/accounts/p1/connect", None).await;
+    assert_eq!(status, StatusCode::OK, "{connect}");
+    // The browser follows the provider's redirect to the other gateway.
+    let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
+        .await
+        .expect("browser");
+    assert!(landing.url().as_str().starts_with(&second.base), "{}", landing.url());
+    assert_eq!(landing.status(), StatusCode::OK);
+    assert!(landing.text().await.expect("page").contains("Account p1 is connected."));
+    let (_, account) = call(&first, &key, reqwest::Method::GET, "/v1/accounts/p1", None).await;
+    assert_eq!(account["status"], "connected", "{account}");
+
+    // Both gateways compile the account, then its token comes due.
+    for gateway in [&first, &second] {
+        let (status, _) = call(gateway, &key, reqwest::Method::GET, "/v1/accounts/p1/proxy/me", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let requests: Vec<_> = (0..500)
+        .map(|n| {
+            let base = if n % 2 == 0 {
+                first.base.clone()
+            } else {
+                second.base.clone()
+            };
+            let request = reqwest::Client::new()
+                .get(format!("{base}/v1/accounts/p1/proxy/me"))
+                .bearer_auth(&key);
+            tokio::spawn(async move { request.send().await.map(|response| response.status()) })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("task").expect("answered"), StatusCode::OK);
+    }
+    assert_eq!(
+        provider.token_calls("refresh_token"),
+        1,
+        "500 requests on two gateways, one refresh"
+    );
+}
