@@ -240,6 +240,12 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Removes pending authorizations that expired at or before `now`.
     async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize>;
 
+    /// Whether the store can be reached now (a database may be down while
+    /// the process runs); for health checks. The default says yes.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Calls `listener` with the changes other processes make to the
     /// records, for as long as the store lives.
     fn listen(&self, listener: ChangeListener) {

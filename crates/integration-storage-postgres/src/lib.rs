@@ -431,6 +431,13 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn check(&self) -> Result<()> {
+        self.run("check the database", |pool| async move {
+            sqlx::query("SELECT 1").execute(&pool).await.map_err(failed).map(drop)
+        })
+        .await
+    }
+
     fn listen(&self, listener: ChangeListener) {
         self.runtime.spawn(changes::listen(self.pool.clone(), listener));
     }

@@ -63,15 +63,22 @@ pub(crate) struct GlobalArgs {
 pub(crate) struct DatabaseUrl(secrecy::SecretString);
 
 impl DatabaseUrl {
-    fn parse(text: &str) -> Result<Self, String> {
-        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
-            return Err("a database URL starts with postgres:// (PostgreSQL is the database supported)".to_owned());
-        }
+    /// Takes any text: clap's own refusal would quote the value, password
+    /// and all, so it is checked when used ([`DatabaseUrl::expose`]).
+    fn parse(text: &str) -> Result<Self, std::convert::Infallible> {
         Ok(Self(secrecy::SecretString::from(text.to_owned())))
     }
 
-    pub(crate) fn expose(&self) -> &str {
-        secrecy::ExposeSecret::expose_secret(&self.0)
+    /// The URL, once it is known to be PostgreSQL's.
+    pub(crate) fn expose(&self) -> anyhow::Result<&str> {
+        let text = secrecy::ExposeSecret::expose_secret(&self.0);
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            anyhow::bail!(
+                "--database-url (INTEGRATIONS_DATABASE_URL) must start with postgres://: PostgreSQL is the database \
+                 supported"
+            );
+        }
+        Ok(text)
     }
 }
 

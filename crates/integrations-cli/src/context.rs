@@ -51,7 +51,7 @@ pub(crate) async fn database(global: &GlobalArgs) -> Result<Option<PostgresStora
         connect_timeout: Duration::from_secs(global.database_connect_timeout),
     };
     // The error names the host, port and database, never the password.
-    Ok(Some(PostgresStorage::connect(url.expose(), settings).await?))
+    Ok(Some(PostgresStorage::connect(url.expose()?, settings).await?))
 }
 
 /// Where accounts are kept, and the key that seals their secrets: the
@@ -59,24 +59,22 @@ pub(crate) async fn database(global: &GlobalArgs) -> Result<Option<PostgresStora
 /// with its encryption key, unless INTEGRATIONS_ENCRYPTION_KEY is set, when
 /// missing).
 pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
-    let (storage, key): (Arc<dyn Storage>, _) = match database(global).await? {
-        Some(database) => {
-            // Every gateway on the database must seal with the same key: one
-            // made up per data directory would lock the others out.
-            let Some(key) = EncryptionKey::from_env().context("cannot get the encryption key")? else {
-                bail!(
-                    "with --database-url, the encryption key comes from INTEGRATIONS_ENCRYPTION_KEY, the same on \
-                     every gateway: set it (for a new key: `openssl rand -base64 32`)"
-                );
-            };
-            (Arc::new(database), key)
-        }
-        None => {
-            let dir = data_dir(global)?;
-            create_private_dir(&dir)?;
-            let key = EncryptionKey::from_env_or_data_dir(&dir).context("cannot get the encryption key")?;
-            (Arc::new(SledStorage::open(dir.join("db"))?), key)
-        }
+    let (storage, key): (Arc<dyn Storage>, _) = if global.database_url.is_some() {
+        // Every gateway on the database must seal with the same key: one
+        // made up per data directory would lock the others out.
+        let Some(key) = EncryptionKey::from_env().context("cannot get the encryption key")? else {
+            bail!(
+                "with --database-url, the encryption key comes from INTEGRATIONS_ENCRYPTION_KEY, the same on \
+                 every gateway: set it (for a new key: `openssl rand -base64 32`)"
+            );
+        };
+        let database = database(global).await?.context("no database URL")?;
+        (Arc::new(database), key)
+    } else {
+        let dir = data_dir(global)?;
+        create_private_dir(&dir)?;
+        let key = EncryptionKey::from_env_or_data_dir(&dir).context("cannot get the encryption key")?;
+        (Arc::new(SledStorage::open(dir.join("db"))?), key)
     };
     Ok(AccountStore::new(storage, Cipher::new(&key)))
 }

@@ -829,3 +829,85 @@ fn an_existing_data_directory_is_made_private() {
     let mode = std::fs::metadata(&data).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "mode {mode:o}");
 }
+
+#[test]
+fn an_unreachable_database_is_one_clear_line_and_a_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let definitions = examples.to_str().expect("utf-8");
+    // Nothing listens on port 9 of loopback.
+    let unreachable = [
+        (
+            "INTEGRATIONS_DATABASE_URL",
+            "postgres://gw:pw-s3cret@127.0.0.1:9/integrations",
+        ),
+        ("INTEGRATIONS_DATABASE_CONNECT_TIMEOUT", "1"),
+        (
+            "INTEGRATIONS_ENCRYPTION_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ),
+    ];
+    for args in [
+        &["--definitions", definitions, "serve", "--listen", "127.0.0.1:0"][..],
+        &["keys", "list"],
+        &["migrate"],
+        &["--definitions", definitions, "accounts", "list"],
+    ] {
+        let run = integrations(dir.path(), args, &unreachable, None);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert_eq!(
+            run.stderr.trim(),
+            "error: cannot connect to PostgreSQL at 127.0.0.1:9/integrations: no connection within the connect timeout",
+            "{args:?}"
+        );
+        assert!(!run.stdout.contains("s3cret") && !run.stderr.contains("s3cret"));
+    }
+
+    let help = run(dir.path(), &["--help"]);
+    assert!(help.stdout.contains("--database-url <URL>"), "{}", help.stdout);
+    let not_postgres = integrations(
+        dir.path(),
+        &["migrate"],
+        &[("INTEGRATIONS_DATABASE_URL", "mysql://u:pw-s3cret@h/db")],
+        None,
+    );
+    assert_eq!(not_postgres.code, 1);
+    assert!(
+        not_postgres
+            .stderr
+            .contains("--database-url (INTEGRATIONS_DATABASE_URL) must start with postgres://"),
+        "{}",
+        not_postgres.stderr
+    );
+    assert!(!not_postgres.stderr.contains("s3cret"), "{}", not_postgres.stderr);
+    let nothing = run(dir.path(), &["migrate"]);
+    assert_eq!(nothing.code, 1);
+    assert!(
+        nothing.stderr.contains("nothing to migrate: pass --database-url"),
+        "{}",
+        nothing.stderr
+    );
+}
+
+#[test]
+fn a_shared_database_needs_the_encryption_key_from_the_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let run = integrations(
+        dir.path(),
+        &["--definitions", examples.to_str().expect("utf-8"), "accounts", "list"],
+        &[
+            ("INTEGRATIONS_DATABASE_URL", "postgres://postgres@127.0.0.1:9/x"),
+            ("INTEGRATIONS_DATABASE_CONNECT_TIMEOUT", "1"),
+        ],
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("with --database-url, the encryption key comes from INTEGRATIONS_ENCRYPTION_KEY"),
+        "{}",
+        run.stderr
+    );
+}

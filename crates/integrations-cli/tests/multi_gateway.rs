@@ -291,3 +291,143 @@ async fn an_oauth_flow_ends_on_the_other_gateway_and_a_refresh_storm_makes_one_t
         "500 requests on two gateways, one refresh"
     );
 }
+
+/// A TCP relay to PostgreSQL that can be cut (every connection dropped,
+/// new ones refused) and restored on the same port: a database restart as
+/// the gateway sees it, without stopping the server other tests use.
+struct Relay {
+    port: u16,
+    target: String,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let mut relay = Self {
+            port,
+            target,
+            running: None,
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let target = self.target.clone();
+        self.running = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Drops every connection and refuses new ones.
+    async fn cut(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abort();
+            let _ = running.await;
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the relay's port again");
+        self.serve(listener);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_gives_503_and_the_gateway_recovers_without_a_restart() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/hello"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("hi"))
+        .mount(&upstream)
+        .await;
+    let Some(mut shared) = Shared::new(&echo_definition(&upstream.uri())).await else {
+        return;
+    };
+    // The same database, through the relay.
+    let direct: url::Url = shared.database.parse().expect("a URL");
+    let target = format!("{}:{}", direct.host_str().expect("host"), direct.port().unwrap_or(5432));
+    let mut relay = Relay::start(target).await;
+    let mut relayed = direct.clone();
+    relayed.set_host(Some("127.0.0.1")).expect("host");
+    relayed.set_port(Some(relay.port)).expect("port");
+    shared.database = relayed.to_string();
+
+    let key = shared.run(&["keys", "create", "--name", "tests"]).trim().to_owned();
+    let gateway = shared.gateway("only", &["--database-connect-timeout", "1"]).await;
+    let (status, _) = call(
+        &gateway,
+        &key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "e1", "integration": "echo", "credentials": { "token": "t-s3cret" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let proxied = async || {
+        call(
+            &gateway,
+            &key,
+            reqwest::Method::GET,
+            "/v1/accounts/e1/proxy/hello",
+            None,
+        )
+        .await
+    };
+    assert_eq!(proxied().await.0, StatusCode::OK);
+
+    relay.cut().await;
+    let health = async || {
+        let response = reqwest::get(format!("{}/healthz", gateway.base))
+            .await
+            .expect("healthz");
+        (response.status(), response.json::<Value>().await.expect("JSON"))
+    };
+    assert!(
+        holds_within(Duration::from_secs(5), async || health().await.0
+            == StatusCode::SERVICE_UNAVAILABLE)
+        .await,
+        "/healthz reports the lost database"
+    );
+    assert_eq!(
+        health().await.1,
+        json!({ "status": "unavailable", "store": "unreachable" })
+    );
+    for path in ["/v1/accounts/e1/proxy/hello", "/v1/accounts/e1", "/v1/accounts"] {
+        let (status, body) = call(&gateway, &key, reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        assert_eq!(body["error"]["kind"], "unavailable", "{path}: {body}");
+        assert!(!body.to_string().contains("s3cret"));
+    }
+
+    relay.restore().await;
+    assert!(
+        holds_within(Duration::from_secs(10), async || health().await.0 == StatusCode::OK).await,
+        "the gateway sees the database back"
+    );
+    assert!(
+        holds_within(Duration::from_secs(5), async || proxied().await.0 == StatusCode::OK).await,
+        "proxying works again without a restart"
+    );
+    let (status, _) = call(
+        &gateway,
+        &key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "e2", "integration": "echo", "credentials": { "token": "t-s3cret" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "writes work again");
+}

@@ -170,17 +170,42 @@ pub struct RemovalView {
     pub revoke_failures: Vec<String>,
 }
 
-/// The gateway is up.
+/// Whether the gateway can serve.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, or `unavailable` while the store cannot be reached.
     pub status: &'static str,
+    /// `ok` or `unreachable`: the store of accounts and keys.
+    pub store: &'static str,
 }
 
-/// Liveness: no API key needed.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+/// Readiness: 200 when the gateway can serve, 503 while its store (the
+/// database) cannot be reached. No API key needed, and nothing but these
+/// two words is told.
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health, description = "The store cannot be reached"))
+)]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>) {
+    match state.integrations.store().storage().check().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                store: "ok",
+            }),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "health check: the store cannot be reached");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable",
+                    store: "unreachable",
+                }),
+            )
+        }
+    }
 }
 
 /// Every integration, sorted by key.

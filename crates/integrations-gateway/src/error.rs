@@ -18,7 +18,9 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid_input`, `not_found`, `already_exists`, `unauthorized`,
-    /// `refused`, `provider`, `timeout`, `transport` or `internal`.
+    /// `refused`, `provider`, `timeout`, `transport`, `unavailable` (the
+    /// store cannot be reached; `Retry-After` says when to try again) or
+    /// `internal`.
     pub kind: &'static str,
     /// One line for a person.
     pub message: String,
@@ -31,6 +33,9 @@ pub struct ApiError {
     kind: &'static str,
     message: String,
 }
+
+/// What a 503 tells clients to wait before trying again, in seconds.
+const STORE_RETRY_AFTER: &str = "1";
 
 impl ApiError {
     /// A response with `status`.
@@ -49,6 +54,21 @@ impl ApiError {
             "unauthorized",
             "a valid API key is required: send `Authorization: Bearer <key>`",
         )
+    }
+
+    /// The refusal of a request whose key is not accepted: 401, or 503
+    /// while the keys cannot be read (the store is down), so that clients
+    /// retry instead of dropping a key that is fine.
+    pub fn key_refused(keys: &crate::keys::ApiKeys) -> Self {
+        if keys.unreadable() {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the API keys cannot be read now: try again shortly",
+            )
+        } else {
+            Self::unauthorized()
+        }
     }
 
     /// 404 for a path parameter.
@@ -73,8 +93,13 @@ impl From<Error> for ApiError {
             ErrorKind::Provider => (StatusCode::BAD_GATEWAY, "provider"),
             ErrorKind::Transport => (StatusCode::BAD_GATEWAY, "transport"),
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            // The database is unreachable: the route works again when it is back.
+            ErrorKind::Storage if error.is_temporary() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(%error, "the store is unavailable");
+        }
         if status.is_server_error() && kind == "internal" {
             tracing::error!(%error, "request failed");
         }
@@ -124,6 +149,8 @@ impl IntoResponse for ApiError {
         });
         if self.status == StatusCode::UNAUTHORIZED {
             (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            (self.status, [(header::RETRY_AFTER, STORE_RETRY_AFTER)], body).into_response()
         } else {
             (self.status, body).into_response()
         }

@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ struct Accepted {
     /// Changes whenever the set of keys does: a key accepted at one
     /// generation is still valid while it lasts.
     generation: AtomicU64,
+    /// Whether the last read failed (and every key is refused).
+    unreadable: AtomicBool,
 }
 
 impl Accepted {
@@ -57,6 +59,7 @@ impl Accepted {
     }
 
     fn replace(&self, keys: Vec<ApiKey>) {
+        self.unreadable.store(false, Ordering::Release);
         let mut accepted = self.keys();
         if *accepted != keys {
             *accepted = keys;
@@ -146,6 +149,13 @@ impl ApiKeys {
         matching
     }
 
+    /// Whether the keys could not be read the last time they were: every
+    /// key is refused meanwhile, which the gateway says with a 503 rather
+    /// than a 401.
+    pub fn unreadable(&self) -> bool {
+        self.accepted.unreadable.load(Ordering::Acquire)
+    }
+
     /// Whether any key exists.
     pub fn is_empty(&self) -> bool {
         self.accepted.keys().is_empty()
@@ -178,6 +188,7 @@ fn spawn_reloader(storage: Arc<dyn KeyStorage>, accepted: Weak<Accepted>) -> Res
                         Err(error) => {
                             tracing::error!(%error, "cannot read the API keys; every key is refused until they can be read");
                             accepted.replace(Vec::new());
+                            accepted.unreadable.store(true, Ordering::Release);
                         }
                     }
                 }
@@ -403,6 +414,7 @@ mod tests {
             settles(&keys, secret.expose_secret(), false).await,
             "unreadable keys are refused, not the old set kept"
         );
+        assert!(keys.unreadable());
         let error = ApiKeys::in_data_dir(dir.path()).await.expect_err("unreadable at start");
         assert!(error.to_string().contains("cannot parse the API key file"), "{error}");
     }

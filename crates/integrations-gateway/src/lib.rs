@@ -183,7 +183,7 @@ async fn require_api_key(
     ) {
         Ok(next.run(request).await)
     } else {
-        Err(ApiError::unauthorized())
+        Err(ApiError::key_refused(&state.keys))
     }
 }
 
@@ -223,7 +223,7 @@ impl Gateway {
     pub(crate) async fn proxy(&self, request: Request) -> Response {
         let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         if !proxy::policy::presents_a_key(&self.state.keys, authorization) {
-            return ApiError::unauthorized().into_response();
+            return ApiError::key_refused(&self.state.keys).into_response();
         }
         proxy::forward(&self.state, request, self.body_read_timeout).await
     }

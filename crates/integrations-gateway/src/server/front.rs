@@ -98,7 +98,7 @@ pub(crate) async fn serve(
                 front.buffer.advance(head_length + body_length);
             }
             let close = close || !buffered;
-            let refused = ApiError::unauthorized().into_response();
+            let refused = ApiError::key_refused(&app.state.keys).into_response();
             if front.write_gateway_response(refused, head_only, close).await.is_err() {
                 return;
             }
