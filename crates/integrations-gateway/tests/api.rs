@@ -12,7 +12,10 @@ async fn health_needs_no_key_and_everything_else_does() {
     let gateway = Gateway::start().await;
     let health = reqwest::get(format!("{}/healthz", gateway.base)).await.expect("health");
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(health.json::<Value>().await.expect("json"), json!({ "status": "ok" }));
+    assert_eq!(
+        health.json::<Value>().await.expect("json"),
+        json!({ "status": "ok", "store": "ok" })
+    );
 
     for path in [
         "/v1/integrations",
