@@ -266,6 +266,31 @@ impl Storage for FileStorage {
         })
         .await
     }
+
+    /// Every pending authorization, sorted by state.
+    async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
+        self.blocking(move |storage| {
+            let entries = fs::read_dir(storage.inner.dir.join("pending"))
+                .map_err(|error| storage_error("cannot list the pending authorizations", error))?;
+            let mut listed = Vec::new();
+            for entry in entries {
+                let path = entry
+                    .map_err(|error| storage_error("cannot list the pending authorizations", error))?
+                    .path();
+                if path.extension().is_none_or(|extension| extension != "json") {
+                    continue;
+                }
+                if let Some(bytes) = read(&path)? {
+                    listed.push(serde_json::from_slice::<PendingAuthorization>(&bytes).map_err(|error| {
+                        Error::new(ErrorKind::Unreadable, "cannot parse a pending authorization").with_source(error)
+                    })?);
+                }
+            }
+            listed.sort_by(|a, b| a.state.cmp(&b.state));
+            Ok(listed)
+        })
+        .await
+    }
 }
 
 fn read_account(path: &Path, id: &AccountId) -> Result<Option<StoredAccount>> {

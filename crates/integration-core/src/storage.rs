@@ -199,6 +199,8 @@ pub type ChangeListener = Arc<dyn Fn(&StoreChange) + Send + Sync>;
 /// - `delete_expired_pending_authorizations` removes those whose
 ///   `expires_at` is at or before `now`, returns how many, and keeps the
 ///   others.
+/// - `pending_authorizations` lists every pending authorization, sorted by
+///   state (a backend may leave it out: the default is an error).
 /// - Sealed secrets come back byte for byte as they were stored.
 /// - An acknowledged write survives the process being killed right after
 ///   (for backends that persist at all).
@@ -239,6 +241,16 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Removes pending authorizations that expired at or before `now`.
     async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize>;
+
+    /// Every pending authorization, sorted by state (to copy or re-seal
+    /// them; they are few and short-lived). The default says the backend
+    /// cannot list them.
+    async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Storage,
+            "this storage backend cannot list its pending authorizations",
+        ))
+    }
 
     /// Whether the store can be reached now (a database may be down while
     /// the process runs); for health checks. The default says yes.

@@ -123,6 +123,10 @@ impl Storage for MemoryStorage {
         state.pending.retain(|_, pending| pending.expires_at > now);
         Ok(before - state.pending.len())
     }
+
+    async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
+        Ok(self.state().pending.values().cloned().collect())
+    }
 }
 
 #[async_trait]

@@ -431,6 +431,19 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
+        self.run("list pending authorizations", |pool| async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {PENDING_COLUMNS} FROM integration_pending_authorizations ORDER BY state"
+            ))
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)?;
+            rows.iter().map(pending_from_row).collect()
+        })
+        .await
+    }
+
     async fn check(&self) -> Result<()> {
         self.run("check the database", |pool| async move {
             sqlx::query("SELECT 1").execute(&pool).await.map_err(failed).map(drop)

@@ -328,6 +328,17 @@ impl Storage for SledStorage {
         }
         Ok(deleted)
     }
+
+    async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
+        // Keys are the states' bytes: the scan is in state order.
+        self.pending
+            .iter()
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(|error| storage_error("cannot read pending authorizations", error))?;
+                decode_pending(&bytes)
+            })
+            .collect()
+    }
 }
 
 fn is_lock_held(error: &sled::Error) -> bool {

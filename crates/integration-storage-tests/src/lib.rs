@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
             concurrent_takes_of_one_state_get_it_exactly_once,
             duplicate_pending_state_is_refused,
             expired_pending_authorizations_are_deleted_and_others_kept,
+            pending_authorizations_are_listed_by_state,
             sealed_secrets_round_trip_byte_for_byte,
         );
     };
@@ -184,6 +185,7 @@ where
     concurrent_takes_of_one_state_get_it_exactly_once(factory().await).await;
     duplicate_pending_state_is_refused(factory().await).await;
     expired_pending_authorizations_are_deleted_and_others_kept(factory().await).await;
+    pending_authorizations_are_listed_by_state(factory().await).await;
     sealed_secrets_round_trip_byte_for_byte(factory().await).await;
     for layout in [Layout::Threaded, Layout::RuntimePerWorker { workers: 4 }] {
         stress::concurrent_inserts_all_land(factory().await, layout).await;
@@ -641,6 +643,28 @@ pub async fn expired_pending_authorizations_are_deleted_and_others_kept(storage:
             .expect("take")
             .is_some(),
         "live must stay"
+    );
+}
+
+/// Behavior: `pending_authorizations` lists every pending authorization,
+/// sorted by state, as stored.
+pub async fn pending_authorizations_are_listed_by_state(storage: Arc<impl Storage + ?Sized>) {
+    let expires_at = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    assert!(storage.pending_authorizations().await.expect("list").is_empty());
+    for state in ["state-b", "state-a", "state-c"] {
+        storage
+            .insert_pending_authorization(&sample_pending(state, expires_at))
+            .await
+            .expect("insert");
+    }
+    storage.take_pending_authorization("state-c").await.expect("take");
+    let listed = storage.pending_authorizations().await.expect("list");
+    assert_eq!(
+        listed,
+        [
+            sample_pending("state-a", expires_at),
+            sample_pending("state-b", expires_at)
+        ]
     );
 }
 

@@ -58,6 +58,25 @@ pub(crate) struct GlobalArgs {
     pub(crate) database_connect_timeout: u64,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum StorageCommand {
+    /// Copy every account, API key and pending authorization of the store in
+    /// use (the data directory, or --database-url) to a PostgreSQL database,
+    /// still sealed, then check the copy. Stop the gateway first.
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// The database to copy to (postgres://user:password@host:port/database).
+    #[arg(long, value_name = "URL", value_parser = DatabaseUrl::parse)]
+    pub(crate) to: DatabaseUrl,
+    /// Copy into a database that already holds records (records with the
+    /// same id must then be equal).
+    #[arg(long)]
+    pub(crate) allow_non_empty: bool,
+}
+
 /// A PostgreSQL URL; it may hold a password, so it is never shown.
 #[derive(Clone)]
 pub(crate) struct DatabaseUrl(secrecy::SecretString);
@@ -109,6 +128,9 @@ pub(crate) enum Command {
     /// Bring the PostgreSQL schema of --database-url up to date and exit
     /// (gateways also do it when they start).
     Migrate,
+    /// Move between stores.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Make an HTTP request through an account, with its credential and
     /// request parameters applied, and print the response body.
     #[command(after_long_help = REQUEST_HELP)]

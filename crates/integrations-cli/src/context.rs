@@ -13,7 +13,7 @@ use integrations::storage::{KeyStorage, Storage};
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 use integrations_gateway::keys::KeyFile;
 
-use crate::cli::GlobalArgs;
+use crate::cli::{DatabaseUrl, GlobalArgs};
 
 /// The data directory: `--data-dir`, or `integrations` in the user's data
 /// directory.
@@ -43,15 +43,34 @@ pub(crate) fn definitions(global: &GlobalArgs) -> Result<Definitions> {
 
 /// Connects to the PostgreSQL database of `--database-url`, migrating it.
 pub(crate) async fn database(global: &GlobalArgs) -> Result<Option<PostgresStorage>> {
-    let Some(url) = &global.database_url else {
-        return Ok(None);
-    };
+    match &global.database_url {
+        Some(url) => Ok(Some(connect(global, url).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Connects to the database at `url` with the pool settings of the flags,
+/// migrating it.
+pub(crate) async fn connect(global: &GlobalArgs, url: &DatabaseUrl) -> Result<PostgresStorage> {
     let settings = PoolSettings {
         max_connections: global.database_pool_size,
         connect_timeout: Duration::from_secs(global.database_connect_timeout),
     };
     // The error names the host, port and database, never the password.
-    Ok(Some(PostgresStorage::connect(url.expose()?, settings).await?))
+    Ok(PostgresStorage::connect(url.expose()?, settings).await?)
+}
+
+/// The records as the backend keeps them, sealed: the database of
+/// `--database-url`, or sled in the data directory.
+pub(crate) async fn storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>> {
+    Ok(match database(global).await? {
+        Some(database) => Arc::new(database),
+        None => {
+            let dir = data_dir(global)?;
+            create_private_dir(&dir)?;
+            Arc::new(SledStorage::open(dir.join("db"))?)
+        }
+    })
 }
 
 /// Where accounts are kept, and the key that seals their secrets: the

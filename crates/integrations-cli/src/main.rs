@@ -8,6 +8,7 @@ mod request;
 mod secrets;
 mod serve;
 mod sftp;
+mod storage;
 mod validate;
 
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use crate::cli::{AccountsCommand, Cli, Command};
+use crate::cli::{AccountsCommand, Cli, Command, StorageCommand};
 
 fn main() -> ExitCode {
     integrations::register_methods();
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(global, args),
         Command::Keys(command) => block_on(serve::keys(global, command)),
         Command::Migrate => block_on(serve::migrate(global)),
+        Command::Storage(StorageCommand::Copy(args)) => block_on(storage::copy(global, args)),
         Command::Validate(args) => validate::run(global, args),
         Command::Schema => validate::schema(),
         Command::Accounts(AccountsCommand::Add(args)) => block_on(accounts::add(global, *args)),

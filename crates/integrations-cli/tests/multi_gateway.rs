@@ -431,3 +431,97 @@ async fn a_database_outage_gives_503_and_the_gateway_recovers_without_a_restart(
     .await;
     assert_eq!(status, StatusCode::CREATED, "writes work again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_is_copied_to_postgres_and_served_from_there() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/hello"))
+        .and(header("authorization", "Bearer t-s3cret-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("hi"))
+        .mount(&upstream)
+        .await;
+    let Some(shared) = Shared::new(&echo_definition(&upstream.uri())).await else {
+        return;
+    };
+    // A data directory as a single gateway on sled leaves it.
+    let sled_dir = shared.data.path().join("sled");
+    let on_sled = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_integrations"))
+            .args(["--definitions", shared.definitions.path().to_str().expect("utf-8")])
+            .args(args)
+            .env("INTEGRATIONS_DATA_DIR", &sled_dir)
+            .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+            .env_remove("INTEGRATIONS_DATABASE_URL")
+            .output()
+            .expect("run integrations");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (_, key, _) = on_sled(&["keys", "create", "--name", "moved"]);
+    let key = key.trim().to_owned();
+    for n in 1..=3 {
+        let (code, _, stderr) = on_sled(&[
+            "accounts",
+            "add",
+            "echo",
+            "--id",
+            &format!("e{n}"),
+            "--credential",
+            &format!("token=t-s3cret-{n}"),
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    {
+        // An OAuth 2.0 flow in progress.
+        use integrations::storage::Storage;
+        let sled = integrations::storage::sled::SledStorage::open(sled_dir.join("db")).expect("open sled");
+        let pending = integrations::storage::PendingAuthorization {
+            state: "in-flight".to_owned(),
+            account: integrations::AccountId::new("e1").expect("id"),
+            created_at: integrations::time::OffsetDateTime::now_utc(),
+            expires_at: integrations::time::OffsetDateTime::now_utc() + Duration::from_secs(600),
+            data: Default::default(),
+            secrets: Default::default(),
+        };
+        sled.insert_pending_authorization(&pending).await.expect("pending");
+    }
+
+    let (code, stdout, stderr) = on_sled(&["storage", "copy", "--to", &shared.database]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("copied and checked 3 accounts, 1 API keys and 1 pending authorizations to PostgresStorage"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = on_sled(&["storage", "copy", "--to", &shared.database]);
+    assert_eq!(code, Some(1), "a second copy into a database with records is refused");
+    assert!(stderr.contains("the target database already holds records"), "{stderr}");
+    assert!(!stderr.contains(&shared.database), "the URL is not shown: {stderr}");
+    let (code, _, stderr) = on_sled(&["storage", "copy", "--to", &shared.database, "--allow-non-empty"]);
+    assert_eq!(code, Some(0), "the same records again are fine: {stderr}");
+
+    // Gateways on the database, with the data directory's key, serve them.
+    let sealed_with = std::fs::read_to_string(sled_dir.join("encryption.key")).expect("the key");
+    let gateway = Gateway::start_with(
+        shared.definitions.path().to_str().expect("utf-8"),
+        &shared.data.path().join("gateway"),
+        &[],
+        &[
+            ("INTEGRATIONS_DATABASE_URL", shared.database.as_str()),
+            ("INTEGRATIONS_ENCRYPTION_KEY", sealed_with.trim()),
+        ],
+    )
+    .await;
+    let (status, _) = call(
+        &gateway,
+        &key,
+        reqwest::Method::GET,
+        "/v1/accounts/e2/proxy/hello",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
