@@ -26,6 +26,11 @@ use thread_local::ThreadLocal;
 #[cfg(feature = "http")]
 const THREAD_CACHE: usize = 4096;
 
+/// How many compiled accounts are kept, unless
+/// [`Integrations::with_compiled_accounts`] says otherwise.
+#[cfg(feature = "http")]
+pub const DEFAULT_COMPILED_ACCOUNTS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(10_000).unwrap();
+
 /// Registers the auth methods of this build, one per enabled feature, with
 /// [`method::register`]; the methods left out are recorded with the
 /// feature of the `integrations` crate that brings them, for the error a
@@ -75,13 +80,34 @@ pub struct Removal {
 ///
 /// `account` reads an account from storage once, compiles its request
 /// settings and builds its auth method, then hands out the same client
-/// until the account is changed through [`Integrations::forget`] or
-/// [`Integrations::remove_account`]. Each thread keeps its own copies
+/// until the account is changed. Each thread keeps its own copies
 /// ([`AccountClient::detached`]), so threads making requests through the
 /// same account share no lock and no reference count.
 ///
 /// Cloning is cheap: clones share the definitions, the store, the HTTP
 /// client and every cache, as `Arc<Integrations>` would.
+///
+/// # Behavior
+///
+/// The cache of compiled accounts:
+///
+/// - holds at most [`with_compiled_accounts`](Self::with_compiled_accounts)
+///   accounts ([`DEFAULT_COMPILED_ACCOUNTS`]), the least recently used
+///   going first, and each thread at most as many copies (4096 at most):
+///   memory is bounded whatever the number of accounts;
+/// - drops an account changed or removed through this value
+///   ([`forget`](Self::forget), [`remove_account`](Self::remove_account))
+///   before the call returns;
+/// - drops an account another process changes or removes (another gateway
+///   on the same database) as soon as the store tells
+///   ([`Storage::listen`](integration_core::Storage::listen): within a
+///   second; PostgreSQL tells at once, by `LISTEN`/`NOTIFY`);
+/// - drops every account whenever the store says changes may have been
+///   missed (its channel dropped), and keeps doing so while the channel is
+///   down: each use then reads the record, its revision with it, from the
+///   store, and a store that cannot be reached is an error rather than a
+///   stale copy served. A removed account is never served from the cache
+///   once its removal is heard.
 #[derive(Debug, Clone)]
 pub struct Integrations {
     definitions: Arc<Definitions>,
@@ -98,6 +124,10 @@ pub struct Integrations {
     generation: Arc<AtomicU64>,
     #[cfg(feature = "http")]
     per_thread: Arc<ThreadLocal<RefCell<ThreadClients>>>,
+    /// The most copies each thread keeps: [`THREAD_CACHE`], or fewer when
+    /// fewer accounts are kept compiled.
+    #[cfg(feature = "http")]
+    thread_cache: usize,
     #[cfg(feature = "sftp")]
     sftp: Arc<sftp::SftpClients>,
 }
@@ -131,11 +161,24 @@ impl Integrations {
             generation: Arc::default(),
             #[cfg(feature = "http")]
             per_thread: Arc::default(),
+            #[cfg(feature = "http")]
+            thread_cache: THREAD_CACHE.min(DEFAULT_COMPILED_ACCOUNTS.get()),
             #[cfg(feature = "sftp")]
             sftp: Arc::default(),
         };
         integrations.listen_to_the_store();
         integrations
+    }
+
+    /// Keeps at most `capacity` compiled accounts (each with its token
+    /// cache and connection settings), the least recently used going
+    /// first: [`DEFAULT_COMPILED_ACCOUNTS`] unless told.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn with_compiled_accounts(mut self, capacity: std::num::NonZeroUsize) -> Self {
+        self.lock_clients().compiled.resize(capacity);
+        self.thread_cache = THREAD_CACHE.min(capacity.get());
+        self
     }
 
     /// The definitions.
@@ -206,7 +249,7 @@ impl Integrations {
             self.per_thread
                 .get_or_default()
                 .borrow_mut()
-                .insert(id, client.clone(), generation);
+                .insert(id, client.clone(), generation, self.thread_cache);
             return Ok(client);
         }
     }
@@ -217,7 +260,7 @@ impl Integrations {
     #[cfg(feature = "http")]
     async fn shared_client(&self, id: &AccountId, generation: u64) -> Result<Option<AccountClient>> {
         {
-            let clients = self.lock_clients();
+            let mut clients = self.lock_clients();
             if clients.removing.contains_key(id) {
                 return Err(being_removed(id));
             }
@@ -236,7 +279,7 @@ impl Integrations {
         }
         // Another task may have compiled it meanwhile: keep one, so that its
         // token cache is shared.
-        Ok(Some(clients.compiled.entry(id.clone()).or_insert(client).clone()))
+        Ok(Some(clients.compiled.get_or_insert(id.clone(), || client).clone()))
     }
 
     /// Drops the compiled account, so the next `account` call reads it
@@ -386,7 +429,7 @@ impl Caches<'_> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         #[cfg(feature = "http")]
         match id {
-            Some(id) => drop(clients.compiled.remove(id)),
+            Some(id) => drop(clients.compiled.pop(id)),
             None => clients.compiled.clear(),
         }
         // Under the lock, so that a compilation begun before this cannot be
@@ -401,12 +444,24 @@ impl Caches<'_> {
 }
 
 /// The compiled accounts all threads share, and the ids being removed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SharedClients {
+    /// The most recently used ones: memory stays bounded however many
+    /// accounts there are.
     #[cfg(feature = "http")]
-    compiled: HashMap<AccountId, AccountClient>,
+    compiled: lru::LruCache<AccountId, AccountClient>,
     /// How many removals of each id are in flight.
     removing: HashMap<AccountId, usize>,
+}
+
+impl Default for SharedClients {
+    fn default() -> Self {
+        Self {
+            #[cfg(feature = "http")]
+            compiled: lru::LruCache::new(DEFAULT_COMPILED_ACCOUNTS),
+            removing: HashMap::new(),
+        }
+    }
 }
 
 #[cfg(any(feature = "http", feature = "sftp"))]
@@ -466,11 +521,11 @@ impl ThreadClients {
         self.clients.get(id).cloned()
     }
 
-    fn insert(&mut self, id: &AccountId, client: AccountClient, generation: u64) {
+    fn insert(&mut self, id: &AccountId, client: AccountClient, generation: u64, limit: usize) {
         if self.generation != generation {
             return;
         }
-        if self.clients.len() >= THREAD_CACHE {
+        if self.clients.len() >= limit {
             self.clients.clear();
         }
         self.clients.insert(id.clone(), client);

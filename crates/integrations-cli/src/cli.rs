@@ -268,6 +268,10 @@ pub(crate) struct ServeArgs {
     /// Ctrl-C; what is left then is closed.
     #[arg(long, env = "INTEGRATIONS_SHUTDOWN_GRACE", default_value = "30")]
     pub(crate) shutdown_grace: u64,
+    /// Accounts kept compiled (credentials opened, token cached); the least
+    /// recently used go first, so memory stays bounded.
+    #[arg(long, env = "INTEGRATIONS_COMPILED_ACCOUNTS", default_value = "10000")]
+    pub(crate) compiled_accounts: std::num::NonZeroUsize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,7 +32,9 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     }
 
     let (integrations, keys) = crate::block_on(async {
-        let integrations = context::integrations_with_http(global, HttpClient::with_pool_per_thread()?).await?;
+        let integrations = context::integrations_with_http(global, HttpClient::with_pool_per_thread()?)
+            .await?
+            .with_compiled_accounts(args.compiled_accounts);
         let keys = ApiKeys::new(context::key_storage(global).await?).await?;
         Ok((integrations, keys))
     })?;
