@@ -149,6 +149,27 @@ impl AccountStore {
         }
     }
 
+    /// Seals every secret of account `id` again with the active key, if any
+    /// was sealed with another key of the keyring, by compare-and-swap (a
+    /// change made meanwhile is kept, and re-sealed in turn). Returns
+    /// whether the record was re-sealed; a missing account is `false`.
+    pub async fn rewrap(&self, id: &AccountId) -> Result<bool> {
+        loop {
+            let Some(stored) = self.storage.account(id).await? else {
+                return Ok(false);
+            };
+            let active = Some(self.cipher.key_id());
+            if stored.sealed_values().all(|sealed| sealed.key_id() == active) {
+                return Ok(false);
+            }
+            let account = self.open(stored)?;
+            match self.update(&account).await? {
+                Update::Updated(_) => return Ok(true),
+                Update::Conflict(_) => continue,
+            }
+        }
+    }
+
     /// Replaces the credentials and status of `account` with a
     /// compare-and-swap on its revision.
     pub async fn update_credentials(

@@ -10,6 +10,9 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -20,6 +23,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::{Error, ErrorKind, Result};
+
+mod keyring;
+
+pub use keyring::{ENCRYPTION_KEYS_ENV, KEYRING_ENV, KEYRING_FILE_NAME, Keyring};
 
 /// The environment variable that holds the encryption key (32 bytes, in
 /// base64 or hex).
@@ -191,12 +198,30 @@ impl fmt::Debug for EncryptionKey {
 }
 
 /// The public fingerprint of a key, shown in errors and logs.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyId([u8; KEY_ID_LEN]);
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = Error;
+
+    /// A key id as it is shown: 8 hex digits.
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.len() != 2 * KEY_ID_LEN || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(key_error(format!("`{text}` is not a key id (8 hex digits)")));
+        }
+        let mut id = [0u8; KEY_ID_LEN];
+        for (index, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * index..2 * index + 2], 16)
+                .map_err(|_| key_error(format!("`{text}` is not a key id (8 hex digits)")))?;
+        }
+        Ok(Self(id))
     }
 }
 
@@ -219,6 +244,14 @@ impl SealedSecret {
     /// The envelope bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The id of the key it was sealed with, read from its envelope.
+    pub fn key_id(&self) -> Option<KeyId> {
+        let id = self.0.get(1..1 + KEY_ID_LEN)?;
+        let mut key_id = [0u8; KEY_ID_LEN];
+        key_id.copy_from_slice(id);
+        Some(KeyId(key_id))
     }
 }
 
@@ -244,25 +277,144 @@ impl<'de> Deserialize<'de> for SealedSecret {
     }
 }
 
-/// Seals and opens secret values with one key.
+/// Seals secret values with the active key of a [`Keyring`], and opens
+/// them with whichever of its keys sealed them (the key id is in the
+/// envelope).
+///
+/// Cloning is cheap and shares the keys: a cipher made with
+/// [`Cipher::reloading`] picks up a changed keyring in every clone.
 #[derive(Clone)]
 pub struct Cipher {
-    key_id: KeyId,
+    inner: Arc<CipherInner>,
+}
+
+struct CipherInner {
+    keys: RwLock<Arc<Sealers>>,
+    source: Option<Source>,
+}
+
+/// One AEAD per key of the keyring, the active one first.
+struct Sealers {
+    active: Sealer,
+    others: Vec<Sealer>,
+}
+
+struct Sealer {
+    id: KeyId,
     aead: XChaCha20Poly1305,
 }
 
-impl Cipher {
-    /// A cipher over `key`.
-    pub fn new(key: &EncryptionKey) -> Self {
-        Self {
-            key_id: key.id(),
+impl Sealers {
+    fn new(keyring: &Keyring) -> Self {
+        let sealer = |key: &EncryptionKey| Sealer {
+            id: key.id(),
             aead: XChaCha20Poly1305::new(key.bytes.as_slice().into()),
+        };
+        Self {
+            active: sealer(keyring.active()),
+            others: keyring.keys()[1..].iter().map(sealer).collect(),
         }
     }
 
-    /// The id of the key in use.
+    fn find(&self, id: &[u8]) -> Option<&Sealer> {
+        std::iter::once(&self.active)
+            .chain(&self.others)
+            .find(|sealer| sealer.id.0 == id)
+    }
+}
+
+type LoadKeyring = dyn Fn() -> Result<Keyring> + Send + Sync;
+
+/// Where a reloading cipher reads its keyring again.
+struct Source {
+    load: Box<LoadKeyring>,
+    started: Instant,
+    /// Milliseconds after `started` of the last reload: an atomic, as
+    /// every seal and open looks at it.
+    reloaded: AtomicU64,
+}
+
+/// How often a reloading cipher reads its keyring again when used.
+pub const KEYRING_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// How soon a value sealed with a key it does not know makes a reloading
+/// cipher read its keyring again.
+const RELOAD_ON_UNKNOWN_KEY: Duration = Duration::from_millis(100);
+
+impl Cipher {
+    /// A cipher over `key` alone.
+    pub fn new(key: &EncryptionKey) -> Self {
+        Self::with_keyring(&Keyring::new(key.clone()))
+    }
+
+    /// A cipher over `keyring`: sealing with its active key, opening with
+    /// any of its keys.
+    pub fn with_keyring(keyring: &Keyring) -> Self {
+        Self {
+            inner: Arc::new(CipherInner {
+                keys: RwLock::new(Arc::new(Sealers::new(keyring))),
+                source: None,
+            }),
+        }
+    }
+
+    /// A cipher over the keyring `load` gives, read now and again when
+    /// the cipher is used at most every [`KEYRING_RELOAD_INTERVAL`], and at
+    /// once when a value sealed with a key it does not know is opened (a
+    /// key another process rotated to). A keyring that cannot be read
+    /// again leaves the keys as they were.
+    pub fn reloading(load: impl Fn() -> Result<Keyring> + Send + Sync + 'static) -> Result<Self> {
+        let keyring = load()?;
+        Ok(Self {
+            inner: Arc::new(CipherInner {
+                keys: RwLock::new(Arc::new(Sealers::new(&keyring))),
+                source: Some(Source {
+                    load: Box::new(load),
+                    started: Instant::now(),
+                    reloaded: AtomicU64::new(0),
+                }),
+            }),
+        })
+    }
+
+    /// The id of the active key, which seals.
     pub fn key_id(&self) -> KeyId {
-        self.key_id
+        self.sealers().active.id
+    }
+
+    /// The ids of every key, the active one first.
+    pub fn key_ids(&self) -> Vec<KeyId> {
+        let sealers = self.sealers();
+        std::iter::once(&sealers.active)
+            .chain(&sealers.others)
+            .map(|sealer| sealer.id)
+            .collect()
+    }
+
+    fn sealers(&self) -> Arc<Sealers> {
+        Arc::clone(&self.inner.keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads the keyring again if it was last read at least `interval` ago.
+    fn reload_after(&self, interval: Duration) {
+        let Some(source) = &self.inner.source else { return };
+        let now = u64::try_from(source.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = source.reloaded.load(Ordering::Relaxed);
+        let interval = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) < interval
+            || source
+                .reloaded
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        match (source.load)() {
+            Ok(keyring) => {
+                let sealers = Arc::new(Sealers::new(&keyring));
+                *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = sealers;
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the keyring again; keeping the keys in use"),
+        }
     }
 
     /// Encrypts `plaintext`, bound to `owner` (an account id or pending
@@ -275,13 +427,16 @@ impl Cipher {
     /// that must be the same when it is opened, such as a digest of where
     /// the value may be used.
     pub fn seal_in_context(&self, owner: &str, field: &str, context: &[u8], plaintext: &[u8]) -> SealedSecret {
+        self.reload_after(KEYRING_RELOAD_INTERVAL);
+        let sealers = self.sealers();
+        let active = &sealers.active;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut envelope = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         envelope.push(ENVELOPE_VERSION);
-        envelope.extend_from_slice(&self.key_id.0);
+        envelope.extend_from_slice(&active.id.0);
         envelope.extend_from_slice(&nonce);
         let aad = associated_data(&envelope, owner, field, Some(context));
-        let ciphertext = self
+        let ciphertext = active
             .aead
             .encrypt(
                 &nonce,
@@ -301,10 +456,10 @@ impl Cipher {
         self.open_in_context(owner, field, &[], sealed)
     }
 
-    /// Decrypts a value sealed for `owner`, `field` and `context`. A value
-    /// in a version 1 envelope, sealed before contexts were bound, opens
-    /// for its owner and field whatever `context` is; sealing it again
-    /// binds the context.
+    /// Decrypts a value sealed for `owner`, `field` and `context`, with the
+    /// key of the keyring that sealed it. A value in a version 1 envelope,
+    /// sealed before contexts were bound, opens for its owner and field
+    /// whatever `context` is; sealing it again binds the context.
     pub fn open_in_context(
         &self,
         owner: &str,
@@ -321,17 +476,25 @@ impl Cipher {
             ENVELOPE_VERSION_1 => None,
             other => return Err(OpenError::UnknownVersion(other)),
         };
-        let mut key_id = [0u8; KEY_ID_LEN];
-        key_id.copy_from_slice(&envelope[1..1 + KEY_ID_LEN]);
-        if key_id != self.key_id.0 {
-            return Err(OpenError::OtherKey {
-                sealed_with: KeyId(key_id),
-                current: self.key_id,
-            });
+        let key_id = &envelope[1..1 + KEY_ID_LEN];
+        self.reload_after(KEYRING_RELOAD_INTERVAL);
+        let mut sealers = self.sealers();
+        if sealers.find(key_id).is_none() {
+            self.reload_after(RELOAD_ON_UNKNOWN_KEY);
+            sealers = self.sealers();
         }
+        let Some(sealer) = sealers.find(key_id) else {
+            let mut sealed_with = [0u8; KEY_ID_LEN];
+            sealed_with.copy_from_slice(key_id);
+            return Err(OpenError::OtherKey {
+                sealed_with: KeyId(sealed_with),
+                current: sealers.active.id,
+            });
+        };
         let nonce = XNonce::from_slice(&envelope[1 + KEY_ID_LEN..HEADER_LEN]);
         let aad = associated_data(&envelope[..HEADER_LEN], owner, field, context);
-        self.aead
+        sealer
+            .aead
             .decrypt(
                 nonce,
                 Payload {
@@ -347,8 +510,9 @@ impl Cipher {
 impl fmt::Debug for Cipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cipher")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
+            .field("key_ids", &self.key_ids())
+            .field("reloading", &self.inner.source.is_some())
+            .finish()
     }
 }
 
@@ -412,10 +576,12 @@ mod tests {
     fn seal_v1(cipher: &Cipher, owner: &str, field: &str, plaintext: &[u8]) -> SealedSecret {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut envelope = vec![ENVELOPE_VERSION_1];
-        envelope.extend_from_slice(&cipher.key_id.0);
+        let sealers = cipher.sealers();
+        envelope.extend_from_slice(&sealers.active.id.0);
         envelope.extend_from_slice(&nonce);
         let aad = associated_data(&envelope, owner, field, None);
-        let ciphertext = cipher
+        let ciphertext = sealers
+            .active
             .aead
             .encrypt(
                 &nonce,

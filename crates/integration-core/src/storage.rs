@@ -46,6 +46,13 @@ pub struct StoredAccount {
     pub revision: u64,
 }
 
+impl StoredAccount {
+    /// Every sealed value: secret parameters, then credentials.
+    pub fn sealed_values(&self) -> impl Iterator<Item = &SealedSecret> {
+        self.secret_parameters.values().chain(self.credentials.values())
+    }
+}
+
 /// An OAuth 2.0 authorization in progress, kept from the authorization URL
 /// until its callback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

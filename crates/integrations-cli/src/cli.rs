@@ -58,6 +58,33 @@ pub(crate) struct GlobalArgs {
     pub(crate) database_connect_timeout: u64,
 }
 
+const ENCRYPTION_HELP: &str = "\
+The keyring is INTEGRATIONS_ENCRYPTION_KEYRING (a file), or
+INTEGRATIONS_ENCRYPTION_KEY with the decrypt-only keys of
+INTEGRATIONS_ENCRYPTION_KEYS (ID:KEY pairs), or the data directory's.
+
+A rotation:
+  integrations encryption rotate        # a new active key; the old one opens only
+  integrations encryption rewrap        # every record sealed again with it
+  integrations encryption status        # how many records each key seals
+  integrations encryption retire OLD_ID # once no record uses it";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EncryptionCommand {
+    /// Show each key of the keyring and how many records it seals.
+    Status,
+    /// Add a new active key to the keyring; the current one stays, to open.
+    Rotate,
+    /// Seal every account again with the active key (compare-and-swap: safe
+    /// while gateways run on a shared database).
+    Rewrap,
+    /// Remove a decrypt-only key, once no record uses it.
+    Retire {
+        /// The key's id, as `status` shows it.
+        key_id: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum StorageCommand {
     /// Copy every account, API key and pending authorization of the store in
@@ -131,6 +158,9 @@ pub(crate) enum Command {
     /// Move between stores.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Rotate the key that seals credentials, while gateways keep serving.
+    #[command(subcommand, after_long_help = ENCRYPTION_HELP)]
+    Encryption(EncryptionCommand),
     /// Make an HTTP request through an account, with its credential and
     /// request parameters applied, and print the response body.
     #[command(after_long_help = REQUEST_HELP)]

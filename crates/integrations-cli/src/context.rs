@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use integrations::crypto::{KEY_FILE_NAME, KEYRING_ENV, KEYRING_FILE_NAME, Keyring};
 use integrations::http::HttpClient;
 use integrations::storage::postgres::{PoolSettings, PostgresStorage};
 use integrations::storage::sled::SledStorage;
@@ -73,29 +74,93 @@ pub(crate) async fn storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>> {
     })
 }
 
-/// Where accounts are kept, and the key that seals their secrets: the
-/// database of `--database-url`, or sled in the data directory (created
-/// with its encryption key, unless INTEGRATIONS_ENCRYPTION_KEY is set, when
-/// missing).
+/// Where accounts are kept, and the keyring that seals their secrets: the
+/// database of `--database-url`, or sled in the data directory.
 pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
-    let (storage, key): (Arc<dyn Storage>, _) = if global.database_url.is_some() {
-        // Every gateway on the database must seal with the same key: one
+    // The keys first: a shared database without them is refused before it
+    // is even reached.
+    let cipher = key_source(global)?.cipher()?;
+    Ok(AccountStore::new(storage(global).await?, cipher))
+}
+
+/// Where the keyring comes from.
+pub(crate) enum KeySource {
+    /// INTEGRATIONS_ENCRYPTION_KEY (active) and INTEGRATIONS_ENCRYPTION_KEYS
+    /// (decrypt-only): read once.
+    Environment(Keyring),
+    /// The file INTEGRATIONS_ENCRYPTION_KEYRING names: read again while
+    /// the process runs.
+    File(PathBuf),
+    /// The data directory's keyring file, or its key file before the first
+    /// rotation (created when missing): read again while the process runs.
+    DataDir(PathBuf),
+}
+
+/// The keyring's source for these arguments and environment.
+pub(crate) fn key_source(global: &GlobalArgs) -> Result<KeySource> {
+    if let Some(path) = std::env::var_os(KEYRING_ENV) {
+        return Ok(KeySource::File(PathBuf::from(path)));
+    }
+    if let Some(keyring) = Keyring::from_env().context("cannot get the encryption key")? {
+        return Ok(KeySource::Environment(keyring));
+    }
+    if global.database_url.is_some() {
+        // Every gateway on the database must seal with the same keys: a key
         // made up per data directory would lock the others out.
-        let Some(key) = EncryptionKey::from_env().context("cannot get the encryption key")? else {
-            bail!(
-                "with --database-url, the encryption key comes from INTEGRATIONS_ENCRYPTION_KEY, the same on \
-                 every gateway: set it (for a new key: `openssl rand -base64 32`)"
-            );
-        };
-        let database = database(global).await?.context("no database URL")?;
-        (Arc::new(database), key)
-    } else {
-        let dir = data_dir(global)?;
-        create_private_dir(&dir)?;
-        let key = EncryptionKey::from_env_or_data_dir(&dir).context("cannot get the encryption key")?;
-        (Arc::new(SledStorage::open(dir.join("db"))?), key)
-    };
-    Ok(AccountStore::new(storage, Cipher::new(&key)))
+        bail!(
+            "with --database-url, the encryption key comes from INTEGRATIONS_ENCRYPTION_KEY (or a keyring file \
+             named by INTEGRATIONS_ENCRYPTION_KEYRING), the same on every gateway: set it (for a new key: \
+             `openssl rand -base64 32`)"
+        );
+    }
+    let dir = data_dir(global)?;
+    create_private_dir(&dir)?;
+    Ok(KeySource::DataDir(dir))
+}
+
+impl KeySource {
+    /// The keyring as it is now.
+    pub(crate) fn keyring(&self) -> Result<Keyring> {
+        Ok(match self {
+            Self::Environment(keyring) => keyring.clone(),
+            Self::File(path) => Keyring::load(path)?,
+            Self::DataDir(dir) => data_dir_keyring(dir)?,
+        })
+    }
+
+    /// A cipher over the keyring, following a keyring file's changes.
+    pub(crate) fn cipher(&self) -> Result<Cipher> {
+        Ok(match self {
+            Self::Environment(keyring) => Cipher::with_keyring(keyring),
+            Self::File(path) => {
+                let path = path.clone();
+                Cipher::reloading(move || Keyring::load(&path)).context("cannot read the keyring")?
+            }
+            Self::DataDir(dir) => {
+                let dir = dir.clone();
+                Cipher::reloading(move || data_dir_keyring(&dir)).context("cannot get the encryption key")?
+            }
+        })
+    }
+
+    /// Where a changed keyring is written, if the process can write it.
+    pub(crate) fn keyring_file(&self) -> Option<PathBuf> {
+        match self {
+            Self::Environment(_) => None,
+            Self::File(path) => Some(path.clone()),
+            Self::DataDir(dir) => Some(dir.join(KEYRING_FILE_NAME)),
+        }
+    }
+}
+
+/// The data directory's keyring: its keyring file once a key was rotated,
+/// its key file (created when missing) before.
+fn data_dir_keyring(dir: &Path) -> integrations::Result<Keyring> {
+    let keyring = dir.join(KEYRING_FILE_NAME);
+    if keyring.exists() {
+        return Keyring::load(&keyring);
+    }
+    EncryptionKey::load_or_create(&dir.join(KEY_FILE_NAME)).map(Keyring::new)
 }
 
 /// Where the gateway's API keys are kept: the database of `--database-url`,

@@ -4,6 +4,7 @@ mod accounts;
 mod cli;
 mod connect;
 mod context;
+mod encryption;
 mod request;
 mod secrets;
 mod serve;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Keys(command) => block_on(serve::keys(global, command)),
         Command::Migrate => block_on(serve::migrate(global)),
         Command::Storage(StorageCommand::Copy(args)) => block_on(storage::copy(global, args)),
+        Command::Encryption(command) => block_on(encryption::run(global, command)),
         Command::Validate(args) => validate::run(global, args),
         Command::Schema => validate::schema(),
         Command::Accounts(AccountsCommand::Add(args)) => block_on(accounts::add(global, *args)),

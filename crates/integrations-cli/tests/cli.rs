@@ -911,3 +911,163 @@ fn a_shared_database_needs_the_encryption_key_from_the_environment() {
         run.stderr
     );
 }
+
+#[test]
+fn the_encryption_key_is_rotated_rewrapped_and_retired() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let definitions = examples.to_str().expect("utf-8");
+    for n in 1..=3 {
+        let added = run(
+            dir.path(),
+            &[
+                "--definitions",
+                definitions,
+                "accounts",
+                "add",
+                "weather",
+                "--id",
+                &format!("w{n}"),
+                "--credential",
+                "token=t-s3cret",
+            ],
+        );
+        assert_eq!(added.code, 0, "{}", added.stderr);
+    }
+    let first = run(dir.path(), &["encryption", "status"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let old = first
+        .stdout
+        .lines()
+        .nth(1)
+        .expect("a key")
+        .split_whitespace()
+        .next()
+        .expect("id")
+        .to_owned();
+    assert!(
+        first
+            .stdout
+            .contains(&format!("{old}  active               3        0")),
+        "{}",
+        first.stdout
+    );
+
+    let rotated = run(dir.path(), &["encryption", "rotate"]);
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let new = rotated.stdout.trim().to_owned();
+    assert_ne!(new, old);
+    let keyring = dir.path().join("encryption.keyring");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keyring).expect("keyring").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let status = run(dir.path(), &["encryption", "status"]);
+    assert!(
+        status.stdout.contains(&format!("{new}  active               0")),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains(&format!("{old}  decrypt-only         3")),
+        "{}",
+        status.stdout
+    );
+    // Records sealed with the old key still open.
+    let shown = run(dir.path(), &["--definitions", definitions, "accounts", "show", "w1"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+
+    let refused = run(dir.path(), &["encryption", "retire", &old]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("still seals 3 accounts"), "{}", refused.stderr);
+    let active = run(dir.path(), &["encryption", "retire", &new]);
+    assert!(active.stderr.contains("is the active key"), "{}", active.stderr);
+    let not_an_id = run(dir.path(), &["encryption", "retire", "nope"]);
+    assert!(not_an_id.stderr.contains("is not a key id"), "{}", not_an_id.stderr);
+
+    let rewrapped = run(dir.path(), &["encryption", "rewrap"]);
+    assert_eq!(rewrapped.code, 0, "{}", rewrapped.stderr);
+    assert!(
+        rewrapped
+            .stdout
+            .contains(&format!("re-sealed 3 of 3 accounts with key {new}")),
+        "{}",
+        rewrapped.stdout
+    );
+    let again = run(dir.path(), &["encryption", "rewrap"]);
+    assert!(again.stdout.contains("re-sealed 0 of 3"), "{}", again.stdout);
+
+    let retired = run(dir.path(), &["encryption", "retire", &old]);
+    assert_eq!(retired.code, 0, "{}", retired.stderr);
+    assert!(
+        !dir.path().join("encryption.key").exists(),
+        "the retired key's file is gone"
+    );
+    let status = run(dir.path(), &["encryption", "status"]);
+    assert_eq!(status.stdout.lines().count(), 2, "one key left: {}", status.stdout);
+    for n in 1..=3 {
+        let shown = run(
+            dir.path(),
+            &["--definitions", definitions, "accounts", "show", &format!("w{n}")],
+        );
+        assert_eq!(shown.code, 0, "every record opens: {}", shown.stderr);
+    }
+    assert!(!std::fs::read_to_string(&keyring).expect("keyring").is_empty());
+    for output in [&first, &rotated, &status, &rewrapped] {
+        assert!(!output.stdout.contains("t-s3cret") && !output.stderr.contains("t-s3cret"));
+    }
+}
+
+#[test]
+fn a_keyring_from_the_environment_is_rotated_by_hand() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let env = [("INTEGRATIONS_ENCRYPTION_KEY", key)];
+    let rotated = integrations(dir.path(), &["encryption", "rotate"], &env, None);
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let (id, new_key) = rotated.stdout.trim().split_once(':').expect("ID:KEY");
+    assert!(
+        rotated.stderr.contains("add `") && rotated.stderr.contains("INTEGRATIONS_ENCRYPTION_KEYS"),
+        "{}",
+        rotated.stderr
+    );
+    // The pair as printed is what INTEGRATIONS_ENCRYPTION_KEYS takes.
+    let pair = format!("{id}:{new_key}");
+    let status = integrations(
+        dir.path(),
+        &["encryption", "status"],
+        &[
+            ("INTEGRATIONS_ENCRYPTION_KEY", key),
+            ("INTEGRATIONS_ENCRYPTION_KEYS", &pair),
+        ],
+        None,
+    );
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains(&format!("{id}  decrypt-only")),
+        "{}",
+        status.stdout
+    );
+    let wrong = integrations(
+        dir.path(),
+        &["encryption", "status"],
+        &[
+            ("INTEGRATIONS_ENCRYPTION_KEY", key),
+            ("INTEGRATIONS_ENCRYPTION_KEYS", &format!("00000000:{new_key}")),
+        ],
+        None,
+    );
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.contains(&format!("the key's id is {id}")),
+        "{}",
+        wrong.stderr
+    );
+    assert!(
+        !wrong.stderr.contains(new_key),
+        "the key is never in an error: {}",
+        wrong.stderr
+    );
+}
