@@ -525,3 +525,138 @@ async fn a_data_directory_is_copied_to_postgres_and_served_from_there() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_rotated_and_rewrapped_while_gateways_keep_proxying() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/hello"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("hi"))
+        .mount(&upstream)
+        .await;
+    let Some(shared) = Shared::new(&echo_definition(&upstream.uri())).await else {
+        return;
+    };
+    // The keyring in a file every process reads (a mounted secret, say).
+    let keyring = shared.data.path().join("keyring");
+    let first_key = integrations::EncryptionKey::generate();
+    integrations::crypto::Keyring::new(first_key.clone())
+        .save(&keyring)
+        .expect("keyring");
+    let keyring_path = keyring.to_str().expect("utf-8").to_owned();
+    let envs = [
+        ("INTEGRATIONS_DATABASE_URL", shared.database.as_str()),
+        ("INTEGRATIONS_ENCRYPTION_KEYRING", keyring_path.as_str()),
+    ];
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_integrations"))
+            .args(args)
+            .env("INTEGRATIONS_DATA_DIR", shared.data.path().join("cli"))
+            .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+            .envs(envs)
+            .output()
+            .expect("run integrations");
+        assert!(
+            output.status.success(),
+            "integrations {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let key = run(&["keys", "create", "--name", "tests"]).trim().to_owned();
+    let definitions = shared.definitions.path().to_str().expect("utf-8").to_owned();
+    let first = Gateway::start_with(&definitions, &shared.data.path().join("first"), &[], &envs).await;
+    let second = Gateway::start_with(&definitions, &shared.data.path().join("second"), &[], &envs).await;
+    const ACCOUNTS: usize = 20;
+    for n in 0..ACCOUNTS {
+        let (status, _) = call(
+            &first,
+            &key,
+            reqwest::Method::POST,
+            "/v1/accounts",
+            Some(json!({ "id": format!("e{n:02}"), "integration": "echo", "credentials": { "token": "t-s3cret" } })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+
+    // Requests on every account through both gateways, all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, key) = (stop.clone(), key.clone());
+        let bases = [first.base.clone(), second.base.clone()];
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut sent, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let base = &bases[sent % 2];
+                let account = format!("e{:02}", sent % ACCOUNTS);
+                let response = client
+                    .get(format!("{base}/v1/accounts/{account}/proxy/hello"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await;
+                match response {
+                    Ok(response) if response.status() == StatusCode::OK => {}
+                    Ok(response) => failed.push(format!("{account}: {}", response.text().await.unwrap_or_default())),
+                    Err(error) => failed.push(format!("{account}: {error}")),
+                }
+                sent += 1;
+            }
+            (sent, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new_key = run(&["encryption", "rotate"]).trim().to_owned();
+    let rewrapped = run(&["encryption", "rewrap"]);
+    assert!(
+        rewrapped.contains(&format!(
+            "re-sealed {ACCOUNTS} of {ACCOUNTS} accounts with key {new_key}"
+        )),
+        "{rewrapped}"
+    );
+    // The gateways seal with the new key too: a new account lands on it.
+    let (status, _) = call(
+        &second,
+        &key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "late", "integration": "echo", "credentials": { "token": "t-s3cret" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed) = traffic.await.expect("traffic");
+    assert!(sent > ACCOUNTS, "traffic ran all along ({sent} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed: {failed:?}",
+        failed.len()
+    );
+
+    let old = first_key.id().to_string();
+    let status = run(&["encryption", "status"]);
+    assert!(
+        status.contains(&format!("{new_key}  active             {:>3}", ACCOUNTS + 1)),
+        "{status}"
+    );
+    assert!(status.contains(&format!("{old}  decrypt-only         0")), "{status}");
+    run(&["encryption", "retire", &old]);
+    // Every record opens with the keyring that is left.
+    for gateway in [&first, &second] {
+        for n in 0..ACCOUNTS {
+            let (status, body) = call(
+                gateway,
+                &key,
+                reqwest::Method::GET,
+                &format!("/v1/accounts/e{n:02}"),
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    let listed = run(&["accounts", "list"]);
+    assert_eq!(listed.lines().count(), ACCOUNTS + 2, "{listed}");
+}
