@@ -660,3 +660,90 @@ async fn the_key_is_rotated_and_rewrapped_while_gateways_keep_proxying() {
     let listed = run(&["accounts", "list"]);
     assert_eq!(listed.lines().count(), ACCOUNTS + 2, "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_refresh_is_taken_over_by_the_other_once_the_lease_ends() {
+    let provider = TestServer::start(Config {
+        access_token_lifetime: Some(Duration::from_secs(4)),
+        ..Config::default()
+    })
+    .await;
+    // Token calls time out after 2 s, without retries: the lease lasts that
+    // and a few seconds of slack.
+    let definition = provider.definition(r#""test-secret""#).replace(
+        r#"name = "Provider""#,
+        "name = \"Provider\"\ntimeout_seconds = 2\nretry = { max_attempts = 1, max_total_seconds = 0.0 }",
+    );
+    let Some(shared) = Shared::new(&definition).await else {
+        return;
+    };
+    let key = shared.run(&["keys", "create", "--name", "tests"]).trim().to_owned();
+    let mut doomed = shared.gateway("doomed", &[]).await;
+    let survivor = shared.gateway("survivor", &["--public-url", &doomed.base]).await;
+    let (status, _) = call(
+        &survivor,
+        &key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "p1", "integration": "provider" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, connect) = call(&survivor, &key, reqwest::Method::POST, "/v1/accounts/p1/connect", None).await;
+    let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
+        .await
+        .expect("browser");
+    assert!(landing.text().await.expect("page").contains("is connected"));
+    // Compiled on the doomed gateway while fresh: it renews from half its
+    // lifetime on.
+    let (status, _) = call(&doomed, &key, reqwest::Method::GET, "/v1/accounts/p1/proxy/me", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Due for renewal; the provider now answers token requests slowly, and
+    // the doomed gateway is killed while it waits, holding the lease.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    provider.configure(|config| config.token_delay = Duration::from_millis(1500));
+    let pending = reqwest::Client::new()
+        .get(format!("{}/v1/accounts/p1/proxy/me", doomed.base))
+        .bearer_auth(&key)
+        .send();
+    let killed = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        doomed.kill();
+    };
+    let (answer, ()) = tokio::join!(pending, killed);
+    assert!(answer.is_err(), "the doomed gateway never answered");
+    provider.configure(|config| config.token_delay = Duration::ZERO);
+
+    // The survivor serves once the lease ends, from a refresh of its own,
+    // or finds the refresh token spent by the dead call and asks for a new
+    // connection: never a spent token kept, never a request hanging.
+    let started = Instant::now();
+    let (status, body, account) = loop {
+        let (status, body) = call(&survivor, &key, reqwest::Method::GET, "/v1/accounts/p1/proxy/me", None).await;
+        let (_, account) = call(&survivor, &key, reqwest::Method::GET, "/v1/accounts/p1", None).await;
+        let leased = account["credentials"].to_string().contains("refresh_lease");
+        if !leased && [StatusCode::OK, StatusCode::CONFLICT, StatusCode::BAD_GATEWAY].contains(&status) {
+            break (status, body, account);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no takeover: {status} {body} {account}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let credentials = account["credentials"].to_string();
+    if status == StatusCode::OK {
+        assert_eq!(account["status"], "connected", "{account}");
+        assert!(credentials.contains("refresh_token"), "{account}");
+    } else {
+        assert_eq!(account["status"], "needs_reauth", "{status} {body} {account}");
+        assert!(
+            !credentials.contains("refresh_token"),
+            "the spent token is not kept: {account}"
+        );
+    }
+    // The survivor's call, and the dead one if it reached the provider.
+    let calls = provider.token_calls("refresh_token");
+    assert!((1..=2).contains(&calls), "{calls} refresh calls");
+}
