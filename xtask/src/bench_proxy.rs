@@ -226,7 +226,7 @@ pub(crate) fn field(text: &str, label: &str) -> Option<String> {
 }
 
 /// wrk's latency (`812.00us`, `1.30ms`, `2.01s`) in milliseconds.
-fn milliseconds(text: &str) -> Option<f64> {
+pub(crate) fn milliseconds(text: &str) -> Option<f64> {
     let (number, factor) = if let Some(number) = text.strip_suffix("us") {
         (number, 0.001)
     } else if let Some(number) = text.strip_suffix("ms") {

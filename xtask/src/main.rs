@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the checks CI runs, benchmarks and generated files.
 
 mod bench_proxy;
+mod bench_store;
 mod bench_writes;
 mod fuzz;
 
@@ -21,6 +22,10 @@ tasks:
   bench-writes [--compare BINARY]
            accounts created per second through the gateway on sled with
            1, 4, 16 and 64 clients, beside another build if given (needs wrk)
+  bench-store [--accounts N]
+           the gateway on sled and on PostgreSQL side by side with N accounts
+           (default 100000): creates/s, start to ready, page p99, memory after
+           10,000 accounts, proxy throughput (needs wrk, nginx, psql)
   fuzz [--seconds N]
            run every cargo-fuzz target in fuzz/ for N seconds (default 30),
            from its committed seed corpus (needs `cargo install cargo-fuzz`)
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
         Some("schema") => schema(),
         Some("bench-proxy") => bench_proxy::run(&root()),
         Some("bench-writes") => bench_writes::run(&root(), &args[1..]),
+        Some("bench-store") => bench_store::run(&root(), &args[1..]),
         Some("fuzz") => fuzz::run(&root(), &args[1..]),
         _ => {
             eprintln!("{USAGE}");
