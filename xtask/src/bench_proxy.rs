@@ -160,21 +160,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             }
             let output = command.arg(url).output().map_err(|e| e.to_string())?;
             let text = String::from_utf8_lossy(&output.stdout).into_owned();
-            if let Some(errors) = text
-                .lines()
-                .find(|line| line.contains("Non-2xx") || line.contains("Socket errors"))
-            {
-                return Err(format!("{name}: {}", errors.trim()));
-            }
-            let rps = field(&text, "Requests/sec:")
-                .and_then(|value| value.parse::<f64>().ok())
-                .ok_or_else(|| format!("{name}: no requests/s in wrk's output:\n{text}"))?;
-            let p99 = text
-                .lines()
-                .find(|line| line.trim_start().starts_with("99%"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(milliseconds)
-                .ok_or_else(|| format!("{name}: no p99 in wrk's output:\n{text}"))?;
+            let (rps, p99) = wrk_results(&text).map_err(|error| format!("{name}: {error}"))?;
             eprintln!("round {round}: {name:<26} {rps:>10.0} requests/s  p99 {p99:.2} ms");
             rounds[index].push((rps, p99));
         }
@@ -225,8 +211,29 @@ pub(crate) fn field(text: &str, label: &str) -> Option<String> {
         .map(|value| value.trim().to_owned())
 }
 
+/// Requests per second and p99 latency (ms) from the output of `wrk
+/// --latency`; an error when a request failed.
+pub(crate) fn wrk_results(text: &str) -> Result<(f64, f64), String> {
+    if let Some(errors) = text
+        .lines()
+        .find(|line| line.contains("Non-2xx") || line.contains("Socket errors"))
+    {
+        return Err(errors.trim().to_owned());
+    }
+    let rps = field(text, "Requests/sec:")
+        .and_then(|value| value.parse::<f64>().ok())
+        .ok_or_else(|| format!("no requests/s in wrk's output:\n{text}"))?;
+    let p99 = text
+        .lines()
+        .find(|line| line.trim_start().starts_with("99%"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(milliseconds)
+        .ok_or_else(|| format!("no p99 in wrk's output:\n{text}"))?;
+    Ok((rps, p99))
+}
+
 /// wrk's latency (`812.00us`, `1.30ms`, `2.01s`) in milliseconds.
-pub(crate) fn milliseconds(text: &str) -> Option<f64> {
+fn milliseconds(text: &str) -> Option<f64> {
     let (number, factor) = if let Some(number) = text.strip_suffix("us") {
         (number, 0.001)
     } else if let Some(number) = text.strip_suffix("ms") {

@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::bench_proxy::{field, free_port, wait_for};
+use crate::bench_proxy::{free_port, wait_for, wrk_results};
+use crate::bench_writes::Served;
 
 const DEFAULT_ACCOUNTS: usize = 100_000;
 /// Accounts the memory run proxies through, each once or more.
@@ -63,24 +64,6 @@ request = function()
   return wrk.format("GET", string.format("/v1/accounts/bench-%06d/proxy/ping", counter), { ["Authorization"] = "Bearer " .. key })
 end
 "#;
-
-/// A gateway, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One backend's gateway setup.
 struct Backend {
@@ -190,21 +173,7 @@ fn wrk(args: &[&str], script: Option<&Path>, url: &str, envs: &[(&str, &str)]) -
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if let Some(line) = text
-        .lines()
-        .find(|line| line.contains("Non-2xx") || line.contains("Socket errors"))
-    {
-        return Err(format!("{url}: {}", line.trim()));
-    }
-    let per_second = field(&text, "Requests/sec:")
-        .and_then(|value| value.parse::<f64>().ok())
-        .ok_or_else(|| format!("no requests/s in wrk's output:\n{text}"))?;
-    let p99 = text
-        .lines()
-        .find(|line| line.trim_start().starts_with("99%"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(crate::bench_proxy::milliseconds)
-        .ok_or_else(|| format!("no p99 in wrk's output:\n{text}"))?;
+    let (per_second, p99) = wrk_results(&text).map_err(|error| format!("{url}: {error}"))?;
     let requests = text
         .lines()
         .find_map(|line| line.trim().split_once(" requests in "))

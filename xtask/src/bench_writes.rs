@@ -32,9 +32,9 @@ request = function()
 end
 "#;
 
-/// The gateway under load; stopped with SIGTERM, then SIGKILL if a hung
-/// store keeps it from finishing its requests.
-struct Served(Child);
+/// A process under load (a gateway, wrk); stopped with SIGTERM, then
+/// SIGKILL if it does not finish within 5 s (a hung store, say).
+pub(crate) struct Served(pub(crate) Child);
 
 impl Drop for Served {
     fn drop(&mut self) {

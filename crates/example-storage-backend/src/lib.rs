@@ -99,6 +99,20 @@ impl FileStorage {
 }
 
 impl FileStorage {
+    /// The files of the pending authorizations (not those of writes in
+    /// flight, which end in `.tmp`).
+    fn pending_files(&self) -> Result<Vec<PathBuf>> {
+        let cannot = |error: std::io::Error| storage_error("cannot list the pending authorizations", error);
+        let mut files = Vec::new();
+        for entry in fs::read_dir(self.inner.dir.join("pending")).map_err(cannot)? {
+            let path = entry.map_err(cannot)?.path();
+            if path.extension().is_some_and(|extension| extension == "json") {
+                files.push(path);
+            }
+        }
+        Ok(files)
+    }
+
     /// The ids of the stored accounts, sorted.
     fn account_ids(&self) -> Result<Vec<AccountId>> {
         let entries = fs::read_dir(self.inner.dir.join("accounts"))
@@ -245,16 +259,8 @@ impl Storage for FileStorage {
     async fn delete_expired_pending_authorizations(&self, now: OffsetDateTime) -> Result<usize> {
         self.blocking(move |storage| {
             let _writes = storage.lock();
-            let entries = fs::read_dir(storage.inner.dir.join("pending"))
-                .map_err(|error| storage_error("cannot list the pending authorizations", error))?;
             let mut deleted = 0;
-            for entry in entries {
-                let path = entry
-                    .map_err(|error| storage_error("cannot list the pending authorizations", error))?
-                    .path();
-                if path.extension().is_none_or(|extension| extension != "json") {
-                    continue;
-                }
+            for path in storage.pending_files()? {
                 let expired = read(&path)?
                     .and_then(|bytes| serde_json::from_slice::<PendingAuthorization>(&bytes).ok())
                     .is_some_and(|pending| pending.expires_at <= now);
@@ -270,16 +276,8 @@ impl Storage for FileStorage {
     /// Every pending authorization, sorted by state.
     async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
         self.blocking(move |storage| {
-            let entries = fs::read_dir(storage.inner.dir.join("pending"))
-                .map_err(|error| storage_error("cannot list the pending authorizations", error))?;
             let mut listed = Vec::new();
-            for entry in entries {
-                let path = entry
-                    .map_err(|error| storage_error("cannot list the pending authorizations", error))?
-                    .path();
-                if path.extension().is_none_or(|extension| extension != "json") {
-                    continue;
-                }
+            for path in storage.pending_files()? {
                 if let Some(bytes) = read(&path)? {
                     listed.push(serde_json::from_slice::<PendingAuthorization>(&bytes).map_err(|error| {
                         Error::new(ErrorKind::Unreadable, "cannot parse a pending authorization").with_source(error)

@@ -6,7 +6,8 @@ mod runtime;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use integration_core::storage::{
     AccountPage, AccountQuery, ChangeListener, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey,
@@ -72,7 +73,14 @@ pub struct PostgresStorage {
     /// Where, for Debug output and errors: host, port and database, never
     /// the password.
     place: String,
+    /// The last health check and when it ran: a check reaches the database
+    /// at most once per [`CHECK_INTERVAL`], however often it is asked for
+    /// (`/healthz` needs no key).
+    checked: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
 }
+
+/// How long a health check's answer is reused.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for PostgresStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,7 +154,12 @@ impl PostgresStorage {
                 Ok::<_, Error>(pool)
             })
             .await??;
-        Ok(Self { pool, runtime, place })
+        Ok(Self {
+            pool,
+            runtime,
+            place,
+            checked: Arc::default(),
+        })
     }
 
     /// The pool, for queries of your own on the same database.
@@ -445,10 +458,37 @@ impl Storage for PostgresStorage {
     }
 
     async fn check(&self) -> Result<()> {
-        self.run("check the database", |pool| async move {
-            sqlx::query("SELECT 1").execute(&pool).await.map_err(failed).map(drop)
-        })
-        .await
+        // Held while checking: concurrent callers wait for one answer.
+        let mut checked = self.checked.lock().await;
+        let reachable = match *checked {
+            Some((at, reachable)) if at.elapsed() < CHECK_INTERVAL => reachable,
+            _ => {
+                let answer = self
+                    .run("check the database", |pool| async move {
+                        // The schema too, not only the server.
+                        sqlx::query("SELECT 1 FROM integration_accounts LIMIT 1")
+                            .execute(&pool)
+                            .await
+                            .map_err(failed)
+                            .map(drop)
+                    })
+                    .await;
+                if let Err(error) = &answer {
+                    tracing::warn!(%error, database = %self.place, "the database cannot be reached");
+                }
+                *checked = Some((Instant::now(), answer.is_ok()));
+                answer.is_ok()
+            }
+        };
+        if reachable {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Storage,
+                format!("the database at {} cannot be reached", self.place),
+            )
+            .temporary())
+        }
     }
 
     fn listen(&self, listener: ChangeListener) {

@@ -272,3 +272,34 @@ async fn changes_through_one_handle_are_heard_by_another() {
         "nothing else: the other schema's changes are not heard"
     );
 }
+
+/// `/healthz` needs no key: however often it asks, the database is
+/// checked at most once a second.
+#[tokio::test]
+async fn a_health_check_reaches_the_database_at_most_once_a_second() {
+    let Some((options, schema)) = schema().await else {
+        return;
+    };
+    let storage = PostgresStorage::connect_with(
+        options.options([("search_path", schema.as_str())]),
+        PoolSettings::default(),
+    )
+    .await
+    .expect("connect");
+    storage.check().await.expect("reachable");
+    // The accounts' table goes away behind the store's back: checks within
+    // the second still get the answer of the first.
+    let (_, mut admin) = admin().await.expect("admin connection");
+    sqlx::query(&format!("ALTER TABLE \"{schema}\".integration_accounts RENAME TO gone"))
+        .execute(&mut admin)
+        .await
+        .expect("rename");
+    let checks: Vec<_> = (0..100).map(|_| storage.check()).collect();
+    for check in checks {
+        check.await.expect("the answer of the last check");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let error = storage.check().await.expect_err("checked again: the table is gone");
+    assert!(error.is_temporary());
+    assert!(error.to_string().contains("cannot be reached"), "{error}");
+}

@@ -147,6 +147,30 @@ async fn holds_within(within: Duration, mut check: impl AsyncFnMut() -> bool) ->
     }
 }
 
+/// Creates account `p1` of the OAuth 2.0 `provider` on `gateway` and runs
+/// its authorization as a browser would; returns the URL the browser
+/// landed on (the callback, on whichever gateway the redirect URI names).
+async fn connect_provider_account(gateway: &Gateway, key: &str) -> String {
+    let (status, _) = call(
+        gateway,
+        key,
+        reqwest::Method::POST,
+        "/v1/accounts",
+        Some(json!({ "id": "p1", "integration": "provider" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, connect) = call(gateway, key, reqwest::Method::POST, "/v1/accounts/p1/connect", None).await;
+    assert_eq!(status, StatusCode::OK, "{connect}");
+    let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
+        .await
+        .expect("browser");
+    let landed_on = landing.url().to_string();
+    assert_eq!(landing.status(), StatusCode::OK);
+    assert!(landing.text().await.expect("page").contains("Account p1 is connected."));
+    landed_on
+}
+
 fn echo_definition(upstream: &str) -> String {
     format!(
         r#"
@@ -242,24 +266,9 @@ async fn an_oauth_flow_ends_on_the_other_gateway_and_a_refresh_storm_makes_one_t
     // Both behind one public address: here, the second's.
     let first = shared.gateway("first", &["--public-url", &second.base]).await;
 
-    let (status, _) = call(
-        &first,
-        &key,
-        reqwest::Method::POST,
-        "/v1/accounts",
-        Some(json!({ "id": "p1", "integration": "provider" })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, connect) = call(&first, &key, reqwest::Method::POST, "/v1/accounts/p1/connect", None).await;
-    assert_eq!(status, StatusCode::OK, "{connect}");
     // The browser follows the provider's redirect to the other gateway.
-    let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
-        .await
-        .expect("browser");
-    assert!(landing.url().as_str().starts_with(&second.base), "{}", landing.url());
-    assert_eq!(landing.status(), StatusCode::OK);
-    assert!(landing.text().await.expect("page").contains("Account p1 is connected."));
+    let landed_on = connect_provider_account(&first, &key).await;
+    assert!(landed_on.starts_with(&second.base), "{landed_on}");
     let (_, account) = call(&first, &key, reqwest::Method::GET, "/v1/accounts/p1", None).await;
     assert_eq!(account["status"], "connected", "{account}");
 
@@ -680,20 +689,7 @@ async fn a_gateway_killed_mid_refresh_is_taken_over_by_the_other_once_the_lease_
     let key = shared.run(&["keys", "create", "--name", "tests"]).trim().to_owned();
     let mut doomed = shared.gateway("doomed", &[]).await;
     let survivor = shared.gateway("survivor", &["--public-url", &doomed.base]).await;
-    let (status, _) = call(
-        &survivor,
-        &key,
-        reqwest::Method::POST,
-        "/v1/accounts",
-        Some(json!({ "id": "p1", "integration": "provider" })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (_, connect) = call(&survivor, &key, reqwest::Method::POST, "/v1/accounts/p1/connect", None).await;
-    let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
-        .await
-        .expect("browser");
-    assert!(landing.text().await.expect("page").contains("is connected"));
+    connect_provider_account(&survivor, &key).await;
     // Compiled on the doomed gateway while fresh: it renews from half its
     // lifetime on.
     let (status, _) = call(&doomed, &key, reqwest::Method::GET, "/v1/accounts/p1/proxy/me", None).await;
