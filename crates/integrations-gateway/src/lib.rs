@@ -6,6 +6,7 @@ pub mod keys;
 pub mod proxy;
 pub mod server;
 pub mod sftp;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
