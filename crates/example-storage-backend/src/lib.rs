@@ -5,14 +5,21 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use integrations::events::{Event, EventId, OutboxBacklog};
 use integrations::storage::{
     AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
 };
 use integrations::time::OffsetDateTime;
 use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
 
-/// Accounts and pending authorizations as JSON files under one directory:
-/// `accounts/{id}.json` and `pending/{hex of the state}.json`.
+/// Accounts, pending authorizations and the outbox of events as JSON files
+/// under one directory: `accounts/{id}.json`, `pending/{hex of the
+/// state}.json` and `outbox/{event id}.json`.
+///
+/// A database writes a change and its events in one transaction. Files
+/// cannot: the events are written first and removed if the record's write
+/// fails, so a crash between the two may leave an event of a change that
+/// did not land (delivered at least once, never lost).
 #[derive(Clone)]
 pub struct FileStorage {
     inner: Arc<Inner>,
@@ -60,7 +67,7 @@ impl FileStorage {
     }
 
     fn open_in(dir: PathBuf, temporary: bool) -> Result<Self> {
-        for sub in ["accounts", "pending"] {
+        for sub in ["accounts", "pending", "outbox"] {
             fs::create_dir_all(dir.join(sub)).map_err(|error| storage_error("cannot create the store", error))?;
         }
         Ok(Self {
@@ -80,6 +87,63 @@ impl FileStorage {
     fn pending_path(&self, state: &str) -> PathBuf {
         let hex: String = state.bytes().map(|byte| format!("{byte:02x}")).collect();
         self.inner.dir.join("pending").join(format!("{hex}.json"))
+    }
+
+    fn outbox_path(&self, id: &EventId) -> PathBuf {
+        // `evt_` and hex digits: a safe file name.
+        self.inner.dir.join("outbox").join(format!("{id}.json"))
+    }
+
+    /// Writes `events` to the outbox, then does `change`; the events are
+    /// removed again when `change` says they stand for nothing (`false`)
+    /// or fails.
+    fn with_events<T>(&self, events: &[Event], change: impl FnOnce() -> Result<(T, bool)>) -> Result<T> {
+        let mut written = Vec::new();
+        let outcome = events
+            .iter()
+            .try_for_each(|event| {
+                let path = self.outbox_path(&event.id);
+                let record = OutboxRecord {
+                    event: event.clone(),
+                    claimed_until: None,
+                };
+                write_atomically(&path, &to_json(&record)?)?;
+                written.push(path);
+                Ok(())
+            })
+            .and_then(|()| change());
+        match outcome {
+            Ok((value, true)) => Ok(value),
+            Ok((value, false)) => {
+                written.iter().try_for_each(|path| remove(path).map(drop))?;
+                Ok(value)
+            }
+            Err(error) => {
+                for path in &written {
+                    let _ = remove(path);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The outbox's records, oldest first, with their files.
+    fn outbox(&self) -> Result<Vec<(PathBuf, OutboxRecord)>> {
+        let cannot = |error: std::io::Error| storage_error("cannot list the outbox", error);
+        let mut records = Vec::new();
+        for entry in fs::read_dir(self.inner.dir.join("outbox")).map_err(cannot)? {
+            let path = entry.map_err(cannot)?.path();
+            if path.extension().is_some_and(|extension| extension == "json")
+                && let Some(bytes) = read(&path)?
+            {
+                let record: OutboxRecord = serde_json::from_slice(&bytes).map_err(|error| {
+                    Error::new(ErrorKind::Unreadable, "cannot parse an event of the outbox").with_source(error)
+                })?;
+                records.push((path, record));
+            }
+        }
+        records.sort_by(|(_, a), (_, b)| a.event.id.cmp(&b.event.id));
+        Ok(records)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -138,8 +202,9 @@ impl FileStorage {
 impl Storage for FileStorage {
     /// Must refuse an id that exists with `AlreadyExists`, keeping the
     /// stored record: a database's unique key does it.
-    async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
+    async fn insert_account(&self, account: &StoredAccount, events: &[Event]) -> Result<()> {
         let account = account.clone();
+        let events = events.to_vec();
         self.blocking(move |storage| {
             let _writes = storage.lock();
             let path = storage.account_path(&account.id);
@@ -148,7 +213,9 @@ impl Storage for FileStorage {
                     Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id)
                 );
             }
-            write_atomically(&path, &to_json(&account)?)
+            storage.with_events(&events, || {
+                write_atomically(&path, &to_json(&account)?).map(|()| ((), true))
+            })
         })
         .await
     }
@@ -191,8 +258,14 @@ impl Storage for FileStorage {
     /// Atomic: replaces the record only if its revision is still
     /// `expected_revision`, storing revision + 1. A database does it with
     /// `UPDATE … SET …, revision = revision + 1 WHERE id = $1 AND revision = $2`.
-    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
+    async fn compare_and_swap_account(
+        &self,
+        expected_revision: u64,
+        account: &StoredAccount,
+        events: &[Event],
+    ) -> Result<Swap> {
         let account = account.clone();
+        let events = events.to_vec();
         self.blocking(move |storage| {
             let _writes = storage.lock();
             let path = storage.account_path(&account.id);
@@ -206,18 +279,65 @@ impl Storage for FileStorage {
                 revision: expected_revision + 1,
                 ..account
             };
-            write_atomically(&path, &to_json(&swapped)?)?;
-            Ok(Swap::Swapped(swapped))
+            storage.with_events(&events, || {
+                write_atomically(&path, &to_json(&swapped)?)?;
+                Ok((Swap::Swapped(swapped), true))
+            })
         })
         .await
     }
 
     /// Whether the account existed; deleting a missing one succeeds.
-    async fn delete_account(&self, id: &AccountId) -> Result<bool> {
+    async fn delete_account(&self, id: &AccountId, events: &[Event]) -> Result<bool> {
+        let id = id.clone();
+        let events = events.to_vec();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            storage.with_events(&events, || {
+                let existed = remove(&storage.account_path(&id))?;
+                Ok((existed, existed))
+            })
+        })
+        .await
+    }
+
+    /// Oldest first; a claim is the time written into the event's file.
+    async fn claim_events(&self, now: OffsetDateTime, until: OffsetDateTime, limit: usize) -> Result<Vec<Event>> {
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let mut claimed = Vec::new();
+            for (path, mut record) in storage.outbox()? {
+                if claimed.len() == limit {
+                    break;
+                }
+                if record.claimed_until.is_some_and(|end| end > now) {
+                    continue;
+                }
+                record.claimed_until = Some(until);
+                write_atomically(&path, &to_json(&record)?)?;
+                claimed.push(record.event);
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn complete_event(&self, id: &EventId) -> Result<bool> {
         let id = id.clone();
         self.blocking(move |storage| {
             let _writes = storage.lock();
-            remove(&storage.account_path(&id))
+            remove(&storage.outbox_path(&id))
+        })
+        .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog> {
+        self.blocking(|storage| {
+            let records = storage.outbox()?;
+            Ok(OutboxBacklog {
+                events: records.len() as u64,
+                oldest: records.iter().map(|(_, record)| record.event.timestamp).min(),
+            })
         })
         .await
     }
@@ -289,6 +409,14 @@ impl Storage for FileStorage {
         })
         .await
     }
+}
+
+/// An event in the outbox, with the end of its claim.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OutboxRecord {
+    event: Event,
+    #[serde(default, with = "integrations::time::serde::rfc3339::option")]
+    claimed_until: Option<OffsetDateTime>,
 }
 
 fn read_account(path: &Path, id: &AccountId) -> Result<Option<StoredAccount>> {

@@ -44,7 +44,7 @@ struct Failures {
 
 /// The outcome of one attempt to take the refresh lease.
 enum Lease {
-    Taken(ConnectedAccount),
+    Taken(Box<ConnectedAccount>),
     /// Another process holds it, or the record changed: look again.
     Busy,
 }
@@ -118,7 +118,7 @@ impl OAuth2Authenticator {
             }
             match self.take_lease(account).await? {
                 Lease::Busy => tokio::time::sleep(LEASE_POLL).await,
-                Lease::Taken(leased) => return self.call_provider(leased).await,
+                Lease::Taken(leased) => return self.call_provider(*leased).await,
             }
         }
     }
@@ -144,7 +144,7 @@ impl OAuth2Authenticator {
             .update_credentials(&account, credentials, status, reason)
             .await?
         {
-            integration_core::Update::Updated(leased) => Ok(Lease::Taken(leased)),
+            integration_core::Update::Updated(leased) => Ok(Lease::Taken(Box::new(leased))),
             integration_core::Update::Conflict(_) => Ok(Lease::Busy),
         }
     }
@@ -172,7 +172,7 @@ impl OAuth2Authenticator {
                 }
                 None => {
                     let reason = "no refresh token: connect the account again";
-                    self.mark_needs_reauth(leased, reason, None).await?;
+                    self.mark_needs_reauth(leased, "no_refresh_token", reason, None).await?;
                     return Err(self.client.error(ErrorKind::Conflict, reason));
                 }
             },
@@ -191,15 +191,22 @@ impl OAuth2Authenticator {
                 Ok(stored)
             }
             Err(TokenFailure::InvalidGrant(message)) => {
-                self.mark_needs_reauth(leased, &format!("invalid_grant: {message}"), refresh_token.as_deref())
-                    .await?;
+                self.mark_needs_reauth(
+                    leased,
+                    "invalid_grant",
+                    &format!("invalid_grant: {message}"),
+                    refresh_token.as_deref(),
+                )
+                .await?;
                 Err(self.client.error(
                     ErrorKind::Provider,
                     format!("{message}: the account needs to be connected again"),
                 ))
             }
-            Err(TokenFailure::Other(error)) => {
-                self.release_lease(leased).await;
+            Err(failure) => {
+                let code = failure.code();
+                let error = failure.into_error();
+                self.record_failure(leased, &code).await;
                 let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
                 failures.count += 1;
                 let backoff = Duration::from_secs(1u64 << failures.count.min(6)).min(MAX_BACKOFF);
@@ -211,7 +218,13 @@ impl OAuth2Authenticator {
 
     /// Marks the account `needs_reauth` and drops its refresh token, which
     /// the provider refused, unless another process rotated it meanwhile.
-    async fn mark_needs_reauth(&self, leased: ConnectedAccount, reason: &str, used: Option<&str>) -> Result<()> {
+    async fn mark_needs_reauth(
+        &self,
+        leased: ConnectedAccount,
+        code: &str,
+        reason: &str,
+        used: Option<&str>,
+    ) -> Result<()> {
         let current = self.client.store.get(&self.client.account).await?;
         let rotated_elsewhere =
             used.is_some() && current.credentials().get(REFRESH_TOKEN).map(|t| t.expose_secret()) != used;
@@ -221,7 +234,9 @@ impl OAuth2Authenticator {
         tracing::warn!(account = %self.client.account, reason, "the account needs to be connected again");
         self.cache.set(None);
         drop(leased);
-        update_credentials(&self.client, current, |_, credentials| {
+        let now = OffsetDateTime::now_utc();
+        update_credentials(&self.client, current, |_, credentials, health| {
+            health.failed(code, now);
             credentials.remove(REFRESH_TOKEN);
             credentials.remove(ACCESS_TOKEN);
             credentials.remove(ACCESS_TOKEN_EXPIRES_AT);
@@ -232,15 +247,19 @@ impl OAuth2Authenticator {
         .map(drop)
     }
 
-    async fn release_lease(&self, leased: ConnectedAccount) {
+    /// Counts a failed refresh in the account's health (an
+    /// `account.refresh_failed` event) and releases the lease.
+    async fn record_failure(&self, leased: ConnectedAccount, code: &str) {
         let holder = self.holder.clone();
-        let released = update_credentials(&self.client, leased, |account, credentials| {
+        let now = OffsetDateTime::now_utc();
+        let released = update_credentials(&self.client, leased, |account, credentials, health| {
             let ours = credentials
                 .get(REFRESH_LEASE)
                 .is_some_and(|lease| lease.expose_secret().starts_with(&holder));
             if ours {
                 credentials.remove(REFRESH_LEASE);
             }
+            health.failed(code, now);
             (account.status(), account.status_reason().map(str::to_owned))
         })
         .await;

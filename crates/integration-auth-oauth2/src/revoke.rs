@@ -21,7 +21,7 @@ impl OAuth2Client {
             GrantType::AuthorizationCode => integration_core::AccountStatus::Pending,
             GrantType::ClientCredentials => integration_core::AccountStatus::Connected,
         };
-        crate::store::update_credentials(self, account, |_, credentials| {
+        crate::store::update_credentials(self, account, |_, credentials, _| {
             for name in [
                 ACCESS_TOKEN,
                 REFRESH_TOKEN,

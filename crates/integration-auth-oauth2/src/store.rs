@@ -1,8 +1,9 @@
 //! Writing tokens to the account, with compare-and-swap.
 
 use integration_core::secrecy::SecretString;
+use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
-use integration_core::{AccountStatus, ConnectedAccount, ErrorKind, Result, Secrets, Update};
+use integration_core::{AccountHealth, AccountStatus, ConnectedAccount, ErrorKind, Result, Secrets, Update};
 
 use crate::OAuth2Client;
 use crate::token_endpoint::TokenSet;
@@ -15,19 +16,20 @@ pub const REFRESH_LEASE: &str = "refresh_lease";
 
 const MAX_CONFLICTS: usize = 20;
 
-/// Applies `change` to the newest stored credentials and writes them with a
-/// compare-and-swap, again on the newer record after a conflict.
+/// Applies `change` to the newest stored credentials and health and writes
+/// them with a compare-and-swap, again on the newer record after a conflict.
 pub(crate) async fn update_credentials(
     client: &OAuth2Client,
     mut account: ConnectedAccount,
-    change: impl Fn(&ConnectedAccount, &mut Secrets) -> (AccountStatus, Option<String>),
+    change: impl Fn(&ConnectedAccount, &mut Secrets, &mut AccountHealth) -> (AccountStatus, Option<String>),
 ) -> Result<ConnectedAccount> {
     for _ in 0..MAX_CONFLICTS {
         let mut credentials = account.credentials().clone();
-        let (status, reason) = change(&account, &mut credentials);
+        let mut health = account.health().clone();
+        let (status, reason) = change(&account, &mut credentials, &mut health);
         match client
             .store
-            .update_credentials(&account, credentials, status, reason)
+            .update_account(&account, credentials, status, reason, health)
             .await?
         {
             Update::Updated(updated) => return Ok(updated),
@@ -41,7 +43,8 @@ pub(crate) async fn update_credentials(
 }
 
 /// Stores new tokens: the access token with its expiry, the refresh token
-/// (the old one kept when the provider sent none), the lease released.
+/// (the old one kept when the provider sent none), the lease released, a
+/// success in the account's health.
 pub(crate) async fn store_tokens(
     client: &OAuth2Client,
     tokens: &TokenSet,
@@ -54,7 +57,9 @@ pub(crate) async fn store_tokens(
         None => client.store.get(&client.account).await?,
     };
     let expires_at = tokens.expires_at.and_then(|at| at.format(&Rfc3339).ok());
-    update_credentials(client, account, |_, credentials| {
+    let now = OffsetDateTime::now_utc();
+    update_credentials(client, account, |_, credentials, health| {
+        health.succeeded(now);
         credentials.insert(ACCESS_TOKEN, tokens.access_token.clone());
         match &expires_at {
             Some(at) => credentials.insert(ACCESS_TOKEN_EXPIRES_AT, SecretString::from(at.clone())),

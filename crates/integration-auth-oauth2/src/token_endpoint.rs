@@ -47,7 +47,10 @@ pub(crate) enum TokenFailure {
     /// The provider refused the grant (`invalid_grant`): the refresh token
     /// or code is spent, revoked or expired. Retrying cannot help.
     InvalidGrant(String),
-    /// Anything else: transport, 5xx, other error codes, malformed answers.
+    /// The provider answered with another error: its OAuth 2.0 error code,
+    /// or `http_STATUS` when it gave none.
+    Refused { error: Error, code: String },
+    /// Anything else: transport, malformed answers.
     Other(Error),
 }
 
@@ -142,7 +145,16 @@ async fn read(response: reqwest::Response, config: &TokenResponse) -> Result<Tok
         } else {
             error
         };
-        return Err(TokenFailure::Other(error));
+        // Only a plain code is kept: it goes into events and the record.
+        let code = code
+            .filter(|code| {
+                (1..=64).contains(&code.len())
+                    && code
+                        .bytes()
+                        .all(|byte| byte.is_ascii_alphanumeric() || b"_.-".contains(&byte))
+            })
+            .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+        return Err(TokenFailure::Refused { error, code });
     }
     let json = json.ok_or_else(|| other(ErrorKind::Provider, "the token response is not JSON".to_owned()))?;
     let string_at = |pointer: &str| -> Result<Option<String>, TokenFailure> {
@@ -237,7 +249,23 @@ impl TokenFailure {
     pub(crate) fn into_error(self) -> Error {
         match self {
             Self::InvalidGrant(message) => Error::new(ErrorKind::Provider, message),
-            Self::Other(error) => error,
+            Self::Refused { error, .. } | Self::Other(error) => error,
+        }
+    }
+
+    /// What failed, in a word that holds no secret: the provider's error
+    /// code, `http_STATUS`, `timeout`, `transport` or `provider`.
+    pub(crate) fn code(&self) -> String {
+        match self {
+            Self::InvalidGrant(_) => "invalid_grant".to_owned(),
+            Self::Refused { code, .. } => code.clone(),
+            Self::Other(error) => match error.kind() {
+                ErrorKind::Timeout => "timeout",
+                ErrorKind::Transport => "transport",
+                ErrorKind::Config => "config",
+                _ => "provider",
+            }
+            .to_owned(),
         }
     }
 }

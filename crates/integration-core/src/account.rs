@@ -126,6 +126,51 @@ impl fmt::Display for AccountStatus {
     }
 }
 
+/// How renewing an account's credentials has gone: kept on the record,
+/// shown by `accounts show` and the API, and used to tell a failure from a
+/// recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHealth {
+    /// When its credentials were last renewed (a token refresh).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_refresh_at: Option<OffsetDateTime>,
+    /// The last failure, kept after a recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<AccountError>,
+    /// Failed renewals since the last success; 0 when healthy.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// A failure to renew an account's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountError {
+    /// The provider's error code (`invalid_grant`), or what failed
+    /// (`transport`, `http_503`); never a secret.
+    pub code: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl AccountHealth {
+    /// After a successful renewal at `at`: no failures in a row.
+    pub fn succeeded(&mut self, at: OffsetDateTime) {
+        self.last_refresh_at = Some(at);
+        self.consecutive_failures = 0;
+    }
+
+    /// After a failed renewal at `at`, for `code`.
+    pub fn failed(&mut self, code: impl Into<String>, at: OffsetDateTime) {
+        self.last_error = Some(AccountError { code: code.into(), at });
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+    }
+}
+
 /// Named secret values. Debug shows the names only.
 #[derive(Clone, Default)]
 pub struct Secrets(BTreeMap<String, SecretString>);
@@ -205,6 +250,7 @@ pub struct ConnectedAccount {
     pub(crate) credentials: Secrets,
     pub(crate) status: AccountStatus,
     pub(crate) status_reason: Option<String>,
+    pub(crate) health: AccountHealth,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) updated_at: OffsetDateTime,
     pub(crate) revision: u64,
@@ -251,6 +297,11 @@ impl ConnectedAccount {
         self.status_reason.as_deref()
     }
 
+    /// How renewing its credentials has gone.
+    pub fn health(&self) -> &AccountHealth {
+        &self.health
+    }
+
     /// When it was created.
     pub fn created_at(&self) -> OffsetDateTime {
         self.created_at
@@ -276,6 +327,7 @@ impl fmt::Debug for ConnectedAccount {
             .field("secret_parameters", &self.secret_parameters)
             .field("credentials", &self.credentials)
             .field("status", &self.status)
+            .field("health", &self.health)
             .field("revision", &self.revision)
             .finish_non_exhaustive()
     }
@@ -564,6 +616,7 @@ mod tests {
             credentials: new.credentials.clone(),
             status: AccountStatus::Connected,
             status_reason: None,
+            health: AccountHealth::default(),
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,
             revision: 1,

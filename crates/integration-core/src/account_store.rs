@@ -10,8 +10,11 @@ use time::OffsetDateTime;
 use crate::account::check_new_account;
 use crate::crypto::{Cipher, SealedSecret};
 use crate::definition::Integration;
+use crate::events::{Event, EventType};
 use crate::storage::{AccountQuery, StoredAccount, Swap};
-use crate::{AccountId, AccountStatus, ConnectedAccount, Error, ErrorKind, NewAccount, Result, Secrets, Storage};
+use crate::{
+    AccountHealth, AccountId, AccountStatus, ConnectedAccount, Error, ErrorKind, NewAccount, Result, Secrets, Storage,
+};
 
 /// Associated-data prefix of credentials.
 const CREDENTIAL_FIELD: &str = "credential:";
@@ -68,11 +71,20 @@ impl AccountStore {
         &self.cipher
     }
 
-    /// Checks `new` against `integration` and stores it.
+    /// Checks `new` against `integration` and stores it, with an
+    /// `account.created` event.
     pub async fn create(&self, integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
+        let account = Self::prepare(integration, new)?;
+        self.insert(&account).await?;
+        Ok(account)
+    }
+
+    /// Checks `new` against `integration` and makes the account to store,
+    /// without storing it (to check more before [`insert`](Self::insert)).
+    pub fn prepare(integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
         let (parameters, secret_parameters, status) = check_new_account(integration, &new)?;
         let now = OffsetDateTime::now_utc();
-        let account = ConnectedAccount {
+        Ok(ConnectedAccount {
             id: new.id,
             integration: integration.key.clone(),
             parameters,
@@ -80,12 +92,18 @@ impl AccountStore {
             credentials: new.credentials,
             status,
             status_reason: None,
+            health: AccountHealth::default(),
             created_at: now,
             updated_at: now,
             revision: 1,
-        };
-        self.storage.insert_account(&self.seal(&account)).await?;
-        Ok(account)
+        })
+    }
+
+    /// Stores an account [`prepare`](Self::prepare) made, with an
+    /// `account.created` event.
+    pub async fn insert(&self, account: &ConnectedAccount) -> Result<()> {
+        let created = Event::new(EventType::AccountCreated, &account.id, &account.integration);
+        self.storage.insert_account(&self.seal(account), &[created]).await
     }
 
     /// The account with `id`.
@@ -127,21 +145,33 @@ impl AccountStore {
         Ok(list)
     }
 
-    /// Deletes the account; returns whether it existed.
+    /// Deletes the account, with an `account.removed` event; returns
+    /// whether it existed.
     pub async fn remove(&self, id: &AccountId) -> Result<bool> {
-        self.storage.delete_account(id).await
+        // The event names the integration: read it from the record, which
+        // need not be readable (its secrets are not opened).
+        let Some(stored) = self.storage.account(id).await? else {
+            return Ok(false);
+        };
+        let removed = Event::new(EventType::AccountRemoved, id, &stored.integration);
+        self.storage.delete_account(id, &[removed]).await
     }
 
-    /// Stores `account` (its credentials, status and parameters) if the
-    /// stored one is still at `account.revision()`. This is how a token
-    /// refresh avoids overwriting a newer token.
+    /// Stores `account` as it is if the stored one is still at
+    /// `account.revision()` (to seal it again with the active key). No
+    /// event: nothing about the account changed.
     pub async fn update(&self, account: &ConnectedAccount) -> Result<Update> {
-        let mut next = account.clone();
+        self.swap(account, account.clone(), Vec::new()).await
+    }
+
+    /// Stores `next` in place of `before` if the stored one is still at
+    /// `before.revision()`, with the events the change causes.
+    async fn swap(&self, before: &ConnectedAccount, mut next: ConnectedAccount, events: Vec<Event>) -> Result<Update> {
         next.updated_at = OffsetDateTime::now_utc();
-        next.revision = account.revision + 1;
+        next.revision = before.revision + 1;
         match self
             .storage
-            .compare_and_swap_account(account.revision, &self.seal(&next))
+            .compare_and_swap_account(before.revision, &self.seal(&next), &events)
             .await?
         {
             Swap::Swapped(stored) => self.open(stored).map(Update::Updated),
@@ -171,7 +201,8 @@ impl AccountStore {
     }
 
     /// Replaces the credentials and status of `account` with a
-    /// compare-and-swap on its revision.
+    /// compare-and-swap on its revision (see [`update_account`](Self::update_account)
+    /// for the events).
     pub async fn update_credentials(
         &self,
         account: &ConnectedAccount,
@@ -179,11 +210,50 @@ impl AccountStore {
         status: AccountStatus,
         status_reason: Option<String>,
     ) -> Result<Update> {
+        self.update_account(account, credentials, status, status_reason, account.health.clone())
+            .await
+    }
+
+    /// Replaces the credentials, status and health of `account` with a
+    /// compare-and-swap on its revision, with the events the change
+    /// causes: `account.needs_reauth` when it comes to need a new
+    /// authorization, `account.connected` when it leaves `pending` or
+    /// `needs_reauth` for `connected`, `account.refresh_failed` when a
+    /// failure is counted, `account.recovered` when a connected account's
+    /// failures end.
+    pub async fn update_account(
+        &self,
+        account: &ConnectedAccount,
+        credentials: Secrets,
+        status: AccountStatus,
+        status_reason: Option<String>,
+        health: AccountHealth,
+    ) -> Result<Update> {
         let mut next = account.clone();
         next.credentials = credentials;
         next.status = status;
         next.status_reason = status_reason;
-        self.update(&next).await
+        next.health = health;
+        let events = transition_events(account, &next);
+        self.swap(account, next, events).await
+    }
+
+    /// Replaces the credentials someone gave `account` (a new API token, a
+    /// new password) and sets its status, with an
+    /// `account.credentials_updated` event; a failure count ends.
+    pub async fn replace_credentials(
+        &self,
+        account: &ConnectedAccount,
+        credentials: Secrets,
+        status: AccountStatus,
+    ) -> Result<Update> {
+        let mut next = account.clone();
+        next.credentials = credentials;
+        next.status = status;
+        next.status_reason = None;
+        next.health.consecutive_failures = 0;
+        let updated = Event::new(EventType::CredentialsUpdated, &account.id, &account.integration);
+        self.swap(account, next, vec![updated]).await
     }
 
     fn seal(&self, account: &ConnectedAccount) -> StoredAccount {
@@ -210,6 +280,7 @@ impl AccountStore {
             credentials: seal_all(CREDENTIAL_FIELD, &account.credentials),
             status: account.status,
             status_reason: account.status_reason.clone(),
+            health: account.health.clone(),
             created_at: account.created_at,
             updated_at: account.updated_at,
             revision: account.revision,
@@ -247,11 +318,40 @@ impl AccountStore {
             credentials,
             status: stored.status,
             status_reason: stored.status_reason,
+            health: stored.health,
             created_at: stored.created_at,
             updated_at: stored.updated_at,
             revision: stored.revision,
         })
     }
+}
+
+/// The events of the change from `before` to `after`.
+fn transition_events(before: &ConnectedAccount, after: &ConnectedAccount) -> Vec<Event> {
+    let event = |kind| Event::new(kind, &after.id, &after.integration);
+    let failures = (before.health.consecutive_failures, after.health.consecutive_failures);
+    if after.status == AccountStatus::NeedsReauth {
+        return if before.status == AccountStatus::NeedsReauth {
+            Vec::new()
+        } else {
+            vec![event(EventType::NeedsReauth).with_reason(after.status_reason.as_deref())]
+        };
+    }
+    let mut events = Vec::new();
+    if after.status == AccountStatus::Connected && before.status != AccountStatus::Connected {
+        events.push(event(EventType::AccountConnected));
+    } else if failures.1 == 0 && failures.0 > 0 && after.status == AccountStatus::Connected {
+        events.push(event(EventType::Recovered));
+    }
+    if failures.1 > failures.0 {
+        let code = after.health.last_error.as_ref().map(|error| error.code.as_str());
+        events.push(
+            event(EventType::RefreshFailed)
+                .with_reason(code)
+                .with_attempt(failures.1),
+        );
+    }
+    events
 }
 
 /// What an account's secrets are bound to beside its id and field: its

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::crypto::SealedSecret;
-use crate::{AccountId, AccountStatus, Result};
+use crate::events::{Event, EventId, OutboxBacklog};
+use crate::{AccountHealth, AccountId, AccountStatus, Result};
 
 /// An account as a backend stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct StoredAccount {
     /// Why, when worth telling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// How renewing its credentials has gone.
+    #[serde(default)]
+    pub health: AccountHealth,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -169,7 +173,8 @@ pub enum StoreChange {
 /// and should return quickly.
 pub type ChangeListener = Arc<dyn Fn(&StoreChange) + Send + Sync>;
 
-/// A storage backend for accounts and pending authorizations.
+/// A storage backend for accounts, pending authorizations and the outbox
+/// of [events](crate::events).
 ///
 /// Used as `Arc<dyn Storage>`. Run `integration-storage-tests` against an
 /// implementation to check it keeps this contract.
@@ -180,6 +185,18 @@ pub type ChangeListener = Arc<dyn Fn(&StoreChange) + Send + Sync>;
 /// - `insert_account` stores the record as given; inserting an id that exists
 ///   fails with [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists)
 ///   and leaves the stored record untouched.
+/// - Every write of an account takes the events it causes, and stores them
+///   in the outbox in the same step: both are stored or neither is (an
+///   insert refused as `AlreadyExists`, a swap that conflicts and a delete
+///   of a missing account store no event).
+/// - `claim_events` returns, oldest id first, at most `limit` events of the
+///   outbox that are not claimed or whose claim ended at or before `now`,
+///   and claims them until `until`: of concurrent claims (through any
+///   handle), each event goes to one. `complete_event` removes an event
+///   from the outbox for good; a claimed event not completed is claimed
+///   again once its claim ends (delivery is at least once).
+/// - `outbox_backlog` counts the events in the outbox and the time of the
+///   oldest.
 /// - `accounts` returns every account sorted by id; a record the backend
 ///   cannot read is returned as an error in its place (naming its id) and the
 ///   others are still returned.
@@ -222,8 +239,8 @@ pub type ChangeListener = Arc<dyn Fn(&StoreChange) + Send + Sync>;
 ///   nothing.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
-    /// Stores a new account.
-    async fn insert_account(&self, account: &StoredAccount) -> Result<()>;
+    /// Stores a new account, and `events` in the outbox.
+    async fn insert_account(&self, account: &StoredAccount, events: &[Event]) -> Result<()>;
 
     /// The account with `id`.
     async fn account(&self, id: &AccountId) -> Result<Option<StoredAccount>>;
@@ -234,11 +251,28 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// One page of accounts, sorted by id.
     async fn accounts_page(&self, query: &AccountQuery) -> Result<AccountPage>;
 
-    /// Replaces an account if its stored revision is `expected_revision`.
-    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap>;
+    /// Replaces an account if its stored revision is `expected_revision`,
+    /// and then stores `events` in the outbox.
+    async fn compare_and_swap_account(
+        &self,
+        expected_revision: u64,
+        account: &StoredAccount,
+        events: &[Event],
+    ) -> Result<Swap>;
 
-    /// Deletes an account; returns whether it existed.
-    async fn delete_account(&self, id: &AccountId) -> Result<bool>;
+    /// Deletes an account, and if it existed stores `events` in the
+    /// outbox; returns whether it existed.
+    async fn delete_account(&self, id: &AccountId, events: &[Event]) -> Result<bool>;
+
+    /// Claims at most `limit` events of the outbox until `until`, oldest
+    /// first: those never claimed, or whose claim ended at or before `now`.
+    async fn claim_events(&self, now: OffsetDateTime, until: OffsetDateTime, limit: usize) -> Result<Vec<Event>>;
+
+    /// Removes a handled event from the outbox; returns whether it was there.
+    async fn complete_event(&self, id: &EventId) -> Result<bool>;
+
+    /// How many events wait in the outbox, and since when.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog>;
 
     /// Stores a pending authorization.
     async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()>;
@@ -263,6 +297,13 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// the process runs); for health checks. The default says yes.
     async fn check(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The same store as a [`WebhookStorage`](crate::WebhookStorage), when
+    /// it keeps webhook endpoints and deliveries too (the gateway's
+    /// webhooks need one). The default keeps none.
+    fn webhook_storage(&self) -> Option<&dyn crate::WebhookStorage> {
+        None
     }
 
     /// Calls `listener` with the changes other processes make to the

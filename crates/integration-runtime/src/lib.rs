@@ -2,6 +2,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "http")]
+pub mod events;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,6 +193,22 @@ impl Integrations {
         &self.store
     }
 
+    /// Hands every event of the store's outbox to `handler`, at least once,
+    /// on the current tokio runtime, until the handle is dropped (see
+    /// [`EventRelay`](events::EventRelay) for the guarantees).
+    ///
+    /// ```no_run
+    /// # async fn run(integrations: integration_runtime::Integrations) {
+    /// let _relay = integrations.on_event(|event: integration_core::Event| async move {
+    ///     println!("{} {}", event.kind, event.data.account);
+    ///     Ok(())
+    /// });
+    /// # }
+    /// ```
+    pub fn on_event(&self, handler: impl events::EventHandler) -> events::RelayHandle {
+        events::EventRelay::new(Arc::clone(self.store.storage()), events::RelaySettings::default()).spawn(handler)
+    }
+
     /// The integration with `key`, or a `NotFound` error naming it, as
     /// [`Definitions::integration`] gives it.
     pub fn integration(&self, key: &str) -> Result<&Arc<Integration>> {
@@ -212,15 +230,15 @@ impl Integrations {
     /// (SFTP reads the private key and host keys, so that a key that cannot
     /// be used is refused now rather than at the first connection).
     pub async fn create_account(&self, integration: &Integration, new: NewAccount) -> Result<ConnectedAccount> {
-        let account = self.store.create(integration, new).await?;
-        // A re-created id never sees what was compiled for the old account.
-        self.forget(account.id());
+        // Checked whole before it is stored: a refused account is never
+        // created, nor announced.
+        let account = AccountStore::prepare(integration, new)?;
         let services = self.services(integration)?;
         let context = self.context(&account, integration, &services);
-        if let Err(error) = integration.auth.check_account(&context).await {
-            self.store.remove(account.id()).await?;
-            return Err(error);
-        }
+        integration.auth.check_account(&context).await?;
+        self.store.insert(&account).await?;
+        // A re-created id never sees what was compiled for the old account.
+        self.forget(account.id());
         Ok(account)
     }
 

@@ -64,7 +64,7 @@ async fn run(pool: u32) {
             let storage = Arc::clone(&writing);
             async move {
                 storage
-                    .insert_account(&sample_account(&format!("insert-{writers}-{writer}-{n}")))
+                    .insert_account(&sample_account(&format!("insert-{writers}-{writer}-{n}")), &[])
                     .await
                     .expect("insert");
             }
@@ -74,7 +74,7 @@ async fn run(pool: u32) {
         // conditional UPDATE that wins.
         for writer in 0..writers {
             storage
-                .insert_account(&sample_account(&format!("swap-{writers}-{writer}")))
+                .insert_account(&sample_account(&format!("swap-{writers}-{writer}")), &[])
                 .await
                 .expect("insert");
         }
@@ -84,7 +84,11 @@ async fn run(pool: u32) {
             async move {
                 let mut account = sample_account(&format!("swap-{writers}-{writer}"));
                 account.status_reason = Some(format!("swap {n}"));
-                match storage.compare_and_swap_account(n + 1, &account).await.expect("swap") {
+                match storage
+                    .compare_and_swap_account(n + 1, &account, &[])
+                    .await
+                    .expect("swap")
+                {
                     Swap::Swapped(_) => {}
                     Swap::Conflict(stored) => panic!("a writer's own account conflicted at {}", stored.revision),
                 }

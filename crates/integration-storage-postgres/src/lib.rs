@@ -9,11 +9,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use integration_core::events::{Event, EventId, OutboxBacklog};
 use integration_core::storage::{
     AccountPage, AccountQuery, ChangeListener, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey,
     Swap,
 };
 use integration_core::time::OffsetDateTime;
+use integration_core::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
@@ -51,13 +53,18 @@ fn migrator() -> Migrator {
                 "API keys and change notifications",
                 include_str!("../migrations/0002_api_keys_and_change_notifications.sql"),
             ),
+            migration(
+                3,
+                "account health, the outbox and webhooks",
+                include_str!("../migrations/0003_health_outbox_and_webhooks.sql"),
+            ),
         ]),
         ..Migrator::DEFAULT
     }
 }
 
-/// Accounts, pending authorizations and API keys in PostgreSQL, for several
-/// gateways on one database.
+/// Accounts, pending authorizations, the outbox of events, API keys and
+/// webhooks in PostgreSQL, for several gateways on one database.
 ///
 /// Every change to an account is announced on the `integration_accounts`
 /// channel (a trigger, so writers of any kind are heard): [`Storage::listen`]
@@ -227,16 +234,21 @@ fn migration_error(place: &str, error: MigrateError) -> Error {
 
 #[async_trait]
 impl Storage for PostgresStorage {
-    async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
+    async fn insert_account(&self, account: &StoredAccount, events: &[Event]) -> Result<()> {
         let account = account.clone();
+        let events = events.to_vec();
         self.run("insert account", |pool| async move {
             let secret_parameters = records::split(&account.secret_parameters);
             let credentials = records::split(&account.credentials);
+            let health = records::health_values(&account.health);
+            let mut transaction = pool.begin().await.map_err(failed)?;
             let inserted = sqlx::query(
                 "INSERT INTO integration_accounts (id, integration, status, status_reason, parameters, \
                  secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
-                 created_at_ns, updated_at_ns, revision) \
-                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+                 created_at_ns, updated_at_ns, revision, last_refresh_at_ns, last_error_code, last_error_at_ns, \
+                 consecutive_failures) \
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (id) DO NOTHING",
             )
             .bind(account.id.as_str())
             .bind(&account.integration)
@@ -250,14 +262,19 @@ impl Storage for PostgresStorage {
             .bind(nanos(account.created_at))
             .bind(nanos(account.updated_at))
             .bind(records::revision(account.revision)?)
-            .execute(&pool)
+            .bind(health.0)
+            .bind(health.1)
+            .bind(health.2)
+            .bind(health.3)
+            .execute(&mut *transaction)
             .await
             .map_err(failed)?;
             if inserted.rows_affected() == 0 {
                 return Err(Error::new(ErrorKind::AlreadyExists, "an account with this id exists")
                     .with_context("account", &account.id));
             }
-            Ok(())
+            insert_events(&mut transaction, &events).await?;
+            transaction.commit().await.map_err(failed)
         })
         .await
     }
@@ -323,20 +340,29 @@ impl Storage for PostgresStorage {
         .await
     }
 
-    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
+    async fn compare_and_swap_account(
+        &self,
+        expected_revision: u64,
+        account: &StoredAccount,
+        events: &[Event],
+    ) -> Result<Swap> {
         let account = account.clone();
+        let events = events.to_vec();
         self.run("swap account", |pool| async move {
             let next = expected_revision
                 .checked_add(1)
                 .ok_or_else(|| Error::new(ErrorKind::Conflict, "the account's revision cannot grow further"))?;
             let secret_parameters = records::split(&account.secret_parameters);
             let credentials = records::split(&account.credentials);
+            let health = records::health_values(&account.health);
+            let mut transaction = pool.begin().await.map_err(failed)?;
             // One conditional statement: atomic, whatever other gateways do.
             let swapped = sqlx::query(&format!(
                 "UPDATE integration_accounts SET integration = $3, status = $4, status_reason = $5, \
                  parameters = $6::jsonb, secret_parameter_names = $7, secret_parameter_values = $8, \
                  credential_names = $9, credential_values = $10, created_at_ns = $11, updated_at_ns = $12, \
-                 revision = $13 WHERE id = $1 AND revision = $2 RETURNING {ACCOUNT_COLUMNS}"
+                 revision = $13, last_refresh_at_ns = $14, last_error_code = $15, last_error_at_ns = $16, \
+                 consecutive_failures = $17 WHERE id = $1 AND revision = $2 RETURNING {ACCOUNT_COLUMNS}"
             ))
             .bind(account.id.as_str())
             .bind(records::revision(expected_revision)?)
@@ -351,12 +377,20 @@ impl Storage for PostgresStorage {
             .bind(nanos(account.created_at))
             .bind(nanos(account.updated_at))
             .bind(records::revision(next)?)
-            .fetch_optional(&pool)
+            .bind(health.0)
+            .bind(health.1)
+            .bind(health.2)
+            .bind(health.3)
+            .fetch_optional(&mut *transaction)
             .await
             .map_err(failed)?;
             if let Some(row) = swapped {
-                return account_from_row(&row).map(Swap::Swapped);
+                let swapped = account_from_row(&row)?;
+                insert_events(&mut transaction, &events).await?;
+                transaction.commit().await.map_err(failed)?;
+                return Ok(Swap::Swapped(swapped));
             }
+            drop(transaction);
             // Not swapped: a conflict, or no such account.
             let stored = sqlx::query(&format!(
                 "SELECT {ACCOUNT_COLUMNS} FROM integration_accounts WHERE id = $1"
@@ -373,15 +407,75 @@ impl Storage for PostgresStorage {
         .await
     }
 
-    async fn delete_account(&self, id: &AccountId) -> Result<bool> {
+    async fn delete_account(&self, id: &AccountId, events: &[Event]) -> Result<bool> {
         let id = id.clone();
+        let events = events.to_vec();
         self.run("delete account", |pool| async move {
+            let mut transaction = pool.begin().await.map_err(failed)?;
             let deleted = sqlx::query("DELETE FROM integration_accounts WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *transaction)
+                .await
+                .map_err(failed)?;
+            let existed = deleted.rows_affected() > 0;
+            if existed {
+                insert_events(&mut transaction, &events).await?;
+            }
+            transaction.commit().await.map_err(failed)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn claim_events(&self, now: OffsetDateTime, until: OffsetDateTime, limit: usize) -> Result<Vec<Event>> {
+        self.run("claim events", |pool| async move {
+            // SKIP LOCKED: concurrent claimers take different events.
+            let rows = sqlx::query(
+                "UPDATE integration_outbox SET claimed_until_ns = $2 WHERE id IN ( \
+                 SELECT id FROM integration_outbox WHERE claimed_until_ns IS NULL OR claimed_until_ns <= $1 \
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING event::text AS event",
+            )
+            .bind(nanos(now))
+            .bind(nanos(until))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)?;
+            let mut events = rows
+                .iter()
+                .map(|row| records::json_record::<Event>(row, "event", "event"))
+                .collect::<Result<Vec<_>>>()?;
+            events.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn complete_event(&self, id: &EventId) -> Result<bool> {
+        let id = id.clone();
+        self.run("complete event", |pool| async move {
+            let deleted = sqlx::query("DELETE FROM integration_outbox WHERE id = $1")
                 .bind(id.as_str())
                 .execute(&pool)
                 .await
                 .map_err(failed)?;
             Ok(deleted.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog> {
+        self.run("measure the outbox", |pool| async move {
+            let row = sqlx::query("SELECT count(*) AS events, min(occurred_at_ns) AS oldest FROM integration_outbox")
+                .fetch_one(&pool)
+                .await
+                .map_err(failed)?;
+            let events: i64 = sqlx::Row::try_get(&row, "events").map_err(failed)?;
+            let oldest: Option<i64> = sqlx::Row::try_get(&row, "oldest").map_err(failed)?;
+            Ok(OutboxBacklog {
+                events: u64::try_from(events).unwrap_or(0),
+                oldest: oldest.map(records::time).transpose()?,
+            })
         })
         .await
     }
@@ -491,9 +585,29 @@ impl Storage for PostgresStorage {
         }
     }
 
+    fn webhook_storage(&self) -> Option<&dyn WebhookStorage> {
+        Some(self)
+    }
+
     fn listen(&self, listener: ChangeListener) {
         self.runtime.spawn(changes::listen(self.pool.clone(), listener));
     }
+}
+
+/// Stores `events` in the outbox, in `transaction`.
+async fn insert_events(transaction: &mut sqlx::PgConnection, events: &[Event]) -> Result<()> {
+    for event in events {
+        let json = serde_json::to_string(event)
+            .map_err(|error| Error::new(ErrorKind::Storage, "cannot encode an event").with_source(error))?;
+        sqlx::query("INSERT INTO integration_outbox (id, occurred_at_ns, event) VALUES ($1, $2, $3::jsonb)")
+            .bind(event.id.as_str())
+            .bind(nanos(event.timestamp))
+            .bind(json)
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -544,6 +658,221 @@ impl KeyStorage for PostgresStorage {
                 .await
                 .map_err(failed)?;
             Ok(deleted.rows_affected() > 0)
+        })
+        .await
+    }
+}
+
+/// A record as JSON text, for a `JSONB` column.
+fn json_text<T: serde::Serialize>(record: &T, what: &'static str) -> Result<String> {
+    serde_json::to_string(record)
+        .map_err(|error| Error::new(ErrorKind::Storage, format!("cannot encode a {what}")).with_source(error))
+}
+
+#[async_trait]
+impl WebhookStorage for PostgresStorage {
+    async fn insert_webhook(&self, webhook: &StoredWebhook) -> Result<()> {
+        let id = webhook.id.clone();
+        let created_at = nanos(webhook.created_at);
+        let record = json_text(webhook, "webhook")?;
+        self.run("insert webhook", |pool| async move {
+            let inserted = sqlx::query(
+                "INSERT INTO integration_webhooks (id, created_at_ns, record) VALUES ($1, $2, $3::jsonb) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(created_at)
+            .bind(record)
+            .execute(&pool)
+            .await
+            .map_err(failed)?;
+            if inserted.rows_affected() == 0 {
+                return Err(
+                    Error::new(ErrorKind::AlreadyExists, "a webhook with this id exists").with_context("webhook", &id)
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<StoredWebhook>> {
+        self.run("list webhooks", |pool| async move {
+            let rows =
+                sqlx::query("SELECT record::text AS record FROM integration_webhooks ORDER BY created_at_ns, id")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(failed)?;
+            rows.iter()
+                .map(|row| records::json_record(row, "record", "webhook"))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_webhook(&self, webhook: &StoredWebhook) -> Result<bool> {
+        let id = webhook.id.clone();
+        let record = json_text(webhook, "webhook")?;
+        self.run("update webhook", |pool| async move {
+            let updated = sqlx::query("UPDATE integration_webhooks SET record = $2::jsonb WHERE id = $1")
+                .bind(&id)
+                .bind(record)
+                .execute(&pool)
+                .await
+                .map_err(failed)?;
+            Ok(updated.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.run("delete webhook", |pool| async move {
+            // Its deliveries go with it (ON DELETE CASCADE).
+            let deleted = sqlx::query("DELETE FROM integration_webhooks WHERE id = $1")
+                .bind(&id)
+                .execute(&pool)
+                .await
+                .map_err(failed)?;
+            Ok(deleted.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn insert_deliveries(&self, deliveries: &[StoredDelivery]) -> Result<()> {
+        let rows = deliveries
+            .iter()
+            .map(|delivery| Ok((delivery.clone(), json_text(delivery, "delivery")?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.run("insert deliveries", |pool| async move {
+            let mut transaction = pool.begin().await.map_err(failed)?;
+            for (delivery, record) in rows {
+                sqlx::query(
+                    "INSERT INTO integration_webhook_deliveries (id, webhook, state, next_attempt_at_ns, \
+                     claimed_until_ns, created_at_ns, record) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7::jsonb WHERE EXISTS (SELECT 1 FROM integration_webhooks WHERE id = $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&delivery.id)
+                .bind(&delivery.webhook)
+                .bind(delivery.state.as_str())
+                .bind(delivery.next_attempt_at.map(nanos))
+                .bind(delivery.claimed_until.map(nanos))
+                .bind(nanos(delivery.created_at))
+                .bind(record)
+                .execute(&mut *transaction)
+                .await
+                .map_err(failed)?;
+            }
+            transaction.commit().await.map_err(failed)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<StoredDelivery>> {
+        self.run("claim deliveries", |pool| async move {
+            // The claim is in the column and in the record, which is what
+            // readers get back.
+            let rows = sqlx::query(
+                "UPDATE integration_webhook_deliveries SET claimed_until_ns = $2, \
+                 record = jsonb_set(record, '{claimed_until}', to_jsonb($4::text)) WHERE id IN ( \
+                 SELECT id FROM integration_webhook_deliveries WHERE state = 'pending' AND next_attempt_at_ns <= $1 \
+                 AND (claimed_until_ns IS NULL OR claimed_until_ns <= $1) \
+                 ORDER BY next_attempt_at_ns, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING record::text AS record",
+            )
+            .bind(nanos(now))
+            .bind(nanos(until))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(
+                until
+                    .format(&integration_core::time::format_description::well_known::Rfc3339)
+                    .map_err(|error| Error::new(ErrorKind::Storage, "cannot format a time").with_source(error))?,
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)?;
+            let mut claimed = rows
+                .iter()
+                .map(|row| records::json_record::<StoredDelivery>(row, "record", "delivery"))
+                .collect::<Result<Vec<_>>>()?;
+            claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn update_delivery(&self, delivery: &StoredDelivery) -> Result<bool> {
+        let delivery = delivery.clone();
+        let record = json_text(&delivery, "delivery")?;
+        self.run("update delivery", |pool| async move {
+            let updated = sqlx::query(
+                "UPDATE integration_webhook_deliveries SET state = $2, next_attempt_at_ns = $3, claimed_until_ns = $4, \
+                 record = $5::jsonb WHERE id = $1",
+            )
+            .bind(&delivery.id)
+            .bind(delivery.state.as_str())
+            .bind(delivery.next_attempt_at.map(nanos))
+            .bind(delivery.claimed_until.map(nanos))
+            .bind(record)
+            .execute(&pool)
+            .await
+            .map_err(failed)?;
+            Ok(updated.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<StoredDelivery>> {
+        let id = id.to_owned();
+        self.run("read delivery", |pool| async move {
+            let row = sqlx::query("SELECT record::text AS record FROM integration_webhook_deliveries WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&pool)
+                .await
+                .map_err(failed)?;
+            row.as_ref()
+                .map(|row| records::json_record(row, "record", "delivery"))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn deliveries(&self, webhook: &str, before: Option<&str>, limit: usize) -> Result<Vec<StoredDelivery>> {
+        let webhook = webhook.to_owned();
+        let before = before.map(str::to_owned);
+        self.run("list deliveries", |pool| async move {
+            let rows = sqlx::query(
+                "SELECT record::text AS record FROM integration_webhook_deliveries \
+                 WHERE webhook = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            )
+            .bind(&webhook)
+            .bind(before.as_deref())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(failed)?;
+            rows.iter()
+                .map(|row| records::json_record(row, "record", "delivery"))
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_deliveries_before(&self, before: OffsetDateTime) -> Result<usize> {
+        self.run("delete old deliveries", |pool| async move {
+            let deleted = sqlx::query(
+                "DELETE FROM integration_webhook_deliveries WHERE state <> 'pending' AND created_at_ns < $1",
+            )
+            .bind(nanos(before))
+            .execute(&pool)
+            .await
+            .map_err(failed)?;
+            Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
         })
         .await
     }

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use integration_core::crypto::SealedSecret;
 use integration_core::storage::{PendingAuthorization, StoredAccount, StoredApiKey};
 use integration_core::time::OffsetDateTime;
-use integration_core::{AccountId, AccountStatus, Error, ErrorKind, Result};
+use integration_core::{AccountError, AccountHealth, AccountId, AccountStatus, Error, ErrorKind, Result};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 /// The columns an account is read from, in a fixed order.
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, integration, status, status_reason, parameters::text AS parameters, \
      secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
-     created_at_ns, updated_at_ns, revision";
+     created_at_ns, updated_at_ns, revision, last_refresh_at_ns, last_error_code, last_error_at_ns, \
+     consecutive_failures";
 
 /// The columns a pending authorization is read from.
 pub(crate) const PENDING_COLUMNS: &str =
@@ -24,7 +25,7 @@ pub(crate) fn nanos(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos()).unwrap_or(if time.year() < 1970 { i64::MIN } else { i64::MAX })
 }
 
-fn time(nanos: i64) -> Result<OffsetDateTime> {
+pub(crate) fn time(nanos: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
         .map_err(|_| Error::new(ErrorKind::Unreadable, "a stored time is out of range"))
 }
@@ -91,6 +92,7 @@ pub(crate) fn account_from_row(row: &PgRow) -> Result<StoredAccount> {
             credentials: join(read(row, "credential_names")?, read(row, "credential_values")?)?,
             status: status(&read::<String>(row, "status")?)?,
             status_reason: read(row, "status_reason")?,
+            health: health_from_row(row)?,
             created_at: time(read(row, "created_at_ns")?)?,
             updated_at: time(read(row, "updated_at_ns")?)?,
             revision: u64::try_from(read::<i64>(row, "revision")?)
@@ -98,6 +100,33 @@ pub(crate) fn account_from_row(row: &PgRow) -> Result<StoredAccount> {
         })
     })();
     account.map_err(|error: Error| error.with_context("account", &id))
+}
+
+fn health_from_row(row: &PgRow) -> Result<AccountHealth> {
+    let last_error = match (
+        read::<Option<String>>(row, "last_error_code")?,
+        read::<Option<i64>>(row, "last_error_at_ns")?,
+    ) {
+        (Some(code), Some(at)) => Some(AccountError { code, at: time(at)? }),
+        _ => None,
+    };
+    Ok(AccountHealth {
+        last_refresh_at: read::<Option<i64>>(row, "last_refresh_at_ns")?.map(time).transpose()?,
+        last_error,
+        consecutive_failures: u32::try_from(read::<i32>(row, "consecutive_failures")?)
+            .map_err(|_| Error::new(ErrorKind::Unreadable, "a negative failure count"))?,
+    })
+}
+
+/// The health columns' values: last refresh, last error's code and time,
+/// failures in a row.
+pub(crate) fn health_values(health: &AccountHealth) -> (Option<i64>, Option<String>, Option<i64>, i32) {
+    (
+        health.last_refresh_at.map(nanos),
+        health.last_error.as_ref().map(|error| error.code.clone()),
+        health.last_error.as_ref().map(|error| nanos(error.at)),
+        i32::try_from(health.consecutive_failures).unwrap_or(i32::MAX),
+    )
 }
 
 /// The pending authorization in `row`.
@@ -126,4 +155,11 @@ pub(crate) fn key_from_row(row: &PgRow) -> Result<StoredApiKey> {
         created_at: time(read(row, "created_at_ns")?)?,
         hash: read(row, "hash")?,
     })
+}
+
+/// A record kept as JSON in `column` of `row`.
+pub(crate) fn json_record<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str, what: &str) -> Result<T> {
+    let text: String = read(row, column)?;
+    serde_json::from_str(&text)
+        .map_err(|error| Error::new(ErrorKind::Unreadable, format!("cannot parse a stored {what}: {error}")))
 }

@@ -83,6 +83,7 @@ async fn schema() -> Option<(PgConnectOptions, String)> {
 
 integration_storage_tests::conformance_tests!(|| fresh());
 integration_storage_tests::key_storage_tests!(|| fresh());
+integration_storage_tests::webhook_storage_tests!(|| fresh());
 
 #[tokio::test]
 async fn a_schema_newer_than_the_build_is_refused() {
@@ -255,15 +256,18 @@ async fn changes_through_one_handle_are_heard_by_another() {
     );
 
     let account = integration_storage_tests::sample_account("acct1");
-    unrelated.insert_account(&account).await.expect("insert elsewhere");
-    unrelated.delete_account(&account.id).await.expect("delete elsewhere");
-    writer.insert_account(&account).await.expect("insert");
-    let Swap::Swapped(swapped) = writer.compare_and_swap_account(1, &account).await.expect("swap") else {
+    unrelated.insert_account(&account, &[]).await.expect("insert elsewhere");
+    unrelated
+        .delete_account(&account.id, &[])
+        .await
+        .expect("delete elsewhere");
+    writer.insert_account(&account, &[]).await.expect("insert");
+    let Swap::Swapped(swapped) = writer.compare_and_swap_account(1, &account, &[]).await.expect("swap") else {
         panic!("swapped")
     };
     let id = AccountId::new("acct1").expect("id");
     assert_eq!(next(&mut hearing).await, StoreChange::Account(id.clone()), "the swap");
-    writer.delete_account(&swapped.id).await.expect("delete");
+    writer.delete_account(&swapped.id, &[]).await.expect("delete");
     assert_eq!(next(&mut hearing).await, StoreChange::Account(id), "the removal");
     assert!(
         tokio::time::timeout(std::time::Duration::from_millis(300), next(&mut hearing))

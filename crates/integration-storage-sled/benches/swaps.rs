@@ -26,7 +26,7 @@ fn durable_swaps(c: &mut Criterion) {
     runtime.block_on(async {
         for task in 0..CONCURRENCY[CONCURRENCY.len() - 1] {
             storage
-                .insert_account(&sample_account(&format!("bench-{task}")))
+                .insert_account(&sample_account(&format!("bench-{task}")), &[])
                 .await
                 .expect("insert");
         }
@@ -70,7 +70,7 @@ async fn swap_own_account(storage: &SledStorage, task: usize, swaps: u64) {
         .expect("present");
     for _ in 0..swaps {
         match storage
-            .compare_and_swap_account(account.revision, &account)
+            .compare_and_swap_account(account.revision, &account, &[])
             .await
             .expect("swap")
         {

@@ -7,26 +7,41 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use integration_core::events::{Event, EventId, OutboxBacklog};
 use integration_core::storage::{
     AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
 };
 use integration_core::time::OffsetDateTime;
+use integration_core::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
+use serde::{Deserialize, Serialize};
 use serde_json::Error as JsonError;
+use sled::Transactional as _;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::group_commit::{FlushError, GroupCommit};
 
 const ACCOUNTS_TREE: &str = "accounts.v1";
 const PENDING_TREE: &str = "pending_authorizations.v1";
+const OUTBOX_TREE: &str = "outbox.v1";
+const WEBHOOKS_TREE: &str = "webhooks.v1";
+const DELIVERIES_TREE: &str = "webhook_deliveries.v1";
+/// The ids of the pending deliveries, so that claiming scans only those.
+const PENDING_DELIVERIES_TREE: &str = "webhook_deliveries_pending.v1";
 
 /// How long [`SledStorage::open`] waits for another handle to release the directory.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Accounts and pending authorizations in a sled database.
+/// Accounts, pending authorizations, the outbox of events and webhooks in a
+/// sled database.
 #[derive(Clone)]
 pub struct SledStorage {
     accounts: sled::Tree,
     pending: sled::Tree,
+    outbox: sled::Tree,
+    webhooks: sled::Tree,
+    deliveries: sled::Tree,
+    pending_deliveries: sled::Tree,
     group_commit: Arc<GroupCommit>,
     /// The directory's place in [`OPEN_HERE`], given back with the last clone.
     _opened: Option<Arc<OpenHere>>,
@@ -120,11 +135,24 @@ impl SledStorage {
         let pending = db
             .open_tree(PENDING_TREE)
             .map_err(|error| storage_error("cannot open the pending authorizations tree", error))?;
+        let open = |name: &str| {
+            db.open_tree(name).map_err(|error| {
+                storage_error("cannot open a tree of the sled database", error).with_context("tree", name)
+            })
+        };
+        let outbox = open(OUTBOX_TREE)?;
+        let webhooks = open(WEBHOOKS_TREE)?;
+        let deliveries = open(DELIVERIES_TREE)?;
+        let pending_deliveries = open(PENDING_DELIVERIES_TREE)?;
         let group_commit =
             GroupCommit::start(db).map_err(|error| storage_error("cannot start the sled flusher thread", error))?;
         Ok(Self {
             accounts,
             pending,
+            outbox,
+            webhooks,
+            deliveries,
+            pending_deliveries,
             group_commit: Arc::new(group_commit),
             _opened: None,
         })
@@ -146,6 +174,9 @@ impl std::fmt::Debug for SledStorage {
         f.debug_struct("SledStorage")
             .field("accounts", &self.accounts.len())
             .field("pending_authorizations", &self.pending.len())
+            .field("outbox", &self.outbox.len())
+            .field("webhooks", &self.webhooks.len())
+            .field("deliveries", &self.deliveries.len())
             .finish()
     }
 }
@@ -168,6 +199,40 @@ fn decode_account(key: &[u8], bytes: &[u8]) -> Result<StoredAccount> {
     })
 }
 
+/// An event in the outbox, with the end of its claim.
+#[derive(Serialize, Deserialize)]
+struct OutboxRecord {
+    event: Event,
+    #[serde(default, with = "integration_core::time::serde::rfc3339::option")]
+    claimed_until: Option<OffsetDateTime>,
+}
+
+fn outbox_records(events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    events
+        .iter()
+        .map(|event| {
+            let record = OutboxRecord {
+                event: event.clone(),
+                claimed_until: None,
+            };
+            Ok((event.id.as_str().as_bytes().to_vec(), encode(&record)?))
+        })
+        .collect()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|error: JsonError| Error::new(ErrorKind::Unreadable, format!("cannot parse a stored {what}: {error}")))
+}
+
+/// A transaction's failure: the error it aborted with, or sled's.
+fn transaction_failed(message: &'static str, error: TransactionError<Error>) -> Error {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => storage_error(message, error),
+    }
+}
+
 fn decode_pending(bytes: &[u8]) -> Result<PendingAuthorization> {
     serde_json::from_slice(bytes).map_err(|error: JsonError| {
         Error::new(
@@ -179,18 +244,25 @@ fn decode_pending(bytes: &[u8]) -> Result<PendingAuthorization> {
 
 #[async_trait]
 impl Storage for SledStorage {
-    async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
+    async fn insert_account(&self, account: &StoredAccount, events: &[Event]) -> Result<()> {
         let bytes = encode(account)?;
+        let records = outbox_records(events)?;
         let key = account.id.as_str().as_bytes();
-        let outcome = self
-            .accounts
-            .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))
-            .map_err(|error| storage_error("cannot insert the account", error))?;
-        if outcome.is_err() {
-            return Err(
-                Error::new(ErrorKind::AlreadyExists, "account exists already").with_context("account", &account.id)
-            );
-        }
+        (&self.accounts, &self.outbox)
+            .transaction(|(accounts, outbox)| {
+                if accounts.get(key)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(
+                        Error::new(ErrorKind::AlreadyExists, "account exists already")
+                            .with_context("account", &account.id),
+                    ));
+                }
+                accounts.insert(key, bytes.as_slice())?;
+                for (id, record) in &records {
+                    outbox.insert(id.as_slice(), record.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(|error| transaction_failed("cannot insert the account", error))?;
         self.flush().await
     }
 
@@ -242,44 +314,111 @@ impl Storage for SledStorage {
         }
     }
 
-    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
+    async fn compare_and_swap_account(
+        &self,
+        expected_revision: u64,
+        account: &StoredAccount,
+        events: &[Event],
+    ) -> Result<Swap> {
         let key = account.id.as_str().as_bytes();
         let next = StoredAccount {
             revision: expected_revision + 1,
             ..account.clone()
         };
         let next_bytes = encode(&next)?;
-        loop {
-            let Some(current_bytes) = self
-                .accounts
-                .get(key)
-                .map_err(|error| storage_error("cannot read the account", error))?
-            else {
-                return Err(Error::new(ErrorKind::NotFound, "no such account").with_context("account", &account.id));
-            };
-            let current = decode_account(key, &current_bytes)?;
-            if current.revision != expected_revision {
-                return Ok(Swap::Conflict(current));
-            }
-            let outcome = self
-                .accounts
-                .compare_and_swap(key, Some(current_bytes), Some(next_bytes.as_slice()))
-                .map_err(|error| storage_error("cannot update the account", error))?;
-            // Lost a race at the byte level: read again and decide anew.
-            if outcome.is_ok() {
-                self.flush().await?;
-                return Ok(Swap::Swapped(next));
-            }
+        let records = outbox_records(events)?;
+        let swap = (&self.accounts, &self.outbox)
+            .transaction(|(accounts, outbox)| {
+                let Some(current_bytes) = accounts.get(key)? else {
+                    return Err(ConflictableTransactionError::Abort(
+                        Error::new(ErrorKind::NotFound, "no such account").with_context("account", &account.id),
+                    ));
+                };
+                let current = decode_account(key, &current_bytes).map_err(ConflictableTransactionError::Abort)?;
+                if current.revision != expected_revision {
+                    return Ok(Swap::Conflict(current));
+                }
+                accounts.insert(key, next_bytes.as_slice())?;
+                for (id, record) in &records {
+                    outbox.insert(id.as_slice(), record.as_slice())?;
+                }
+                Ok(Swap::Swapped(next.clone()))
+            })
+            .map_err(|error| transaction_failed("cannot update the account", error))?;
+        if matches!(swap, Swap::Swapped(_)) {
+            self.flush().await?;
         }
+        Ok(swap)
     }
 
-    async fn delete_account(&self, id: &AccountId) -> Result<bool> {
+    async fn delete_account(&self, id: &AccountId, events: &[Event]) -> Result<bool> {
+        let key = id.as_str().as_bytes();
+        let records = outbox_records(events)?;
+        let existed = (&self.accounts, &self.outbox)
+            .transaction(|(accounts, outbox)| {
+                let existed = accounts.remove(key)?.is_some();
+                if existed {
+                    for (id, record) in &records {
+                        outbox.insert(id.as_slice(), record.as_slice())?;
+                    }
+                }
+                Ok(existed)
+            })
+            .map_err(|error| transaction_failed("cannot delete the account", error))?;
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn claim_events(&self, now: OffsetDateTime, until: OffsetDateTime, limit: usize) -> Result<Vec<Event>> {
+        let mut claimed = Vec::new();
+        // Keys are event ids: the scan is oldest first.
+        for entry in self.outbox.iter() {
+            if claimed.len() == limit {
+                break;
+            }
+            let (key, bytes) = entry.map_err(|error| storage_error("cannot read the outbox", error))?;
+            let mut record: OutboxRecord = decode("event", &bytes)?;
+            if record.claimed_until.is_some_and(|end| end > now) {
+                continue;
+            }
+            record.claimed_until = Some(until);
+            let outcome = self
+                .outbox
+                .compare_and_swap(&key, Some(bytes), Some(encode(&record)?))
+                .map_err(|error| storage_error("cannot claim an event", error))?;
+            // Lost to a concurrent claim or completion: it is theirs.
+            if outcome.is_ok() {
+                claimed.push(record.event);
+            }
+        }
+        if !claimed.is_empty() {
+            self.flush().await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn complete_event(&self, id: &EventId) -> Result<bool> {
         let removed = self
-            .accounts
+            .outbox
             .remove(id.as_str().as_bytes())
-            .map_err(|error| storage_error("cannot delete the account", error))?;
+            .map_err(|error| storage_error("cannot complete the event", error))?;
         self.flush().await?;
         Ok(removed.is_some())
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog> {
+        let oldest = match self
+            .outbox
+            .first()
+            .map_err(|error| storage_error("cannot read the outbox", error))?
+        {
+            Some((_, bytes)) => Some(decode::<OutboxRecord>("event", &bytes)?.event.timestamp),
+            None => None,
+        };
+        Ok(OutboxBacklog {
+            events: self.outbox.len() as u64,
+            oldest,
+        })
     }
 
     async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()> {
@@ -329,6 +468,10 @@ impl Storage for SledStorage {
         Ok(deleted)
     }
 
+    fn webhook_storage(&self) -> Option<&dyn WebhookStorage> {
+        Some(self)
+    }
+
     async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
         // Keys are the states' bytes: the scan is in state order.
         self.pending
@@ -338,6 +481,210 @@ impl Storage for SledStorage {
                 decode_pending(&bytes)
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl WebhookStorage for SledStorage {
+    async fn insert_webhook(&self, webhook: &StoredWebhook) -> Result<()> {
+        let outcome = self
+            .webhooks
+            .compare_and_swap(webhook.id.as_bytes(), None as Option<&[u8]>, Some(encode(webhook)?))
+            .map_err(|error| storage_error("cannot insert the webhook", error))?;
+        if outcome.is_err() {
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "webhook exists already").with_context("webhook", &webhook.id)
+            );
+        }
+        self.flush().await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<StoredWebhook>> {
+        let mut webhooks = self
+            .webhooks
+            .iter()
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(|error| storage_error("cannot read the webhooks", error))?;
+                decode::<StoredWebhook>("webhook", &bytes)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        webhooks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(webhooks)
+    }
+
+    async fn update_webhook(&self, webhook: &StoredWebhook) -> Result<bool> {
+        let key = webhook.id.as_bytes();
+        let bytes = encode(webhook)?;
+        let existed = self
+            .webhooks
+            .transaction(|webhooks| {
+                let existed = webhooks.get(key)?.is_some();
+                if existed {
+                    webhooks.insert(key, bytes.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<Error>>(existed)
+            })
+            .map_err(|error| transaction_failed("cannot update the webhook", error))?;
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        let existed = self
+            .webhooks
+            .remove(id.as_bytes())
+            .map_err(|error| storage_error("cannot delete the webhook", error))?
+            .is_some();
+        for entry in self.deliveries.iter() {
+            let (key, bytes) = entry.map_err(|error| storage_error("cannot read the deliveries", error))?;
+            if decode::<StoredDelivery>("delivery", &bytes).is_ok_and(|delivery| delivery.webhook == id) {
+                self.remove_delivery(&key)?;
+            }
+        }
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn insert_deliveries(&self, deliveries: &[StoredDelivery]) -> Result<()> {
+        for delivery in deliveries {
+            let key = delivery.id.as_bytes();
+            let bytes = encode(delivery)?;
+            let pending = delivery.state == integration_core::webhooks::DeliveryState::Pending;
+            (&self.deliveries, &self.pending_deliveries)
+                .transaction(|(deliveries, pending_deliveries)| {
+                    if deliveries.get(key)?.is_none() {
+                        deliveries.insert(key, bytes.as_slice())?;
+                        if pending {
+                            pending_deliveries.insert(key, &[])?;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<Error>>(())
+                })
+                .map_err(|error| transaction_failed("cannot insert a delivery", error))?;
+        }
+        self.flush().await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<StoredDelivery>> {
+        let mut due = Vec::new();
+        for entry in self.pending_deliveries.iter() {
+            let (key, _) = entry.map_err(|error| storage_error("cannot read the deliveries", error))?;
+            let Some(bytes) = self
+                .deliveries
+                .get(&key)
+                .map_err(|error| storage_error("cannot read a delivery", error))?
+            else {
+                continue;
+            };
+            let delivery: StoredDelivery = decode("delivery", &bytes)?;
+            if delivery.due(now) {
+                due.push((bytes, delivery));
+            }
+        }
+        due.sort_by(|(_, a), (_, b)| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+        let mut claimed = Vec::new();
+        for (bytes, mut delivery) in due {
+            if claimed.len() == limit {
+                break;
+            }
+            delivery.claimed_until = Some(until);
+            let outcome = self
+                .deliveries
+                .compare_and_swap(delivery.id.as_bytes(), Some(bytes), Some(encode(&delivery)?))
+                .map_err(|error| storage_error("cannot claim a delivery", error))?;
+            if outcome.is_ok() {
+                claimed.push(delivery);
+            }
+        }
+        if !claimed.is_empty() {
+            self.flush().await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn update_delivery(&self, delivery: &StoredDelivery) -> Result<bool> {
+        let key = delivery.id.as_bytes();
+        let bytes = encode(delivery)?;
+        let pending = delivery.state == integration_core::webhooks::DeliveryState::Pending;
+        let existed = (&self.deliveries, &self.pending_deliveries)
+            .transaction(|(deliveries, pending_deliveries)| {
+                if deliveries.get(key)?.is_none() {
+                    return Ok(false);
+                }
+                deliveries.insert(key, bytes.as_slice())?;
+                if pending {
+                    pending_deliveries.insert(key, &[])?;
+                } else {
+                    pending_deliveries.remove(key)?;
+                }
+                Ok::<_, ConflictableTransactionError<Error>>(true)
+            })
+            .map_err(|error| transaction_failed("cannot update the delivery", error))?;
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<StoredDelivery>> {
+        match self
+            .deliveries
+            .get(id.as_bytes())
+            .map_err(|error| storage_error("cannot read the delivery", error))?
+        {
+            Some(bytes) => decode("delivery", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn deliveries(&self, webhook: &str, before: Option<&str>, limit: usize) -> Result<Vec<StoredDelivery>> {
+        let end: &[u8] = before.map_or(b"\xff", str::as_bytes);
+        let mut found = Vec::new();
+        // Keys sort as the events were made: newest first is the scan backwards.
+        for entry in self.deliveries.range(..end).rev() {
+            if found.len() == limit {
+                break;
+            }
+            let (_, bytes) = entry.map_err(|error| storage_error("cannot read the deliveries", error))?;
+            let delivery: StoredDelivery = decode("delivery", &bytes)?;
+            if delivery.webhook == webhook {
+                found.push(delivery);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delete_deliveries_before(&self, before: OffsetDateTime) -> Result<usize> {
+        let mut deleted = 0;
+        for entry in self.deliveries.iter() {
+            let (key, bytes) = entry.map_err(|error| storage_error("cannot read the deliveries", error))?;
+            let old = decode::<StoredDelivery>("delivery", &bytes).map_or(true, |delivery| {
+                delivery.state != integration_core::webhooks::DeliveryState::Pending && delivery.created_at < before
+            });
+            if old {
+                self.remove_delivery(&key)?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            self.flush().await?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl SledStorage {
+    fn remove_delivery(&self, key: &[u8]) -> Result<()> {
+        (&self.deliveries, &self.pending_deliveries)
+            .transaction(|(deliveries, pending_deliveries)| {
+                deliveries.remove(key)?;
+                pending_deliveries.remove(key)?;
+                Ok::<_, ConflictableTransactionError<Error>>(())
+            })
+            .map_err(|error| transaction_failed("cannot delete a delivery", error))
     }
 }
 

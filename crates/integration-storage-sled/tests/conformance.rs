@@ -10,6 +10,10 @@ integration_storage_tests::conformance_tests!(|| async {
     Arc::new(SledStorage::temporary().expect("temporary sled database"))
 });
 
+integration_storage_tests::webhook_storage_tests!(|| async {
+    Arc::new(SledStorage::temporary().expect("temporary sled database"))
+});
+
 integration_storage_tests::persistence_tests!(
     open: |dir: &std::path::Path| {
         let dir = dir.to_owned();
@@ -29,12 +33,12 @@ async fn debug_shows_no_record_contents() {
     use integration_core::Storage;
     let storage = SledStorage::temporary().expect("temporary sled database");
     storage
-        .insert_account(&integration_storage_tests::sample_account("acct1"))
+        .insert_account(&integration_storage_tests::sample_account("acct1"), &[])
         .await
         .expect("insert");
     assert_eq!(
         format!("{storage:?}"),
-        "SledStorage { accounts: 1, pending_authorizations: 0 }"
+        "SledStorage { accounts: 1, pending_authorizations: 0, outbox: 0, webhooks: 0, deliveries: 0 }"
     );
 }
 
@@ -64,7 +68,7 @@ fn a_directory_opens_again_right_after_its_handle_is_dropped() {
         let storage = SledStorage::open(dir.path()).unwrap_or_else(|error| panic!("open in round {round}: {error}"));
         let account = integration_storage_tests::sample_account(&format!("acct{round}"));
         runtime
-            .block_on(integration_core::Storage::insert_account(&storage, &account))
+            .block_on(integration_core::Storage::insert_account(&storage, &account, &[]))
             .expect("insert");
         drop(storage);
     }

@@ -9,10 +9,17 @@ use std::time::Duration;
 use integration_core::crypto::SealedSecret;
 use integration_core::storage::{AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
 use integration_core::time::OffsetDateTime;
-use integration_core::{AccountId, AccountStatus, ErrorKind};
+use integration_core::{AccountError, AccountHealth, AccountId, AccountStatus, ErrorKind};
 
 pub mod keys;
+pub mod outbox;
 pub mod stress;
+pub mod webhooks;
+
+pub use outbox::{
+    claimed_events_wait_for_their_claim_to_end, concurrent_claims_hand_each_event_to_one,
+    events_are_stored_with_the_change_that_causes_them,
+};
 
 pub use stress::Layout;
 
@@ -82,6 +89,9 @@ macro_rules! conformance_tests {
             expired_pending_authorizations_are_deleted_and_others_kept,
             pending_authorizations_are_listed_by_state,
             sealed_secrets_round_trip_byte_for_byte,
+            events_are_stored_with_the_change_that_causes_them,
+            claimed_events_wait_for_their_claim_to_end,
+            concurrent_claims_hand_each_event_to_one,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {
@@ -187,6 +197,9 @@ where
     expired_pending_authorizations_are_deleted_and_others_kept(factory().await).await;
     pending_authorizations_are_listed_by_state(factory().await).await;
     sealed_secrets_round_trip_byte_for_byte(factory().await).await;
+    outbox::events_are_stored_with_the_change_that_causes_them(factory().await).await;
+    outbox::claimed_events_wait_for_their_claim_to_end(factory().await).await;
+    outbox::concurrent_claims_hand_each_event_to_one(factory().await).await;
     for layout in [Layout::Threaded, Layout::RuntimePerWorker { workers: 4 }] {
         stress::concurrent_inserts_all_land(factory().await, layout).await;
         stress::concurrent_swaps_on_one_account_win_once_per_revision(factory().await, layout).await;
@@ -209,6 +222,14 @@ pub fn sample_account(id: &str) -> StoredAccount {
         ]),
         status: AccountStatus::Connected,
         status_reason: None,
+        health: AccountHealth {
+            last_refresh_at: Some(now),
+            last_error: Some(AccountError {
+                code: "temporarily_unavailable".to_owned(),
+                at: now,
+            }),
+            consecutive_failures: 2,
+        },
         created_at: now,
         updated_at: now,
         revision: 1,
@@ -243,7 +264,10 @@ pub async fn missing_account_is_none(storage: Arc<impl Storage + ?Sized>) {
 /// Behavior: `insert_account` stores the record as given.
 pub async fn inserted_account_reads_back_equal(storage: Arc<impl Storage + ?Sized>) {
     let account = sample_account("acct1");
-    storage.insert_account(&account).await.expect("insert must succeed");
+    storage
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
     let read = storage.account(&account.id).await.expect("account() must not fail");
     assert_eq!(
         read.as_ref(),
@@ -257,13 +281,13 @@ pub async fn inserted_account_reads_back_equal(storage: Arc<impl Storage + ?Size
 pub async fn duplicate_insert_is_refused_and_keeps_the_original(storage: Arc<impl Storage + ?Sized>) {
     let original = sample_account("acct1");
     storage
-        .insert_account(&original)
+        .insert_account(&original, &[])
         .await
         .expect("first insert must succeed");
     let mut other = sample_account("acct1");
     other.integration = "other".to_owned();
     let error = storage
-        .insert_account(&other)
+        .insert_account(&other, &[])
         .await
         .expect_err("second insert must fail");
     assert_eq!(error.kind(), ErrorKind::AlreadyExists, "duplicate insert: {error}");
@@ -279,7 +303,7 @@ pub async fn duplicate_insert_is_refused_and_keeps_the_original(storage: Arc<imp
 pub async fn accounts_are_listed_sorted_by_id(storage: Arc<impl Storage + ?Sized>) {
     for id in ["charlie", "alpha", "bravo", "alpha-2"] {
         storage
-            .insert_account(&sample_account(id))
+            .insert_account(&sample_account(id), &[])
             .await
             .expect("insert must succeed");
     }
@@ -297,13 +321,16 @@ pub async fn accounts_are_listed_sorted_by_id(storage: Arc<impl Storage + ?Sized
 /// revision + 1.
 pub async fn swap_at_expected_revision_replaces_and_bumps_it(storage: Arc<impl Storage + ?Sized>) {
     let account = sample_account("acct1");
-    storage.insert_account(&account).await.expect("insert must succeed");
+    storage
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
     let mut next = account.clone();
     next.credentials
         .insert("access_token".to_owned(), SealedSecret::from_bytes(vec![42; 8]));
     next.status = AccountStatus::NeedsReauth;
     let outcome = storage
-        .compare_and_swap_account(1, &next)
+        .compare_and_swap_account(1, &next, &[])
         .await
         .expect("swap must not fail");
     let expected = StoredAccount { revision: 2, ..next };
@@ -324,11 +351,14 @@ pub async fn swap_at_expected_revision_replaces_and_bumps_it(storage: Arc<impl S
 /// stored record.
 pub async fn swap_at_stale_revision_conflicts_and_changes_nothing(storage: Arc<impl Storage + ?Sized>) {
     let account = sample_account("acct1");
-    storage.insert_account(&account).await.expect("insert must succeed");
+    storage
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
     let mut next = account.clone();
     next.status = AccountStatus::NeedsReauth;
     let outcome = storage
-        .compare_and_swap_account(7, &next)
+        .compare_and_swap_account(7, &next, &[])
         .await
         .expect("swap must not fail");
     assert_eq!(
@@ -343,7 +373,7 @@ pub async fn swap_at_stale_revision_conflicts_and_changes_nothing(storage: Arc<i
 /// Behavior: swapping a missing account fails with `NotFound`.
 pub async fn swap_of_missing_account_is_not_found(storage: Arc<impl Storage + ?Sized>) {
     let error = storage
-        .compare_and_swap_account(1, &sample_account("ghost"))
+        .compare_and_swap_account(1, &sample_account("ghost"), &[])
         .await
         .expect_err("swapping a missing account must fail");
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
@@ -362,7 +392,10 @@ pub async fn concurrent_swaps_from_one_revision_let_exactly_one_win(storage: Arc
 async fn swap_race<S: Storage + ?Sized>(storage: Arc<S>) {
     const CONTENDERS: u8 = 24;
     let account = sample_account("acct1");
-    storage.insert_account(&account).await.expect("insert must succeed");
+    storage
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
     let barrier = Arc::new(tokio::sync::Barrier::new(usize::from(CONTENDERS)));
     let mut tasks = Vec::new();
     for contender in 0..CONTENDERS {
@@ -373,7 +406,7 @@ async fn swap_race<S: Storage + ?Sized>(storage: Arc<S>) {
             .insert("access_token".to_owned(), SealedSecret::from_bytes(vec![contender; 4]));
         tasks.push(async move {
             barrier.wait().await;
-            storage.compare_and_swap_account(1, &next).await
+            storage.compare_and_swap_account(1, &next, &[]).await
         });
     }
     let outcomes = futures_join_all(tasks).await;
@@ -412,17 +445,26 @@ async fn futures_join_all<T: Send + 'static>(futures: Vec<impl Future<Output = T
 /// Behavior: `delete_account` returns whether the account existed.
 pub async fn delete_reports_whether_the_account_existed(storage: Arc<impl Storage + ?Sized>) {
     let account = sample_account("acct1");
-    storage.insert_account(&account).await.expect("insert must succeed");
     storage
-        .insert_account(&sample_account("acct2"))
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
+    storage
+        .insert_account(&sample_account("acct2"), &[])
         .await
         .expect("insert must succeed");
     assert!(
-        storage.delete_account(&account.id).await.expect("delete must not fail"),
+        storage
+            .delete_account(&account.id, &[])
+            .await
+            .expect("delete must not fail"),
         "existing → true"
     );
     assert!(
-        !storage.delete_account(&account.id).await.expect("delete must not fail"),
+        !storage
+            .delete_account(&account.id, &[])
+            .await
+            .expect("delete must not fail"),
         "missing → false"
     );
     assert!(
@@ -456,7 +498,10 @@ pub async fn accounts_are_paged_by_id_with_filters(storage: Arc<impl Storage + ?
         let mut account = sample_account(id);
         account.integration = integration.to_owned();
         account.status = status;
-        storage.insert_account(&account).await.expect("insert must succeed");
+        storage
+            .insert_account(&account, &[])
+            .await
+            .expect("insert must succeed");
     }
     let page_through = |mut query: AccountQuery| {
         let storage = Arc::clone(&storage);
@@ -681,7 +726,10 @@ pub async fn sealed_secrets_round_trip_byte_for_byte(storage: Arc<impl Storage +
     account
         .parameters
         .insert("ünïcödé".to_owned(), "値 ✓ \"quoted\"\n".to_owned());
-    storage.insert_account(&account).await.expect("insert must succeed");
+    storage
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
     let read = storage.account(&account.id).await.expect("account() must not fail");
     assert_eq!(read, Some(account), "bytes and text must round-trip exactly");
 }
@@ -705,19 +753,19 @@ where
         };
         for id in ["kept", "swapped", "deleted"] {
             storage
-                .insert_account(&sample_account(id))
+                .insert_account(&sample_account(id), &[])
                 .await
                 .expect("insert must succeed");
         }
         swapped.status = AccountStatus::NeedsReauth;
         let swap = storage
-            .compare_and_swap_account(1, &swapped)
+            .compare_and_swap_account(1, &swapped, &[])
             .await
             .expect("swap must not fail");
         assert!(matches!(swap, Swap::Swapped(_)), "the swap from revision 1 must win");
         assert!(
             storage
-                .delete_account(&account_id("deleted"))
+                .delete_account(&account_id("deleted"), &[])
                 .await
                 .expect("delete must succeed")
         );
@@ -796,7 +844,7 @@ where
         };
         for id in ["a-first", "b-spoiled", "c-last"] {
             storage
-                .insert_account(&sample_account(id))
+                .insert_account(&sample_account(id), &[])
                 .await
                 .expect("insert must succeed");
         }

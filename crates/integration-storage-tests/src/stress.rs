@@ -43,7 +43,7 @@ pub async fn concurrent_inserts_all_land(storage: Arc<impl Storage + ?Sized>, la
                 for n in 0..PER_WRITER {
                     let id = format!("w{writer:02}-{n}");
                     storage
-                        .insert_account(&sample_account(&id))
+                        .insert_account(&sample_account(&id), &[])
                         .await
                         .unwrap_or_else(|error| panic!("insert of {id} must succeed: {error}"));
                 }
@@ -74,7 +74,10 @@ pub async fn concurrent_swaps_on_one_account_win_once_per_revision(
     const WINS_PER_WRITER: usize = 4;
     within_deadline("concurrent_swaps_on_one_account_win_once_per_revision", async {
         let account = sample_account("contended");
-        storage.insert_account(&account).await.expect("insert must succeed");
+        storage
+            .insert_account(&account, &[])
+            .await
+            .expect("insert must succeed");
         let writer_storage = Arc::clone(&storage);
         let writer_account = account.clone();
         let won: Vec<Vec<StoredAccount>> = run_writers(layout, move |writer| {
@@ -109,7 +112,7 @@ pub async fn concurrent_swaps_on_many_accounts_all_land(storage: Arc<impl Storag
     within_deadline("concurrent_swaps_on_many_accounts_all_land", async {
         for index in 0..WRITERS {
             storage
-                .insert_account(&sample_account(&format!("many-{index:02}")))
+                .insert_account(&sample_account(&format!("many-{index:02}")), &[])
                 .await
                 .expect("insert must succeed");
         }
@@ -200,7 +203,7 @@ async fn swap_until_won<S: Storage + ?Sized>(
         next.credentials
             .insert("access_token".to_owned(), SealedSecret::from_bytes(vec![tag, seq]));
         match storage
-            .compare_and_swap_account(revision, &next)
+            .compare_and_swap_account(revision, &next, &[])
             .await
             .unwrap_or_else(|error| panic!("swap by writer {writer} must not fail: {error}"))
         {

@@ -35,7 +35,7 @@ pub(crate) async fn copy(global: &GlobalArgs, args: CopyArgs) -> Result<ExitCode
             // Copied sealed, as stored: an unreadable record stops the copy
             // rather than being left behind unnoticed.
             let record = record.context("an account cannot be read, so it cannot be copied")?;
-            match target.insert_account(&record).await {
+            match target.insert_account(&record, &[]).await {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::AlreadyExists => {
                     if target.account(&record.id).await?.as_ref() != Some(&record) {

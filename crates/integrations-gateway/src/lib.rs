@@ -47,7 +47,7 @@ pub struct AppState {
 #[openapi(
     info(title = "integrations gateway", description = "Connected accounts of custom integrations, over HTTP."),
     modifiers(&BearerKeys),
-    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "proxy"), (name = "sftp"), (name = "health"))
+    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "proxy"), (name = "sftp"), (name = "webhooks"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -85,6 +85,15 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
         .routes(routes!(sftp::download, sftp::upload, sftp::remove))
         .routes(routes!(sftp::rename))
         .routes(routes!(sftp::mkdir, sftp::rmdir))
+        .routes(routes!(
+            webhooks::routes::list_webhooks,
+            webhooks::routes::create_webhook
+        ))
+        .routes(routes!(webhooks::routes::get_webhook, webhooks::routes::delete_webhook))
+        .routes(routes!(webhooks::routes::rotate_webhook_secret))
+        .routes(routes!(webhooks::routes::enable_webhook))
+        .routes(routes!(webhooks::routes::list_deliveries))
+        .routes(routes!(webhooks::routes::retry_delivery))
         .split_for_parts();
     // The proxy's route takes any method and refuses TRACE and CONNECT
     // itself; the document lists the methods it forwards.

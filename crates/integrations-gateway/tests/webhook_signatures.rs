@@ -1,23 +1,9 @@
-//! The gateway's webhook signatures, checked against an implementation of
-//! the Standard Webhooks scheme written here with other crates (RustCrypto's
-//! `hmac` and `sha2`, where the gateway uses `ring`).
+//! The gateway's webhook signatures, checked against the test receiver's
+//! implementation of the Standard Webhooks scheme, made with other crates
+//! (RustCrypto's `hmac` and `sha2`, where the gateway uses `ring`).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
+use integration_webhook_test_receiver::signature as independent;
 use integrations_gateway::webhooks::{WebhookSecret, sign, signature_header, verify};
-
-/// What a receiver computes: `v1,` and the base64 HMAC-SHA256 of
-/// `{id}.{timestamp}.{body}` under the secret's decoded bytes.
-fn independent(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = BASE64
-        .decode(secret.strip_prefix("whsec_").expect("prefix"))
-        .expect("base64");
-    let mut mac = Hmac::<sha2_independent::Sha256>::new_from_slice(&key).expect("any key length");
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
-}
 
 #[test]
 fn signatures_agree_with_an_independent_implementation() {

@@ -3,6 +3,7 @@
 
 pub use integration_core::*;
 
+pub use integration_runtime::events::{EventHandler, EventRelay, RelayHandle, RelaySettings};
 pub use integration_runtime::{Integrations, Removal, register_methods};
 
 /// Authenticated HTTP requests through accounts.

@@ -217,7 +217,7 @@ async fn a_record_moved_to_another_integration_or_host_no_longer_opens() {
             }
             let current = storage.account(account.id()).await.expect("read").expect("stored");
             storage
-                .compare_and_swap_account(current.revision, &moved)
+                .compare_and_swap_account(current.revision, &moved, &[])
                 .await
                 .expect("written behind the store's back");
             let error = store.get(account.id()).await.expect_err(tamper);

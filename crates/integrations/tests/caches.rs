@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use integrations::definition::Format;
+use integrations::events::{Event, EventId, OutboxBacklog};
 use integrations::secrecy::SecretString;
 use integrations::storage::memory::MemoryStorage;
 use integrations::storage::{
@@ -39,8 +40,8 @@ impl Watched {
 
 #[async_trait]
 impl Storage for Watched {
-    async fn insert_account(&self, account: &StoredAccount) -> integrations::Result<()> {
-        self.inner.insert_account(account).await
+    async fn insert_account(&self, account: &StoredAccount, events: &[Event]) -> integrations::Result<()> {
+        self.inner.insert_account(account, events).await
     }
     async fn account(&self, id: &AccountId) -> integrations::Result<Option<StoredAccount>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
@@ -52,11 +53,30 @@ impl Storage for Watched {
     async fn accounts_page(&self, query: &AccountQuery) -> integrations::Result<AccountPage> {
         self.inner.accounts_page(query).await
     }
-    async fn compare_and_swap_account(&self, expected: u64, account: &StoredAccount) -> integrations::Result<Swap> {
-        self.inner.compare_and_swap_account(expected, account).await
+    async fn compare_and_swap_account(
+        &self,
+        expected: u64,
+        account: &StoredAccount,
+        events: &[Event],
+    ) -> integrations::Result<Swap> {
+        self.inner.compare_and_swap_account(expected, account, events).await
     }
-    async fn delete_account(&self, id: &AccountId) -> integrations::Result<bool> {
-        self.inner.delete_account(id).await
+    async fn delete_account(&self, id: &AccountId, events: &[Event]) -> integrations::Result<bool> {
+        self.inner.delete_account(id, events).await
+    }
+    async fn claim_events(
+        &self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> integrations::Result<Vec<Event>> {
+        self.inner.claim_events(now, until, limit).await
+    }
+    async fn complete_event(&self, id: &EventId) -> integrations::Result<bool> {
+        self.inner.complete_event(id).await
+    }
+    async fn outbox_backlog(&self) -> integrations::Result<OutboxBacklog> {
+        self.inner.outbox_backlog().await
     }
     async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> integrations::Result<()> {
         self.inner.insert_pending_authorization(pending).await
@@ -151,7 +171,7 @@ async fn changes_heard_from_the_store_drop_what_was_compiled() {
     assert_eq!(storage.reads.load(Ordering::SeqCst), 5);
 
     // Removed elsewhere: not served once heard.
-    storage.inner.delete_account(&id("b")).await.expect("delete");
+    storage.inner.delete_account(&id("b"), &[]).await.expect("delete");
     storage.tell(&StoreChange::Account(id("b")));
     let error = integrations.client(&id("b")).await.expect_err("removed");
     assert_eq!(error.kind(), integrations::ErrorKind::NotFound);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use integration_oauth2_test_server::{Config, TestServer};
 use integrations::auth::oauth2::{Callback, RedirectUri};
 use integrations::definition::Format;
+use integrations::events::{Event, EventId, OutboxBacklog};
 use integrations::secrecy::ExposeSecret;
 use integrations::storage::sled::SledStorage;
 use integrations::storage::{PendingAuthorization, Storage, StoredAccount, Swap};
@@ -63,8 +64,8 @@ struct StallsBeforeStoringTokens {
 
 #[async_trait]
 impl Storage for StallsBeforeStoringTokens {
-    async fn insert_account(&self, account: &StoredAccount) -> Result<()> {
-        self.inner.insert_account(account).await
+    async fn insert_account(&self, account: &StoredAccount, events: &[Event]) -> Result<()> {
+        self.inner.insert_account(account, events).await
     }
     async fn account(&self, id: &AccountId) -> Result<Option<StoredAccount>> {
         self.inner.account(id).await
@@ -75,7 +76,12 @@ impl Storage for StallsBeforeStoringTokens {
     async fn accounts_page(&self, query: &integrations::AccountQuery) -> Result<integrations::AccountPage> {
         self.inner.accounts_page(query).await
     }
-    async fn compare_and_swap_account(&self, expected_revision: u64, account: &StoredAccount) -> Result<Swap> {
+    async fn compare_and_swap_account(
+        &self,
+        expected_revision: u64,
+        account: &StoredAccount,
+        events: &[Event],
+    ) -> Result<Swap> {
         if self.swaps.fetch_add(1, Ordering::SeqCst) == 1 {
             let mut stdout = std::io::stdout();
             writeln!(stdout, "STORING")
@@ -83,10 +89,21 @@ impl Storage for StallsBeforeStoringTokens {
                 .expect("stdout");
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        self.inner.compare_and_swap_account(expected_revision, account).await
+        self.inner
+            .compare_and_swap_account(expected_revision, account, events)
+            .await
     }
-    async fn delete_account(&self, id: &AccountId) -> Result<bool> {
-        self.inner.delete_account(id).await
+    async fn delete_account(&self, id: &AccountId, events: &[Event]) -> Result<bool> {
+        self.inner.delete_account(id, events).await
+    }
+    async fn claim_events(&self, now: OffsetDateTime, until: OffsetDateTime, limit: usize) -> Result<Vec<Event>> {
+        self.inner.claim_events(now, until, limit).await
+    }
+    async fn complete_event(&self, id: &EventId) -> Result<bool> {
+        self.inner.complete_event(id).await
+    }
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog> {
+        self.inner.outbox_backlog().await
     }
     async fn insert_pending_authorization(&self, pending: &PendingAuthorization) -> Result<()> {
         self.inner.insert_pending_authorization(pending).await
