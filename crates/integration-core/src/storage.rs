@@ -99,6 +99,9 @@ pub struct AccountQuery {
     pub integration: Option<String>,
     /// Only accounts with this status.
     pub status: Option<AccountStatus>,
+    /// Only accounts whose last renewals failed at least this many times
+    /// in a row (`Some(1)`: every failing account).
+    pub min_consecutive_failures: Option<u32>,
 }
 
 impl AccountQuery {
@@ -109,6 +112,7 @@ impl AccountQuery {
             limit,
             integration: None,
             status: None,
+            min_consecutive_failures: None,
         }
     }
 
@@ -116,6 +120,9 @@ impl AccountQuery {
     pub fn matches(&self, account: &StoredAccount) -> bool {
         self.integration.as_ref().is_none_or(|key| *key == account.integration)
             && self.status.is_none_or(|status| status == account.status)
+            && self
+                .min_consecutive_failures
+                .is_none_or(|least| account.health.consecutive_failures >= least)
     }
 }
 

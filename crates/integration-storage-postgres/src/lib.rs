@@ -316,12 +316,18 @@ impl Storage for PostgresStorage {
             let rows = sqlx::query(&format!(
                 "SELECT {ACCOUNT_COLUMNS} FROM integration_accounts \
                  WHERE ($1::text IS NULL OR id > $1) AND ($2::text IS NULL OR integration = $2) \
-                 AND ($3::text IS NULL OR status = $3) ORDER BY id LIMIT $4"
+                 AND ($3::text IS NULL OR status = $3) AND ($5::integer IS NULL OR consecutive_failures >= $5) \
+                 ORDER BY id LIMIT $4"
             ))
             .bind(query.after.as_ref().map(AccountId::as_str))
             .bind(query.integration.as_deref())
             .bind(query.status.map(records::status_name))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(
+                query
+                    .min_consecutive_failures
+                    .map(|least| i32::try_from(least).unwrap_or(i32::MAX)),
+            )
             .fetch_all(&pool)
             .await
             .map_err(failed)?;

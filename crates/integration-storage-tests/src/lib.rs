@@ -485,7 +485,8 @@ pub async fn delete_reports_whether_the_account_existed(storage: Arc<impl Storag
 }
 
 /// Behavior: pages list each matching account once, in id order, with a
-/// cursor until the last page, filtered by integration and status.
+/// cursor until the last page, filtered by integration, status and failures
+/// in a row.
 pub async fn accounts_are_paged_by_id_with_filters(storage: Arc<impl Storage + ?Sized>) {
     let accounts = [
         ("a1", "crm", AccountStatus::Connected),
@@ -494,10 +495,12 @@ pub async fn accounts_are_paged_by_id_with_filters(storage: Arc<impl Storage + ?
         ("a4", "erp", AccountStatus::Pending),
         ("a5", "crm", AccountStatus::Connected),
     ];
-    for (id, integration, status) in accounts {
+    for (n, (id, integration, status)) in accounts.into_iter().enumerate() {
         let mut account = sample_account(id);
         account.integration = integration.to_owned();
         account.status = status;
+        // 0, 1, 2, 0, 1 failures in a row.
+        account.health.consecutive_failures = u32::try_from(n % 3).unwrap_or(0);
         storage
             .insert_account(&account, &[])
             .await
@@ -547,6 +550,17 @@ pub async fn accounts_are_paged_by_id_with_filters(storage: Arc<impl Storage + ?
         ..AccountQuery::first(10)
     };
     assert_eq!(page_through(needs_reauth).await, ["a3"]);
+    let failing = AccountQuery {
+        min_consecutive_failures: Some(1),
+        ..AccountQuery::first(1)
+    };
+    assert_eq!(page_through(failing).await, ["a2", "a3", "a5"]);
+    let failing_crm = AccountQuery {
+        integration: Some("crm".to_owned()),
+        min_consecutive_failures: Some(2),
+        ..AccountQuery::first(10)
+    };
+    assert_eq!(page_through(failing_crm).await, ["a3"]);
     let after = AccountQuery {
         after: Some(account_id("a3")),
         ..AccountQuery::first(10)

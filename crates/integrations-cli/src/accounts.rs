@@ -87,6 +87,7 @@ pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode
         ))?),
         None => None,
     };
+    query.min_consecutive_failures = args.min_consecutive_failures;
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     let (mut listed, mut unreadable) = (0usize, 0usize);
@@ -168,6 +169,16 @@ pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode
     }
     writeln!(stdout, "created:      {}", timestamp(account.created_at()))?;
     writeln!(stdout, "updated:      {}", timestamp(account.updated_at()))?;
+    let health = account.health();
+    if let Some(at) = health.last_refresh_at {
+        writeln!(stdout, "refreshed:    {}", timestamp(at))?;
+    }
+    if let Some(error) = &health.last_error {
+        writeln!(stdout, "last error:   {} at {}", error.code, timestamp(error.at))?;
+    }
+    if health.consecutive_failures > 0 {
+        writeln!(stdout, "failing:      {} times in a row", health.consecutive_failures)?;
+    }
     let mut parameters: Vec<(&str, String)> = account
         .parameters()
         .iter()
@@ -297,6 +308,12 @@ fn masked_json(account: &ConnectedAccount) -> Value {
         "status_reason": account.status_reason(),
         "parameters": parameters,
         "credentials": credentials,
+        "last_refresh_at": account.health().last_refresh_at.map(timestamp),
+        "last_error": account.health().last_error.as_ref().map(|error| json!({
+            "code": error.code,
+            "at": timestamp(error.at),
+        })),
+        "consecutive_failures": account.health().consecutive_failures,
         "created_at": timestamp(account.created_at()),
         "updated_at": timestamp(account.updated_at()),
         "revision": account.revision(),

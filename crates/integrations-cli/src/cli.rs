@@ -152,6 +152,9 @@ pub(crate) enum Command {
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the endpoints account events are sent to, signed.
+    #[command(subcommand, after_long_help = WEBHOOKS_HELP)]
+    Webhooks(WebhooksCommand),
     /// Bring the PostgreSQL schema of --database-url up to date and exit
     /// (gateways also do it when they start).
     Migrate,
@@ -302,6 +305,106 @@ pub(crate) struct ServeArgs {
     /// recently used go first, so memory stays bounded.
     #[arg(long, env = "INTEGRATIONS_COMPILED_ACCOUNTS", default_value = "10000")]
     pub(crate) compiled_accounts: std::num::NonZeroUsize,
+    /// The waits between attempts to deliver a webhook, comma-separated
+    /// (`ms`, `s`, `m`, `h`); once spent, the delivery fails.
+    #[arg(
+        long,
+        env = "INTEGRATIONS_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h",
+        value_parser = parse_schedule
+    )]
+    pub(crate) webhook_retry_schedule: RetrySchedule,
+    /// Do not deliver webhooks from this gateway (others sharing the
+    /// database still do); events wait in the store.
+    #[arg(long, env = "INTEGRATIONS_NO_WEBHOOK_DELIVERY")]
+    pub(crate) no_webhook_delivery: bool,
+}
+
+const WEBHOOKS_HELP: &str = "\
+`integrations serve` delivers the events: each is POSTed as JSON with the
+Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
+`webhook-signature`, retried after 5s, 5m, 30m, 2h, 5h, 10h and 10h. An
+endpoint that answers 410 Gone is disabled until `enable`.
+
+The event types: account.created, account.connected,
+account.credentials_updated, account.refresh_failed, account.needs_reauth,
+account.recovered, account.removed.
+
+Examples:
+  integrations webhooks add https://example.com/hooks --events account.needs_reauth,account.recovered
+  integrations webhooks deliveries wh_0123456789abcdef
+  integrations webhooks rotate-secret wh_0123456789abcdef --overlap 48h";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Add an endpoint and print its signing secret (shown once).
+    Add {
+        /// `https://…` (or `http://…`), without a username or password.
+        url: String,
+        /// The event types to send, comma-separated; every type when left out.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// List the endpoints.
+    List,
+    /// Remove an endpoint and its deliveries.
+    Remove {
+        /// The endpoint's id, as `list` shows it.
+        id: String,
+    },
+    /// Give an endpoint a new signing secret and print it; deliveries are
+    /// signed with the old one too for the overlap.
+    RotateSecret {
+        /// The endpoint's id.
+        id: String,
+        /// How long the old secret still signs, such as `24h` (at most a week).
+        #[arg(long, default_value = "24h", value_parser = parse_overlap)]
+        overlap: std::time::Duration,
+    },
+    /// Send to a disabled endpoint again.
+    Enable {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// List an endpoint's deliveries, newest first, with their attempts.
+    Deliveries {
+        /// The endpoint's id.
+        id: String,
+        /// At most this many.
+        #[arg(long, default_value = "20", value_parser = clap::value_parser!(u16).range(1..=100))]
+        limit: u16,
+    },
+    /// Send a delivery again now.
+    Retry {
+        /// The endpoint's id.
+        id: String,
+        /// The delivery's id, as `deliveries` shows it.
+        delivery: String,
+    },
+}
+
+/// A wait such as `24h`, at most a week.
+fn parse_overlap(text: &str) -> Result<std::time::Duration, String> {
+    let [overlap] = integrations_gateway::webhooks::parse_schedule(text)?[..] else {
+        return Err("one wait, such as `24h`".to_owned());
+    };
+    if overlap > std::time::Duration::from_secs(7 * 24 * 3600) {
+        return Err("at most a week (`168h`)".to_owned());
+    }
+    Ok(overlap)
+}
+
+/// The waits between a webhook delivery's attempts.
+#[derive(Debug, Clone)]
+pub(crate) struct RetrySchedule(pub(crate) Vec<std::time::Duration>);
+
+/// A retry schedule such as `5s,5m,30m`.
+fn parse_schedule(text: &str) -> Result<RetrySchedule, String> {
+    let schedule = integrations_gateway::webhooks::parse_schedule(text)?;
+    if schedule.is_empty() || schedule.len() > 50 {
+        return Err("from 1 to 50 waits".to_owned());
+    }
+    Ok(RetrySchedule(schedule))
 }
 
 #[derive(Debug, Subcommand)]
@@ -445,6 +548,10 @@ pub(crate) struct ListArgs {
     /// Only accounts with this status.
     #[arg(long, value_parser = ["pending", "connected", "needs_reauth"])]
     pub(crate) status: Option<String>,
+    /// Only accounts whose credentials failed to renew at least N times in
+    /// a row (1: every failing account).
+    #[arg(long, value_name = "N")]
+    pub(crate) min_consecutive_failures: Option<u32>,
 }
 
 #[derive(Debug, Args)]

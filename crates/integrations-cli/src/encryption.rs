@@ -30,10 +30,11 @@ pub(crate) async fn run(global: &GlobalArgs, command: EncryptionCommand) -> Resu
 struct Usage {
     accounts: BTreeMap<KeyId, usize>,
     pending: BTreeMap<KeyId, usize>,
+    webhooks: BTreeMap<KeyId, usize>,
 }
 
-/// Counts, for each key, the accounts and pending authorizations with at
-/// least one value it sealed.
+/// Counts, for each key, the accounts, pending authorizations and webhook
+/// endpoints with at least one value it sealed.
 async fn usage(storage: &dyn Storage) -> Result<Usage> {
     let mut usage = Usage::default();
     let mut query = AccountQuery::first(PAGE);
@@ -62,6 +63,17 @@ async fn usage(storage: &dyn Storage) -> Result<Usage> {
             *usage.pending.entry(key).or_default() += 1;
         }
     }
+    if let Some(webhooks) = storage.webhook_storage() {
+        for webhook in webhooks.webhooks().await.context("cannot read the webhooks")? {
+            let keys: std::collections::BTreeSet<KeyId> = std::iter::once(&webhook.secret)
+                .chain(webhook.previous_secret.as_ref())
+                .filter_map(|sealed| sealed.key_id())
+                .collect();
+            for key in keys {
+                *usage.webhooks.entry(key).or_default() += 1;
+            }
+        }
+    }
     Ok(usage)
 }
 
@@ -71,14 +83,15 @@ async fn status(global: &GlobalArgs, source: &KeySource) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "{:<8}  {:<12}  {:>8}  {:>7}",
-        "KEY", "ROLE", "ACCOUNTS", "PENDING"
+        "{:<8}  {:<12}  {:>8}  {:>7}  {:>8}",
+        "KEY", "ROLE", "ACCOUNTS", "PENDING", "WEBHOOKS"
     )?;
     let mut ids: Vec<KeyId> = keyring.keys().iter().map(EncryptionKey::id).collect();
     let missing: Vec<KeyId> = usage
         .accounts
         .keys()
         .chain(usage.pending.keys())
+        .chain(usage.webhooks.keys())
         .filter(|id| keyring.get(**id).is_none())
         .copied()
         .collect::<std::collections::BTreeSet<_>>()
@@ -95,9 +108,10 @@ async fn status(global: &GlobalArgs, source: &KeySource) -> Result<ExitCode> {
         };
         writeln!(
             stdout,
-            "{id}  {role:<12}  {:>8}  {:>7}",
+            "{id}  {role:<12}  {:>8}  {:>7}  {:>8}",
             usage.accounts.get(&id).copied().unwrap_or(0),
-            usage.pending.get(&id).copied().unwrap_or(0)
+            usage.pending.get(&id).copied().unwrap_or(0),
+            usage.webhooks.get(&id).copied().unwrap_or(0)
         )?;
     }
     if !missing.is_empty() {
@@ -167,6 +181,13 @@ async fn rewrap(global: &GlobalArgs, source: &KeySource) -> Result<ExitCode> {
         }
     }
     println!("re-sealed {rewrapped} of {checked} accounts with key {active}");
+    if store.storage().webhook_storage().is_some() {
+        let webhooks = integrations_gateway::webhooks::Webhooks::new(store.clone())
+            .rewrap()
+            .await
+            .context("cannot re-seal the webhook endpoints' secrets")?;
+        println!("re-sealed {webhooks} webhook endpoints with key {active}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -182,10 +203,11 @@ async fn retire(global: &GlobalArgs, source: &KeySource, key_id: &str) -> Result
     let usage = usage(context::storage(global).await?.as_ref()).await?;
     let accounts = usage.accounts.get(&id).copied().unwrap_or(0);
     let pending = usage.pending.get(&id).copied().unwrap_or(0);
-    if accounts > 0 || pending > 0 {
+    let webhooks = usage.webhooks.get(&id).copied().unwrap_or(0);
+    if accounts > 0 || pending > 0 || webhooks > 0 {
         bail!(
-            "key {id} still seals {accounts} accounts and {pending} pending authorizations: run `integrations \
-             encryption rewrap` (pending authorizations expire within 10 minutes)"
+            "key {id} still seals {accounts} accounts, {pending} pending authorizations and {webhooks} webhook \
+             endpoints: run `integrations encryption rewrap` (pending authorizations expire within 10 minutes)"
         );
     }
     let Some(file) = source.keyring_file() else {

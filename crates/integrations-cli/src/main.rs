@@ -11,6 +11,7 @@ mod serve;
 mod sftp;
 mod storage;
 mod validate;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(global, args),
         Command::Keys(command) => block_on(serve::keys(global, command)),
+        Command::Webhooks(command) => block_on(webhooks::run(global, command)),
         Command::Migrate => block_on(serve::migrate(global)),
         Command::Storage(StorageCommand::Copy(args)) => block_on(storage::copy(global, args)),
         Command::Encryption(command) => block_on(encryption::run(global, command)),

@@ -14,6 +14,7 @@ use integrations::time::format_description::well_known::Rfc3339;
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
 use integrations_gateway::server::{ConnectionSettings, Listeners, serve_on_workers};
+use integrations_gateway::webhooks::{DeliverySettings, Webhooks};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, KeysCommand, ServeArgs};
@@ -59,6 +60,11 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         store = %place,
         "gateway listening on http://{address}: /healthz, /connect in a browser, /v1 with an API key"
     );
+    if args.no_webhook_delivery {
+        tracing::info!("webhook delivery is off on this gateway (--no-webhook-delivery)");
+    } else {
+        start_webhook_delivery(&integrations, args.webhook_retry_schedule.0.clone())?;
+    }
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let redirect_uri = RedirectUri::from_public_base_url(&public_url)?;
     tracing::info!(%redirect_uri, "OAuth 2.0 redirect URI (register it with providers)");
@@ -75,6 +81,31 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     serve_on_workers(listeners, state, settings, shutdown_signal()).context("the server failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Delivers webhooks on a thread of its own, for as long as the process
+/// runs: the outbox's events become deliveries, sent with their retries.
+fn start_webhook_delivery(integrations: &integrations::Integrations, schedule: Vec<Duration>) -> Result<()> {
+    let webhooks = Webhooks::new(integrations.store().clone());
+    if webhooks.backend().is_err() {
+        tracing::warn!("this store keeps no webhooks: none are delivered");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the webhook delivery's runtime")?;
+    std::thread::Builder::new()
+        .name("integrations-webhooks".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let _workers =
+                    integrations_gateway::webhooks::spawn(webhooks, DeliverySettings::default().schedule(schedule));
+                std::future::pending::<()>().await;
+            });
+        })
+        .context("cannot start the webhook delivery's thread")?;
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish the requests in flight.

@@ -250,6 +250,64 @@ async fn accounts_and_keys_changed_on_one_gateway_are_seen_by_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_deliver_each_event_once() {
+    let upstream = MockServer::start().await;
+    let Some(shared) = Shared::new(&echo_definition(&upstream.uri())).await else {
+        return;
+    };
+    let key = shared.run(&["keys", "create", "--name", "tests"]).trim().to_owned();
+    let receiver = integration_webhook_test_receiver::Receiver::start().await;
+    // Every third attempt fails: retries are shared between them too.
+    receiver.answer(&[503, 204, 204].repeat(10));
+    let secret = shared.run(&["webhooks", "add", &receiver.url()]).trim().to_owned();
+    let schedule = ["--webhook-retry-schedule", "200ms,200ms,200ms"];
+    let first = shared.gateway("first", &schedule).await;
+    let second = shared.gateway("second", &schedule).await;
+
+    let accounts = 20;
+    for n in 0..accounts {
+        let gateway = if n % 2 == 0 { &first } else { &second };
+        let id = format!("e{n:02}");
+        let body = json!({ "id": id, "integration": "echo", "credentials": { "token": "t-s3cret" } });
+        let (status, created) = call(gateway, &key, reqwest::Method::POST, "/v1/accounts", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let (status, _) = call(
+            gateway,
+            &key,
+            reqwest::Method::DELETE,
+            &format!("/v1/accounts/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let delivered = receiver.wait_for_delivered(2 * accounts, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered_now: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|received| received.answered < 300)
+        .collect();
+    assert_eq!(delivered_now.len(), delivered.len(), "nothing delivered twice");
+    let mut ids: Vec<_> = delivered.iter().map(|received| received.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * accounts, "each event once");
+    assert!(delivered.iter().all(|received| received.signed_with(&secret)));
+    for n in 0..accounts {
+        let id = format!("e{n:02}");
+        for kind in ["account.created", "account.removed"] {
+            assert!(
+                delivered
+                    .iter()
+                    .any(|received| received.kind() == kind && received.body["data"]["account"] == id.as_str()),
+                "{kind} of {id}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oauth_flow_ends_on_the_other_gateway_and_a_refresh_storm_makes_one_token_call() {
     let provider = TestServer::start(Config {
         // Renewed from half its lifetime on: the storm below comes after.

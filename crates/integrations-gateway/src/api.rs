@@ -120,10 +120,28 @@ pub struct AccountView {
     pub parameters: BTreeMap<String, String>,
     /// The names of the credentials it holds.
     pub credentials: Vec<String>,
+    /// When its credentials were last renewed, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh_at: Option<String>,
+    /// The last failure to renew them, kept after a recovery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<AccountErrorView>,
+    /// Failed renewals since the last success; 0 when healthy.
+    pub consecutive_failures: u32,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+}
+
+/// A failure to renew an account's credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountErrorView {
+    /// The provider's error code (`invalid_grant`), or what failed
+    /// (`http_503`, `timeout`, `transport`).
+    pub code: String,
+    /// RFC 3339.
+    pub at: String,
 }
 
 impl From<&ConnectedAccount> for AccountView {
@@ -139,6 +157,12 @@ impl From<&ConnectedAccount> for AccountView {
             status_reason: account.status_reason().map(str::to_owned),
             parameters,
             credentials: account.credentials().names().map(str::to_owned).collect(),
+            last_refresh_at: account.health().last_refresh_at.and_then(|at| at.format(&Rfc3339).ok()),
+            last_error: account.health().last_error.as_ref().map(|error| AccountErrorView {
+                code: error.code.clone(),
+                at: error.at.format(&Rfc3339).unwrap_or_default(),
+            }),
+            consecutive_failures: account.health().consecutive_failures,
             created_at: account.created_at().format(&Rfc3339).unwrap_or_default(),
             updated_at: account.updated_at().format(&Rfc3339).unwrap_or_default(),
         }
@@ -257,6 +281,9 @@ pub struct AccountsQuery {
     integration: Option<String>,
     /// Only accounts with this status: `pending`, `connected` or `needs_reauth`.
     status: Option<String>,
+    /// Only accounts whose credentials failed to renew at least this many
+    /// times in a row (1: every failing account).
+    min_consecutive_failures: Option<String>,
 }
 
 impl AccountsQuery {
@@ -283,11 +310,20 @@ impl AccountsQuery {
                     .map_err(|_| ApiError::invalid("`status` must be one of `pending`, `connected`, `needs_reauth`"))?,
             ),
         };
+        let min_consecutive_failures = match &self.min_consecutive_failures {
+            None => None,
+            Some(least) => Some(
+                least
+                    .parse::<u32>()
+                    .map_err(|_| ApiError::invalid("`min_consecutive_failures` must be a number"))?,
+            ),
+        };
         Ok(AccountQuery {
             after,
             limit,
             integration: self.integration.clone(),
             status,
+            min_consecutive_failures,
         })
     }
 }
