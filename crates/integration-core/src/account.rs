@@ -144,6 +144,15 @@ pub struct AccountHealth {
     /// Failed renewals since the last success; 0 when healthy.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// When the background scheduler looks at the account next (to refresh
+    /// it ahead of expiry or after idling, or to run its health check);
+    /// while it works on it, when its claim ends.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_check_at: Option<OffsetDateTime>,
 }
 
 /// A failure to renew an account's credentials.

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "http")]
 pub mod events;
+#[cfg(feature = "auth-oauth2")]
+pub mod scheduler;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

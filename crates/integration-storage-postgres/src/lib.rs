@@ -58,6 +58,11 @@ fn migrator() -> Migrator {
                 "account health, the outbox and webhooks",
                 include_str!("../migrations/0003_health_outbox_and_webhooks.sql"),
             ),
+            migration(
+                4,
+                "the scheduler's next check of each account",
+                include_str!("../migrations/0004_next_check.sql"),
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -246,8 +251,8 @@ impl Storage for PostgresStorage {
                 "INSERT INTO integration_accounts (id, integration, status, status_reason, parameters, \
                  secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
                  created_at_ns, updated_at_ns, revision, last_refresh_at_ns, last_error_code, last_error_at_ns, \
-                 consecutive_failures) \
-                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 consecutive_failures, next_check_at_ns) \
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(account.id.as_str())
@@ -262,10 +267,11 @@ impl Storage for PostgresStorage {
             .bind(nanos(account.created_at))
             .bind(nanos(account.updated_at))
             .bind(records::revision(account.revision)?)
-            .bind(health.0)
-            .bind(health.1)
-            .bind(health.2)
-            .bind(health.3)
+            .bind(health.last_refresh_at)
+            .bind(health.last_error_code)
+            .bind(health.last_error_at)
+            .bind(health.consecutive_failures)
+            .bind(health.next_check_at)
             .execute(&mut *transaction)
             .await
             .map_err(failed)?;
@@ -368,7 +374,8 @@ impl Storage for PostgresStorage {
                  parameters = $6::jsonb, secret_parameter_names = $7, secret_parameter_values = $8, \
                  credential_names = $9, credential_values = $10, created_at_ns = $11, updated_at_ns = $12, \
                  revision = $13, last_refresh_at_ns = $14, last_error_code = $15, last_error_at_ns = $16, \
-                 consecutive_failures = $17 WHERE id = $1 AND revision = $2 RETURNING {ACCOUNT_COLUMNS}"
+                 consecutive_failures = $17, next_check_at_ns = $18 WHERE id = $1 AND revision = $2 \
+                 RETURNING {ACCOUNT_COLUMNS}"
             ))
             .bind(account.id.as_str())
             .bind(records::revision(expected_revision)?)
@@ -383,10 +390,11 @@ impl Storage for PostgresStorage {
             .bind(nanos(account.created_at))
             .bind(nanos(account.updated_at))
             .bind(records::revision(next)?)
-            .bind(health.0)
-            .bind(health.1)
-            .bind(health.2)
-            .bind(health.3)
+            .bind(health.last_refresh_at)
+            .bind(health.last_error_code)
+            .bind(health.last_error_at)
+            .bind(health.consecutive_failures)
+            .bind(health.next_check_at)
             .fetch_optional(&mut *transaction)
             .await
             .map_err(failed)?;

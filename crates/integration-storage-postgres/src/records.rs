@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, integration, status, status_reason, parameters::text AS parameters, \
      secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
      created_at_ns, updated_at_ns, revision, last_refresh_at_ns, last_error_code, last_error_at_ns, \
-     consecutive_failures";
+     consecutive_failures, next_check_at_ns";
 
 /// The columns a pending authorization is read from.
 pub(crate) const PENDING_COLUMNS: &str =
@@ -115,18 +115,28 @@ fn health_from_row(row: &PgRow) -> Result<AccountHealth> {
         last_error,
         consecutive_failures: u32::try_from(read::<i32>(row, "consecutive_failures")?)
             .map_err(|_| Error::new(ErrorKind::Unreadable, "a negative failure count"))?,
+        next_check_at: read::<Option<i64>>(row, "next_check_at_ns")?.map(time).transpose()?,
     })
 }
 
 /// The health columns' values: last refresh, last error's code and time,
-/// failures in a row.
-pub(crate) fn health_values(health: &AccountHealth) -> (Option<i64>, Option<String>, Option<i64>, i32) {
-    (
-        health.last_refresh_at.map(nanos),
-        health.last_error.as_ref().map(|error| error.code.clone()),
-        health.last_error.as_ref().map(|error| nanos(error.at)),
-        i32::try_from(health.consecutive_failures).unwrap_or(i32::MAX),
-    )
+/// failures in a row, next check.
+pub(crate) struct HealthValues {
+    pub(crate) last_refresh_at: Option<i64>,
+    pub(crate) last_error_code: Option<String>,
+    pub(crate) last_error_at: Option<i64>,
+    pub(crate) consecutive_failures: i32,
+    pub(crate) next_check_at: Option<i64>,
+}
+
+pub(crate) fn health_values(health: &AccountHealth) -> HealthValues {
+    HealthValues {
+        last_refresh_at: health.last_refresh_at.map(nanos),
+        last_error_code: health.last_error.as_ref().map(|error| error.code.clone()),
+        last_error_at: health.last_error.as_ref().map(|error| nanos(error.at)),
+        consecutive_failures: i32::try_from(health.consecutive_failures).unwrap_or(i32::MAX),
+        next_check_at: health.next_check_at.map(nanos),
+    }
 }
 
 /// The pending authorization in `row`.

@@ -229,6 +229,7 @@ pub fn sample_account(id: &str) -> StoredAccount {
                 at: now,
             }),
             consecutive_failures: 2,
+            next_check_at: Some(now),
         },
         created_at: now,
         updated_at: now,

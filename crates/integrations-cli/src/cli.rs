@@ -318,6 +318,26 @@ pub(crate) struct ServeArgs {
     /// database still do); events wait in the store.
     #[arg(long, env = "INTEGRATIONS_NO_WEBHOOK_DELIVERY")]
     pub(crate) no_webhook_delivery: bool,
+    /// Refresh OAuth 2.0 accounts not refreshed for this long, so that
+    /// providers do not revoke unused refresh tokens; also how often health
+    /// checks run.
+    #[arg(long, env = "INTEGRATIONS_IDLE_REFRESH", default_value = "24h", value_parser = parse_wait)]
+    pub(crate) idle_refresh: std::time::Duration,
+    /// Refresh tokens that expire within this (or within half their
+    /// lifetime, when shorter).
+    #[arg(long, env = "INTEGRATIONS_REFRESH_AHEAD", default_value = "10m", value_parser = parse_wait)]
+    pub(crate) refresh_ahead: std::time::Duration,
+    /// Failed refreshes in a row after which an account is marked
+    /// needs_reauth and no longer refreshed.
+    #[arg(long, env = "INTEGRATIONS_MAX_CONSECUTIVE_FAILURES", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) max_consecutive_failures: u32,
+    /// How often the scheduler looks for due accounts.
+    #[arg(long, env = "INTEGRATIONS_SCHEDULER_INTERVAL", default_value = "60s", value_parser = parse_wait)]
+    pub(crate) scheduler_interval: std::time::Duration,
+    /// Run no background refreshes or health checks on this gateway (others
+    /// sharing the database still do).
+    #[arg(long, env = "INTEGRATIONS_NO_SCHEDULER")]
+    pub(crate) no_scheduler: bool,
 }
 
 const WEBHOOKS_HELP: &str = "\
@@ -392,6 +412,14 @@ fn parse_overlap(text: &str) -> Result<std::time::Duration, String> {
         return Err("at most a week (`168h`)".to_owned());
     }
     Ok(overlap)
+}
+
+/// One wait, such as `10m`.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    match integrations_gateway::webhooks::parse_schedule(text)?[..] {
+        [wait] if !wait.is_zero() => Ok(wait),
+        _ => Err("one wait above zero, such as `10m` or `24h`".to_owned()),
+    }
 }
 
 /// The waits between a webhook delivery's attempts.

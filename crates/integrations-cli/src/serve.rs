@@ -19,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, KeysCommand, ServeArgs};
 use crate::context;
+use integrations::SchedulerSettings;
 
 pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     let filter = EnvFilter::try_from_env("INTEGRATIONS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -60,11 +61,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         store = %place,
         "gateway listening on http://{address}: /healthz, /connect in a browser, /v1 with an API key"
     );
-    if args.no_webhook_delivery {
-        tracing::info!("webhook delivery is off on this gateway (--no-webhook-delivery)");
-    } else {
-        start_webhook_delivery(&integrations, args.webhook_retry_schedule.0.clone())?;
-    }
+    start_background_work(&integrations, &args)?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let redirect_uri = RedirectUri::from_public_base_url(&public_url)?;
     tracing::info!(%redirect_uri, "OAuth 2.0 redirect URI (register it with providers)");
@@ -83,28 +80,54 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Delivers webhooks on a thread of its own, for as long as the process
-/// runs: the outbox's events become deliveries, sent with their retries.
-fn start_webhook_delivery(integrations: &integrations::Integrations, schedule: Vec<Duration>) -> Result<()> {
+/// Runs the background work on a thread of its own, for as long as the
+/// process runs: webhook delivery (the outbox's events become deliveries,
+/// sent with their retries) and the scheduler (refreshes, health checks).
+fn start_background_work(integrations: &integrations::Integrations, args: &ServeArgs) -> Result<()> {
     let webhooks = Webhooks::new(integrations.store().clone());
-    if webhooks.backend().is_err() {
+    let deliver = if args.no_webhook_delivery {
+        tracing::info!("webhook delivery is off on this gateway (--no-webhook-delivery)");
+        None
+    } else if webhooks.backend().is_err() {
         tracing::warn!("this store keeps no webhooks: none are delivered");
+        None
+    } else {
+        Some((
+            webhooks,
+            DeliverySettings::default().schedule(args.webhook_retry_schedule.0.clone()),
+        ))
+    };
+    let schedule = if args.no_scheduler {
+        tracing::info!("background refreshes and health checks are off on this gateway (--no-scheduler)");
+        None
+    } else {
+        Some((
+            integrations.clone(),
+            SchedulerSettings::default()
+                .scan_interval(args.scheduler_interval)
+                .refresh_ahead(args.refresh_ahead)
+                .idle_refresh(args.idle_refresh)
+                .max_consecutive_failures(args.max_consecutive_failures),
+        ))
+    };
+    if deliver.is_none() && schedule.is_none() {
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the webhook delivery's runtime")?;
+        .context("cannot start the background work's runtime")?;
     std::thread::Builder::new()
-        .name("integrations-webhooks".to_owned())
+        .name("integrations-background".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
                 let _workers =
-                    integrations_gateway::webhooks::spawn(webhooks, DeliverySettings::default().schedule(schedule));
+                    deliver.map(|(webhooks, settings)| integrations_gateway::webhooks::spawn(webhooks, settings));
+                let _scheduler = schedule.map(|(integrations, settings)| integrations.spawn_scheduler(settings));
                 std::future::pending::<()>().await;
             });
         })
-        .context("cannot start the webhook delivery's thread")?;
+        .context("cannot start the background work's thread")?;
     Ok(())
 }
 

@@ -184,3 +184,19 @@ async fn a_delivery_waiting_for_its_retry_is_made_after_a_restart() {
         "{deliveries}"
     );
 }
+
+#[test]
+fn serve_refuses_bad_waits_naming_the_flag() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let definitions = definitions(data.path());
+    for (flag, value) in [
+        ("--webhook-retry-schedule", "5s,soon"),
+        ("--webhook-retry-schedule", ""),
+        ("--idle-refresh", "0s"),
+        ("--refresh-ahead", "10x"),
+        ("--max-consecutive-failures", "0"),
+    ] {
+        let stderr = refused(data.path(), &["--definitions", &definitions, "serve", flag, value]);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}

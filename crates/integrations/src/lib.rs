@@ -4,6 +4,8 @@
 pub use integration_core::*;
 
 pub use integration_runtime::events::{EventHandler, EventRelay, RelayHandle, RelaySettings};
+#[cfg(feature = "auth-oauth2")]
+pub use integration_runtime::scheduler::{SchedulerHandle, SchedulerPass, SchedulerSettings};
 pub use integration_runtime::{Integrations, Removal, register_methods};
 
 /// Authenticated HTTP requests through accounts.

@@ -67,6 +67,36 @@ pub struct Integration {
     /// go over connections of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// A cheap request that tells whether an account's credentials still
+    /// work, such as `{ method = "GET", path = "/me" }`. The gateway's
+    /// scheduler makes it now and then; a 401 or 403 marks the account
+    /// `needs_reauth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// The request of an integration's `health_check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `GET` (the default) or `HEAD`: a check changes nothing.
+    #[serde(default)]
+    pub method: HealthCheckMethod,
+    /// The path, relative to `base_url`, such as `/me`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub path: String,
+}
+
+/// The method of a health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HealthCheckMethod {
+    /// `GET`.
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    /// `HEAD`.
+    #[serde(rename = "HEAD")]
+    Head,
 }
 
 /// How failed HTTP requests are retried: 429 and 503 after their
