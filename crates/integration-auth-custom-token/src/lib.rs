@@ -141,13 +141,23 @@ impl CustomTokenAuthenticator {
                     .body(serde_json::Value::Object(object).to_string())
             }
         };
-        let response = request
+        let obtained = match request
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
-            .await?;
-        integration_http::token::read_token(response, &self.config.token_response)
             .await
-            .map_err(|(kind, message)| self.error(kind, message))
+        {
+            Ok(response) => integration_http::token::read_token(response, &self.config.token_response)
+                .await
+                .map_err(|(kind, message)| self.error(kind, message)),
+            Err(error) => Err(error),
+        };
+        let outcome = match &obtained {
+            Ok(_) => "success",
+            Err(error) if error.kind() == ErrorKind::Provider => "refused",
+            Err(_) => "error",
+        };
+        integration_http::metrics::token_request(&self.integration, outcome);
+        obtained
     }
 
     /// Stores `token` with the account, so that other processes and later

@@ -182,6 +182,7 @@ impl OAuth2Authenticator {
                 // The rotated refresh token is stored before the new access
                 // token is handed to any request.
                 let stored = store_tokens(&self.client, &tokens, Some(leased), AccountStatus::Connected, None).await?;
+                integration_http::metrics::refresh(&self.client.integration, "success");
                 *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
                 self.cache.set(Some(CachedToken {
                     credential: Arc::new(Credential::token(tokens.access_token)),
@@ -191,6 +192,7 @@ impl OAuth2Authenticator {
                 Ok(stored)
             }
             Err(TokenFailure::InvalidGrant(message)) => {
+                integration_http::metrics::refresh(&self.client.integration, "needs_reauth");
                 self.mark_needs_reauth(
                     leased,
                     "invalid_grant",
@@ -204,6 +206,7 @@ impl OAuth2Authenticator {
                 ))
             }
             Err(failure) => {
+                integration_http::metrics::refresh(&self.client.integration, "failure");
                 let code = failure.code();
                 let error = failure.into_error();
                 self.record_failure(leased, &code).await;

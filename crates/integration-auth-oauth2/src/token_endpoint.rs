@@ -103,8 +103,18 @@ impl TokenEndpoint {
         if self.authentication == ClientAuthentication::Basic {
             request = request.header(AUTHORIZATION, self.basic_authorization()?);
         }
-        let response = request.send().await.map_err(TokenFailure::Other)?;
-        read(response, &self.response).await
+        let outcome = match request.send().await {
+            Ok(response) => read(response, &self.response).await,
+            Err(error) => Err(TokenFailure::Other(error)),
+        };
+        let label = match &outcome {
+            Ok(_) => "success",
+            Err(TokenFailure::InvalidGrant(_)) => "invalid_grant",
+            Err(TokenFailure::Refused { .. }) => "refused",
+            Err(TokenFailure::Other(_)) => "error",
+        };
+        integration_http::metrics::token_request(self.endpoints.integration(), label);
+        outcome
     }
 
     /// RFC 6749 section 2.3.1: id and secret form-encoded, then joined.

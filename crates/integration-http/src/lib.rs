@@ -5,6 +5,7 @@ mod client;
 mod headers;
 mod hosts;
 mod lifetime;
+pub mod metrics;
 mod relay;
 mod request;
 mod retry;

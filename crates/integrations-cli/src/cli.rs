@@ -338,6 +338,17 @@ pub(crate) struct ServeArgs {
     /// sharing the database still do).
     #[arg(long, env = "INTEGRATIONS_NO_SCHEDULER")]
     pub(crate) no_scheduler: bool,
+    /// Also serve `/metrics` on this address, without an API key (keep it
+    /// private: a port only the monitoring reaches). On the main address,
+    /// `/metrics` needs a key.
+    #[arg(long, env = "INTEGRATIONS_METRICS_LISTEN")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// Record no metrics (`/metrics` answers 404).
+    #[arg(long, env = "INTEGRATIONS_NO_METRICS", conflicts_with = "metrics_listen")]
+    pub(crate) no_metrics: bool,
+    /// Write no access-log line per request.
+    #[arg(long, env = "INTEGRATIONS_NO_ACCESS_LOG")]
+    pub(crate) no_access_log: bool,
 }
 
 const WEBHOOKS_HELP: &str = "\

@@ -61,7 +61,18 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         store = %place,
         "gateway listening on http://{address}: /healthz, /connect in a browser, /v1 with an API key"
     );
-    start_background_work(&integrations, &args)?;
+    integrations_gateway::metrics::set_access_log(!args.no_access_log);
+    if !args.no_metrics {
+        integrations_gateway::metrics::install();
+    }
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => Some(
+            std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
+    start_background_work(&integrations, &args, metrics_listener)?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let redirect_uri = RedirectUri::from_public_base_url(&public_url)?;
     tracing::info!(%redirect_uri, "OAuth 2.0 redirect URI (register it with providers)");
@@ -83,7 +94,11 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
 /// Runs the background work on a thread of its own, for as long as the
 /// process runs: webhook delivery (the outbox's events become deliveries,
 /// sent with their retries) and the scheduler (refreshes, health checks).
-fn start_background_work(integrations: &integrations::Integrations, args: &ServeArgs) -> Result<()> {
+fn start_background_work(
+    integrations: &integrations::Integrations,
+    args: &ServeArgs,
+    metrics_listener: Option<std::net::TcpListener>,
+) -> Result<()> {
     let webhooks = Webhooks::new(integrations.store().clone());
     let deliver = if args.no_webhook_delivery {
         tracing::info!("webhook delivery is off on this gateway (--no-webhook-delivery)");
@@ -110,9 +125,7 @@ fn start_background_work(integrations: &integrations::Integrations, args: &Serve
                 .max_consecutive_failures(args.max_consecutive_failures),
         ))
     };
-    if deliver.is_none() && schedule.is_none() {
-        return Ok(());
-    }
+    let gauges = (!args.no_metrics).then(|| integrations.store().clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,11 +137,30 @@ fn start_background_work(integrations: &integrations::Integrations, args: &Serve
                 let _workers =
                     deliver.map(|(webhooks, settings)| integrations_gateway::webhooks::spawn(webhooks, settings));
                 let _scheduler = schedule.map(|(integrations, settings)| integrations.spawn_scheduler(settings));
-                std::future::pending::<()>().await;
+                let _gauges = gauges.map(integrations_gateway::metrics::spawn_gauges);
+                match metrics_listener.map(serve_metrics) {
+                    Some(served) => {
+                        if let Err(error) = served.await {
+                            tracing::error!(%error, "the metrics listener failed");
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
             });
         })
         .context("cannot start the background work's thread")?;
     Ok(())
+}
+
+/// `/metrics` alone, without a key, on the `--metrics-listen` address.
+async fn serve_metrics(listener: std::net::TcpListener) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "metrics on http://{address}/metrics");
+    let app = axum::Router::new().route("/metrics", axum::routing::get(integrations_gateway::metrics_text));
+    axum::serve(listener, app).await
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish the requests in flight.

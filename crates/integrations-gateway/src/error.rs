@@ -47,6 +47,11 @@ impl ApiError {
         }
     }
 
+    /// The response's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// 401: a missing or wrong API key.
     pub fn unauthorized() -> Self {
         Self::new(

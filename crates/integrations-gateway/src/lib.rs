@@ -3,6 +3,7 @@
 pub mod api;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod sftp;
@@ -117,11 +118,13 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
                 async move { axum::Json(document.as_ref().clone()) }
             }),
         )
+        .route("/metrics", axum::routing::get(metrics_text))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
     let page = Router::new().route("/connect", axum::routing::get(connect_page));
     protected
         .merge(public)
         .merge(page)
+        .layer(middleware::from_fn(access_log))
         .with_state(state)
         // A client that stalls its body does not hold a handler for ever.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_read_timeout))
@@ -187,14 +190,73 @@ async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if proxy::policy::presents_a_key(
+    match proxy::policy::presented_key(
         &state.keys,
         request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
     ) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::key_refused(&state.keys))
+        Some(id) => {
+            // On the response: the access log, outside this layer, reads it there.
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(KeyId(id));
+            Ok(response)
+        }
+        None => Err(ApiError::key_refused(&state.keys)),
     }
+}
+
+/// `/metrics`: the Prometheus text, when the process records metrics.
+pub async fn metrics_text() -> Response {
+    match metrics::render() {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are not recorded by this process").into_response(),
+    }
+}
+
+/// The id of the API key a request was let through with.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyId(pub(crate) String);
+
+/// Writes the access-log line of every request hyper's path serves (the
+/// proxy's are written by the proxy, which knows the integration).
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "-".to_owned(), |matched| matched.as_str().to_owned());
+    // An account's routes name it; nothing else of the path is logged.
+    let account = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/accounts/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    if !route.starts_with("/v1/accounts/{id}/proxy") {
+        let key = response.extensions().get::<KeyId>().map(|key| key.0.clone());
+        metrics::access_log(
+            &metrics::Observed {
+                key: key.as_deref(),
+                account: account.as_deref(),
+                integration: None,
+                method: &method,
+                route: &route,
+                status: response.status(),
+                started,
+            },
+            started.elapsed(),
+        );
+    }
+    response
 }
 
 /// The gateway as a hyper service: [`router`], with the proxy's requests,
@@ -232,10 +294,10 @@ impl Gateway {
     /// A proxy request, its API key checked.
     pub(crate) async fn proxy(&self, request: Request) -> Response {
         let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        if !proxy::policy::presents_a_key(&self.state.keys, authorization) {
+        let Some(key) = proxy::policy::presented_key(&self.state.keys, authorization) else {
             return ApiError::key_refused(&self.state.keys).into_response();
-        }
-        proxy::forward(&self.state, request, self.body_read_timeout).await
+        };
+        proxy::forward(&self.state, request, self.body_read_timeout, Some(&key)).await
     }
 
     /// Whether a proxy request's `Authorization` header holds a valid key,
@@ -256,23 +318,25 @@ impl Gateway {
         if known {
             return true;
         }
-        if !proxy::policy::presents_a_key(&self.state.keys, authorization) {
+        let Some(id) = proxy::policy::presented_key(&self.state.keys, authorization) else {
             return false;
-        }
+        };
         *accepted = authorization.map(|header| AcceptedKey {
             header: header.to_vec(),
             generation,
+            id: Arc::from(id),
         });
         true
     }
 
     /// A proxy request the front read, whose key
     /// [`accepts_on_connection`](Self::accepts_on_connection) accepted.
-    pub(crate) fn forward_accepted(
-        &self,
+    pub(crate) fn forward_accepted<'a>(
+        &'a self,
         incoming: proxy::Incoming,
-    ) -> impl Future<Output = proxy::Answer> + Send + '_ {
-        proxy::forward_read(&self.state, incoming).map(|answered| match answered {
+        key: Option<&'a str>,
+    ) -> impl Future<Output = proxy::Answer> + Send + 'a {
+        proxy::forward_read(&self.state, incoming, key).map(|answered| match answered {
             Ok(response) => proxy::Answer::Upstream(response),
             Err(error) => proxy::Answer::Gateway(error.into_response()),
         })
@@ -306,6 +370,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Gateway 
 pub(crate) struct AcceptedKey {
     header: Vec<u8>,
     generation: u64,
+    /// The key's public id, for the access log.
+    pub(crate) id: Arc<str>,
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then finishes

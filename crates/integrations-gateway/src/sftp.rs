@@ -20,6 +20,7 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::metrics;
 
 /// Bytes buffered between the SFTP download and the HTTP response.
 const PIPE_CAPACITY: usize = 1024 * 1024;
@@ -114,6 +115,17 @@ async fn client(state: &AppState, id: String) -> Result<SftpClient, ApiError> {
     Ok(state.integrations.sftp(&AccountId::new(id)?).await?)
 }
 
+/// The integration of account `id`, for the byte counters' label.
+async fn integration_of(state: &AppState, id: &str) -> String {
+    let Ok(id) = AccountId::new(id) else {
+        return "-".to_owned();
+    };
+    match state.integrations.store().storage().account(&id).await {
+        Ok(Some(account)) => account.integration,
+        _ => "-".to_owned(),
+    }
+}
+
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(query)| query)
@@ -175,6 +187,7 @@ pub async fn download(
     path: Result<Query<PathQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let path = query(path)?.path;
+    let integration = integration_of(&state, &id).await;
     let sftp = client(&state, id).await?;
     // Errors that can be told before the first byte get their status.
     let info = sftp.stat(&path).await?;
@@ -184,9 +197,10 @@ pub async fn download(
     let (mut writer, reader) = tokio::io::duplex(PIPE_CAPACITY);
     let (account, file) = (sftp.clone(), path.clone());
     tokio::spawn(async move {
-        if let Err(error) = account.read_to(&file, &mut writer).await {
+        match account.read_to(&file, &mut writer).await {
+            Ok(bytes) => metrics::sftp_bytes(&integration, "out", bytes),
             // Dropping the writer ends the body early; the client sees a short read.
-            tracing::warn!(%error, "SFTP download broke off");
+            Err(error) => tracing::warn!(%error, "SFTP download broke off"),
         }
     });
     let mut response = Body::from_stream(ReaderStream::with_capacity(reader, 256 * 1024)).into_response();
@@ -219,10 +233,12 @@ pub async fn upload(
     body: Body,
 ) -> Result<Json<UploadView>, ApiError> {
     let UploadQuery { path, atomic } = query(upload)?;
+    let integration = integration_of(&state, &id).await;
     let sftp = client(&state, id).await?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = StreamReader::new(stream);
     let bytes = sftp.write_from(&path, &mut reader, WriteOptions { atomic }).await?;
+    metrics::sftp_bytes(&integration, "in", bytes);
     Ok(Json(UploadView { bytes }))
 }
 

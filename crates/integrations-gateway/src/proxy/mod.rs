@@ -5,11 +5,11 @@ pub(crate) mod policy;
 
 use std::io;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -18,6 +18,7 @@ use integrations::http::{RawResponse, reqwest};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::metrics;
 
 pub(crate) use policy::{BUFFERED_BODY, split};
 
@@ -45,10 +46,12 @@ pub(crate) use policy::{BUFFERED_BODY, split};
     security(("api_key" = []))
 )]
 pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let key = request.extensions().get::<crate::KeyId>().map(|key| key.0.clone());
     forward(
         &state,
         request,
         crate::server::ConnectionSettings::default().body_read_timeout,
+        key.as_deref(),
     )
     .await
 }
@@ -56,13 +59,46 @@ pub async fn proxy(State(state): State<Arc<AppState>>, request: Request) -> Resp
 /// What [`proxy`] does, for a request already let through by its API key:
 /// hyper's path. A buffered body must arrive within `body_read_timeout`, a
 /// streamed one may pause at most that long between its parts.
-pub(crate) async fn forward(state: &AppState, request: Request, body_read_timeout: Duration) -> Response {
+pub(crate) async fn forward(
+    state: &AppState,
+    request: Request,
+    body_read_timeout: Duration,
+    key: Option<&str>,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let Some((id, _)) = policy::split(request.uri().path()) else {
+        return ApiError::invalid("not a proxy path").into_response();
+    };
+    let id = id.to_owned();
+    let (response, integration) = forward_unobserved(state, request, body_read_timeout).await;
+    metrics::observe_proxy(&metrics::Observed {
+        key,
+        account: Some(&id),
+        integration: integration.as_deref(),
+        method: &method,
+        route: PROXY_ROUTE,
+        status: response.status(),
+        started,
+    });
+    response
+}
+
+/// The route of proxied requests, as the access log names it.
+const PROXY_ROUTE: &str = "/v1/accounts/{id}/proxy/{*path}";
+
+/// [`forward`], and the integration of the account when it was found.
+async fn forward_unobserved(
+    state: &AppState,
+    request: Request,
+    body_read_timeout: Duration,
+) -> (Response, Option<String>) {
     if !policy::FORWARDED.contains(request.method()) {
-        return policy::refuse_method(request.method());
+        return (policy::refuse_method(request.method()), None);
     }
     let (parts, body) = request.into_parts();
     let Some((id, path)) = policy::split(parts.uri.path()) else {
-        return ApiError::invalid("not a proxy path").into_response();
+        return (ApiError::invalid("not a proxy path").into_response(), None);
     };
     let length = parts
         .headers
@@ -76,8 +112,9 @@ pub(crate) async fn forward(state: &AppState, request: Request, body_read_timeou
     };
     let account = match account {
         Ok(account) => account,
-        Err(error) => return ApiError::from(error).into_response(),
+        Err(error) => return (ApiError::from(error).into_response(), None),
     };
+    let integration = Some(account.integration().to_owned());
     let target = policy::upstream_target(path, parts.uri.query());
     let mut upstream = account.request(parts.method.clone(), &target).headers(headers);
     let failure = Arc::new(OnceLock::new());
@@ -86,8 +123,8 @@ pub(crate) async fn forward(state: &AppState, request: Request, body_read_timeou
         Some(length) if length <= BUFFERED_BODY => {
             match tokio::time::timeout(body_read_timeout, axum::body::to_bytes(body, BUFFERED_BODY as usize)).await {
                 Ok(Ok(bytes)) => upstream = upstream.body(bytes),
-                Ok(Err(error)) => return BodyFailure::Invalid(error.to_string()).into_response(),
-                Err(_) => return BodyFailure::TimedOut.into_response(),
+                Ok(Err(error)) => return (BodyFailure::Invalid(error.to_string()).into_response(), integration),
+                Err(_) => return (BodyFailure::TimedOut.into_response(), integration),
             }
         }
         _ => {
@@ -97,7 +134,7 @@ pub(crate) async fn forward(state: &AppState, request: Request, body_read_timeou
     }
     // The upstream response is handed back as it is: its status and headers
     // (less hop-by-hop ones) moved, its body streamed.
-    match upstream.forward().await {
+    let response = match upstream.forward().await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             parts.headers = policy::end_to_end(parts.headers, false);
@@ -108,7 +145,8 @@ pub(crate) async fn forward(state: &AppState, request: Request, body_read_timeou
             Some(failed) => failed.clone().into_response(),
             None => ApiError::from(error).into_response(),
         },
-    }
+    };
+    (response, integration)
 }
 
 /// Why a request's body could not be read from the client.
@@ -183,18 +221,51 @@ pub(crate) enum Answer {
 /// What [`forward`] does, for a request the front read whole: the front's
 /// path. The upstream response head comes back as it came, for the front
 /// to write on.
-pub(crate) async fn forward_read(state: &AppState, incoming: Incoming) -> Result<RawResponse, ApiError> {
+pub(crate) async fn forward_read(
+    state: &AppState,
+    incoming: Incoming,
+    key: Option<&str>,
+) -> Result<RawResponse, ApiError> {
+    let started = Instant::now();
     let Incoming {
         method,
-        account,
+        account: id,
         target,
         headers,
         body,
     } = incoming;
-    let account = state.integrations.client(&account).await?;
-    let mut upstream = account.request(method, &target).headers(headers);
+    let observe = |integration: Option<&str>, status: StatusCode| {
+        metrics::observe_proxy(&metrics::Observed {
+            key,
+            account: Some(id.as_str()),
+            integration,
+            method: &method,
+            route: PROXY_ROUTE,
+            status,
+            started,
+        });
+    };
+    let account = match state.integrations.client(&id).await {
+        Ok(account) => account,
+        Err(error) => {
+            let error = ApiError::from(error);
+            observe(None, error.status());
+            return Err(error);
+        }
+    };
+    let mut upstream = account.request(method.clone(), &target).headers(headers);
     if !body.is_empty() {
         upstream = upstream.body(body);
     }
-    Ok(upstream.forward_raw().await?)
+    match upstream.forward_raw().await {
+        Ok(response) => {
+            observe(Some(account.integration()), response.status);
+            Ok(response)
+        }
+        Err(error) => {
+            let error = ApiError::from(error);
+            observe(Some(account.integration()), error.status());
+            Err(error)
+        }
+    }
 }

@@ -51,12 +51,14 @@ pub(crate) fn body_timed_out() -> Response {
     response
 }
 
-/// Whether `Authorization` holds a valid API key: `Bearer <key>`.
-pub(crate) fn presents_a_key(keys: &ApiKeys, authorization: Option<&[u8]>) -> bool {
+/// The id of the valid API key `Authorization` holds (`Bearer <key>`), if
+/// it holds one.
+pub(crate) fn presented_key(keys: &ApiKeys, authorization: Option<&[u8]>) -> Option<String> {
     authorization
         .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|key| keys.accepts(key.trim()))
+        .and_then(|key| keys.verify(key.trim()))
+        .map(|key| key.id)
 }
 
 /// `/v1/accounts/{id}/proxy/{path}` split into the id and the path, both as

@@ -124,7 +124,11 @@ pub(crate) async fn serve(
             }
             Err(BodyRead::Closed) => return,
         }
-        let written = match app.forward_accepted(incoming).await {
+        let key = front
+            .accepted
+            .as_ref()
+            .map(|accepted| std::sync::Arc::clone(&accepted.id));
+        let written = match app.forward_accepted(incoming, key.as_deref()).await {
             proxy::Answer::Upstream(upstream) => {
                 let listed = policy::connection_listed(
                     upstream

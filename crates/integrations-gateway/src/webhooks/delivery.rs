@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::Webhooks;
 use super::signature::signature_header;
+use crate::metrics;
 
 /// The waits after each failed attempt: 8 attempts over about 28 hours.
 pub const DEFAULT_SCHEDULE: [Duration; 7] = [
@@ -231,6 +232,7 @@ impl Deliverer {
                 duration_ms: 0,
             });
             self.webhooks.backend()?.update_delivery(&delivery).await?;
+            metrics::webhook_delivery("disabled");
             return Ok(());
         };
         let started = Instant::now();
@@ -252,20 +254,26 @@ impl Deliverer {
             Ok(status) if (200..300).contains(&status) => {
                 delivery.state = DeliveryState::Delivered;
                 delivery.next_attempt_at = None;
+                metrics::webhook_delivery("delivered");
                 tracing::debug!(delivery = %delivery.id, webhook = %webhook.id, status, "webhook delivered");
             }
             Ok(410) => {
                 delivery.state = DeliveryState::Failed;
                 delivery.next_attempt_at = None;
+                metrics::webhook_delivery("gone");
                 tracing::warn!(webhook = %webhook.id, "the endpoint answered 410 Gone: it is disabled");
                 self.webhooks.disable(webhook, "the endpoint answered 410 Gone").await?;
             }
             _ => {
                 // The wait after the n-th failed attempt, until they are spent.
                 let failed = delivery.attempts.len();
-                match self.settings.schedule.get(failed - 1) {
-                    Some(wait) => delivery.next_attempt_at = Some(now + *wait),
+                match self.settings.schedule.get(failed.saturating_sub(1)) {
+                    Some(wait) => {
+                        delivery.next_attempt_at = Some(now + *wait);
+                        metrics::webhook_delivery("retrying");
+                    }
                     None => {
+                        metrics::webhook_delivery("failed");
                         delivery.state = DeliveryState::Failed;
                         delivery.next_attempt_at = None;
                         tracing::warn!(delivery = %delivery.id, webhook = %webhook.id, attempts = failed, "a webhook delivery failed for good");
