@@ -47,7 +47,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     let binary = root.join("target/release/integrations");
     let dir = std::env::temp_dir().join(format!("integrations-bench-proxy-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let [upstream, nginx_proxy, gateway] = [free_port()?, free_port()?, free_port()?];
+    let [upstream, nginx_proxy] = [free_port()?, free_port()?];
 
     // The upstream runs in nginx processes of its own, apart from nginx the
     // proxy: each proxy then hands every request to another process, as the
@@ -95,60 +95,76 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
             .0
             .push(spawn(Command::new("nginx").args(["-e", "stderr", "-c"]).arg(conf))?);
     }
-    let data = dir.join("data");
-    let integrations = |args: &[&str]| -> Result<String, String> {
-        let output = Command::new(&binary)
-            .args(["--data-dir"])
-            .arg(&data)
-            .args(["--definitions"])
-            .arg(dir.join("bench.toml"))
-            .args(args)
-            .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    };
-    let key = integrations(&["keys", "create", "--name", "bench"])?;
-    integrations(&[
-        "accounts",
-        "add",
-        "bench",
-        "--id",
-        "bench",
-        "--credential",
-        "token=bench-token",
-    ])?;
-    children.0.push(spawn(
-        Command::new(&binary)
-            .args(["--data-dir"])
-            .arg(&data)
-            .args(["--definitions"])
-            .arg(dir.join("bench.toml"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{gateway}")])
-            .env("INTEGRATIONS_LOG", "warn"),
-    )?);
-    for port in [upstream, nginx_proxy, gateway] {
-        wait_for(port)?;
-    }
-
-    let auth = format!("Authorization: Bearer {key}");
-    let runs = [
+    // One gateway per configuration, each with a data directory of its own
+    // (sled has one owner): the default (metrics and the access log), without
+    // the access log, and without either, to tell what each costs.
+    let configurations: [(&str, &[&str], &str); 3] = [
+        ("integrations proxy", &[], "info"),
+        ("  without the access log", &["--no-access-log"], "info"),
+        ("  without metrics or log", &["--no-access-log", "--no-metrics"], "info"),
+    ];
+    let mut targets = vec![
         ("upstream, direct", format!("http://127.0.0.1:{upstream}/ping"), None),
         (
             "nginx adding the header",
             format!("http://127.0.0.1:{nginx_proxy}/ping"),
             None,
         ),
-        (
-            "integrations proxy",
-            format!("http://127.0.0.1:{gateway}/v1/accounts/bench/proxy/ping"),
-            Some(auth.as_str()),
-        ),
     ];
-    // Rounds interleave the three targets, so a slow spell of the machine
+    let mut ports = vec![upstream, nginx_proxy];
+    for (index, (name, args, log)) in configurations.iter().enumerate() {
+        let data = dir.join(format!("data-{index}"));
+        let integrations = |args: &[&str]| -> Result<String, String> {
+            let output = Command::new(&binary)
+                .args(["--data-dir"])
+                .arg(&data)
+                .args(["--definitions"])
+                .arg(dir.join("bench.toml"))
+                .args(args)
+                .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !output.status.success() {
+                return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+            }
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        };
+        let key = integrations(&["keys", "create", "--name", "bench"])?;
+        integrations(&[
+            "accounts",
+            "add",
+            "bench",
+            "--id",
+            "bench",
+            "--credential",
+            "token=bench-token",
+        ])?;
+        let gateway = free_port()?;
+        children.0.push(spawn(
+            Command::new(&binary)
+                .args(["--data-dir"])
+                .arg(&data)
+                .args(["--definitions"])
+                .arg(dir.join("bench.toml"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{gateway}")])
+                .args(*args)
+                .env("INTEGRATIONS_LOG", log),
+        )?);
+        ports.push(gateway);
+        targets.push((
+            name,
+            format!("http://127.0.0.1:{gateway}/v1/accounts/bench/proxy/ping"),
+            Some(format!("Authorization: Bearer {key}")),
+        ));
+    }
+    for port in ports {
+        wait_for(port)?;
+    }
+    let runs: Vec<(&str, String, Option<&str>)> = targets
+        .iter()
+        .map(|(name, url, header)| (*name, url.clone(), header.as_deref()))
+        .collect();
+    // Rounds interleave the targets, so a slow spell of the machine
     // falls on all of them; the medians are reported.
     let mut rounds: Vec<Vec<(f64, f64)>> = vec![Vec::new(); runs.len()];
     for round in 1..=ROUNDS {
@@ -170,10 +186,20 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
         WRK_ARGS.join(" ")
     );
     eprintln!("{:<26} {:>12} {:>10}", "", "requests/s", "p99");
+    let mut medians = Vec::new();
     for ((name, _, _), results) in runs.iter().zip(&rounds) {
         let rps = median(results.iter().map(|(rps, _)| *rps));
         let p99 = median(results.iter().map(|(_, p99)| *p99));
         eprintln!("{name:<26} {rps:>12.0} {p99:>8.2}ms");
+        medians.push(rps);
+    }
+    if let [_, _, default, without_log, without_either] = medians[..] {
+        eprintln!(
+            "\nmetrics cost: {:.3} (requests/s without the access log / without metrics either)\n\
+             access log cost: {:.3} (requests/s with it / without it)",
+            without_log / without_either,
+            default / without_log
+        );
     }
     let _ = fs::remove_dir_all(&dir);
     Ok(())

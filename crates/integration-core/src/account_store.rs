@@ -27,6 +27,8 @@ const PARAMETER_FIELD: &str = "parameter:";
 pub struct AccountStore {
     storage: Arc<dyn Storage>,
     cipher: Arc<Cipher>,
+    /// Whether changes write their events to the outbox.
+    events: bool,
 }
 
 /// The outcome of [`AccountStore::update`].
@@ -58,7 +60,21 @@ impl AccountStore {
         Self {
             storage,
             cipher: Arc::new(cipher),
+            events: true,
         }
+    }
+
+    /// Writes no events: for a store whose events nobody hands on (no
+    /// gateway delivers webhooks from it, no `on_event` handler runs), so
+    /// that its outbox does not grow for ever.
+    pub fn without_events(mut self) -> Self {
+        self.events = false;
+        self
+    }
+
+    /// The events to write with a change: `events`, or none.
+    fn outbox(&self, events: Vec<Event>) -> Vec<Event> {
+        if self.events { events } else { Vec::new() }
     }
 
     /// The backend.
@@ -103,7 +119,9 @@ impl AccountStore {
     /// `account.created` event.
     pub async fn insert(&self, account: &ConnectedAccount) -> Result<()> {
         let created = Event::new(EventType::AccountCreated, &account.id, &account.integration);
-        self.storage.insert_account(&self.seal(account), &[created]).await
+        self.storage
+            .insert_account(&self.seal(account), &self.outbox(vec![created]))
+            .await
     }
 
     /// The account with `id`.
@@ -154,7 +172,7 @@ impl AccountStore {
             return Ok(false);
         };
         let removed = Event::new(EventType::AccountRemoved, id, &stored.integration);
-        self.storage.delete_account(id, &[removed]).await
+        self.storage.delete_account(id, &self.outbox(vec![removed])).await
     }
 
     /// Stores `account` as it is if the stored one is still at
@@ -171,7 +189,7 @@ impl AccountStore {
         next.revision = before.revision + 1;
         match self
             .storage
-            .compare_and_swap_account(before.revision, &self.seal(&next), &events)
+            .compare_and_swap_account(before.revision, &self.seal(&next), &self.outbox(events))
             .await?
         {
             Swap::Swapped(stored) => self.open(stored).map(Update::Updated),

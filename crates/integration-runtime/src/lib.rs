@@ -16,7 +16,7 @@ use integration_core::ErrorKind;
 use integration_core::definition::Integration;
 use integration_core::method::{self, AccountContext, Services};
 use integration_core::{
-    AccountId, AccountStore, ConnectedAccount, Definitions, Error, NewAccount, Result, StoreChange,
+    AccountId, AccountStore, ConnectedAccount, Definitions, Error, NewAccount, Result, Secrets, StoreChange, secrecy,
 };
 #[cfg(feature = "http")]
 use integration_http::{AccountClient, HttpClient};
@@ -242,6 +242,59 @@ impl Integrations {
         // A re-created id never sees what was compiled for the old account.
         self.forget(account.id());
         Ok(account)
+    }
+
+    /// Replaces the credentials of account `id` with ones someone gave (a
+    /// new API token, password or private key), checked as they would be
+    /// for a new account with its parameters; its status follows from them
+    /// and an `account.credentials_updated` event is written. OAuth 2.0
+    /// accounts are refused: their tokens come from the provider (connect
+    /// them again).
+    pub async fn replace_credentials(&self, id: &AccountId, credentials: Secrets) -> Result<ConnectedAccount> {
+        let mut account = self.store.get(id).await?;
+        let integration = self.integration(account.integration())?;
+        if integration.auth.type_name() == "oauth2" {
+            return Err(Error::new(
+                integration_core::ErrorKind::InvalidInput,
+                "OAuth 2.0 credentials come from the provider: connect the account again",
+            )
+            .with_context("account", id));
+        }
+        for _ in 0..5 {
+            let mut parameters = account.secret_parameters().clone();
+            for (name, value) in account.parameters() {
+                parameters.insert(name, secrecy::SecretString::from(value.clone()));
+            }
+            let checked = AccountStore::prepare(
+                integration,
+                NewAccount {
+                    id: id.clone(),
+                    parameters,
+                    credentials: credentials.clone(),
+                },
+            )?;
+            let services = self.services(integration)?;
+            integration
+                .auth
+                .check_account(&self.context(&checked, integration, &services))
+                .await?;
+            match self
+                .store
+                .replace_credentials(&account, credentials.clone(), checked.status())
+                .await?
+            {
+                integration_core::Update::Updated(updated) => {
+                    self.forget(id);
+                    return Ok(updated);
+                }
+                integration_core::Update::Conflict(current) => account = current,
+            }
+        }
+        Err(Error::new(
+            integration_core::ErrorKind::Conflict,
+            "the account kept changing while its credentials were replaced",
+        )
+        .with_context("account", id))
     }
 
     #[cfg(feature = "http")]

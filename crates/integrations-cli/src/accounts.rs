@@ -9,7 +9,7 @@ use integrations::time::format_description::well_known::Rfc3339;
 use integrations::{AccountId, AccountQuery, AccountStatus, ConnectedAccount, NewAccount};
 use serde_json::{Value, json};
 
-use crate::cli::{AddArgs, GlobalArgs, IdArgs, ListArgs, RemoveArgs, ShowArgs};
+use crate::cli::{AddArgs, GlobalArgs, IdArgs, ListArgs, RemoveArgs, SetCredentialsArgs, ShowArgs};
 use crate::context;
 use crate::secrets::{self, Sources, Stdin};
 
@@ -76,6 +76,25 @@ pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> 
 /// Accounts read per page: the list is printed as it is read, so that no
 /// step holds every account.
 const LIST_PAGE: usize = 200;
+
+pub(crate) async fn set_credentials(global: &GlobalArgs, args: SetCredentialsArgs) -> Result<ExitCode> {
+    let integrations = context::integrations(global).await?;
+    let id = AccountId::new(args.id.as_str())?;
+    let mut stdin = Stdin::new(args.credential_stdins.len());
+    let credentials = secrets::collect(
+        &Sources {
+            kind: "credential",
+            literal: &args.credentials,
+            env: &args.credential_envs,
+            file: &args.credential_files,
+            stdin: &args.credential_stdins,
+        },
+        &mut stdin,
+    )?;
+    let account = integrations.replace_credentials(&id, credentials).await?;
+    println!("replaced the credentials of account {id} (status {})", account.status());
+    Ok(ExitCode::SUCCESS)
+}
 
 pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> Result<ExitCode> {
     let store = context::store(global).await?;

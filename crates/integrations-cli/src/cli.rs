@@ -517,6 +517,9 @@ pub(crate) enum AccountsCommand {
     /// Delete an account and its credentials, revoking OAuth 2.0 tokens
     /// first where the integration has a revoke endpoint.
     Remove(RemoveArgs),
+    /// Replace an account's credentials (a new API token, password or key),
+    /// checked as for a new account. OAuth 2.0 accounts: `connect` instead.
+    SetCredentials(SetCredentialsArgs),
     /// Get new OAuth 2.0 tokens for an account now.
     Refresh(IdArgs),
     /// Revoke an OAuth 2.0 account's tokens (refresh token first) and forget
@@ -562,6 +565,24 @@ pub(crate) struct AddArgs {
     /// A parameter value read from standard input.
     #[arg(long = "param-stdin", value_name = "NAME")]
     pub(crate) param_stdins: Vec<String>,
+    /// A credential.
+    #[arg(long = "credential", value_name = "NAME=VALUE")]
+    pub(crate) credentials: Vec<String>,
+    /// A credential read from an environment variable.
+    #[arg(long = "credential-env", value_name = "NAME=VAR")]
+    pub(crate) credential_envs: Vec<String>,
+    /// A credential read from a file (a private key, say).
+    #[arg(long = "credential-file", value_name = "NAME=PATH")]
+    pub(crate) credential_files: Vec<String>,
+    /// A credential read from standard input.
+    #[arg(long = "credential-stdin", value_name = "NAME")]
+    pub(crate) credential_stdins: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetCredentialsArgs {
+    /// The account's id.
+    pub(crate) id: String,
     /// A credential.
     #[arg(long = "credential", value_name = "NAME=VALUE")]
     pub(crate) credentials: Vec<String>,

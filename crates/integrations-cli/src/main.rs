@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(global, args),
         Command::Schema => validate::schema(),
         Command::Accounts(AccountsCommand::Add(args)) => block_on(accounts::add(global, *args)),
+        Command::Accounts(AccountsCommand::SetCredentials(args)) => block_on(accounts::set_credentials(global, args)),
         Command::Accounts(AccountsCommand::List(args)) => block_on(accounts::list(global, args)),
         Command::Accounts(AccountsCommand::Show(args)) => block_on(accounts::show(global, args)),
         Command::Accounts(AccountsCommand::Remove(args)) => block_on(accounts::remove(global, args)),

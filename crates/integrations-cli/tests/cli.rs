@@ -1071,3 +1071,82 @@ fn a_keyring_from_the_environment_is_rotated_by_hand() {
         wrong.stderr
     );
 }
+
+#[test]
+fn credentials_are_replaced_from_any_source_and_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = examples();
+    let definitions = definitions.to_str().expect("utf-8 path");
+    let added = run(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "add",
+            "legacyerp",
+            "--id",
+            "erp1",
+            "--param",
+            "host=erp.example.com",
+            "--param",
+            "company=ACME",
+            "--credential",
+            "username=u",
+            "--credential",
+            "password=old-s3cret",
+        ],
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let replaced = integrations(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "set-credentials",
+            "erp1",
+            "--credential",
+            "username=u",
+            "--credential-stdin",
+            "password",
+        ],
+        &[],
+        Some("new-s3cret\n"),
+    );
+    assert_eq!(replaced.code, 0, "{}", replaced.stderr);
+    assert_eq!(
+        replaced.stdout,
+        "replaced the credentials of account erp1 (status connected)\n"
+    );
+    assert!(!replaced.stdout.contains("s3cret") && !replaced.stderr.contains("s3cret"));
+
+    let unknown = run(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "set-credentials",
+            "erp1",
+            "--credential",
+            "pin=1",
+        ],
+    );
+    assert_ne!(unknown.code, 0);
+    assert!(unknown.stderr.contains("pin"), "{}", unknown.stderr);
+    let missing = run(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "set-credentials",
+            "nosuch",
+            "--credential",
+            "password=x",
+        ],
+    );
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("nosuch"), "{}", missing.stderr);
+}

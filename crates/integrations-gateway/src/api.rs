@@ -401,6 +401,57 @@ pub async fn create_account(
     Ok((StatusCode::CREATED, Json(AccountView::from(&account))))
 }
 
+/// New credentials for an account. Write-only.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    /// The credentials, by name, as when the account was created.
+    pub credentials: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CredentialsRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsRequest")
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Replaces an account's credentials (a new API token, password or key),
+/// checked as for a new account; an `account.credentials_updated` event
+/// follows. OAuth 2.0 accounts are connected again instead.
+#[utoipa::path(
+    put, path = "/v1/accounts/{id}/credentials", tag = "accounts",
+    params(("id" = String, Path, description = "The account's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
+    request_body = CredentialsRequest,
+    responses(
+        (status = 200, body = AccountView),
+        (status = 400, body = ErrorBody, description = "Credentials the integration does not take, or an OAuth 2.0 account"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn replace_credentials(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Result<Json<CredentialsRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AccountView>, ApiError> {
+    let Json(request) = request.map_err(ApiError::from)?;
+    let credentials = request
+        .credentials
+        .into_iter()
+        .map(|(name, value)| (name, SecretString::from(value)))
+        .collect();
+    let account = state
+        .integrations
+        .replace_credentials(&AccountId::new(id)?, credentials)
+        .await?;
+    Ok(Json(AccountView::from(&account)))
+}
+
 /// One account.
 #[utoipa::path(
     get, path = "/v1/accounts/{id}", tag = "accounts",

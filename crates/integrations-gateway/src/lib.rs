@@ -78,6 +78,7 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
         .routes(routes!(api::get_integration))
         .routes(routes!(api::list_accounts, api::create_account))
         .routes(routes!(api::get_account, api::delete_account))
+        .routes(routes!(api::replace_credentials))
         .routes(routes!(api::connect_account))
         .routes(routes!(api::refresh_account))
         .routes(routes!(api::revoke_account))

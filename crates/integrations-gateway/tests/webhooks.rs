@@ -351,3 +351,51 @@ async fn bad_endpoints_and_unknown_names_are_refused_by_field() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path} needs a key");
     }
 }
+
+#[tokio::test]
+async fn replaced_credentials_are_announced_and_checked() {
+    let gateway = Gateway::start().await;
+    let receiver = Receiver::start().await;
+    gateway
+        .add_webhook(&receiver.url(), &["account.credentials_updated"])
+        .await;
+    gateway.create_account("w1").await;
+    let (status, account) = gateway
+        .call(
+            Method::PUT,
+            "/v1/accounts/w1/credentials",
+            Some(json!({ "credentials": { "token": "new-s3cret" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert_eq!(account["status"], "connected");
+    assert!(!account.to_string().contains("new-s3cret"), "write-only: {account}");
+    let delivered = receiver.wait_for_delivered(1, WAIT).await;
+    assert_eq!(delivered[0].kind(), "account.credentials_updated");
+    assert_eq!(delivered[0].body["data"]["account"], "w1");
+
+    for (path, body, says) in [
+        (
+            "/v1/accounts/w1/credentials",
+            json!({ "credentials": { "nope": "x" } }),
+            "nope",
+        ),
+        (
+            "/v1/accounts/w1/credentials",
+            json!({ "credentials": {}, "extra": 1 }),
+            "unknown field",
+        ),
+    ] {
+        let (status, refused) = gateway.call(Method::PUT, path, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(refused.to_string().contains(says), "{refused}");
+    }
+    let (status, _) = gateway
+        .call(
+            Method::PUT,
+            "/v1/accounts/ghost/credentials",
+            Some(json!({ "credentials": { "token": "x" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

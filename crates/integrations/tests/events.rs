@@ -134,6 +134,11 @@ async fn an_oauth_account_s_life_arrives_once_each_in_order() {
     hub.refresh(&acct()).await.expect_err("the grant is revoked");
     hub.refresh(&acct()).await.expect_err("still needs a new authorization");
     connect(&hub).await;
+    let refused = hub
+        .replace_credentials(&acct(), Secrets::new())
+        .await
+        .expect_err("OAuth 2.0 tokens come from the provider");
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput);
     hub.remove_account(&acct()).await.expect("remove");
 
     let events = received.wait_for(8).await;
@@ -240,4 +245,43 @@ async fn a_failing_handler_gets_the_event_again_once_its_claim_ends() {
     assert_eq!(relay.relay_once(&flaky).await.expect("relay"), 1, "handed on again");
     assert_eq!(storage.outbox_backlog().await.expect("backlog").events, 0, "completed");
     assert_eq!(relay.relay_once(&flaky).await.expect("relay"), 0);
+}
+
+#[tokio::test]
+async fn a_store_without_events_leaves_the_outbox_empty() {
+    integrations::register_methods();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let store = AccountStore::new(Arc::clone(&storage), Cipher::new(&EncryptionKey::generate())).without_events();
+    let definitions = Definitions::from_str(
+        r#"
+        [[integration]]
+        key = "echo"
+        name = "Echo"
+        base_url = "https://echo.example"
+        [integration.auth]
+        type = "api_token"
+        token = { parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {token}" }
+        "#,
+        Format::Toml,
+    )
+    .expect("valid");
+    let mut credentials = Secrets::new();
+    credentials.insert("token", SecretString::from("t0ken".to_owned()));
+    let account = store
+        .create(
+            definitions.get("echo").expect("echo"),
+            NewAccount {
+                id: acct(),
+                parameters: Secrets::new(),
+                credentials: credentials.clone(),
+            },
+        )
+        .await
+        .expect("create");
+    store
+        .replace_credentials(&account, credentials, AccountStatus::Connected)
+        .await
+        .expect("replace");
+    assert!(store.remove(&acct()).await.expect("remove"));
+    assert_eq!(storage.outbox_backlog().await.expect("backlog").events, 0);
 }
