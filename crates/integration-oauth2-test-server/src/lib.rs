@@ -156,6 +156,14 @@ impl TestServer {
         self.inner().revoke_calls
     }
 
+    /// Revokes every refresh token issued so far, as a provider does when a
+    /// user removes the app's access: the next refresh gets `invalid_grant`.
+    pub fn revoke_refresh_tokens(&self) {
+        let mut inner = self.inner();
+        let tokens: Vec<String> = inner.refresh_tokens.iter().cloned().collect();
+        inner.revoked.extend(tokens);
+    }
+
     /// Whether `token` was revoked.
     pub fn is_revoked(&self, token: &str) -> bool {
         self.inner().revoked.contains(token)

@@ -631,6 +631,52 @@ mod sftp {
     }
 
     impl Integrations {
+        /// What an SFTP client of account `id` calls when the server refuses
+        /// its login or host key: the account is marked `needs_reauth` (an
+        /// `account.needs_reauth` event) and its client dropped.
+        fn mark_refused(&self, id: &AccountId) -> integration_sftp::RefusalHook {
+            let store = self.store.clone();
+            let clients = Arc::downgrade(&self.sftp);
+            let id = id.clone();
+            Arc::new(move |error: &Error| {
+                let (store, clients, id) = (store.clone(), clients.clone(), id.clone());
+                let reason = error.to_string();
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        let Ok(account) = store.get(&id).await else { return };
+                        if account.status() == integration_core::AccountStatus::NeedsReauth {
+                            break;
+                        }
+                        let mut health = account.health().clone();
+                        health.failed("refused", integration_core::time::OffsetDateTime::now_utc());
+                        match store
+                            .update_account(
+                                &account,
+                                account.credentials().clone(),
+                                integration_core::AccountStatus::NeedsReauth,
+                                Some(reason.clone()),
+                                health,
+                            )
+                            .await
+                        {
+                            Ok(integration_core::Update::Updated(_)) => {
+                                tracing::warn!(account = %id, reason, "the SFTP server refused the account: it needs new credentials");
+                                break;
+                            }
+                            Ok(integration_core::Update::Conflict(_)) => continue,
+                            Err(error) => {
+                                tracing::warn!(account = %id, %error, "cannot mark the account needs_reauth");
+                                return;
+                            }
+                        }
+                    }
+                    if let Some(clients) = clients.upgrade() {
+                        clients.forget(Some(&id));
+                    }
+                });
+            })
+        }
+
         /// The SFTP client of account `id` (of an `sftp` integration): made
         /// once, then shared, so that calls reuse its connection.
         pub async fn sftp(&self, id: &AccountId) -> Result<SftpClient> {
@@ -648,6 +694,14 @@ mod sftp {
             }
             let account = self.store.get(id).await?;
             let integration = self.integration(account.integration())?;
+            if account.status() == integration_core::AccountStatus::NeedsReauth {
+                let reason = account.status_reason().unwrap_or("its login was refused");
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the account needs new credentials: {reason}"),
+                )
+                .with_context("account", id));
+            }
             if !integration.auth.is::<Sftp>() {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -656,7 +710,9 @@ mod sftp {
                 .with_context("account", id)
                 .with_context("integration", &integration.key));
             }
-            let client = integration_sftp::client(Arc::clone(integration), account).await?;
+            let client = integration_sftp::client(Arc::clone(integration), account)
+                .await?
+                .on_refused(self.mark_refused(id));
             let mut clients = self.sftp.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             Ok(clients.entry(id.clone()).or_insert(client).clone())
         }

@@ -30,11 +30,24 @@ pub struct SftpClient {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     target: Arc<Target>,
     settings: SftpSettings,
     slot: Mutex<Option<Arc<ConnectionHandle>>>,
+    refused: Option<RefusalHook>,
+}
+
+/// Called when the server refuses the account's login or presents a host
+/// key the account does not trust.
+pub type RefusalHook = Arc<dyn Fn(&Error) + Send + Sync>;
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("target", &self.target)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection in the slot; closed when the last user lets go of it
@@ -58,8 +71,20 @@ impl SftpClient {
                 target,
                 settings,
                 slot: Mutex::new(None),
+                refused: None,
             }),
         })
+    }
+
+    /// Calls `hook` whenever connecting fails because the server refused
+    /// the login or its host key is not trusted (the account's credentials
+    /// no longer work), rather than for a network failure. Set it before
+    /// the client is cloned; later it is ignored.
+    pub fn on_refused(mut self, hook: RefusalHook) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.refused = Some(hook);
+        }
+        self
     }
 
     /// Connects now if no connection is open: checks the host key and the
@@ -437,9 +462,14 @@ impl SftpClient {
             connection.0.touch();
             return Ok((Arc::clone(connection), false));
         }
-        let connection = Arc::new(ConnectionHandle(
-            Connection::open(&self.inner.target, &self.inner.settings).await?,
-        ));
+        let opened = Connection::open(&self.inner.target, &self.inner.settings).await;
+        // Only a refused login or host key is `Refused` when connecting.
+        if let (Err(error), Some(hook)) = (&opened, &self.inner.refused)
+            && error.kind() == ErrorKind::Refused
+        {
+            hook(error);
+        }
+        let connection = Arc::new(ConnectionHandle(opened?));
         *slot = Some(Arc::clone(&connection));
         tokio::spawn(close_when_idle(
             Arc::downgrade(&self.inner),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use russh_sftp::protocol::FileAttributes;
 use serde::Serialize;
 
-pub use client::SftpClient;
+pub use client::{RefusalHook, SftpClient};
 pub use definition::{Sftp, client};
 pub use host_key::{ACCEPT_ANY, HostKeyPolicy};
 

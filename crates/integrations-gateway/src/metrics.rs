@@ -15,6 +15,7 @@ use integrations::storage::AccountQuery;
 use integrations::{AccountStatus, AccountStore};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rustc_hash::FxHashMap;
 
 /// Proxied requests: `integration`, `method` (`read` or `write`), `status`
 /// (`2xx`…`5xx`).
@@ -130,7 +131,7 @@ impl ProxyHandles {
 thread_local! {
     /// Handles by integration: a request costs a lookup and two atomic
     /// operations, not a registration.
-    static PROXY: RefCell<HashMap<String, ProxyHandles>> = RefCell::new(HashMap::new());
+    static PROXY: RefCell<FxHashMap<String, ProxyHandles>> = RefCell::new(FxHashMap::default());
 }
 
 /// What the access log and the metrics learn of a request.

@@ -204,6 +204,58 @@ async fn sftp_routes_work_through_an_account() {
             .contains(&sshd.host_key_fingerprint()),
         "{body}"
     );
+    // The refusal marks the account: it needs new credentials, and is not
+    // tried again until it gets them.
+    let mut marked = Value::Null;
+    for _ in 0..100 {
+        marked = gateway.call(reqwest::Method::GET, "/v1/accounts/f2", None).await.1;
+        if marked["status"] == "needs_reauth" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(marked["status"], "needs_reauth", "{marked}");
+    assert!(
+        marked["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&sshd.host_key_fingerprint())
+    );
+    assert_eq!(marked["last_error"]["code"], "refused");
+    let (status, body) = gateway
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/accounts/f2/sftp/entries?{}", q(&root)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs new credentials"),
+        "{body}"
+    );
+    let replaced = account("f2", sshd.host_public_key())["credentials"].clone();
+    let (status, body) = gateway
+        .call(
+            reqwest::Method::PUT,
+            "/v1/accounts/f2/credentials",
+            Some(json!({ "credentials": replaced })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "connected");
+    assert_eq!(body["consecutive_failures"], 0);
+    let (status, body) = gateway
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/accounts/f2/sftp/entries?{}", q(&root)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the new credentials work: {body}");
     // An HTTP account has no SFTP.
     let (status, body) = gateway
         .call(

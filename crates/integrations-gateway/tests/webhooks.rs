@@ -34,11 +34,15 @@ impl Gateway {
     }
 
     async fn with_schedule(schedule: Vec<Duration>) -> Self {
+        Self::with(common::DEFINITIONS, schedule).await
+    }
+
+    async fn with(definitions: &str, schedule: Vec<Duration>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = ApiKeys::in_data_dir(dir.path()).await.expect("keys");
         let (_, key) = keys.create("tests").await.expect("key");
         integrations::register_methods();
-        let definitions = Definitions::from_str(common::DEFINITIONS, Format::Toml).expect("valid");
+        let definitions = Definitions::from_str(definitions, Format::Toml).expect("valid");
         let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
         let workers = integrations_gateway::webhooks::spawn(
             Webhooks::new(store.clone()),
@@ -398,4 +402,84 @@ async fn replaced_credentials_are_announced_and_checked() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_oauth_account_s_failures_and_recoveries_arrive_once_each() {
+    use integration_oauth2_test_server::{Config, TestServer};
+
+    let provider = TestServer::start(Config::default()).await;
+    let gateway = Gateway::with(
+        &provider.definition(r#""test-secret""#),
+        vec![Duration::from_millis(100); 5],
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    // Every other first attempt fails: retries must not make duplicates.
+    receiver.answer(&[500, 204].repeat(6));
+    let (_, secret) = gateway.add_webhook(&receiver.url(), &[]).await;
+    let (status, _) = gateway
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            Some(json!({ "id": "p1", "integration": "provider" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let connect = async || {
+        let (status, connect) = gateway.call(Method::POST, "/v1/accounts/p1/connect", None).await;
+        assert_eq!(status, StatusCode::OK, "{connect}");
+        let landing = reqwest::get(connect["authorization_url"].as_str().expect("url"))
+            .await
+            .expect("browser");
+        assert_eq!(landing.status(), StatusCode::OK);
+    };
+    connect().await;
+
+    // A passing outage of the token endpoint, then back.
+    provider.configure(|config| config.fail_token_requests = Some(503));
+    let (status, _) = gateway.call(Method::POST, "/v1/accounts/p1/refresh", None).await;
+    assert!(status.is_server_error(), "{status}");
+    provider.configure(|config| config.fail_token_requests = None);
+    let (status, refreshed) = gateway.call(Method::POST, "/v1/accounts/p1/refresh", None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+
+    // The provider revokes the grant; the account is connected again.
+    provider.revoke_refresh_tokens();
+    let (status, refused) = gateway.call(Method::POST, "/v1/accounts/p1/refresh", None).await;
+    assert!(status.is_client_error() || status.is_server_error(), "{refused}");
+    let (_, account) = gateway.call(Method::GET, "/v1/accounts/p1", None).await;
+    assert_eq!(account["status"], "needs_reauth", "{account}");
+    connect().await;
+
+    let expected = [
+        "account.created",
+        "account.connected",
+        "account.refresh_failed",
+        "account.recovered",
+        "account.needs_reauth",
+        "account.connected",
+    ];
+    let delivered = receiver.wait_for_delivered(expected.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered_now: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|received| received.answered < 300)
+        .collect();
+    assert_eq!(delivered_now.len(), delivered.len(), "nothing delivered twice");
+    let mut by_id: Vec<_> = delivered
+        .iter()
+        .map(|received| {
+            (
+                received.body["id"].as_str().unwrap().to_owned(),
+                received.kind().to_owned(),
+            )
+        })
+        .collect();
+    by_id.sort();
+    by_id.dedup();
+    let kinds: Vec<_> = by_id.iter().map(|(_, kind)| kind.as_str()).collect();
+    assert_eq!(kinds, expected, "each once, in the order made");
+    assert!(delivered.iter().all(|received| received.signed_with(&secret)));
 }
