@@ -87,9 +87,10 @@ pub(crate) enum EncryptionCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StorageCommand {
-    /// Copy every account, API key and pending authorization of the store in
-    /// use (the data directory, or --database-url) to a PostgreSQL database,
-    /// still sealed, then check the copy. Stop the gateway first.
+    /// Copy every account, API key, pending authorization and webhook
+    /// endpoint of the store in use (the data directory, or --database-url)
+    /// to a PostgreSQL database, still sealed, then check the copy. Stop the
+    /// gateway first.
     Copy(CopyArgs),
 }
 

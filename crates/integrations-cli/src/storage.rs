@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use integrations::storage::{KeyStorage, Storage};
+use integrations::webhooks::WebhookStorage;
 use integrations::{AccountQuery, ErrorKind};
 
 use crate::cli::{CopyArgs, GlobalArgs};
@@ -76,13 +77,44 @@ pub(crate) async fn copy(global: &GlobalArgs, args: CopyArgs) -> Result<ExitCode
         }
     }
 
+    let webhooks = match source.webhook_storage() {
+        Some(webhooks) => webhooks.webhooks().await.context("cannot read the webhook endpoints")?,
+        None => Vec::new(),
+    };
+    let existing = WebhookStorage::webhooks(&target).await?;
+    for webhook in &webhooks {
+        match existing.iter().find(|stored| stored.id == webhook.id) {
+            Some(stored) if stored == webhook => {}
+            Some(_) => bail!(
+                "webhook `{}` exists in the target database with other contents",
+                webhook.id
+            ),
+            None => target.insert_webhook(webhook).await?,
+        }
+    }
+    let backlog = source.outbox_backlog().await.context("cannot read the outbox")?;
+    if backlog.events > 0 {
+        writeln!(
+            stderr,
+            "{} events wait in the outbox and are not copied: run the gateway on the old store until they are \
+             delivered (integrations_outbox_events is 0) to have them sent",
+            backlog.events
+        )?;
+    }
+
     verify(source.as_ref(), source_keys.as_ref(), &target, accounts).await?;
+    let copied_webhooks = WebhookStorage::webhooks(&target).await?;
+    if let Some(missing) = webhooks.iter().find(|webhook| !copied_webhooks.contains(webhook)) {
+        bail!("webhook `{}` is missing from the copy", missing.id);
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "copied and checked {accounts} accounts, {} API keys and {} pending authorizations to {place}",
+        "copied and checked {accounts} accounts, {} API keys, {} pending authorizations and {} webhook endpoints \
+         to {place}",
         keys.len(),
-        pending.len()
+        pending.len(),
+        webhooks.len()
     )?;
     writeln!(
         stderr,

@@ -557,11 +557,26 @@ async fn a_data_directory_is_copied_to_postgres_and_served_from_there() {
         sled.insert_pending_authorization(&pending).await.expect("pending");
     }
 
+    let (code, _, stderr) = on_sled(&["webhooks", "add", "https://hooks.example/moved"]);
+    assert_eq!(code, Some(0), "{stderr}");
+
     let (code, stdout, stderr) = on_sled(&["storage", "copy", "--to", &shared.database]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stdout.contains("copied and checked 3 accounts, 1 API keys and 1 pending authorizations to PostgresStorage"),
+        stdout.contains(
+            "copied and checked 3 accounts, 1 API keys, 1 pending authorizations and 1 webhook endpoints to \
+             PostgresStorage"
+        ),
         "{stdout}"
+    );
+    assert!(
+        stderr.contains("3 events wait in the outbox and are not copied"),
+        "{stderr}"
+    );
+    assert!(
+        shared
+            .run(&["webhooks", "list"])
+            .contains("https://hooks.example/moved")
     );
     let (code, _, stderr) = on_sled(&["storage", "copy", "--to", &shared.database]);
     assert_eq!(code, Some(1), "a second copy into a database with records is refused");
