@@ -352,7 +352,10 @@ fn transition_events(before: &ConnectedAccount, after: &ConnectedAccount) -> Vec
         return if before.status == AccountStatus::NeedsReauth {
             Vec::new()
         } else {
-            vec![event(EventType::NeedsReauth).with_reason(after.status_reason.as_deref())]
+            // The code of the failure, never the status's sentence (which
+            // may name a host or a path).
+            let code = after.health.last_error.as_ref().map(|error| error.code.as_str());
+            vec![event(EventType::NeedsReauth).with_reason(code)]
         };
     }
     let mut events = Vec::new();

@@ -18,11 +18,7 @@ pub fn check_host(url: &Url, template: &UrlTemplate, allow_ip_hosts: bool) -> Re
     let ip = match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
-        Some(Host::Domain(name))
-            if METADATA_NAMES
-                .iter()
-                .any(|metadata| name.eq_ignore_ascii_case(metadata)) =>
-        {
+        Some(Host::Domain(name)) if is_metadata_name(name) => {
             return Err("the host is a cloud metadata service, where credentials never go".to_owned());
         }
         Some(Host::Domain(_)) | None => return Ok(()),
@@ -46,7 +42,18 @@ pub fn check_host(url: &Url, template: &UrlTemplate, allow_ip_hosts: bool) -> Re
     }
 }
 
-fn is_link_local_or_metadata(ip: IpAddr) -> bool {
+/// Whether `name` is a cloud metadata service's host name.
+pub fn is_metadata_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    METADATA_NAMES
+        .iter()
+        .any(|metadata| name.eq_ignore_ascii_case(metadata))
+}
+
+/// Whether `ip` is a link-local or cloud metadata address, which nothing
+/// of ours is ever sent to: 169.254.0.0/16, fe80::/10, 100.100.100.200,
+/// fd00:ec2::254, and their IPv4-mapped forms.
+pub fn is_link_local_or_metadata(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => is_link_local_or_metadata_v4(ip),
         IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
@@ -98,6 +105,7 @@ mod tests {
             "https://[::ffff:169.254.169.254]/",
             "https://100.100.100.200/",
             "https://metadata.google.internal/",
+            "https://METADATA.google.internal./",
         ] {
             for allow in [false, true] {
                 let refused = check(from_parameter, rendered, allow).expect_err(rendered);

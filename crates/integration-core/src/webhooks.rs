@@ -55,7 +55,8 @@ impl fmt::Debug for StoredWebhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredWebhook")
             .field("id", &self.id)
-            .field("url", &self.url)
+            // Without the query, where some receivers put a token.
+            .field("url", &self.url.split(['?', '#']).next().unwrap_or_default())
             .field("events", &self.events)
             .field("disabled", &self.disabled)
             .finish_non_exhaustive()
@@ -169,8 +170,10 @@ impl StoredDelivery {
 ///
 /// - `insert_webhook` fails with [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists)
 ///   for an id that exists; `webhooks` lists every endpoint, oldest first;
-///   `update_webhook` replaces one and returns whether it existed;
-///   `delete_webhook` removes it with its deliveries.
+///   `update_webhook` replaces one if it is still stored as `expected`
+///   (compare and swap, so that of two concurrent changes neither reverts
+///   the other) and returns whether it did; `delete_webhook` removes it
+///   with its deliveries.
 /// - `insert_deliveries` stores each delivery whose id is not stored yet
 ///   and leaves the stored ones as they are (handing an event on twice
 ///   sends it once).
@@ -178,7 +181,9 @@ impl StoredDelivery {
 ///   [due](StoredDelivery::due) at `now`, the earliest due first, and sets
 ///   their `claimed_until` to `until`: of concurrent claims (through any
 ///   handle), each delivery goes to one.
-/// - `update_delivery` replaces a delivery and returns whether it existed.
+/// - `update_delivery` replaces a delivery if it is still stored as
+///   `expected` and returns whether it did: an attempt's outcome is not
+///   written over a retry, nor over another gateway's claim.
 /// - `deliveries` lists the deliveries of one endpoint, newest first, those
 ///   with an id before `before` when given, at most `limit`.
 /// - `delete_deliveries_before` removes the deliveries created before a
@@ -191,8 +196,9 @@ pub trait WebhookStorage: Send + Sync + fmt::Debug + 'static {
     /// Every endpoint, oldest first.
     async fn webhooks(&self) -> Result<Vec<StoredWebhook>>;
 
-    /// Replaces an endpoint; returns whether it existed.
-    async fn update_webhook(&self, webhook: &StoredWebhook) -> Result<bool>;
+    /// Replaces endpoint `expected` with `webhook` if it is still stored as
+    /// `expected`; returns whether it did.
+    async fn update_webhook(&self, expected: &StoredWebhook, webhook: &StoredWebhook) -> Result<bool>;
 
     /// Deletes an endpoint and its deliveries; returns whether it existed.
     async fn delete_webhook(&self, id: &str) -> Result<bool>;
@@ -208,8 +214,9 @@ pub trait WebhookStorage: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<StoredDelivery>>;
 
-    /// Replaces a delivery; returns whether it existed.
-    async fn update_delivery(&self, delivery: &StoredDelivery) -> Result<bool>;
+    /// Replaces delivery `expected` with `delivery` if it is still stored as
+    /// `expected`; returns whether it did.
+    async fn update_delivery(&self, expected: &StoredDelivery, delivery: &StoredDelivery) -> Result<bool>;
 
     /// The delivery with `id`.
     async fn delivery(&self, id: &str) -> Result<Option<StoredDelivery>>;

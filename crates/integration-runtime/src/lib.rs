@@ -641,6 +641,12 @@ mod sftp {
             Arc::new(move |error: &Error| {
                 let (store, clients, id) = (store.clone(), clients.clone(), id.clone());
                 let reason = error.to_string();
+                // Every host key refusal says "host key"; the rest are logins.
+                let code = if reason.contains("host key") {
+                    "host_key_refused"
+                } else {
+                    "login_refused"
+                };
                 tokio::spawn(async move {
                     for _ in 0..5 {
                         let Ok(account) = store.get(&id).await else { return };
@@ -648,7 +654,7 @@ mod sftp {
                             break;
                         }
                         let mut health = account.health().clone();
-                        health.failed("refused", integration_core::time::OffsetDateTime::now_utc());
+                        health.failed(code, integration_core::time::OffsetDateTime::now_utc());
                         match store
                             .update_account(
                                 &account,

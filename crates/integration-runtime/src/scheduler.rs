@@ -10,7 +10,7 @@ use integration_core::secrecy::ExposeSecret;
 use integration_core::storage::{AccountQuery, StoredAccount};
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
-use integration_core::{AccountHealth, AccountId, AccountStatus, ConnectedAccount, Result, Update};
+use integration_core::{AccountError, AccountHealth, AccountId, AccountStatus, ConnectedAccount, Result, Update};
 use integration_http::token::ACCESS_TOKEN_EXPIRES_AT;
 use integration_http::{Method, StatusCode};
 use tokio::sync::Semaphore;
@@ -276,7 +276,7 @@ impl Integrations {
                 .as_ref()
                 .map_or("unknown", |error| error.code.as_str());
             let reason = format!("{failures} refreshes in a row failed (last: {code}): connect the account again");
-            self.mark_needs_reauth(account, &reason).await?;
+            self.mark_needs_reauth(account, &reason, None).await?;
             pass.needs_reauth = 1;
             return Ok(pass);
         }
@@ -301,7 +301,9 @@ impl Integrations {
                         check.path,
                         status.as_u16()
                     );
-                    self.mark_needs_reauth(self.store().get(&id).await?, &reason).await?;
+                    let code = format!("health_check_{}", status.as_u16());
+                    self.mark_needs_reauth(self.store().get(&id).await?, &reason, Some(&code))
+                        .await?;
                     pass.needs_reauth = 1;
                     return Ok(pass);
                 }
@@ -314,12 +316,23 @@ impl Integrations {
         Ok(pass)
     }
 
-    /// Marks the account `needs_reauth` for `reason`; the compiled copy is
-    /// dropped.
-    async fn mark_needs_reauth(&self, mut account: ConnectedAccount, reason: &str) -> Result<ConnectedAccount> {
+    /// Marks the account `needs_reauth` for `reason`, with `code` as its
+    /// last error when given; the compiled copy is dropped.
+    async fn mark_needs_reauth(
+        &self,
+        mut account: ConnectedAccount,
+        reason: &str,
+        code: Option<&str>,
+    ) -> Result<ConnectedAccount> {
         for _ in 0..5 {
             let mut health = account.health().clone();
             health.next_check_at = None;
+            if let Some(code) = code {
+                health.last_error = Some(AccountError {
+                    code: code.to_owned(),
+                    at: OffsetDateTime::now_utc(),
+                });
+            }
             match self
                 .store()
                 .update_account(

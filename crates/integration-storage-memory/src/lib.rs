@@ -233,9 +233,13 @@ impl WebhookStorage for MemoryStorage {
         Ok(self.state().webhooks.clone())
     }
 
-    async fn update_webhook(&self, webhook: &StoredWebhook) -> Result<bool> {
+    async fn update_webhook(&self, expected: &StoredWebhook, webhook: &StoredWebhook) -> Result<bool> {
         let mut state = self.state();
-        let Some(stored) = state.webhooks.iter_mut().find(|stored| stored.id == webhook.id) else {
+        let Some(stored) = state
+            .webhooks
+            .iter_mut()
+            .find(|stored| stored.id == webhook.id && *stored == expected)
+        else {
             return Ok(false);
         };
         *stored = webhook.clone();
@@ -284,9 +288,13 @@ impl WebhookStorage for MemoryStorage {
             .collect())
     }
 
-    async fn update_delivery(&self, delivery: &StoredDelivery) -> Result<bool> {
+    async fn update_delivery(&self, expected: &StoredDelivery, delivery: &StoredDelivery) -> Result<bool> {
         let mut state = self.state();
-        let Some(stored) = state.deliveries.get_mut(&delivery.id) else {
+        let Some(stored) = state
+            .deliveries
+            .get_mut(&delivery.id)
+            .filter(|stored| **stored == *expected)
+        else {
             return Ok(false);
         };
         *stored = delivery.clone();

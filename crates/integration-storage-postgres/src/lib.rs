@@ -63,6 +63,11 @@ fn migrator() -> Migrator {
                 "the scheduler's next check of each account",
                 include_str!("../migrations/0004_next_check.sql"),
             ),
+            migration(
+                5,
+                "finished webhook deliveries by age",
+                include_str!("../migrations/0005_finished_deliveries.sql"),
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -455,10 +460,7 @@ impl Storage for PostgresStorage {
             .fetch_all(&pool)
             .await
             .map_err(failed)?;
-            let mut events = rows
-                .iter()
-                .map(|row| records::json_record::<Event>(row, "event", "event"))
-                .collect::<Result<Vec<_>>>()?;
+            let mut events = records::readable_records::<Event>(&rows, "event", "event");
             events.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(events)
         })
@@ -724,16 +726,20 @@ impl WebhookStorage for PostgresStorage {
         .await
     }
 
-    async fn update_webhook(&self, webhook: &StoredWebhook) -> Result<bool> {
+    async fn update_webhook(&self, expected: &StoredWebhook, webhook: &StoredWebhook) -> Result<bool> {
         let id = webhook.id.clone();
         let record = json_text(webhook, "webhook")?;
+        let expected = json_text(expected, "webhook")?;
         self.run("update webhook", |pool| async move {
-            let updated = sqlx::query("UPDATE integration_webhooks SET record = $2::jsonb WHERE id = $1")
-                .bind(&id)
-                .bind(record)
-                .execute(&pool)
-                .await
-                .map_err(failed)?;
+            // jsonb compares by value: the swap happens only over `expected`.
+            let updated =
+                sqlx::query("UPDATE integration_webhooks SET record = $2::jsonb WHERE id = $1 AND record = $3::jsonb")
+                    .bind(&id)
+                    .bind(record)
+                    .bind(expected)
+                    .execute(&pool)
+                    .await
+                    .map_err(failed)?;
             Ok(updated.rows_affected() > 0)
         })
         .await
@@ -810,29 +816,28 @@ impl WebhookStorage for PostgresStorage {
             .fetch_all(&pool)
             .await
             .map_err(failed)?;
-            let mut claimed = rows
-                .iter()
-                .map(|row| records::json_record::<StoredDelivery>(row, "record", "delivery"))
-                .collect::<Result<Vec<_>>>()?;
+            let mut claimed = records::readable_records::<StoredDelivery>(&rows, "record", "delivery");
             claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
             Ok(claimed)
         })
         .await
     }
 
-    async fn update_delivery(&self, delivery: &StoredDelivery) -> Result<bool> {
+    async fn update_delivery(&self, expected: &StoredDelivery, delivery: &StoredDelivery) -> Result<bool> {
         let delivery = delivery.clone();
         let record = json_text(&delivery, "delivery")?;
+        let expected = json_text(expected, "delivery")?;
         self.run("update delivery", |pool| async move {
             let updated = sqlx::query(
                 "UPDATE integration_webhook_deliveries SET state = $2, next_attempt_at_ns = $3, claimed_until_ns = $4, \
-                 record = $5::jsonb WHERE id = $1",
+                 record = $5::jsonb WHERE id = $1 AND record = $6::jsonb",
             )
             .bind(&delivery.id)
             .bind(delivery.state.as_str())
             .bind(delivery.next_attempt_at.map(nanos))
             .bind(delivery.claimed_until.map(nanos))
             .bind(record)
+            .bind(expected)
             .execute(&pool)
             .await
             .map_err(failed)?;

@@ -168,6 +168,18 @@ pub(crate) fn key_from_row(row: &PgRow) -> Result<StoredApiKey> {
 }
 
 /// A record kept as JSON in `column` of `row`.
+/// The records of `rows` that parse, with a warning for each that does not:
+/// for claims, where one unreadable record must not stop those behind it.
+pub(crate) fn readable_records<T: serde::de::DeserializeOwned>(rows: &[PgRow], column: &str, what: &str) -> Vec<T> {
+    rows.iter()
+        .filter_map(|row| {
+            json_record(row, column, what)
+                .inspect_err(|error| tracing::warn!(%error, "skipping an unreadable {what}"))
+                .ok()
+        })
+        .collect()
+}
+
 pub(crate) fn json_record<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str, what: &str) -> Result<T> {
     let text: String = read(row, column)?;
     serde_json::from_str(&text)

@@ -377,7 +377,14 @@ impl Storage for SledStorage {
                 break;
             }
             let (key, bytes) = entry.map_err(|error| storage_error("cannot read the outbox", error))?;
-            let mut record: OutboxRecord = decode("event", &bytes)?;
+            // One unreadable record must not stop every event behind it.
+            let mut record: OutboxRecord = match decode("event", &bytes) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping an unreadable event of the outbox");
+                    continue;
+                }
+            };
             if record.claimed_until.is_some_and(|end| end > now) {
                 continue;
             }
@@ -512,21 +519,23 @@ impl WebhookStorage for SledStorage {
         Ok(webhooks)
     }
 
-    async fn update_webhook(&self, webhook: &StoredWebhook) -> Result<bool> {
+    async fn update_webhook(&self, expected: &StoredWebhook, webhook: &StoredWebhook) -> Result<bool> {
         let key = webhook.id.as_bytes();
         let bytes = encode(webhook)?;
-        let existed = self
+        let replaced = self
             .webhooks
             .transaction(|webhooks| {
-                let existed = webhooks.get(key)?.is_some();
-                if existed {
+                let unchanged = webhooks.get(key)?.is_some_and(|stored| {
+                    decode::<StoredWebhook>("webhook", &stored).is_ok_and(|stored| stored == *expected)
+                });
+                if unchanged {
                     webhooks.insert(key, bytes.as_slice())?;
                 }
-                Ok::<_, ConflictableTransactionError<Error>>(existed)
+                Ok::<_, ConflictableTransactionError<Error>>(unchanged)
             })
             .map_err(|error| transaction_failed("cannot update the webhook", error))?;
         self.flush().await?;
-        Ok(existed)
+        Ok(replaced)
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool> {
@@ -581,9 +590,11 @@ impl WebhookStorage for SledStorage {
             else {
                 continue;
             };
-            let delivery: StoredDelivery = decode("delivery", &bytes)?;
-            if delivery.due(now) {
-                due.push((bytes, delivery));
+            // One unreadable record must not stop every delivery behind it.
+            match decode::<StoredDelivery>("delivery", &bytes) {
+                Ok(delivery) if delivery.due(now) => due.push((bytes, delivery)),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "skipping an unreadable webhook delivery"),
             }
         }
         due.sort_by(|(_, a), (_, b)| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
@@ -607,13 +618,16 @@ impl WebhookStorage for SledStorage {
         Ok(claimed)
     }
 
-    async fn update_delivery(&self, delivery: &StoredDelivery) -> Result<bool> {
+    async fn update_delivery(&self, expected: &StoredDelivery, delivery: &StoredDelivery) -> Result<bool> {
         let key = delivery.id.as_bytes();
         let bytes = encode(delivery)?;
         let pending = delivery.state == integration_core::webhooks::DeliveryState::Pending;
-        let existed = (&self.deliveries, &self.pending_deliveries)
+        let replaced = (&self.deliveries, &self.pending_deliveries)
             .transaction(|(deliveries, pending_deliveries)| {
-                if deliveries.get(key)?.is_none() {
+                let unchanged = deliveries.get(key)?.is_some_and(|stored| {
+                    decode::<StoredDelivery>("delivery", &stored).is_ok_and(|stored| stored == *expected)
+                });
+                if !unchanged {
                     return Ok(false);
                 }
                 deliveries.insert(key, bytes.as_slice())?;
@@ -626,7 +640,7 @@ impl WebhookStorage for SledStorage {
             })
             .map_err(|error| transaction_failed("cannot update the delivery", error))?;
         self.flush().await?;
-        Ok(existed)
+        Ok(replaced)
     }
 
     async fn delivery(&self, id: &str) -> Result<Option<StoredDelivery>> {

@@ -85,7 +85,8 @@ pub fn sample_delivery(webhook: &str, account: &str, due: OffsetDateTime) -> Sto
 }
 
 /// Behavior: endpoints are listed oldest first, as stored; a duplicate id
-/// is refused; updates replace; deletes remove.
+/// is refused; an update replaces only the copy it was made from; deletes
+/// remove.
 pub async fn webhooks_are_listed_oldest_first_updated_and_deleted(storage: Arc<impl WebhookStorage + ?Sized>) {
     let (first, second) = (sample_webhook("wh_b", 1), sample_webhook("wh_a", 2));
     storage.insert_webhook(&first).await.expect("insert");
@@ -104,10 +105,16 @@ pub async fn webhooks_are_listed_oldest_first_updated_and_deleted(storage: Arc<i
     });
     disabled.previous_secret = Some(SealedSecret::from_bytes(vec![9, 9]));
     disabled.previous_secret_expires_at = Some(base_time() + Duration::from_secs(86_400));
-    assert!(storage.update_webhook(&disabled).await.expect("update"));
+    assert!(storage.update_webhook(&first, &disabled).await.expect("update"));
+    let mut reverted = first.clone();
+    reverted.url = "https://hooks.example/stale".to_owned();
+    assert!(
+        !storage.update_webhook(&first, &reverted).await.expect("update"),
+        "a change made from a stale copy is refused"
+    );
     assert!(
         !storage
-            .update_webhook(&sample_webhook("wh_none", 0))
+            .update_webhook(&sample_webhook("wh_none", 0), &sample_webhook("wh_none", 0))
             .await
             .expect("update")
     );
@@ -168,7 +175,15 @@ pub async fn deliveries_are_stored_once_and_claimed_when_due(storage: Arc<impl W
         error: None,
         duration_ms: 12,
     });
-    assert!(storage.update_delivery(&delivered).await.expect("update"));
+    assert!(
+        !storage.update_delivery(&due, &delivered).await.expect("update"),
+        "the unclaimed copy is stale once claimed"
+    );
+    assert!(storage.update_delivery(&claimed[0], &delivered).await.expect("update"));
+    assert!(
+        !storage.update_delivery(&claimed[0], &due).await.expect("update"),
+        "an outcome is recorded once"
+    );
     assert_eq!(storage.delivery(&due.id).await.expect("read"), Some(delivered));
     let at_due_time = storage
         .claim_deliveries(now + Duration::from_secs(60), until + Duration::from_secs(60), 10)
@@ -182,7 +197,7 @@ pub async fn deliveries_are_stored_once_and_claimed_when_due(storage: Arc<impl W
     assert_eq!(at_due_time[0].id, later.id);
     let mut unknown = later.clone();
     unknown.id = "dlv_none".to_owned();
-    assert!(!storage.update_delivery(&unknown).await.expect("update"));
+    assert!(!storage.update_delivery(&unknown, &unknown).await.expect("update"));
 }
 
 /// Behavior: of concurrent claimers, each due delivery goes to one.

@@ -14,7 +14,7 @@ use integrations::time::format_description::well_known::Rfc3339;
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
 use integrations_gateway::server::{ConnectionSettings, Listeners, serve_on_workers};
-use integrations_gateway::webhooks::{DeliverySettings, Webhooks};
+use integrations_gateway::webhooks::{Deliverer, DeliverySettings, Webhooks};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, KeysCommand, ServeArgs};
@@ -107,10 +107,10 @@ fn start_background_work(
         tracing::warn!("this store keeps no webhooks: none are delivered");
         None
     } else {
-        Some((
+        Some(Deliverer::new(
             webhooks,
             DeliverySettings::default().schedule(args.webhook_retry_schedule.0.clone()),
-        ))
+        )?)
     };
     let schedule = if args.no_scheduler {
         tracing::info!("background refreshes and health checks are off on this gateway (--no-scheduler)");
@@ -134,8 +134,7 @@ fn start_background_work(
         .name("integrations-background".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                let _workers =
-                    deliver.map(|(webhooks, settings)| integrations_gateway::webhooks::spawn(webhooks, settings));
+                let _workers = deliver.map(integrations_gateway::webhooks::spawn);
                 let _scheduler = schedule.map(|(integrations, settings)| integrations.spawn_scheduler(settings));
                 let _gauges = gauges.map(integrations_gateway::metrics::spawn_gauges);
                 match metrics_listener.map(serve_metrics) {

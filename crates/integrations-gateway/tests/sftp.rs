@@ -221,7 +221,7 @@ async fn sftp_routes_work_through_an_account() {
             .unwrap()
             .contains(&sshd.host_key_fingerprint())
     );
-    assert_eq!(marked["last_error"]["code"], "refused");
+    assert_eq!(marked["last_error"]["code"], "host_key_refused");
     let (status, body) = gateway
         .call(
             reqwest::Method::GET,

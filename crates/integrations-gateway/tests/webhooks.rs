@@ -8,12 +8,15 @@ use std::time::Duration;
 use integration_webhook_test_receiver::Receiver;
 use integrations::auth::oauth2::RedirectUri;
 use integrations::definition::Format;
+use integrations::events::{Event, EventType};
 use integrations::secrecy::ExposeSecret;
 use integrations::storage::memory::MemoryStorage;
+use integrations::time::OffsetDateTime;
+use integrations::webhooks::{DeliveryState, StoredDelivery, WebhookStorage};
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
-use integrations_gateway::webhooks::{DeliverySettings, WebhookWorkers, Webhooks};
+use integrations_gateway::webhooks::{Deliverer, DeliverySettings, WebhookWorkers, Webhooks};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -45,8 +48,11 @@ impl Gateway {
         let definitions = Definitions::from_str(definitions, Format::Toml).expect("valid");
         let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
         let workers = integrations_gateway::webhooks::spawn(
-            Webhooks::new(store.clone()),
-            DeliverySettings::default().schedule(schedule),
+            Deliverer::new(
+                Webhooks::new(store.clone()),
+                DeliverySettings::default().schedule(schedule),
+            )
+            .expect("deliverer"),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
@@ -350,6 +356,41 @@ async fn bad_endpoints_and_unknown_names_are_refused_by_field() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
 
+    for metadata in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://metadata.google.internal./computeMetadata/v1/",
+    ] {
+        let (status, refused) = gateway
+            .call(Method::POST, "/v1/webhooks", Some(json!({ "url": metadata })))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains("metadata")
+        );
+    }
+    // Each event is a delivery per endpoint: their number is bounded.
+    for n in 1..100 {
+        gateway.add_webhook(&format!("https://hooks.example/{n}"), &[]).await;
+    }
+    let (status, refused) = gateway
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({ "url": "https://hooks.example/more" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("at most 100")
+    );
+
     for path in ["/v1/webhooks", &format!("/v1/webhooks/{id}/deliveries")] {
         let response = reqwest::get(format!("{}{path}", gateway.base)).await.expect("response");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path} needs a key");
@@ -482,4 +523,50 @@ async fn an_oauth_account_s_failures_and_recoveries_arrive_once_each() {
     let kinds: Vec<_> = by_id.iter().map(|(_, kind)| kind.as_str()).collect();
     assert_eq!(kinds, expected, "each once, in the order made");
     assert!(delivered.iter().all(|received| received.signed_with(&secret)));
+}
+
+#[tokio::test]
+async fn a_delivery_being_attempted_is_not_retried_over() {
+    let store = AccountStore::new(Arc::new(MemoryStorage::new()), Cipher::new(&EncryptionKey::generate()));
+    let webhooks = Webhooks::new(store);
+    let (webhook, _) = webhooks.add("https://hooks.example/in", Vec::new()).await.expect("add");
+    let event = Event::new(EventType::AccountCreated, &"acct".parse().expect("id"), "crm");
+    let now = OffsetDateTime::now_utc();
+    let delivery = StoredDelivery {
+        id: StoredDelivery::id_for(&event, &webhook.id),
+        webhook: webhook.id.clone(),
+        event,
+        state: DeliveryState::Pending,
+        attempts: Vec::new(),
+        next_attempt_at: Some(now),
+        claimed_until: None,
+        created_at: now,
+    };
+    let backend = webhooks.backend().expect("backend");
+    backend
+        .insert_deliveries(std::slice::from_ref(&delivery))
+        .await
+        .expect("insert");
+    let claimed = backend
+        .claim_deliveries(now, now + Duration::from_secs(60), 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+
+    let refused = webhooks.retry(&webhook.id, &delivery.id).await.expect_err("in flight");
+    assert_eq!(refused.kind(), integrations::ErrorKind::Conflict, "{refused}");
+    assert!(refused.to_string().contains("being attempted now"), "{refused}");
+
+    // Once the attempt is recorded, a retry makes it due again.
+    let mut failed = claimed[0].clone();
+    failed.state = DeliveryState::Failed;
+    failed.claimed_until = None;
+    failed.next_attempt_at = None;
+    assert!(backend.update_delivery(&claimed[0], &failed).await.expect("record"));
+    let retried = webhooks.retry(&webhook.id, &delivery.id).await.expect("retry");
+    assert_eq!(retried.state, DeliveryState::Pending);
+    assert!(
+        !backend.update_delivery(&claimed[0], &failed).await.expect("record"),
+        "an attempt's outcome is not written over the retry"
+    );
 }

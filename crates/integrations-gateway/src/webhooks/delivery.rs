@@ -2,18 +2,32 @@
 //! delivery per endpoint that wants it, sent signed and retried on a
 //! schedule, with every attempt kept.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use integrations::destination::{is_link_local_or_metadata, is_metadata_name};
 use integrations::events::Event;
 use integrations::time::OffsetDateTime;
 use integrations::webhooks::{DeliveryAttempt, DeliveryState, StoredDelivery, StoredWebhook};
-use integrations::{EventHandler, EventRelay, RelayHandle, RelaySettings, Result, async_trait};
+use integrations::{Error, ErrorKind, EventHandler, EventRelay, RelayHandle, RelaySettings, Result, async_trait};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Notify;
 
 use super::Webhooks;
 use super::signature::signature_header;
 use crate::metrics;
+
+/// How often finished deliveries past the retention are removed.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How much later a delivery is handed back when its endpoint already has
+/// its share of the attempts in flight.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+/// The attempts a delivery keeps, the latest (manual retries add more).
+const MAX_ATTEMPTS_KEPT: usize = 100;
 
 /// The waits after each failed attempt: 8 attempts over about 28 hours.
 pub const DEFAULT_SCHEDULE: [Duration; 7] = [
@@ -64,9 +78,15 @@ impl DeliverySettings {
     }
 }
 
-/// Parses a schedule such as `5s,5m,30m,2h`: waits in `ms`, `s`, `m` or `h`.
+/// The longest single wait of a schedule, and the most waits.
+const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_SCHEDULE_LENGTH: usize = 50;
+
+/// Parses a schedule such as `5s,5m,30m,2h`: waits in `ms`, `s`, `m` or `h`,
+/// each at most 7 days, at most 50 of them.
 pub fn parse_schedule(text: &str) -> std::result::Result<Vec<Duration>, String> {
-    text.split(',')
+    let schedule = text
+        .split(',')
         .map(|part| {
             let part = part.trim();
             let digits = part.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -74,16 +94,28 @@ pub fn parse_schedule(text: &str) -> std::result::Result<Vec<Duration>, String> 
             let value: u64 = digits
                 .parse()
                 .map_err(|_| format!("`{part}` is not a wait such as `5s`, `30m` or `2h`"))?;
-            let seconds = match unit {
-                "ms" => return Ok(Duration::from_millis(value)),
-                "s" => value,
-                "m" => value * 60,
-                "h" => value * 3600,
+            let unit_millis: u64 = match unit {
+                "ms" => 1,
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
                 _ => return Err(format!("`{part}`: the unit is `ms`, `s`, `m` or `h`")),
             };
-            Ok(Duration::from_secs(seconds))
+            let wait = value
+                .checked_mul(unit_millis)
+                .map(Duration::from_millis)
+                .filter(|wait| *wait <= MAX_WAIT)
+                .ok_or_else(|| format!("`{part}`: a wait is at most 7 days (168h)"))?;
+            Ok(wait)
         })
-        .collect()
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if schedule.len() > MAX_SCHEDULE_LENGTH {
+        return Err(format!(
+            "a schedule has at most {MAX_SCHEDULE_LENGTH} waits, not {}",
+            schedule.len()
+        ));
+    }
+    Ok(schedule)
 }
 
 /// The running delivery of webhooks: the outbox's relay and the worker;
@@ -100,31 +132,17 @@ impl Drop for WebhookWorkers {
     }
 }
 
-/// Starts delivering on the current tokio runtime: events of the outbox
+/// Starts `deliverer` on the current tokio runtime: events of the outbox
 /// become deliveries, due deliveries are sent.
-pub fn spawn(webhooks: Webhooks, settings: DeliverySettings) -> WebhookWorkers {
+pub fn spawn(deliverer: Deliverer) -> WebhookWorkers {
     let wake = Arc::new(Notify::new());
+    let webhooks = deliverer.webhooks.clone();
     let relay = EventRelay::new(Arc::clone(webhooks.store().storage()), RelaySettings::default());
     let relay = relay.spawn(FanOut {
-        webhooks: webhooks.clone(),
+        webhooks,
         wake: Arc::clone(&wake),
     });
-    let deliverer = Deliverer::new(webhooks, settings);
-    let worker = tokio::spawn(async move {
-        let mut pruned_at = Instant::now();
-        loop {
-            match deliverer.deliver_due().await {
-                Ok(sent) if sent > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "cannot read the due webhook deliveries; trying again"),
-            }
-            if pruned_at.elapsed() > Duration::from_secs(3600) {
-                pruned_at = Instant::now();
-                deliverer.prune().await;
-            }
-            let _ = tokio::time::timeout(deliverer.settings.poll_interval, wake.notified()).await;
-        }
-    });
+    let worker = tokio::spawn(async move { deliverer.run(&wake).await });
     WebhookWorkers { _relay: relay, worker }
 }
 
@@ -173,83 +191,162 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// A deliverer of `webhooks`' deliveries.
-    pub fn new(webhooks: Webhooks, settings: DeliverySettings) -> Self {
+    /// A deliverer of `webhooks`' deliveries; fails when no HTTP client
+    /// can be made (no TLS roots), so a gateway says so when it starts.
+    pub fn new(webhooks: Webhooks, settings: DeliverySettings) -> Result<Self> {
         let client = reqwest::Client::builder()
             // A redirect is a failure: the signed body goes only where the
             // operator said.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver))
             .timeout(settings.timeout)
             .user_agent(concat!("integrations/", env!("CARGO_PKG_VERSION"), " (webhooks)"))
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|error| {
+                Error::new(ErrorKind::Config, "cannot make the HTTP client for webhooks").with_source(error)
+            })?;
+        Ok(Self {
             webhooks,
             client,
             settings,
-        }
+        })
     }
 
-    /// Claims the due deliveries and attempts them; returns how many.
-    pub async fn deliver_due(&self) -> Result<usize> {
-        let now = OffsetDateTime::now_utc();
-        // Long enough for every attempt of the batch, run at once.
-        let claim = self.settings.timeout * 2 + Duration::from_secs(30);
-        let due = self
-            .webhooks
-            .backend()?
-            .claim_deliveries(now, now + claim, self.settings.concurrency.max(1))
-            .await?;
-        let count = due.len();
-        if count == 0 {
-            return Ok(0);
-        }
-        let webhooks = self.webhooks.list().await?;
-        let attempts = due.into_iter().map(|delivery| {
-            let webhook = webhooks.iter().find(|webhook| webhook.id == delivery.webhook);
-            self.attempt(delivery, webhook)
-        });
-        for outcome in futures_util::future::join_all(attempts).await {
-            if let Err(error) = outcome {
-                tracing::warn!(%error, "cannot record a webhook delivery attempt");
+    /// Delivers until dropped: keeps up to `concurrency` attempts in
+    /// flight, claiming more as each ends, so that a slow endpoint holds its
+    /// own slots and not a whole batch.
+    async fn run(&self, wake: &Notify) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut pruned_at: Option<Instant> = None;
+        loop {
+            let free = self.settings.concurrency.max(1).saturating_sub(in_flight.len());
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free, &busy).await {
+                    Ok(ready) => {
+                        claimed = ready.len();
+                        for (delivery, webhook) in ready {
+                            *busy.entry(delivery.webhook.clone()).or_default() += 1;
+                            in_flight.push(self.attempt(delivery, webhook));
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read the due webhook deliveries; trying again"),
+                }
+            }
+            if pruned_at.is_none_or(|at| at.elapsed() > PRUNE_INTERVAL) {
+                pruned_at = Some(Instant::now());
+                self.prune().await;
+            }
+            if claimed == free && free > 0 {
+                // A full claim: more may be due at once.
+                continue;
+            }
+            tokio::select! {
+                Some(done) = in_flight.next() => {
+                    let webhook: String = done;
+                    if let Some(count) = busy.get_mut(&webhook) {
+                        *count -= 1;
+                        if *count == 0 {
+                            busy.remove(&webhook);
+                        }
+                    }
+                }
+                _ = tokio::time::timeout(self.settings.poll_interval, wake.notified()) => {}
             }
         }
-        Ok(count)
     }
 
-    /// Sends `delivery` once and records the outcome.
-    async fn attempt(&self, mut delivery: StoredDelivery, webhook: Option<&StoredWebhook>) -> Result<()> {
+    /// Claims up to `limit` due deliveries, each with its endpoint as
+    /// stored now. A delivery whose endpoint already has its share of the
+    /// attempts in flight (`busy`) is handed back a moment later, so that
+    /// one slow endpoint cannot take every slot.
+    async fn claim(
+        &self,
+        limit: usize,
+        busy: &HashMap<String, usize>,
+    ) -> Result<Vec<(StoredDelivery, Option<StoredWebhook>)>> {
         let now = OffsetDateTime::now_utc();
+        // Long enough for the attempt, started at once.
+        let claim = self.settings.timeout * 2 + Duration::from_secs(30);
+        let backend = self.webhooks.backend()?;
+        let due = backend.claim_deliveries(now, now + claim, limit).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let webhooks = self.webhooks.list().await?;
+        let share = (self.settings.concurrency / 4).max(1);
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        let mut ready = Vec::with_capacity(due.len());
+        for delivery in due {
+            let count = taken
+                .entry(delivery.webhook.clone())
+                .or_insert_with(|| busy.get(&delivery.webhook).copied().unwrap_or(0));
+            if *count >= share {
+                let mut later = delivery.clone();
+                later.claimed_until = None;
+                later.next_attempt_at = Some(now + HAND_BACK_DELAY);
+                backend.update_delivery(&delivery, &later).await?;
+                continue;
+            }
+            *count += 1;
+            let webhook = webhooks.iter().find(|webhook| webhook.id == delivery.webhook).cloned();
+            ready.push((delivery, webhook));
+        }
+        Ok(ready)
+    }
+
+    /// Sends `delivery` once and records the outcome over the claimed copy
+    /// (not over a retry, nor another gateway's later claim); returns the
+    /// endpoint's id.
+    async fn attempt(&self, claimed: StoredDelivery, webhook: Option<StoredWebhook>) -> String {
+        let endpoint = claimed.webhook.clone();
+        if let Err(error) = self.attempt_and_record(claimed, webhook).await {
+            tracing::warn!(%error, webhook = %endpoint, "cannot record a webhook delivery attempt");
+        }
+        endpoint
+    }
+
+    async fn attempt_and_record(&self, claimed: StoredDelivery, webhook: Option<StoredWebhook>) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut delivery = claimed.clone();
+        delivery.claimed_until = None;
         let Some(webhook) = webhook.filter(|webhook| webhook.disabled.is_none()) else {
             // Removed or disabled meanwhile: nothing is sent.
             delivery.state = DeliveryState::Failed;
             delivery.next_attempt_at = None;
-            delivery.claimed_until = None;
-            delivery.attempts.push(DeliveryAttempt {
-                at: now,
-                status: None,
-                error: Some("the endpoint is disabled".to_owned()),
-                duration_ms: 0,
-            });
-            self.webhooks.backend()?.update_delivery(&delivery).await?;
+            record_attempt(
+                &mut delivery,
+                DeliveryAttempt {
+                    at: now,
+                    status: None,
+                    error: Some("the endpoint is disabled".to_owned()),
+                    duration_ms: 0,
+                },
+            );
+            self.record(&claimed, &delivery).await?;
             metrics::webhook_delivery("disabled");
             return Ok(());
         };
         let started = Instant::now();
-        let outcome = self.send(webhook, &delivery.event, now).await;
+        let outcome = self.send(&webhook, &delivery.event, now).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (status, error) = match &outcome {
             Ok(status) if (200..300).contains(status) => (Some(*status), None),
             Ok(status) => (Some(*status), Some(format!("the endpoint answered {status}"))),
             Err(error) => (None, Some(error.clone())),
         };
-        delivery.attempts.push(DeliveryAttempt {
-            at: now,
-            status,
-            error,
-            duration_ms,
-        });
-        delivery.claimed_until = None;
+        // Counted before the cap on kept attempts: the schedule goes by it.
+        let failed = delivery.attempts.len() + 1;
+        record_attempt(
+            &mut delivery,
+            DeliveryAttempt {
+                at: now,
+                status,
+                error,
+                duration_ms,
+            },
+        );
         match outcome {
             Ok(status) if (200..300).contains(&status) => {
                 delivery.state = DeliveryState::Delivered;
@@ -262,11 +359,12 @@ impl Deliverer {
                 delivery.next_attempt_at = None;
                 metrics::webhook_delivery("gone");
                 tracing::warn!(webhook = %webhook.id, "the endpoint answered 410 Gone: it is disabled");
-                self.webhooks.disable(webhook, "the endpoint answered 410 Gone").await?;
+                self.webhooks
+                    .disable(&webhook.id, "the endpoint answered 410 Gone")
+                    .await?;
             }
             _ => {
                 // The wait after the n-th failed attempt, until they are spent.
-                let failed = delivery.attempts.len();
                 match self.settings.schedule.get(failed.saturating_sub(1)) {
                     Some(wait) => {
                         delivery.next_attempt_at = Some(now + *wait);
@@ -281,7 +379,16 @@ impl Deliverer {
                 }
             }
         }
-        self.webhooks.backend()?.update_delivery(&delivery).await?;
+        self.record(&claimed, &delivery).await
+    }
+
+    /// Stores `delivery` over the `claimed` copy; when that copy changed
+    /// meanwhile (its claim ran out and another gateway took it), the other
+    /// attempt's record stands.
+    async fn record(&self, claimed: &StoredDelivery, delivery: &StoredDelivery) -> Result<()> {
+        if !self.webhooks.backend()?.update_delivery(claimed, delivery).await? {
+            tracing::warn!(delivery = %delivery.id, "the delivery changed during the attempt; its outcome is not recorded");
+        }
         Ok(())
     }
 
@@ -330,7 +437,11 @@ impl Deliverer {
 
 /// A failed send in words without the URL.
 fn describe(error: &reqwest::Error, timeout: Duration) -> String {
-    if error.is_timeout() {
+    let refused = std::iter::successors(Some(error as &dyn std::error::Error), |error| error.source())
+        .any(|error| error.is::<RefusedAddress>());
+    if refused {
+        REFUSED_ADDRESS.to_owned()
+    } else if error.is_timeout() {
         format!("no answer within {} s", timeout.as_secs_f64())
     } else if error.is_connect() {
         "cannot connect to the endpoint".to_owned()
@@ -338,6 +449,54 @@ fn describe(error: &reqwest::Error, timeout: Duration) -> String {
         "the endpoint redirected".to_owned()
     } else {
         "the request failed before an answer".to_owned()
+    }
+}
+
+/// Adds `attempt`, keeping the latest [`MAX_ATTEMPTS_KEPT`].
+fn record_attempt(delivery: &mut StoredDelivery, attempt: DeliveryAttempt) {
+    delivery.attempts.push(attempt);
+    let excess = delivery.attempts.len().saturating_sub(MAX_ATTEMPTS_KEPT);
+    delivery.attempts.drain(..excess);
+}
+
+const REFUSED_ADDRESS: &str =
+    "the endpoint's host resolves to a link-local or cloud metadata address, where events are never sent";
+
+/// Why a name's addresses were refused.
+#[derive(Debug)]
+struct RefusedAddress;
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REFUSED_ADDRESS)
+    }
+}
+
+impl std::error::Error for RefusedAddress {}
+
+/// Resolves endpoint host names as the system does, without link-local
+/// and cloud metadata addresses: checked where the connection is made, so
+/// a name that resolves there later (DNS rebinding) is refused as well.
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            if is_metadata_name(&host) {
+                return Err(Box::new(RefusedAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|address| !is_link_local_or_metadata(address.ip()))
+                .collect();
+            if allowed.is_empty() && !resolved.is_empty() {
+                return Err(Box::new(RefusedAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
     }
 }
 
@@ -357,7 +516,67 @@ mod tests {
             ]
         );
         assert!(parse_schedule("5x").unwrap_err().contains("`5x`"));
+        assert!(
+            parse_schedule("18446744073709551615h")
+                .unwrap_err()
+                .contains("at most 7 days"),
+            "no overflow"
+        );
+        assert!(parse_schedule("169h").unwrap_err().contains("at most 7 days"));
+        assert_eq!(parse_schedule("168h").unwrap(), [MAX_WAIT]);
+        let long = vec!["1s"; 51].join(",");
+        assert!(parse_schedule(&long).unwrap_err().contains("at most 50 waits"));
         assert!(parse_schedule("soon").unwrap_err().contains("`soon`"));
+    }
+
+    #[tokio::test]
+    async fn metadata_names_are_refused_where_the_connection_is_made() {
+        let refused = GuardedResolver
+            .resolve("metadata.google.internal".parse().expect("name"))
+            .await
+            .err()
+            .expect("refused");
+        assert!(refused.is::<RefusedAddress>(), "{refused}");
+        let allowed: Vec<_> = GuardedResolver
+            .resolve("localhost".parse().expect("name"))
+            .await
+            .expect("resolved")
+            .collect();
+        assert!(allowed.iter().all(|address| address.ip().is_loopback()), "{allowed:?}");
+        assert!(!allowed.is_empty());
+    }
+
+    #[test]
+    fn a_delivery_keeps_its_latest_attempts() {
+        let event = Event::new(
+            integrations::events::EventType::AccountCreated,
+            &"acct".parse().expect("id"),
+            "crm",
+        );
+        let now = OffsetDateTime::now_utc();
+        let mut delivery = StoredDelivery {
+            id: StoredDelivery::id_for(&event, "wh_1"),
+            webhook: "wh_1".to_owned(),
+            event,
+            state: DeliveryState::Pending,
+            attempts: Vec::new(),
+            next_attempt_at: Some(now),
+            claimed_until: None,
+            created_at: now,
+        };
+        for n in 0..150 {
+            record_attempt(
+                &mut delivery,
+                DeliveryAttempt {
+                    at: now,
+                    status: Some(500),
+                    error: None,
+                    duration_ms: n,
+                },
+            );
+        }
+        assert_eq!(delivery.attempts.len(), MAX_ATTEMPTS_KEPT);
+        assert_eq!(delivery.attempts.last().map(|attempt| attempt.duration_ms), Some(149));
     }
 
     #[test]

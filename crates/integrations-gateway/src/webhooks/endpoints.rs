@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use integrations::destination::{is_link_local_or_metadata, is_metadata_name};
 use integrations::events::EventType;
 use integrations::time::OffsetDateTime;
 use integrations::webhooks::{DeliveryState, StoredDelivery, StoredWebhook, WebhookStorage};
@@ -17,6 +18,10 @@ const MAX_URL_LENGTH: usize = 2048;
 /// What an endpoint's secret is sealed as.
 const SECRET_FIELD: &str = "webhook:secret";
 const PREVIOUS_SECRET_FIELD: &str = "webhook:previous_secret";
+/// The most endpoints a store keeps: each event is a delivery per endpoint.
+const MAX_WEBHOOKS: usize = 100;
+/// How often a change is tried again over a copy that changed meanwhile.
+const MAX_CHANGE_ATTEMPTS: usize = 8;
 
 /// The webhook endpoints of a store, their secrets sealed with the store's
 /// keyring (bound to the endpoint's id and URL).
@@ -50,6 +55,12 @@ impl Webhooks {
     /// and its secret, shown this once.
     pub async fn add(&self, url: &str, events: Vec<EventType>) -> Result<(StoredWebhook, WebhookSecret)> {
         let url = check_url(url)?;
+        if self.list().await?.len() >= MAX_WEBHOOKS {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("a store keeps at most {MAX_WEBHOOKS} webhook endpoints: remove one first"),
+            ));
+        }
         let mut events = events;
         events.sort();
         events.dedup();
@@ -95,40 +106,63 @@ impl Webhooks {
     /// Gives endpoint `id` a new secret; the old one is still signed with
     /// for `overlap`, so receivers can switch without refusing a delivery.
     pub async fn rotate_secret(&self, id: &str, overlap: Duration) -> Result<(StoredWebhook, WebhookSecret)> {
-        let mut webhook = self.get(id).await?;
-        let current = self.open(&webhook, SECRET_FIELD, &webhook.secret)?;
         let secret = WebhookSecret::generate();
-        webhook.previous_secret = Some(self.seal(&webhook.id, &webhook.url, PREVIOUS_SECRET_FIELD, &current));
-        webhook.previous_secret_expires_at = Some(OffsetDateTime::now_utc() + overlap);
-        webhook.secret = self.seal(&webhook.id, &webhook.url, SECRET_FIELD, &secret);
-        self.update(&webhook).await?;
+        let webhook = self
+            .change(id, |webhook| {
+                let current = self.open(webhook, SECRET_FIELD, &webhook.secret)?;
+                webhook.previous_secret = Some(self.seal(&webhook.id, &webhook.url, PREVIOUS_SECRET_FIELD, &current));
+                webhook.previous_secret_expires_at = Some(OffsetDateTime::now_utc() + overlap);
+                webhook.secret = self.seal(&webhook.id, &webhook.url, SECRET_FIELD, &secret);
+                Ok(())
+            })
+            .await?;
         Ok((webhook, secret))
     }
 
     /// Sends to endpoint `id` again after it was disabled.
     pub async fn enable(&self, id: &str) -> Result<StoredWebhook> {
-        let mut webhook = self.get(id).await?;
-        webhook.disabled = None;
-        self.update(&webhook).await?;
-        Ok(webhook)
-    }
-
-    /// Disables `webhook` for `reason`.
-    pub(crate) async fn disable(&self, webhook: &StoredWebhook, reason: &str) -> Result<()> {
-        let mut webhook = webhook.clone();
-        webhook.disabled = Some(integrations::webhooks::WebhookDisabled {
-            reason: reason.to_owned(),
-            at: OffsetDateTime::now_utc(),
-        });
-        self.update(&webhook).await
-    }
-
-    async fn update(&self, webhook: &StoredWebhook) -> Result<()> {
-        if self.backend()?.update_webhook(webhook).await? {
+        self.change(id, |webhook| {
+            webhook.disabled = None;
             Ok(())
-        } else {
-            Err(no_such_webhook(&webhook.id))
+        })
+        .await
+    }
+
+    /// Disables endpoint `id` for `reason`, unless it is disabled already.
+    pub(crate) async fn disable(&self, id: &str, reason: &str) -> Result<StoredWebhook> {
+        self.change(id, |webhook| {
+            webhook
+                .disabled
+                .get_or_insert_with(|| integrations::webhooks::WebhookDisabled {
+                    reason: reason.to_owned(),
+                    at: OffsetDateTime::now_utc(),
+                });
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies `change` to endpoint `id` as stored now, and stores it over
+    /// that copy only: a change made meanwhile (a rotation on another
+    /// gateway, a 410) is read again and never reverted.
+    async fn change(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut StoredWebhook) -> Result<()>,
+    ) -> Result<StoredWebhook> {
+        let backend = self.backend()?;
+        for _ in 0..MAX_CHANGE_ATTEMPTS {
+            let current = self.get(id).await?;
+            let mut changed = current.clone();
+            change(&mut changed)?;
+            if changed == current || backend.update_webhook(&current, &changed).await? {
+                return Ok(changed);
+            }
         }
+        Err(
+            Error::new(ErrorKind::Conflict, "the endpoint kept changing meanwhile: try again")
+                .with_context("webhook", truncated(id)),
+        )
     }
 
     /// The deliveries of endpoint `id`, newest first.
@@ -149,7 +183,7 @@ impl Webhooks {
             .with_context("webhook", id));
         }
         let backend = self.backend()?;
-        let mut stored = backend
+        let stored = backend
             .delivery(delivery)
             .await?
             .filter(|stored| stored.webhook == id)
@@ -157,11 +191,25 @@ impl Webhooks {
                 Error::new(ErrorKind::NotFound, "no such delivery of this endpoint")
                     .with_context("delivery", truncated(delivery))
             })?;
-        stored.state = DeliveryState::Pending;
-        stored.next_attempt_at = Some(OffsetDateTime::now_utc());
-        stored.claimed_until = None;
-        backend.update_delivery(&stored).await?;
-        Ok(stored)
+        let now = OffsetDateTime::now_utc();
+        let in_flight = || {
+            Error::new(
+                ErrorKind::Conflict,
+                "the delivery is being attempted now: look at its attempts in a moment",
+            )
+            .with_context("delivery", truncated(delivery))
+        };
+        if stored.claimed_until.is_some_and(|until| until > now) {
+            return Err(in_flight());
+        }
+        let mut retried = stored.clone();
+        retried.state = DeliveryState::Pending;
+        retried.next_attempt_at = Some(now);
+        retried.claimed_until = None;
+        if !backend.update_delivery(&stored, &retried).await? {
+            return Err(in_flight());
+        }
+        Ok(retried)
     }
 
     /// The secrets `webhook` is signed with now: its secret, and the one
@@ -181,20 +229,35 @@ impl Webhooks {
     /// were re-sealed.
     pub async fn rewrap(&self) -> Result<usize> {
         let active = Some(self.store.cipher().key_id());
+        let sealed_with_active = |webhook: &StoredWebhook| {
+            std::iter::once(&webhook.secret)
+                .chain(webhook.previous_secret.as_ref())
+                .all(|secret| secret.key_id() == active)
+        };
         let mut rewrapped = 0;
-        for mut webhook in self.list().await? {
-            let sealed = std::iter::once(&webhook.secret).chain(webhook.previous_secret.as_ref());
-            if sealed.into_iter().all(|secret| secret.key_id() == active) {
+        for webhook in self.list().await? {
+            if sealed_with_active(&webhook) {
                 continue;
             }
-            let secret = self.open(&webhook, SECRET_FIELD, &webhook.secret)?;
-            webhook.secret = self.seal(&webhook.id, &webhook.url, SECRET_FIELD, &secret);
-            if let Some(previous) = &webhook.previous_secret {
-                let previous = self.open(&webhook, PREVIOUS_SECRET_FIELD, previous)?;
-                webhook.previous_secret = Some(self.seal(&webhook.id, &webhook.url, PREVIOUS_SECRET_FIELD, &previous));
+            let rewrapping = self.change(&webhook.id, |webhook| {
+                if sealed_with_active(webhook) {
+                    return Ok(());
+                }
+                let secret = self.open(webhook, SECRET_FIELD, &webhook.secret)?;
+                webhook.secret = self.seal(&webhook.id, &webhook.url, SECRET_FIELD, &secret);
+                if let Some(previous) = &webhook.previous_secret {
+                    let previous = self.open(webhook, PREVIOUS_SECRET_FIELD, previous)?;
+                    webhook.previous_secret =
+                        Some(self.seal(&webhook.id, &webhook.url, PREVIOUS_SECRET_FIELD, &previous));
+                }
+                Ok(())
+            });
+            match rewrapping.await {
+                Ok(_) => rewrapped += 1,
+                // Removed meanwhile: nothing left to re-seal.
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
             }
-            self.update(&webhook).await?;
-            rewrapped += 1;
         }
         Ok(rewrapped)
     }
@@ -250,6 +313,17 @@ pub fn check_url(url: &str) -> Result<String> {
     if parsed.fragment().is_some() {
         return Err(invalid("a webhook URL has no `#fragment`"));
     }
+    let never_reached = match parsed.host() {
+        Some(url::Host::Domain(name)) => is_metadata_name(name),
+        Some(url::Host::Ipv4(ip)) => is_link_local_or_metadata(ip.into()),
+        Some(url::Host::Ipv6(ip)) => is_link_local_or_metadata(ip.into()),
+        None => false,
+    };
+    if never_reached {
+        return Err(invalid(
+            "the host is a link-local or cloud metadata address, where events are never sent",
+        ));
+    }
     Ok(parsed.to_string())
 }
 
@@ -283,6 +357,11 @@ mod tests {
             ("file:///etc/passwd", "https://"),
             ("https://user:pw@hooks.example/in", "no username or password"),
             ("https://hooks.example/in#x", "fragment"),
+            ("http://169.254.169.254/latest/meta-data", "metadata"),
+            ("http://[fe80::1]/hook", "link-local"),
+            ("http://[::ffff:169.254.169.254]/hook", "metadata"),
+            ("http://metadata.google.internal./computeMetadata", "metadata"),
+            ("http://100.100.100.200/", "metadata"),
         ] {
             let error = check_url(bad).unwrap_err().to_string();
             assert!(error.contains(says), "{bad}: {error}");
