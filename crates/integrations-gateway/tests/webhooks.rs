@@ -12,7 +12,7 @@ use integrations::events::{Event, EventType};
 use integrations::secrecy::ExposeSecret;
 use integrations::storage::memory::MemoryStorage;
 use integrations::time::OffsetDateTime;
-use integrations::webhooks::{DeliveryState, StoredDelivery, WebhookStorage};
+use integrations::webhooks::{DeliveryState, StoredDelivery};
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
