@@ -16,7 +16,8 @@ tasks:
            then each fuzz target for 15 s (skipped without cargo-fuzz, unless
            INTEGRATIONS_REQUIRE_PEERS=1)
   test     the whole test suite only
-  bench    every criterion benchmark (pass a filter after `--` to narrow it)
+  bench    every benchmark; `bench -- WORD` runs only the bench targets named
+           WORD or holding a benchmark of that name, filtered by it
   bench-proxy  wrk load through the gateway's proxy, straight to the upstream,
            and through nginx adding the same header (needs wrk and nginx)
   bench-writes [--compare BINARY]
@@ -86,13 +87,90 @@ fn test() -> Result<(), String> {
     )
 }
 
-fn bench(filter: &[String]) -> Result<(), String> {
-    let mut args = vec!["bench", "--workspace"];
-    if !filter.is_empty() {
-        args.push("--");
-        args.extend(filter.iter().map(String::as_str));
+/// Every benchmark, or with a filter only the bench targets it names or
+/// whose source mentions it (a criterion group or function): the filter
+/// is then passed to those alone, since other bench binaries refuse it.
+fn bench(args: &[String]) -> Result<(), String> {
+    let filter: Vec<&str> = args.iter().map(String::as_str).filter(|arg| *arg != "--").collect();
+    if filter.is_empty() {
+        return cargo(&["bench", "--workspace"], &[]);
     }
-    cargo(&args, &[])
+    let targets = bench_targets(&root())?;
+    let selected = select_benches(&targets, &filter);
+    if selected.is_empty() {
+        let names: Vec<&str> = targets.iter().map(|target| target.name.as_str()).collect();
+        return Err(format!(
+            "no benchmark matches `{}`; the bench targets are {}",
+            filter.join(" "),
+            names.join(", ")
+        ));
+    }
+    for target in selected {
+        let mut command = vec!["bench", "--package", &target.package, "--bench", &target.name, "--"];
+        command.extend(&filter);
+        cargo(&command, &[])?;
+    }
+    Ok(())
+}
+
+/// A `[[bench]]` target of a workspace crate.
+#[derive(Debug)]
+struct BenchTarget {
+    package: String,
+    name: String,
+    source: String,
+}
+
+/// The `[[bench]]` targets of `crates/*`, read off their manifests.
+fn bench_targets(root: &Path) -> Result<Vec<BenchTarget>, String> {
+    let crates = root.join("crates");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&crates)
+        .map_err(|error| format!("cannot read {}: {error}", crates.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect();
+    dirs.sort();
+    let mut targets = Vec::new();
+    for dir in dirs {
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let quoted_name = |line: &str| {
+            line.strip_prefix("name = \"")
+                .and_then(|rest| rest.strip_suffix('"'))
+                .map(str::to_owned)
+        };
+        let Some(package) = manifest.lines().find_map(quoted_name) else {
+            continue;
+        };
+        let mut in_bench = false;
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_bench = line == "[[bench]]";
+            } else if in_bench && let Some(name) = quoted_name(line) {
+                let path = dir.join("benches").join(format!("{name}.rs"));
+                let source = std::fs::read_to_string(&path)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+                targets.push(BenchTarget {
+                    package: package.clone(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// The targets a filter names, or whose source holds one of its words.
+fn select_benches<'a>(targets: &'a [BenchTarget], filter: &[&str]) -> Vec<&'a BenchTarget> {
+    targets
+        .iter()
+        .filter(|target| {
+            filter
+                .iter()
+                .any(|word| target.name == *word || target.source.contains(&format!("\"{word}")))
+        })
+        .collect()
 }
 
 fn schema() -> Result<(), String> {
@@ -136,4 +214,25 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_filter_picks_the_targets_that_hold_it() {
+        let targets = bench_targets(&root()).expect("bench targets");
+        assert!(targets.len() >= 5, "{targets:?}");
+        let picked = |filter: &[&str]| -> Vec<String> {
+            select_benches(&targets, filter)
+                .iter()
+                .map(|target| format!("{}/{}", target.package, target.name))
+                .collect()
+        };
+        assert_eq!(picked(&["authenticated_get"]), ["integrations/request"]);
+        assert_eq!(picked(&["render"]), ["integration-template/render"]);
+        assert_eq!(picked(&["url_template_3_params"]), ["integration-template/render"]);
+        assert!(picked(&["no_such_benchmark"]).is_empty());
+    }
 }
