@@ -173,6 +173,7 @@ async fn the_gateway_accepts_the_method_and_its_proxy_signs() {
         integrations: Integrations::new(definitions(&upstream), store).expect("integrations"),
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+        openapi_requires_key: false,
     });
     tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
     let http = reqwest::Client::new();

@@ -80,6 +80,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         integrations,
         keys,
         redirect_uri,
+        openapi_requires_key: args.openapi_requires_key,
     });
     let settings = ConnectionSettings {
         max_connections: args.max_connections.get(),

@@ -42,6 +42,10 @@ pub struct AppState {
     /// Where providers send users back after an OAuth 2.0 authorization:
     /// the gateway's public URL plus the callback path.
     pub redirect_uri: RedirectUri,
+    /// Whether `/v1/openapi.json` needs an API key. It holds nothing
+    /// secret (the routes, generated from the code), and tools that
+    /// discover APIs expect it public, so it is public unless this is set.
+    pub openapi_requires_key: bool,
 }
 
 #[derive(OpenApi)]
@@ -111,14 +115,16 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
         .split_for_parts();
     openapi.merge(public_doc);
     let document = Arc::new(openapi);
+    let openapi_route = axum::routing::get(move || {
+        let document = Arc::clone(&document);
+        async move { axum::Json(document.as_ref().clone()) }
+    });
+    let (protected, public) = if state.openapi_requires_key {
+        (protected.route("/v1/openapi.json", openapi_route), public)
+    } else {
+        (protected, public.route("/v1/openapi.json", openapi_route))
+    };
     let protected = protected
-        .route(
-            "/v1/openapi.json",
-            axum::routing::get(move || {
-                let document = Arc::clone(&document);
-                async move { axum::Json(document.as_ref().clone()) }
-            }),
-        )
         .route("/metrics", axum::routing::get(metrics_text))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
     let page = Router::new().route("/connect", axum::routing::get(connect_page));

@@ -22,7 +22,6 @@ async fn health_needs_no_key_and_everything_else_does() {
         "/v1/integrations/weather",
         "/v1/accounts",
         "/v1/accounts/a1",
-        "/v1/openapi.json",
         // The proxy checks the key on its own path, past the router.
         "/v1/accounts/a1/proxy/forecast",
         "/v1/accounts/a1/sftp/entries?path=/",
@@ -197,6 +196,23 @@ async fn the_openapi_document_describes_the_routes() {
     }
     assert!(document["components"]["securitySchemes"]["api_key"].is_object());
     assert!(document["components"]["schemas"]["AccountView"].is_object());
+
+    // Public by default, as API discovery tools expect: it holds no secret.
+    let public = reqwest::get(format!("{}/v1/openapi.json", gateway.base))
+        .await
+        .expect("response");
+    assert_eq!(public.status(), StatusCode::OK);
+    assert_eq!(public.json::<Value>().await.expect("json"), document);
+
+    let behind_the_key = Gateway::with_openapi_behind_the_key().await;
+    let refused = reqwest::get(format!("{}/v1/openapi.json", behind_the_key.base))
+        .await
+        .expect("response");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = behind_the_key
+        .call(reqwest::Method::GET, "/v1/openapi.json", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

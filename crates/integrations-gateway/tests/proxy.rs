@@ -192,6 +192,7 @@ async fn the_router_alone_proxies_as_the_gateway_does() {
         integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+        openapi_requires_key: false,
     });
     // Embedded in an axum application of one's own.
     tokio::spawn(async move { axum::serve(listener, integrations_gateway::router(state)).await });

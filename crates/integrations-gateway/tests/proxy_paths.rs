@@ -625,6 +625,7 @@ async fn gateway(upstream: &str, fast_path: bool) -> (std::net::SocketAddr, Stri
         integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+        openapi_requires_key: false,
     });
     let settings = ConnectionSettings {
         fast_path,

@@ -49,6 +49,7 @@ async fn workers_answer_every_connection_and_finish_requests_in_flight_at_shutdo
         integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+        openapi_requires_key: false,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let settings = ConnectionSettings {
@@ -155,6 +156,7 @@ async fn the_front_refuses_early_times_out_bodies_caps_connections_and_stops_in_
         integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+        openapi_requires_key: false,
     });
     let settings = ConnectionSettings {
         header_read_timeout: Duration::from_secs(3),
@@ -297,6 +299,7 @@ async fn a_stalled_body_on_any_route_is_cut_off() {
         integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+        openapi_requires_key: false,
     });
     let settings = integrations_gateway::server::ConnectionSettings {
         body_read_timeout: std::time::Duration::from_millis(300),

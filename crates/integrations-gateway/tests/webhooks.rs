@@ -60,6 +60,7 @@ impl Gateway {
             integrations: Integrations::new(definitions, store).expect("integrations"),
             keys,
             redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+            openapi_requires_key: false,
         });
         tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
         Self {

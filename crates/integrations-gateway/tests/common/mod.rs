@@ -50,6 +50,15 @@ impl Gateway {
     }
 
     pub(crate) async fn with_definitions(definitions: &str) -> Self {
+        Self::with_settings(definitions, false).await
+    }
+
+    /// With `/v1/openapi.json` behind the key.
+    pub(crate) async fn with_openapi_behind_the_key() -> Self {
+        Self::with_settings(DEFINITIONS, true).await
+    }
+
+    async fn with_settings(definitions: &str, openapi_requires_key: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = ApiKeys::in_data_dir(dir.path()).await.expect("keys");
         let (_, key) = keys.create("tests").await.expect("key");
@@ -62,6 +71,7 @@ impl Gateway {
             integrations: Integrations::new(definitions, store).expect("integrations"),
             keys,
             redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
+            openapi_requires_key,
         });
         tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
         Self {
@@ -287,6 +297,7 @@ pub(crate) async fn gateway_over_echoing_upstream() -> (std::net::SocketAddr, St
         integrations,
         keys,
         redirect_uri: RedirectUri::from_public_base_url(&format!("http://{address}")).expect("redirect"),
+        openapi_requires_key: false,
     });
     tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
     (address, key, dir)
