@@ -31,6 +31,7 @@ pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> 
     let parameters = secrets::collect(
         &Sources {
             kind: "parameter",
+            flag: "param",
             literal: &args.params,
             env: &args.param_envs,
             file: &args.param_files,
@@ -41,6 +42,7 @@ pub(crate) async fn add(global: &GlobalArgs, args: AddArgs) -> Result<ExitCode> 
     let credentials = secrets::collect(
         &Sources {
             kind: "credential",
+            flag: "credential",
             literal: &args.credentials,
             env: &args.credential_envs,
             file: &args.credential_files,
@@ -84,6 +86,7 @@ pub(crate) async fn set_credentials(global: &GlobalArgs, args: SetCredentialsArg
     let credentials = secrets::collect(
         &Sources {
             kind: "credential",
+            flag: "credential",
             literal: &args.credentials,
             env: &args.credential_envs,
             file: &args.credential_files,
@@ -230,13 +233,20 @@ pub(crate) async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Worded as the store words it, so `show` and `remove` say the same.
+fn no_such_account(id: &AccountId) -> anyhow::Error {
+    integrations::Error::new(integrations::ErrorKind::NotFound, "no such account")
+        .with_context("account", id)
+        .into()
+}
+
 pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
     // Without definitions nothing can be revoked, but the account can go.
     if global.definitions.is_empty() {
         let store = context::store(global).await?;
         if !store.remove(&id).await.context("cannot remove the account")? {
-            bail!("no such account `{id}`");
+            return Err(no_such_account(&id));
         }
     } else {
         let integrations = context::integrations(global).await?;
@@ -245,7 +255,7 @@ pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<Exit
             .await
             .context("cannot remove the account")?;
         if !removal.existed {
-            bail!("no such account `{id}`");
+            return Err(no_such_account(&id));
         }
         for failure in &removal.revoke_failures {
             eprintln!("warning: {failure}");

@@ -281,7 +281,7 @@ Examples:
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// The address to listen on.
-    #[arg(long, env = "INTEGRATIONS_LISTEN", default_value = "127.0.0.1:8400")]
+    #[arg(long, env = "INTEGRATIONS_LISTEN", default_value = "127.0.0.1:8400", value_parser = parse_listen)]
     pub(crate) listen: std::net::SocketAddr,
     /// The gateway's public base URL, on which OAuth 2.0 redirect URIs are
     /// built [default: http://LISTEN].
@@ -342,11 +342,15 @@ pub(crate) struct ServeArgs {
     /// Also serve `/metrics` on this address, without an API key (keep it
     /// private: a port only the monitoring reaches). On the main address,
     /// `/metrics` needs a key.
-    #[arg(long, env = "INTEGRATIONS_METRICS_LISTEN")]
+    #[arg(long, env = "INTEGRATIONS_METRICS_LISTEN", value_parser = parse_listen)]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// Record no metrics (`/metrics` answers 404).
     #[arg(long, env = "INTEGRATIONS_NO_METRICS", conflicts_with = "metrics_listen")]
     pub(crate) no_metrics: bool,
+    /// Serve `/v1/openapi.json` only with an API key (it is public by
+    /// default: it holds the routes, nothing secret).
+    #[arg(long, env = "INTEGRATIONS_OPENAPI_REQUIRES_KEY")]
+    pub(crate) openapi_requires_key: bool,
     /// Write no access-log line per request.
     #[arg(long, env = "INTEGRATIONS_NO_ACCESS_LOG")]
     pub(crate) no_access_log: bool,
@@ -428,10 +432,36 @@ fn parse_overlap(text: &str) -> Result<std::time::Duration, String> {
 
 /// One wait, such as `10m`.
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
-    match integrations_gateway::webhooks::parse_schedule(text)?[..] {
-        [wait] if !wait.is_zero() => Ok(wait),
+    match integrations_gateway::webhooks::parse_duration(text)? {
+        wait if !wait.is_zero() => Ok(wait),
         _ => Err("one wait above zero, such as `10m` or `24h`".to_owned()),
     }
+}
+
+/// `HOST:PORT`, the host a name (`localhost`) or an address; a name is
+/// resolved now, to its first IPv4 address when it has one.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let form = "an address is HOST:PORT, such as 127.0.0.1:8400, [::1]:8400 or localhost:8400";
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!("`{text}`: {form}"));
+    }
+    let addresses: Vec<_> = text
+        .to_socket_addrs()
+        .map_err(|error| format!("`{text}`: cannot resolve the host ({error}); {form}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}`: the host has no address"))
 }
 
 /// The waits between a webhook delivery's attempts.
@@ -628,4 +658,26 @@ pub(crate) struct ShowArgs {
 pub(crate) struct RemoveArgs {
     /// The account's id.
     pub(crate) id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        assert_eq!(
+            parse_listen("localhost:8400").unwrap(),
+            "127.0.0.1:8400".parse::<std::net::SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:0").unwrap(),
+            "[::1]:0".parse::<std::net::SocketAddr>().unwrap()
+        );
+        for bad in ["localhost", "8400", ":8400", "localhost:http", "localhost:99999"] {
+            let refused = parse_listen(bad).unwrap_err();
+            assert!(refused.contains(&format!("`{bad}`")), "{refused}");
+            assert!(refused.contains("HOST:PORT"), "{refused}");
+        }
+    }
 }

@@ -12,6 +12,8 @@ use secrecy::SecretString;
 pub(crate) struct Sources<'a> {
     /// `parameter` or `credential`, for messages.
     pub(crate) kind: &'static str,
+    /// The flags' stem: `param` or `credential` (`--param`, `--param-env`…).
+    pub(crate) flag: &'static str,
     pub(crate) literal: &'a [String],
     pub(crate) env: &'a [String],
     pub(crate) file: &'a [String],
@@ -75,18 +77,31 @@ pub(crate) fn collect(sources: &Sources<'_>, stdin: &mut Stdin) -> Result<Secret
         values.insert(name, value);
         Ok(())
     };
-    for pair in sources.literal {
-        let (name, value) = split(kind, pair, "NAME=VALUE")?;
+    let flag = sources.flag;
+    for (index, pair) in sources.literal.iter().enumerate() {
+        let (name, value) = split(
+            &which(&format!("--{flag}"), index, sources.literal.len()),
+            pair,
+            "NAME=VALUE",
+        )?;
         put(&mut values, name, SecretString::from(value.to_owned()))?;
     }
-    for pair in sources.env {
-        let (name, variable) = split(kind, pair, "NAME=VAR")?;
+    for (index, pair) in sources.env.iter().enumerate() {
+        let (name, variable) = split(
+            &which(&format!("--{flag}-env"), index, sources.env.len()),
+            pair,
+            "NAME=VAR",
+        )?;
         let value = std::env::var(variable)
             .with_context(|| format!("{kind} `{name}`: environment variable {variable} is not set or not UTF-8"))?;
         put(&mut values, name, SecretString::from(value))?;
     }
-    for pair in sources.file {
-        let (name, path) = split(kind, pair, "NAME=PATH")?;
+    for (index, pair) in sources.file.iter().enumerate() {
+        let (name, path) = split(
+            &which(&format!("--{flag}-file"), index, sources.file.len()),
+            pair,
+            "NAME=PATH",
+        )?;
         let value =
             std::fs::read_to_string(Path::new(path)).with_context(|| format!("{kind} `{name}`: cannot read {path}"))?;
         put(&mut values, name, SecretString::from(value))?;
@@ -98,10 +113,28 @@ pub(crate) fn collect(sources: &Sources<'_>, stdin: &mut Stdin) -> Result<Secret
     Ok(values)
 }
 
-fn split<'a>(kind: &str, pair: &'a str, form: &str) -> Result<(&'a str, &'a str)> {
+/// Splits a value at its `=`; a value without one is named by `which`
+/// flag gave it.
+fn split<'a>(which: &str, pair: &'a str, form: &str) -> Result<(&'a str, &'a str)> {
     match pair.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name, value)),
         // Never echo the argument: it may be a secret typed without its name.
-        _ => bail!("a {kind} must be given as {form}"),
+        _ => bail!("{which} is not {form} (the value is not repeated here: it may be a secret)"),
     }
+}
+
+/// `` `--param` `` when it was given once, else `` the 2nd `--param` ``.
+fn which(flag: &str, index: usize, count: usize) -> String {
+    if count == 1 {
+        return format!("`{flag}`");
+    }
+    let position = index + 1;
+    let suffix = match (position % 10, position % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("the {position}{suffix} `{flag}`")
 }

@@ -52,7 +52,7 @@ fn validate_reports_ok_or_every_problem() {
     let examples = examples();
     let ok = run(dir.path(), &["validate", examples.to_str().expect("utf-8 path")]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
-    assert!(ok.stdout.starts_with("ok: 8 integrations"), "{}", ok.stdout);
+    assert!(ok.stdout.starts_with("ok: 9 integrations"), "{}", ok.stdout);
 
     let broken = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/definitions/broken");
     let failed = run(
@@ -77,6 +77,32 @@ fn validate_reports_ok_or_every_problem() {
         failed.stderr
     );
     assert!(failed.stderr.ends_with("2 problems found\n"), "{}", failed.stderr);
+
+    // `serve` lists every problem under its cause, indented; a listen
+    // address may name its host.
+    let serve = run(
+        dir.path(),
+        &[
+            "--definitions",
+            broken.join("unknown-auth-type.toml").to_str().expect("utf-8"),
+            "--definitions",
+            broken.join("missing-name.json").to_str().expect("utf-8"),
+            "serve",
+            "--listen",
+            "localhost:0",
+        ],
+    );
+    assert_eq!(serve.code, 1, "{}", serve.stderr);
+    let report = serve
+        .stderr
+        .split_once("error: ")
+        .map(|(_, report)| report)
+        .expect("an error");
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(lines[0].starts_with("the definitions have 2 problems"), "{report}");
+    assert_eq!(lines[1], "  caused by:", "{report}");
+    assert!(lines[2..].len() >= 2, "{report}");
+    assert!(lines[2..].iter().all(|line| line.starts_with("    ")), "{report}");
 }
 
 #[test]
@@ -166,7 +192,10 @@ fn accounts_round_trip_through_the_embedded_store() {
     assert_eq!((removed.code, removed.stdout.as_str()), (0, "removed account erp1\n"));
     let again = run(dir.path(), &["accounts", "remove", "erp1"]);
     assert_eq!(again.code, 1);
-    assert_eq!(again.stderr, "error: no such account `erp1`\n");
+    assert_eq!(
+        again.stderr, "error: no such account (account `erp1`)\n",
+        "worded as `accounts show` words it"
+    );
 }
 
 #[test]
@@ -177,7 +206,7 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["--definitions", definitions, "accounts", "add", "nosuch", "--id", "a"],
-            "error: unknown integration `nosuch`; defined: acmecrm, dropzone, githubapp, googleserviceaccount, ledger, legacyerp, partnerapi, weather\n",
+            "error: unknown integration `nosuch`; defined: acmecrm, dropzone, githubapp, googleserviceaccount, httpbin, ledger, legacyerp, partnerapi, weather\n",
         ),
         (
             &[
@@ -203,7 +232,23 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
                 "--credential",
                 "s3cret",
             ],
-            "error: a credential must be given as NAME=VALUE\n",
+            "error: `--credential` is not NAME=VALUE (the value is not repeated here: it may be a secret)\n",
+        ),
+        (
+            &[
+                "--definitions",
+                definitions,
+                "accounts",
+                "add",
+                "weather",
+                "--id",
+                "w",
+                "--param",
+                "region=eu",
+                "--param",
+                "foo",
+            ],
+            "error: the 2nd `--param` is not NAME=VALUE (the value is not repeated here: it may be a secret)\n",
         ),
         (
             &["--definitions", definitions, "accounts", "add", "weather", "--id", "w"],
@@ -215,6 +260,10 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
         ),
         (
             &["accounts", "show", "ghost"],
+            "error: no such account (account `ghost`)\n",
+        ),
+        (
+            &["accounts", "remove", "ghost"],
             "error: no such account (account `ghost`)\n",
         ),
     ];
@@ -1149,4 +1198,49 @@ fn credentials_are_replaced_from_any_source_and_checked() {
     );
     assert_ne!(missing.code, 0);
     assert!(missing.stderr.contains("nosuch"), "{}", missing.stderr);
+}
+
+#[test]
+fn a_missing_argument_shows_the_command_s_usage_without_the_global_options() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let missing = integrations(
+        dir.path(),
+        &["accounts", "show"],
+        &[("INTEGRATIONS_DEFINITIONS", examples.to_str().expect("utf-8"))],
+        None,
+    );
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(missing.stderr.contains("<ID>"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("Usage: integrations accounts show <ID>\n"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn integrations_log_turns_on_logging_for_every_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = examples();
+    let definitions = examples.to_str().expect("utf-8");
+    let quiet = run(dir.path(), &["--definitions", definitions, "accounts", "list"]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(
+        !quiet.stderr.contains("INFO") && !quiet.stderr.contains("TRACE"),
+        "nothing is logged unless asked: {}",
+        quiet.stderr
+    );
+    let logged = integrations(
+        dir.path(),
+        &["--definitions", definitions, "accounts", "list"],
+        &[("INTEGRATIONS_LOG", "trace")],
+        None,
+    );
+    assert_eq!(logged.code, 0, "{}", logged.stderr);
+    assert!(
+        logged.stderr.contains("TRACE") || logged.stderr.contains("DEBUG"),
+        "{}",
+        logged.stderr
+    );
 }

@@ -88,24 +88,10 @@ pub fn parse_schedule(text: &str) -> std::result::Result<Vec<Duration>, String> 
     let schedule = text
         .split(',')
         .map(|part| {
-            let part = part.trim();
-            let digits = part.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-            let unit = &part[digits.len()..];
-            let value: u64 = digits
-                .parse()
-                .map_err(|_| format!("`{part}` is not a wait such as `5s`, `30m` or `2h`"))?;
-            let unit_millis: u64 = match unit {
-                "ms" => 1,
-                "s" => 1000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                _ => return Err(format!("`{part}`: the unit is `ms`, `s`, `m` or `h`")),
-            };
-            let wait = value
-                .checked_mul(unit_millis)
-                .map(Duration::from_millis)
-                .filter(|wait| *wait <= MAX_WAIT)
-                .ok_or_else(|| format!("`{part}`: a wait is at most 7 days (168h)"))?;
+            let wait = parse_duration(part)?;
+            if wait > MAX_WAIT {
+                return Err(format!("`{}`: a wait is at most 7 days (168h)", part.trim()));
+            }
             Ok(wait)
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -116,6 +102,27 @@ pub fn parse_schedule(text: &str) -> std::result::Result<Vec<Duration>, String> 
         ));
     }
     Ok(schedule)
+}
+
+/// Parses one wait such as `500ms`, `5s`, `30m` or `24h`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a wait such as `5s`, `30m` or `2h`"))?;
+    let unit_millis: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("`{text}`: the unit is `ms`, `s`, `m` or `h`")),
+    };
+    value
+        .checked_mul(unit_millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long a wait"))
 }
 
 /// The running delivery of webhooks: the outbox's relay and the worker;
@@ -517,11 +524,12 @@ mod tests {
         );
         assert!(parse_schedule("5x").unwrap_err().contains("`5x`"));
         assert!(
-            parse_schedule("18446744073709551615h")
+            parse_duration("18446744073709551615h")
                 .unwrap_err()
-                .contains("at most 7 days"),
+                .contains("too long"),
             "no overflow"
         );
+        assert_eq!(parse_duration("720h").unwrap(), Duration::from_secs(720 * 3600));
         assert!(parse_schedule("169h").unwrap_err().contains("at most 7 days"));
         assert_eq!(parse_schedule("168h").unwrap(), [MAX_WAIT]);
         let long = vec!["1s"; 51].join(",");

@@ -7,6 +7,8 @@ pub mod endpoints;
 pub mod routes;
 pub mod signature;
 
-pub use delivery::{DEFAULT_SCHEDULE, Deliverer, DeliverySettings, WebhookWorkers, parse_schedule, spawn};
+pub use delivery::{
+    DEFAULT_SCHEDULE, Deliverer, DeliverySettings, WebhookWorkers, parse_duration, parse_schedule, spawn,
+};
 pub use endpoints::{DEFAULT_ROTATION_OVERLAP, Webhooks, check_url};
 pub use signature::{SignatureError, WebhookSecret, sign, signature_header, verify};
