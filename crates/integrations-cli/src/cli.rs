@@ -150,6 +150,9 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     /// Run the gateway: a REST API over the connected accounts.
     Serve(ServeArgs),
+    /// Whether a gateway runs on the data directory: its address, version
+    /// and store (exit code 3 when none runs).
+    Status(StatusArgs),
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -277,6 +280,13 @@ is 400 or more.
 Examples:
   integrations request customer42 GET /forecast -H 'Accept: application/json'
   integrations request erp1 POST orders -d @order.json -H 'Content-Type: application/json' --fail";
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print it as JSON (`{"running": false}` when none runs).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {

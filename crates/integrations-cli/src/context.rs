@@ -13,6 +13,8 @@ use integrations::storage::sled::SledStorage;
 use integrations::storage::{KeyStorage, Storage};
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 use integrations_gateway::keys::KeyFile;
+#[cfg(unix)]
+use integrations_gateway::local::LocalGateway;
 
 use crate::cli::{DatabaseUrl, GlobalArgs};
 
@@ -62,8 +64,23 @@ pub(crate) async fn connect(global: &GlobalArgs, url: &DatabaseUrl) -> Result<Po
 }
 
 /// The records as the backend keeps them, sealed: the database of
-/// `--database-url`, or sled in the data directory.
+/// `--database-url`, or sled in the data directory, through the gateway
+/// that holds it when one runs there.
 pub(crate) async fn storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>> {
+    #[cfg(unix)]
+    if global.database_url.is_none()
+        && let Some((gateway, status)) = running_gateway(global).await?
+        && status.store_shared
+    {
+        tracing::debug!(pid = status.pid, "the store is reached through the running gateway");
+        return Ok(Arc::new(gateway.storage()));
+    }
+    own_storage(global).await
+}
+
+/// The store opened by this process itself, as a gateway must: another
+/// gateway on the data directory is refused.
+pub(crate) async fn own_storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>> {
     Ok(match database(global).await? {
         Some(database) => Arc::new(database),
         None => {
@@ -74,6 +91,16 @@ pub(crate) async fn storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>> {
     })
 }
 
+/// The gateway running on the data directory, if one answers on its
+/// socket.
+#[cfg(unix)]
+pub(crate) async fn running_gateway(
+    global: &GlobalArgs,
+) -> Result<Option<(LocalGateway, integrations_gateway::local::GatewayStatus)>> {
+    let socket = data_dir(global)?.join(integrations_gateway::local::SOCKET_NAME);
+    Ok(LocalGateway::find(&socket).await)
+}
+
 /// Where accounts are kept, and the keyring that seals their secrets: the
 /// database of `--database-url`, or sled in the data directory.
 pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
@@ -81,6 +108,12 @@ pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
     // is even reached.
     let cipher = key_source(global)?.cipher()?;
     Ok(AccountStore::new(storage(global).await?, cipher))
+}
+
+/// [`store`] opened by this process itself, for `serve`.
+pub(crate) async fn own_store(global: &GlobalArgs) -> Result<AccountStore> {
+    let cipher = key_source(global)?.cipher()?;
+    Ok(AccountStore::new(own_storage(global).await?, cipher))
 }
 
 /// Where the keyring comes from.
@@ -208,11 +241,15 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// The definitions and the store together, ready for requests.
 pub(crate) async fn integrations(global: &GlobalArgs) -> Result<Integrations> {
-    integrations_with_http(global, HttpClient::new()?).await
-}
-
-pub(crate) async fn integrations_with_http(global: &GlobalArgs, http: HttpClient) -> Result<Integrations> {
     let definitions = definitions(global)?;
     let store = store(global).await?;
+    Ok(Integrations::with_http_client(definitions, store, HttpClient::new()?))
+}
+
+/// [`integrations`] on a store this process opens itself, as a gateway
+/// runs, with `http`.
+pub(crate) async fn serving_integrations(global: &GlobalArgs, http: HttpClient) -> Result<Integrations> {
+    let definitions = definitions(global)?;
+    let store = own_store(global).await?;
     Ok(Integrations::with_http_client(definitions, store, http))
 }

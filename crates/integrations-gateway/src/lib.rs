@@ -3,6 +3,8 @@
 pub mod api;
 pub mod error;
 pub mod keys;
+#[cfg(unix)]
+pub mod local;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

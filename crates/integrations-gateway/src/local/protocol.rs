@@ -1,0 +1,307 @@
+//! What goes over the local socket: one call of the storage traits per
+//! request, its answer or its error.
+
+use integrations::events::{Event, EventId, OutboxBacklog};
+use integrations::storage::{AccountPage, AccountQuery, PendingAuthorization, StoredAccount, Swap};
+use integrations::time::OffsetDateTime;
+use integrations::webhooks::{StoredDelivery, StoredWebhook};
+use integrations::{AccountId, AccountStatus, Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+
+/// A call of [`Storage`](integrations::storage::Storage) or
+/// [`WebhookStorage`](integrations::webhooks::WebhookStorage), with its
+/// arguments.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub(crate) enum StorageCall {
+    InsertAccount {
+        account: StoredAccount,
+        events: Vec<Event>,
+    },
+    Account {
+        id: AccountId,
+    },
+    Accounts,
+    AccountsPage {
+        query: Query,
+    },
+    CompareAndSwapAccount {
+        expected_revision: u64,
+        account: StoredAccount,
+        events: Vec<Event>,
+    },
+    DeleteAccount {
+        id: AccountId,
+        events: Vec<Event>,
+    },
+    ClaimEvents {
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        now: OffsetDateTime,
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        until: OffsetDateTime,
+        limit: usize,
+    },
+    CompleteEvent {
+        id: EventId,
+    },
+    OutboxBacklog,
+    InsertPendingAuthorization {
+        pending: PendingAuthorization,
+    },
+    TakePendingAuthorization {
+        state: String,
+    },
+    DeleteExpiredPendingAuthorizations {
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        now: OffsetDateTime,
+    },
+    PendingAuthorizations,
+    Check,
+    InsertWebhook {
+        webhook: StoredWebhook,
+    },
+    Webhooks,
+    UpdateWebhook {
+        expected: StoredWebhook,
+        webhook: StoredWebhook,
+    },
+    DeleteWebhook {
+        id: String,
+    },
+    InsertDeliveries {
+        deliveries: Vec<StoredDelivery>,
+    },
+    ClaimDeliveries {
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        now: OffsetDateTime,
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        until: OffsetDateTime,
+        limit: usize,
+    },
+    UpdateDelivery {
+        expected: StoredDelivery,
+        delivery: StoredDelivery,
+    },
+    Delivery {
+        id: String,
+    },
+    Deliveries {
+        webhook: String,
+        before: Option<String>,
+        limit: usize,
+    },
+    DeleteDeliveriesBefore {
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        before: OffsetDateTime,
+    },
+}
+
+impl StorageCall {
+    /// The account a call changes, when it changes one.
+    pub(crate) fn changed_account(&self) -> Option<&AccountId> {
+        match self {
+            Self::InsertAccount { account, .. } | Self::CompareAndSwapAccount { account, .. } => Some(&account.id),
+            Self::DeleteAccount { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a call: its value, or the error it failed with.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Reply {
+    Ok(serde_json::Value),
+    Error(WireError),
+}
+
+/// An [`Error`] as words: its kind and its message (context included).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireError {
+    pub(crate) kind: String,
+    pub(crate) message: String,
+}
+
+impl From<&Error> for WireError {
+    fn from(error: &Error) -> Self {
+        Self {
+            kind: kind_name(error.kind()).to_owned(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(error: WireError) -> Self {
+        Error::new(kind_of(&error.kind), error.message)
+    }
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidInput => "invalid_input",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::AlreadyExists => "already_exists",
+        ErrorKind::Unreadable => "unreadable",
+        ErrorKind::Key => "key",
+        ErrorKind::Refused => "refused",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Transport => "transport",
+        ErrorKind::Provider => "provider",
+        ErrorKind::Config => "config",
+        ErrorKind::Conflict => "conflict",
+        _ => "storage",
+    }
+}
+
+fn kind_of(name: &str) -> ErrorKind {
+    match name {
+        "invalid_input" => ErrorKind::InvalidInput,
+        "not_found" => ErrorKind::NotFound,
+        "already_exists" => ErrorKind::AlreadyExists,
+        "unreadable" => ErrorKind::Unreadable,
+        "key" => ErrorKind::Key,
+        "refused" => ErrorKind::Refused,
+        "timeout" => ErrorKind::Timeout,
+        "transport" => ErrorKind::Transport,
+        "provider" => ErrorKind::Provider,
+        "config" => ErrorKind::Config,
+        "conflict" => ErrorKind::Conflict,
+        _ => ErrorKind::Storage,
+    }
+}
+
+/// A record, or why it cannot be read (in its place in a list).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Record {
+    Account(Box<StoredAccount>),
+    Unreadable(WireError),
+}
+
+impl Record {
+    pub(crate) fn from_result(record: &Result<StoredAccount>) -> Self {
+        match record {
+            Ok(account) => Self::Account(Box::new(account.clone())),
+            Err(error) => Self::Unreadable(error.into()),
+        }
+    }
+
+    pub(crate) fn into_result(self) -> Result<StoredAccount> {
+        match self {
+            Self::Account(account) => Ok(*account),
+            Self::Unreadable(error) => Err(error.into()),
+        }
+    }
+}
+
+/// An [`AccountQuery`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Query {
+    after: Option<AccountId>,
+    limit: usize,
+    integration: Option<String>,
+    status: Option<AccountStatus>,
+    min_consecutive_failures: Option<u32>,
+}
+
+impl From<&AccountQuery> for Query {
+    fn from(query: &AccountQuery) -> Self {
+        Self {
+            after: query.after.clone(),
+            limit: query.limit,
+            integration: query.integration.clone(),
+            status: query.status,
+            min_consecutive_failures: query.min_consecutive_failures,
+        }
+    }
+}
+
+impl From<Query> for AccountQuery {
+    fn from(query: Query) -> Self {
+        AccountQuery {
+            after: query.after,
+            limit: query.limit,
+            integration: query.integration,
+            status: query.status,
+            min_consecutive_failures: query.min_consecutive_failures,
+        }
+    }
+}
+
+/// An [`AccountPage`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Page {
+    pub(crate) accounts: Vec<Record>,
+    pub(crate) next: Option<AccountId>,
+}
+
+impl From<&AccountPage> for Page {
+    fn from(page: &AccountPage) -> Self {
+        Self {
+            accounts: page.accounts.iter().map(Record::from_result).collect(),
+            next: page.next.clone(),
+        }
+    }
+}
+
+impl From<Page> for AccountPage {
+    fn from(page: Page) -> Self {
+        AccountPage {
+            accounts: page.accounts.into_iter().map(Record::into_result).collect(),
+            next: page.next,
+        }
+    }
+}
+
+/// A [`Swap`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SwapOutcome {
+    Swapped(StoredAccount),
+    Conflict(StoredAccount),
+}
+
+impl From<Swap> for SwapOutcome {
+    fn from(swap: Swap) -> Self {
+        match swap {
+            Swap::Swapped(account) => Self::Swapped(account),
+            Swap::Conflict(account) => Self::Conflict(account),
+        }
+    }
+}
+
+impl From<SwapOutcome> for Swap {
+    fn from(swap: SwapOutcome) -> Self {
+        match swap {
+            SwapOutcome::Swapped(account) => Swap::Swapped(account),
+            SwapOutcome::Conflict(account) => Swap::Conflict(account),
+        }
+    }
+}
+
+/// An [`OutboxBacklog`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Backlog {
+    pub(crate) events: u64,
+    #[serde(with = "integrations::time::serde::rfc3339::option")]
+    pub(crate) oldest: Option<OffsetDateTime>,
+}
+
+impl From<OutboxBacklog> for Backlog {
+    fn from(backlog: OutboxBacklog) -> Self {
+        Self {
+            events: backlog.events,
+            oldest: backlog.oldest,
+        }
+    }
+}
+
+impl From<Backlog> for OutboxBacklog {
+    fn from(backlog: Backlog) -> Self {
+        OutboxBacklog {
+            events: backlog.events,
+            oldest: backlog.oldest,
+        }
+    }
+}
