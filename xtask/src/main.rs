@@ -4,6 +4,7 @@ mod bench_proxy;
 mod bench_store;
 mod bench_writes;
 mod fuzz;
+mod peers;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,11 @@ tasks:
   ci       cargo fmt --check, clippy -D warnings, the whole test suite, docs,
            then each fuzz target for 15 s (skipped without cargo-fuzz, unless
            INTEGRATIONS_REQUIRE_PEERS=1)
-  test     the whole test suite only
+  test     the whole test suite only, ending with the tests skipped for a
+           missing peer and why
+  peers    set up the outside programs some tests need (sshd, PostgreSQL,
+           Chromium, schemathesis...): installs or starts those that need
+           no root, and says what needs root
   bench    every benchmark; `bench -- WORD` runs only the bench targets named
            WORD or holding a benchmark of that name, filtered by it
   bench-proxy  wrk load through the gateway's proxy, straight to the upstream,
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
         Some("bench-writes") => bench_writes::run(&root(), &args[1..]),
         Some("bench-store") => bench_store::run(&root(), &args[1..]),
         Some("fuzz") => fuzz::run(&root(), &args[1..]),
+        Some("peers") => peers::run(&root()),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -70,9 +76,28 @@ fn ci() -> Result<(), String> {
 /// How long `ci` runs each fuzz target.
 const CI_FUZZ_SECONDS: u64 = 15;
 
+/// The whole suite, ending with a line that lists each test skipped for a
+/// missing peer and why (`integration-test-peers` logs them).
 fn test() -> Result<(), String> {
-    cargo(&["test", "--workspace", "--all-targets"], &[])?;
-    cargo(&["test", "--workspace", "--doc"], &[])?;
+    let log = root().join("target").join("skipped-tests.log");
+    let _ = std::fs::remove_file(&log);
+    let outcome = run_tests(&log);
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    match integration_test_peers::skipped(&lines) {
+        Some(summary) => eprintln!(
+            "{summary} (peers missing: `cargo xtask peers` installs those it can; \
+             INTEGRATIONS_REQUIRE_PEERS=1 makes them fail)"
+        ),
+        None => eprintln!("no test skipped for a missing peer"),
+    }
+    outcome
+}
+
+fn run_tests(log: &Path) -> Result<(), String> {
+    let log = log.to_str().ok_or("the target directory's path is not UTF-8")?;
+    let envs = [(integration_test_peers::SKIP_LOG, log)];
+    cargo(&["test", "--workspace", "--all-targets"], &envs)?;
+    cargo(&["test", "--workspace", "--doc"], &envs)?;
     // A user's crate on a trimmed build: a workspace of its own, so that
     // its features are not unified with the repository's.
     cargo(
@@ -83,7 +108,7 @@ fn test() -> Result<(), String> {
             "--target-dir",
             "target/trimmed",
         ],
-        &[],
+        &envs,
     )
 }
 

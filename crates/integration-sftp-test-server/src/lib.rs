@@ -256,11 +256,7 @@ pub struct PasswordLogin {
 }
 
 fn skip(reason: &str) {
-    assert!(
-        std::env::var("INTEGRATIONS_REQUIRE_PEERS").as_deref() != Ok("1"),
-        "INTEGRATIONS_REQUIRE_PEERS=1 but {reason}"
-    );
-    eprintln!("skipped: {reason}");
+    integration_test_peers::skip("sftp", reason);
 }
 
 fn spawn(dir: &Path, port: u16) -> Result<Child, String> {

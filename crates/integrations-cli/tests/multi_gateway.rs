@@ -10,8 +10,9 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Gateway, skip};
+use common::Gateway;
 use integration_oauth2_test_server::{Config, TestServer};
+use integration_test_peers::skip;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -34,7 +35,7 @@ async fn fresh_database() -> Option<String> {
     let mut admin = match sqlx::PgConnection::connect(&url).await {
         Ok(admin) => admin,
         Err(error) => {
-            skip(&format!("PostgreSQL is not reachable at {url}: {error}"));
+            skip("postgres", &format!("PostgreSQL is not reachable at {url}: {error}"));
             return None;
         }
     };

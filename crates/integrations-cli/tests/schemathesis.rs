@@ -6,8 +6,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{Gateway, api_key, integrations, skip};
+use common::{Gateway, api_key, integrations};
 use integration_oauth2_test_server::{Config, TestServer};
+use integration_test_peers::skip;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -16,9 +17,10 @@ fn schemathesis() -> Option<String> {
     match Command::new(&program).arg("--version").output() {
         Ok(output) if output.status.success() => Some(program),
         _ => {
-            skip(&format!(
-                "schemathesis cannot run: no `{program}` on PATH (pip install schemathesis)"
-            ));
+            skip(
+                "schemathesis",
+                &format!("schemathesis cannot run: no `{program}` on PATH (pip install schemathesis)"),
+            );
             None
         }
     }

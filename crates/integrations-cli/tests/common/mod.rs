@@ -23,16 +23,6 @@ pub(crate) fn api_key(data: &Path) -> String {
     String::from_utf8(created.stdout).expect("utf-8").trim().to_owned()
 }
 
-/// A process skipped for a missing peer, or a failure under
-/// `INTEGRATIONS_REQUIRE_PEERS=1`.
-pub(crate) fn skip(reason: &str) {
-    assert!(
-        std::env::var("INTEGRATIONS_REQUIRE_PEERS").as_deref() != Ok("1"),
-        "INTEGRATIONS_REQUIRE_PEERS=1 but {reason}"
-    );
-    eprintln!("skipped: {reason}");
-}
-
 /// `integrations serve` on a free loopback port, killed on drop.
 pub(crate) struct Gateway {
     child: Child,
