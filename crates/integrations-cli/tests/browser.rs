@@ -1,13 +1,16 @@
-//! The connect page in headless Chromium: an operator connects an OAuth 2.0
-//! account through a provider's login page, end to end.
+//! The connect page in headless Chromium: an operator walks every action
+//! (an empty state, paging, filters, search, a new account, Connect through
+//! a provider's login page, Refresh, Revoke, Remove, dark mode), with a
+//! screenshot of each state kept in `target/tmp/screenshots/connect-page`.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Gateway, api_key, integrations, skip};
+use common::{Gateway, api_key};
 use integration_oauth2_test_server::{Config, TestServer};
+use integration_test_peers::skip;
 
 fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e")
@@ -29,9 +32,9 @@ fn missing_peer() -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_connects_an_account_from_the_connect_page() {
+async fn an_operator_walks_every_action_of_the_connect_page() {
     if let Some(reason) = missing_peer() {
-        skip(&format!("the browser test cannot run: {reason}"));
+        skip("browser", &format!("the browser test cannot run: {reason}"));
         return;
     }
     let provider = TestServer::start(Config {
@@ -42,56 +45,76 @@ async fn an_operator_connects_an_account_from_the_connect_page() {
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let definitions = dir.path().join("provider.toml");
-    std::fs::write(&definitions, provider.definition(r#""test-secret""#)).expect("write definition");
+    std::fs::write(
+        &definitions,
+        format!(
+            "{}\n[[integration]]\nkey = \"legacy\"\nname = \"Legacy ERP\"\nbase_url = \"https://erp.example\"\n\
+             [integration.auth]\ntype = \"basic\"\n",
+            provider.definition(r#""test-secret""#)
+        ),
+    )
+    .expect("write definition");
     let definitions = definitions.to_str().expect("utf-8").to_owned();
     let data = dir.path().join("data");
     let key = api_key(&data);
-    let added = integrations(
-        &data,
-        &[
-            "--definitions",
-            &definitions,
-            "accounts",
-            "add",
-            "provider",
-            "--id",
-            "p1",
-        ],
-    );
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
-
     let gateway = Gateway::start(&definitions, &data).await;
     let base = gateway.base.clone();
+    let http = reqwest::Client::new();
+    for n in 0..30 {
+        let created = http
+            .post(format!("{base}/v1/accounts"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({
+                "id": format!("bulk-{n:02}"),
+                "integration": "legacy",
+                "credentials": { "username": "user", "password": "pw" }
+            }))
+            .send()
+            .await
+            .expect("create");
+        assert!(
+            created.status().is_success(),
+            "{}",
+            created.text().await.unwrap_or_default()
+        );
+    }
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots/connect-page");
 
     let browser = tokio::task::spawn_blocking({
-        let (base, key) = (base.clone(), key.clone());
+        let (base, key, screenshots) = (base.clone(), key.clone(), screenshots.clone());
         move || {
             Command::new("node")
                 .arg(e2e_dir().join("connect.mjs"))
-                .args([&base, &key, "p1"])
+                .arg(&base)
+                .arg(&key)
+                .arg(&screenshots)
                 .output()
                 .expect("run node")
         }
     })
     .await
     .expect("browser");
-    let account = reqwest::Client::new()
-        .get(format!("{base}/v1/accounts/p1"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("account")
-        .text()
-        .await
-        .expect("body");
-    let account: serde_json::Value = serde_json::from_str(&account).expect("json");
     drop(gateway);
     assert!(
         browser.status.success(),
-        "the browser flow failed:\n{}\n{}",
+        "the browser walk failed:\n{}\n{}",
         String::from_utf8_lossy(&browser.stdout),
         String::from_utf8_lossy(&browser.stderr)
     );
-    assert_eq!(account["status"], "connected", "{account}");
     assert_eq!(provider.token_calls("authorization_code"), 1);
+    assert_eq!(provider.token_calls("refresh_token"), 1);
+    for shot in [
+        "01-empty-state",
+        "05-confirm-connect",
+        "06-connected",
+        "09-removed",
+        "10-dark-mode",
+    ] {
+        let path = screenshots.join(format!("{shot}.png"));
+        assert!(
+            std::fs::metadata(&path).is_ok_and(|file| file.len() > 1000),
+            "{} was not taken",
+            path.display()
+        );
+    }
 }
