@@ -20,11 +20,22 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
             .map_err(|_| format!("--seconds takes a whole number, not `{seconds}`"))?,
         _ => return Err("usage: cargo xtask fuzz [--seconds N]".to_owned()),
     };
-    fuzz_all(root, seconds)
+    fuzz_all(root, seconds, Build::Release)
 }
 
-/// [`run`] for `cargo xtask ci`: skipped, with the reason printed, where
-/// cargo-fuzz is not installed, unless `INTEGRATIONS_REQUIRE_PEERS=1`.
+/// How the targets are built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// Optimised, for runs long enough to search deep.
+    Release,
+    /// Unoptimised: built in less than half the time, for the short runs of
+    /// CI, which catch shallow crashes.
+    Dev,
+}
+
+/// [`run`] for `cargo xtask ci`, on dev builds: skipped, with the reason
+/// printed, where cargo-fuzz is not installed, unless
+/// `INTEGRATIONS_REQUIRE_PEERS=1`.
 pub(crate) fn run_if_installed(root: &Path, seconds: u64) -> Result<(), String> {
     let installed = Command::new(crate::cargo_binary())
         .args(["fuzz", "--version"])
@@ -38,10 +49,10 @@ pub(crate) fn run_if_installed(root: &Path, seconds: u64) -> Result<(), String> 
         eprintln!("skipped: {reason}");
         return Ok(());
     }
-    fuzz_all(root, seconds)
+    fuzz_all(root, seconds, Build::Dev)
 }
 
-fn fuzz_all(root: &Path, seconds: u64) -> Result<(), String> {
+fn fuzz_all(root: &Path, seconds: u64, build: Build) -> Result<(), String> {
     let fuzz = root.join("fuzz");
     let scratch = std::env::temp_dir().join(format!("integrations-fuzz-{}", std::process::id()));
     for target in TARGETS {
@@ -52,6 +63,7 @@ fn fuzz_all(root: &Path, seconds: u64) -> Result<(), String> {
             .current_dir(&fuzz)
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", "--sanitizer", "none", target])
+            .args((build == Build::Dev).then_some("--dev"))
             .arg(&corpus)
             .arg(fuzz.join("corpus").join(target))
             .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])

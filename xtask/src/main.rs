@@ -14,7 +14,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci       cargo fmt --check, clippy -D warnings, the whole test suite, docs,
-           then each fuzz target for 15 s (skipped without cargo-fuzz, unless
+           then each fuzz target for 15 s, built unoptimised (skipped without cargo-fuzz, unless
            INTEGRATIONS_REQUIRE_PEERS=1)
   test     the whole test suite only, ending with the tests skipped for a
            missing peer and why
