@@ -242,6 +242,23 @@ fn no_such_account(id: &AccountId) -> anyhow::Error {
 
 pub(crate) async fn remove(global: &GlobalArgs, args: RemoveArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
+    // Beside a running gateway, the gateway removes it: its own refreshes
+    // keep off the account while its tokens are revoked.
+    if let Some((gateway, _)) = context::lending_gateway(global).await? {
+        let (existed, revoked, failures) = gateway.remove_account(&id).await.context("cannot remove the account")?;
+        if !existed {
+            return Err(no_such_account(&id));
+        }
+        for failure in &failures {
+            eprintln!("warning: {failure}");
+        }
+        let mut stdout = std::io::stdout().lock();
+        if !revoked.is_empty() {
+            writeln!(stdout, "revoked {}", revoked.join(", "))?;
+        }
+        writeln!(stdout, "removed account {id}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // Without definitions nothing can be revoked, but the account can go.
     if global.definitions.is_empty() {
         let store = context::store(global).await?;

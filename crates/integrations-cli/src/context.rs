@@ -13,8 +13,7 @@ use integrations::storage::sled::SledStorage;
 use integrations::storage::{KeyStorage, Storage};
 use integrations::{AccountStore, Cipher, Definitions, EncryptionKey, Integrations};
 use integrations_gateway::keys::KeyFile;
-#[cfg(unix)]
-use integrations_gateway::local::LocalGateway;
+use integrations_gateway::local::{GatewayStatus, LocalGateway};
 
 use crate::cli::{DatabaseUrl, GlobalArgs};
 
@@ -67,15 +66,41 @@ pub(crate) async fn connect(global: &GlobalArgs, url: &DatabaseUrl) -> Result<Po
 /// `--database-url`, or sled in the data directory, through the gateway
 /// that holds it when one runs there.
 pub(crate) async fn storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>> {
-    #[cfg(unix)]
-    if global.database_url.is_none()
-        && let Some((gateway, status)) = running_gateway(global).await?
-        && status.store_shared
-    {
+    Ok(storage_and_lender(global).await?.0)
+}
+
+/// [`storage`], and the status of the gateway it goes through, if it does.
+async fn storage_and_lender(global: &GlobalArgs) -> Result<(Arc<dyn Storage>, Option<GatewayStatus>)> {
+    if let Some((gateway, status)) = lending_gateway(global).await? {
         tracing::debug!(pid = status.pid, "the store is reached through the running gateway");
-        return Ok(Arc::new(gateway.storage()));
+        return Ok((Arc::new(gateway.storage()), Some(status)));
     }
-    own_storage(global).await
+    Ok((own_storage(global).await?, None))
+}
+
+/// The gateway running on the data directory that lends its embedded store
+/// to the commands, if one does. A gateway there on another store (a
+/// database) is named in a warning: this command then works on the
+/// embedded store, not on the gateway's.
+pub(crate) async fn lending_gateway(global: &GlobalArgs) -> Result<Option<(LocalGateway, GatewayStatus)>> {
+    if global.database_url.is_some() {
+        return Ok(None);
+    }
+    match running_gateway(global).await? {
+        Some((gateway, status)) if status.store_shared => Ok(Some((gateway, status))),
+        Some((_, status)) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "warning: the gateway running on this data directory (pid {}) works on {}; this command works \
+                     on the embedded store: pass --database-url to work on the gateway's",
+                    status.pid, status.store
+                );
+            });
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 /// The store opened by this process itself, as a gateway must: another
@@ -93,12 +118,9 @@ pub(crate) async fn own_storage(global: &GlobalArgs) -> Result<Arc<dyn Storage>>
 
 /// The gateway running on the data directory, if one answers on its
 /// socket.
-#[cfg(unix)]
-pub(crate) async fn running_gateway(
-    global: &GlobalArgs,
-) -> Result<Option<(LocalGateway, integrations_gateway::local::GatewayStatus)>> {
+pub(crate) async fn running_gateway(global: &GlobalArgs) -> Result<Option<(LocalGateway, GatewayStatus)>> {
     let socket = data_dir(global)?.join(integrations_gateway::local::SOCKET_NAME);
-    Ok(LocalGateway::find(&socket).await)
+    Ok(LocalGateway::find(&socket).await?)
 }
 
 /// Where accounts are kept, and the keyring that seals their secrets: the
@@ -107,7 +129,30 @@ pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
     // The keys first: a shared database without them is refused before it
     // is even reached.
     let cipher = key_source(global)?.cipher()?;
-    Ok(AccountStore::new(storage(global).await?, cipher))
+    let (storage, lender) = storage_and_lender(global).await?;
+    if let Some(gateway) = lender {
+        check_same_keys(&cipher, &gateway)?;
+    }
+    Ok(AccountStore::new(storage, cipher))
+}
+
+/// Refuses to work through a gateway that seals with keys this command
+/// lacks, or that lacks this command's: each would write records the other
+/// cannot open.
+fn check_same_keys(cipher: &Cipher, gateway: &GatewayStatus) -> Result<()> {
+    let ours: Vec<String> = cipher.key_ids().iter().map(ToString::to_string).collect();
+    let theirs_active = gateway.key_ids.first();
+    if gateway.key_ids.contains(&ours[0]) && theirs_active.is_some_and(|active| ours.contains(active)) {
+        return Ok(());
+    }
+    bail!(
+        "the gateway running on this data directory (pid {}) seals with key {} and this command with key {}: \
+         give the command the gateway's keys (the same INTEGRATIONS_ENCRYPTION_KEY, or the data directory's key \
+         file), or each would write records the other cannot open",
+        gateway.pid,
+        theirs_active.map_or("(none)", String::as_str),
+        ours[0]
+    )
 }
 
 /// [`store`] opened by this process itself, for `serve`.

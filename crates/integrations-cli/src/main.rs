@@ -9,7 +9,6 @@ mod request;
 mod secrets;
 mod serve;
 mod sftp;
-#[cfg(unix)]
 mod status;
 mod storage;
 mod validate;
@@ -37,10 +36,7 @@ fn main() -> ExitCode {
     // command is one short task on a single-threaded one.
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(global, args),
-        #[cfg(unix)]
         Command::Status(args) => block_on(status::run(global, args)),
-        #[cfg(not(unix))]
-        Command::Status(_) => Err(anyhow::anyhow!("`status` reads the gateway's Unix socket: Unix only")),
         Command::Keys(command) => block_on(serve::keys(global, command)),
         Command::Webhooks(command) => block_on(webhooks::run(global, command)),
         Command::Migrate => block_on(serve::migrate(global)),

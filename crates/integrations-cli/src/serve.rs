@@ -13,7 +13,6 @@ use integrations::secrecy::ExposeSecret;
 use integrations::time::format_description::well_known::Rfc3339;
 use integrations_gateway::AppState;
 use integrations_gateway::keys::ApiKeys;
-#[cfg(unix)]
 use integrations_gateway::local::{GatewayStatus, LocalService, LocalSocket};
 use integrations_gateway::server::{ConnectionSettings, Listeners, serve_on_workers};
 use integrations_gateway::webhooks::{Deliverer, DeliverySettings, Webhooks};
@@ -36,7 +35,6 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     }
 
     let (integrations, keys) = crate::block_on(async {
-        #[cfg(unix)]
         if global.database_url.is_none()
             && let Some((_, running)) = context::running_gateway(global).await?
         {
@@ -78,8 +76,8 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     if !args.no_metrics {
         integrations_gateway::metrics::install();
     }
-    #[cfg(unix)]
-    let mut local_socket = bind_local_socket(
+    // Kept until the gateway stops, when its file is removed.
+    let _local_socket = start_local_socket(
         global,
         &integrations,
         format!("http://{address}"),
@@ -95,13 +93,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    #[cfg(unix)]
-    let local = local_socket
-        .as_mut()
-        .and_then(|(socket, service)| socket.take_listener().ok().map(|listener| (listener, service.clone())));
-    #[cfg(not(unix))]
-    let local = None;
-    start_background_work(&integrations, &args, metrics_listener, local)?;
+    start_background_work(&integrations, &args, metrics_listener)?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let redirect_uri = RedirectUri::from_public_base_url(&public_url)?;
     tracing::info!(%redirect_uri, "OAuth 2.0 redirect URI (register it with providers)");
@@ -121,29 +113,39 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The socket the commands reach this gateway through, in the data
-/// directory, lending them the embedded store; a gateway on a database
-/// answers `integrations status` there only. Without it (the directory
-/// cannot hold a socket) the gateway runs on, with a warning.
-#[cfg(unix)]
-fn bind_local_socket(
+/// Serves the socket the commands reach this gateway through, in the data
+/// directory, on a thread of its own (a slow store call there delays no
+/// refresh or delivery): it lends them the embedded store; a gateway on a
+/// database answers `integrations status` there only. Without it (the
+/// directory cannot hold a socket) the gateway runs on, with a warning.
+fn start_local_socket(
     global: &GlobalArgs,
     integrations: &integrations::Integrations,
     address: String,
     store: &str,
-) -> Option<(LocalSocket, LocalService)> {
-    let bound = context::data_dir(global).and_then(|dir| {
+) -> Option<LocalSocket> {
+    let started = context::data_dir(global).and_then(|dir| {
         context::create_private_dir(&dir)?;
-        Ok(LocalSocket::bind(&dir.join(integrations_gateway::local::SOCKET_NAME))?)
+        let mut socket = LocalSocket::bind(&dir.join(integrations_gateway::local::SOCKET_NAME))?;
+        let listener = socket.take_listener()?;
+        let mut service = LocalService::new(GatewayStatus::of_this_process(address, store.to_owned()));
+        if global.database_url.is_none() {
+            service = service.with_store(integrations.clone());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name("integrations-local".to_owned())
+            .spawn(move || {
+                if let Err(error) = runtime.block_on(integrations_gateway::local::serve(listener, service)) {
+                    tracing::error!(%error, "the local socket failed");
+                }
+            })?;
+        Ok(socket)
     });
-    match bound {
+    match started {
         Ok(socket) => {
-            let mut service = LocalService::new(GatewayStatus::of_this_process(address, store.to_owned()));
-            if global.database_url.is_none() {
-                service = service.with_store(integrations.clone());
-            }
             tracing::info!(socket = %socket.path().display(), "commands reach this gateway through its socket");
-            Some((socket, service))
+            Some(socket)
         }
         Err(error) => {
             tracing::warn!(%error, "no local socket: `integrations` commands cannot reach this gateway");
@@ -152,12 +154,6 @@ fn bind_local_socket(
     }
 }
 
-/// The local socket's listener and what it serves.
-#[cfg(unix)]
-type LocalParts = Option<(std::os::unix::net::UnixListener, LocalService)>;
-#[cfg(not(unix))]
-type LocalParts = Option<std::convert::Infallible>;
-
 /// Runs the background work on a thread of its own, for as long as the
 /// process runs: webhook delivery (the outbox's events become deliveries,
 /// sent with their retries) and the scheduler (refreshes, health checks).
@@ -165,7 +161,6 @@ fn start_background_work(
     integrations: &integrations::Integrations,
     args: &ServeArgs,
     metrics_listener: Option<std::net::TcpListener>,
-    local: LocalParts,
 ) -> Result<()> {
     let webhooks = Webhooks::new(integrations.store().clone());
     let deliver = if args.no_webhook_delivery {
@@ -205,14 +200,6 @@ fn start_background_work(
                 let _workers = deliver.map(integrations_gateway::webhooks::spawn);
                 let _scheduler = schedule.map(|(integrations, settings)| integrations.spawn_scheduler(settings));
                 let _gauges = gauges.map(integrations_gateway::metrics::spawn_gauges);
-                #[cfg(unix)]
-                let _local = local.map(|(listener, service)| {
-                    tokio::spawn(async move {
-                        if let Err(error) = integrations_gateway::local::serve(listener, service).await {
-                            tracing::error!(%error, "the local socket failed");
-                        }
-                    })
-                });
                 match metrics_listener.map(serve_metrics) {
                     Some(served) => {
                         if let Err(error) = served.await {

@@ -87,6 +87,18 @@ async fn every_command_works_while_the_gateway_holds_the_store() {
     assert_eq!(json["running"], true);
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
 
+    // A command with other keys than the gateway's is refused: each would
+    // write records the other cannot open.
+    let other_keys = Command::new(env!("CARGO_BIN_EXE_integrations"))
+        .args(["--definitions", definitions, "accounts", "list"])
+        .env("INTEGRATIONS_DATA_DIR", &data)
+        .env("INTEGRATIONS_ENCRYPTION_KEY", "a".repeat(64))
+        .output()
+        .expect("run integrations");
+    assert_eq!(other_keys.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&other_keys.stderr);
+    assert!(stderr.contains("seals with key"), "{stderr}");
+
     // API token accounts: added, listed, shown, used, changed, removed.
     let added = succeeded(&run(
         &data,
@@ -208,4 +220,67 @@ async fn every_command_works_while_the_gateway_holds_the_store() {
     assert_eq!(stopped.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&stopped.stdout).starts_with("no gateway runs on "));
     assert!(succeeded(&run(&data, definitions, &["accounts", "list"])).contains("p1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_commands_work_while_the_gateway_holds_the_store() {
+    let Some(sshd) = integration_sftp_test_server::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = dir.path().join("files.toml");
+    std::fs::write(
+        &definitions,
+        "[[integration]]\nkey = \"files\"\nname = \"Files\"\nauth = { type = \"sftp\", host = \"127.0.0.1\" }\n",
+    )
+    .expect("definition");
+    let definitions = definitions.to_str().expect("utf-8");
+    let host_key = dir.path().join("host_key");
+    std::fs::write(&host_key, sshd.known_hosts()).expect("known_hosts");
+    let data = dir.path().join("data");
+    let key = api_key(&data);
+    let gateway = Gateway::start(definitions, &data).await;
+
+    let key_file = sshd.user_key_path(integration_sftp_test_server::UserKey::Ed25519);
+    succeeded(&run(
+        &data,
+        definitions,
+        &[
+            "accounts",
+            "add",
+            "files",
+            "--id",
+            "f1",
+            "--credential",
+            &format!("username={}", sshd.user()),
+            "--credential",
+            &format!("port={}", sshd.port()),
+            "--credential-file",
+            &format!("private_key={}", key_file.display()),
+            "--credential-file",
+            &format!("host_key={}", host_key.display()),
+        ],
+    ));
+    let remote = sshd.files().display().to_string();
+    let local = dir.path().join("hello.txt");
+    std::fs::write(&local, "hello beside the gateway\n").expect("local file");
+    succeeded(&run(
+        &data,
+        definitions,
+        &[
+            "sftp",
+            "f1",
+            "put",
+            local.to_str().expect("utf-8"),
+            &format!("{remote}/hello.txt"),
+        ],
+    ));
+    let listing = succeeded(&run(&data, definitions, &["sftp", "f1", "ls", &remote]));
+    assert!(listing.contains(" hello.txt\n"), "{listing}");
+    let (status, entries) = get(&gateway, &key, &format!("/v1/accounts/f1/sftp/entries?path={remote}")).await;
+    assert_eq!(status, StatusCode::OK, "{entries}");
+    assert!(
+        entries.contains("hello.txt"),
+        "the gateway uses the account the command added: {entries}"
+    );
 }

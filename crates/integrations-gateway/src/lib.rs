@@ -3,7 +3,6 @@
 pub mod api;
 pub mod error;
 pub mod keys;
-#[cfg(unix)]
 pub mod local;
 pub mod metrics;
 pub mod proxy;

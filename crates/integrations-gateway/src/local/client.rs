@@ -11,40 +11,66 @@ use integrations::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
 use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
 use serde::de::DeserializeOwned;
 
-use super::GatewayStatus;
-use super::protocol::{Backlog, Page, Record, Reply, StorageCall, SwapOutcome};
+use super::protocol::{Backlog, Page, Record, Removed, Reply, StorageCall, SwapOutcome};
+use super::{GatewayStatus, PROTOCOL};
 
 /// How long one call may take: a store call, not a provider's.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a gateway has to say it is there.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running gateway, reached through its socket in the data directory.
 #[derive(Debug, Clone)]
 pub struct LocalGateway {
     http: reqwest::Client,
     socket: PathBuf,
+    keeps_webhooks: bool,
 }
 
 impl LocalGateway {
-    /// The gateway listening on `socket`, or `None` when no gateway answers
-    /// there (none runs, or one stopped without removing it).
-    pub async fn find(socket: &Path) -> Option<(Self, GatewayStatus)> {
-        if !socket.exists() {
-            return None;
+    /// The gateway listening on `socket`: `None` when none runs there (no
+    /// socket, or one left by a gateway that stopped), an error when one
+    /// is there but does not answer, or speaks another protocol.
+    pub async fn find(socket: &Path) -> Result<Option<(Self, GatewayStatus)>> {
+        if std::fs::symlink_metadata(socket).is_err() {
+            return Ok(None);
         }
-        let gateway = Self {
-            http: reqwest::Client::builder()
-                .unix_socket(socket)
-                // A connection per call: a pooled one belongs to the
-                // runtime that made it, and a store is shared across
-                // runtimes; a local connection costs microseconds.
-                .pool_max_idle_per_host(0)
-                .timeout(CALL_TIMEOUT)
-                .build()
-                .ok()?,
+        let http = reqwest::Client::builder()
+            .unix_socket(socket)
+            // A connection per call: a pooled one belongs to the runtime
+            // that made it, and a store is shared across runtimes; a local
+            // connection costs microseconds.
+            .pool_max_idle_per_host(0)
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .map_err(|error| {
+                Error::new(ErrorKind::Config, "cannot make a client for the gateway's socket").with_source(error)
+            })?;
+        let mut gateway = Self {
+            http,
             socket: socket.to_owned(),
+            keeps_webhooks: false,
         };
-        let status = gateway.status().await.ok()?;
-        Some((gateway, status))
+        let status = match gateway.status().await {
+            Ok(status) => status,
+            Err(error) if error.kind() == ErrorKind::Timeout => return Err(error),
+            // Nobody listens: the socket of a gateway that stopped.
+            Err(_) => return Ok(None),
+        };
+        if status.protocol != PROTOCOL {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the gateway running on this data directory (pid {}, version {}) speaks another protocol than \
+                     this command (version {}): restart it with this version",
+                    status.pid,
+                    status.version,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ));
+        }
+        gateway.keeps_webhooks = status.store_keeps_webhooks;
+        Ok(Some((gateway, status)))
     }
 
     /// What the gateway says of itself.
@@ -52,10 +78,11 @@ impl LocalGateway {
         let response = self
             .http
             .get("http://gateway/local/status")
+            .timeout(PROBE_TIMEOUT)
             .send()
             .await
             .map_err(|error| self.unreachable(&error))?;
-        response.json().await.map_err(|error| self.unreachable(&error))
+        self.read(response).await
     }
 
     /// The gateway's store, for a command to use as its own.
@@ -63,28 +90,67 @@ impl LocalGateway {
         SocketStorage { gateway: self.clone() }
     }
 
+    /// Removes account `id` in the gateway, revoking its OAuth 2.0 tokens
+    /// first, while the gateway's own refreshes keep off it: whether it
+    /// existed, the tokens revoked, and the revocations that failed.
+    pub async fn remove_account(&self, id: &AccountId) -> Result<(bool, Vec<String>, Vec<Error>)> {
+        let removed: Removed = self.post("http://gateway/local/remove-account", id).await?;
+        Ok((
+            removed.existed,
+            removed.revoked,
+            removed.revoke_failures.into_iter().map(Error::from).collect(),
+        ))
+    }
+
     fn unreachable(&self, error: &reqwest::Error) -> Error {
+        let kind = if error.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Storage
+        };
         Error::new(
-            ErrorKind::Storage,
-            format!("cannot reach the gateway through {}: {error}", self.socket.display()),
+            kind,
+            format!(
+                "cannot reach the gateway through {}: {error} (is it stuck? stop it, or remove the socket if no gateway runs)",
+                self.socket.display()
+            ),
         )
     }
 
-    async fn call<T: DeserializeOwned>(&self, call: &StorageCall) -> Result<T> {
+    async fn post<T: DeserializeOwned>(&self, url: &str, body: &impl serde::Serialize) -> Result<T> {
         let response = self
             .http
-            .post("http://gateway/local/storage")
-            .json(call)
+            .post(url)
+            .json(body)
             .send()
             .await
             .map_err(|error| self.unreachable(&error))?;
-        let reply: Reply = response.json().await.map_err(|error| self.unreachable(&error))?;
-        match reply {
+        match self.read::<Reply>(response).await? {
             Reply::Ok(value) => serde_json::from_value(value).map_err(|error| {
                 Error::new(ErrorKind::Storage, "the gateway's answer is not what was asked for").with_source(error)
             }),
             Reply::Error(error) => Err(error.into()),
         }
+    }
+
+    async fn call<T: DeserializeOwned>(&self, call: &StorageCall) -> Result<T> {
+        self.post("http://gateway/local/storage", call).await
+    }
+
+    /// The body of a successful answer, or the gateway's refusal in words.
+    async fn read<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!("the gateway refused the call ({status}): {body}"),
+            ));
+        }
+        let bytes = response.bytes().await.map_err(|error| self.unreachable(&error))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|error| Error::new(ErrorKind::Storage, "the gateway's answer cannot be read").with_source(error))
     }
 }
 
@@ -194,7 +260,7 @@ impl Storage for SocketStorage {
     }
 
     fn webhook_storage(&self) -> Option<&dyn WebhookStorage> {
-        Some(self)
+        self.gateway.keeps_webhooks.then_some(self as &dyn WebhookStorage)
     }
 }
 

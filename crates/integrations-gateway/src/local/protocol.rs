@@ -137,38 +137,34 @@ impl From<WireError> for Error {
     }
 }
 
+/// Each error kind and its name on the socket.
+const KINDS: [(ErrorKind, &str); 12] = [
+    (ErrorKind::InvalidInput, "invalid_input"),
+    (ErrorKind::NotFound, "not_found"),
+    (ErrorKind::AlreadyExists, "already_exists"),
+    (ErrorKind::Unreadable, "unreadable"),
+    (ErrorKind::Key, "key"),
+    (ErrorKind::Storage, "storage"),
+    (ErrorKind::Refused, "refused"),
+    (ErrorKind::Timeout, "timeout"),
+    (ErrorKind::Transport, "transport"),
+    (ErrorKind::Provider, "provider"),
+    (ErrorKind::Config, "config"),
+    (ErrorKind::Conflict, "conflict"),
+];
+
 fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::InvalidInput => "invalid_input",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::AlreadyExists => "already_exists",
-        ErrorKind::Unreadable => "unreadable",
-        ErrorKind::Key => "key",
-        ErrorKind::Refused => "refused",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Transport => "transport",
-        ErrorKind::Provider => "provider",
-        ErrorKind::Config => "config",
-        ErrorKind::Conflict => "conflict",
-        _ => "storage",
-    }
+    KINDS
+        .iter()
+        .find(|(known, _)| *known == kind)
+        .map_or("storage", |(_, name)| name)
 }
 
 fn kind_of(name: &str) -> ErrorKind {
-    match name {
-        "invalid_input" => ErrorKind::InvalidInput,
-        "not_found" => ErrorKind::NotFound,
-        "already_exists" => ErrorKind::AlreadyExists,
-        "unreadable" => ErrorKind::Unreadable,
-        "key" => ErrorKind::Key,
-        "refused" => ErrorKind::Refused,
-        "timeout" => ErrorKind::Timeout,
-        "transport" => ErrorKind::Transport,
-        "provider" => ErrorKind::Provider,
-        "config" => ErrorKind::Config,
-        "conflict" => ErrorKind::Conflict,
-        _ => ErrorKind::Storage,
-    }
+    KINDS
+        .iter()
+        .find(|(_, known)| *known == name)
+        .map_or(ErrorKind::Storage, |(kind, _)| *kind)
 }
 
 /// A record, or why it cannot be read (in its place in a list).
@@ -179,14 +175,16 @@ pub(crate) enum Record {
     Unreadable(WireError),
 }
 
-impl Record {
-    pub(crate) fn from_result(record: &Result<StoredAccount>) -> Self {
+impl From<Result<StoredAccount>> for Record {
+    fn from(record: Result<StoredAccount>) -> Self {
         match record {
-            Ok(account) => Self::Account(Box::new(account.clone())),
-            Err(error) => Self::Unreadable(error.into()),
+            Ok(account) => Self::Account(Box::new(account)),
+            Err(error) => Self::Unreadable(WireError::from(&error)),
         }
     }
+}
 
+impl Record {
     pub(crate) fn into_result(self) -> Result<StoredAccount> {
         match self {
             Self::Account(account) => Ok(*account),
@@ -236,11 +234,11 @@ pub(crate) struct Page {
     pub(crate) next: Option<AccountId>,
 }
 
-impl From<&AccountPage> for Page {
-    fn from(page: &AccountPage) -> Self {
+impl From<AccountPage> for Page {
+    fn from(page: AccountPage) -> Self {
         Self {
-            accounts: page.accounts.iter().map(Record::from_result).collect(),
-            next: page.next.clone(),
+            accounts: page.accounts.into_iter().map(Record::from).collect(),
+            next: page.next,
         }
     }
 }
@@ -303,5 +301,29 @@ impl From<Backlog> for OutboxBacklog {
             events: backlog.events,
             oldest: backlog.oldest,
         }
+    }
+}
+
+/// What a removal in the gateway did.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Removed {
+    pub(crate) existed: bool,
+    pub(crate) revoked: Vec<String>,
+    pub(crate) revoke_failures: Vec<WireError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_crosses_the_socket_as_itself() {
+        for (kind, _) in KINDS {
+            let error = Error::new(kind, "no such account").with_context("account", "a1");
+            let crossed = Error::from(WireError::from(&error));
+            assert_eq!(crossed.kind(), kind);
+            assert_eq!(crossed.to_string(), error.to_string());
+        }
+        assert_eq!(kind_of("something new"), ErrorKind::Storage);
     }
 }

@@ -1,20 +1,27 @@
 //! The gateway's end of the local socket.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use integrations::storage::Storage;
-use integrations::webhooks::WebhookStorage;
-use integrations::{Error, ErrorKind, Integrations, Result};
+use integrations::storage::{AccountQuery, Storage};
+use integrations::{AccountId, Error, ErrorKind, Integrations, Result};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::GatewayStatus;
-use super::protocol::{Backlog, Page, Record, Reply, StorageCall, SwapOutcome, WireError};
+use super::protocol::{Backlog, Page, Record, Removed, Reply, StorageCall, SwapOutcome, WireError};
 
 /// The largest call taken: records are small, but a call may carry many.
 const MAX_CALL_BYTES: usize = 16 * 1024 * 1024;
+/// The most records a claim or a list hands over in one call.
+const MAX_RECORDS_PER_CALL: usize = 1000;
+/// Calls served at once; more wait their turn.
+const CONCURRENT_CALLS: usize = 8;
+/// How long one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the socket serves: the gateway's status, and, when the gateway
 /// holds the data directory's embedded store, that store.
@@ -22,6 +29,7 @@ const MAX_CALL_BYTES: usize = 16 * 1024 * 1024;
 pub struct LocalService {
     status: GatewayStatus,
     integrations: Option<Integrations>,
+    calls: Arc<Semaphore>,
 }
 
 impl LocalService {
@@ -30,14 +38,18 @@ impl LocalService {
         Self {
             status,
             integrations: None,
+            calls: Arc::new(Semaphore::new(CONCURRENT_CALLS)),
         }
     }
 
     /// Also lends the store of `integrations` to the commands, which cannot
     /// open it while the gateway holds it; the accounts they change are
-    /// dropped from the gateway's caches.
+    /// dropped from the gateway's caches, and removals run in the gateway.
     pub fn with_store(mut self, integrations: Integrations) -> Self {
+        let store = integrations.store();
         self.status.store_shared = true;
+        self.status.store_keeps_webhooks = store.storage().webhook_storage().is_some();
+        self.status.key_ids = store.cipher().key_ids().iter().map(ToString::to_string).collect();
         self.integrations = Some(integrations);
         self
     }
@@ -47,8 +59,30 @@ impl LocalService {
         Router::new()
             .route("/local/status", get(status))
             .route("/local/storage", post(call))
+            .route("/local/remove-account", post(remove_account))
             .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
             .with_state(Arc::new(self))
+    }
+
+    fn integrations(&self) -> Result<&Integrations> {
+        self.integrations.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "this gateway does not lend its store: it runs on a database the commands reach themselves",
+            )
+        })
+    }
+
+    /// Runs `work` in turn with the other calls, within the time limit.
+    async fn in_turn<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let _turn = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Storage, "the gateway is stopping"))?;
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, "the gateway's store took too long"))?
     }
 }
 
@@ -57,27 +91,59 @@ async fn status(State(service): State<Arc<LocalService>>) -> Json<GatewayStatus>
 }
 
 async fn call(State(service): State<Arc<LocalService>>, Json(call): Json<StorageCall>) -> Json<Reply> {
-    let Some(integrations) = &service.integrations else {
-        return Json(Reply::Error(WireError::from(&Error::new(
-            ErrorKind::Config,
-            "this gateway does not lend its store: it runs on a database the commands reach themselves",
-        ))));
-    };
-    let changed = call.changed_account().cloned();
-    let reply = match answer(integrations.store().storage().as_ref(), call).await {
-        Ok(value) => {
-            // A command changed an account behind the gateway's caches.
+    let outcome = match service.integrations() {
+        Ok(integrations) => {
+            let changed = call.changed_account().cloned();
+            let outcome = service
+                .in_turn(answer(integrations.store().storage().as_ref(), call))
+                .await;
+            // A command changed an account behind the gateway's caches; a
+            // write that failed late (its flush) may have landed too.
             if let Some(id) = changed {
                 integrations.forget(&id);
             }
-            Reply::Ok(value)
+            outcome
         }
-        Err(error) => Reply::Error(WireError::from(&error)),
+        Err(error) => Err(error),
     };
-    Json(reply)
+    Json(match outcome {
+        Ok(value) => Reply::Ok(value),
+        Err(error) => Reply::Error(WireError::from(&error)),
+    })
+}
+
+/// Removes an account in the gateway: its removal guard keeps the
+/// gateway's own refreshes off it while its tokens are revoked.
+async fn remove_account(State(service): State<Arc<LocalService>>, Json(id): Json<AccountId>) -> Json<Reply> {
+    let outcome = match service.integrations() {
+        Ok(integrations) => {
+            service
+                .in_turn(async {
+                    let removal = integrations.remove_account(&id).await?;
+                    value(Removed {
+                        existed: removal.existed,
+                        revoked: removal.revoked.iter().map(|token| (*token).to_owned()).collect(),
+                        revoke_failures: removal.revoke_failures.iter().map(WireError::from).collect(),
+                    })
+                })
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    Json(match outcome {
+        Ok(value) => Reply::Ok(value),
+        Err(error) => Reply::Error(WireError::from(&error)),
+    })
 }
 
 async fn answer(storage: &dyn Storage, call: StorageCall) -> Result<serde_json::Value> {
+    let webhooks = || {
+        storage
+            .webhook_storage()
+            .ok_or_else(|| Error::new(ErrorKind::Config, "this storage backend keeps no webhooks"))
+    };
+    let limited = |limit: usize| limit.min(MAX_RECORDS_PER_CALL);
+    // Every call named: a new one does not compile until it is answered.
     match call {
         StorageCall::InsertAccount { account, events } => value(storage.insert_account(&account, &events).await?),
         StorageCall::Account { id } => value(storage.account(&id).await?),
@@ -85,11 +151,15 @@ async fn answer(storage: &dyn Storage, call: StorageCall) -> Result<serde_json::
             storage
                 .accounts()
                 .await?
-                .iter()
-                .map(Record::from_result)
+                .into_iter()
+                .map(Record::from)
                 .collect::<Vec<_>>(),
         ),
-        StorageCall::AccountsPage { query } => value(Page::from(&storage.accounts_page(&query.into()).await?)),
+        StorageCall::AccountsPage { query } => {
+            let mut query = AccountQuery::from(query);
+            query.limit = limited(query.limit);
+            value(Page::from(storage.accounts_page(&query).await?))
+        }
         StorageCall::CompareAndSwapAccount {
             expected_revision,
             account,
@@ -100,7 +170,9 @@ async fn answer(storage: &dyn Storage, call: StorageCall) -> Result<serde_json::
                 .await?,
         )),
         StorageCall::DeleteAccount { id, events } => value(storage.delete_account(&id, &events).await?),
-        StorageCall::ClaimEvents { now, until, limit } => value(storage.claim_events(now, until, limit).await?),
+        StorageCall::ClaimEvents { now, until, limit } => {
+            value(storage.claim_events(now, until, limited(limit)).await?)
+        }
         StorageCall::CompleteEvent { id } => value(storage.complete_event(&id).await?),
         StorageCall::OutboxBacklog => value(Backlog::from(storage.outbox_backlog().await?)),
         StorageCall::InsertPendingAuthorization { pending } => {
@@ -112,34 +184,27 @@ async fn answer(storage: &dyn Storage, call: StorageCall) -> Result<serde_json::
         }
         StorageCall::PendingAuthorizations => value(storage.pending_authorizations().await?),
         StorageCall::Check => value(storage.check().await?),
-        call => answer_webhooks(webhook_storage(storage)?, call).await,
-    }
-}
-
-async fn answer_webhooks(storage: &dyn WebhookStorage, call: StorageCall) -> Result<serde_json::Value> {
-    match call {
-        StorageCall::InsertWebhook { webhook } => value(storage.insert_webhook(&webhook).await?),
-        StorageCall::Webhooks => value(storage.webhooks().await?),
-        StorageCall::UpdateWebhook { expected, webhook } => value(storage.update_webhook(&expected, &webhook).await?),
-        StorageCall::DeleteWebhook { id } => value(storage.delete_webhook(&id).await?),
-        StorageCall::InsertDeliveries { deliveries } => value(storage.insert_deliveries(&deliveries).await?),
-        StorageCall::ClaimDeliveries { now, until, limit } => value(storage.claim_deliveries(now, until, limit).await?),
+        StorageCall::InsertWebhook { webhook } => value(webhooks()?.insert_webhook(&webhook).await?),
+        StorageCall::Webhooks => value(webhooks()?.webhooks().await?),
+        StorageCall::UpdateWebhook { expected, webhook } => {
+            value(webhooks()?.update_webhook(&expected, &webhook).await?)
+        }
+        StorageCall::DeleteWebhook { id } => value(webhooks()?.delete_webhook(&id).await?),
+        StorageCall::InsertDeliveries { deliveries } => value(webhooks()?.insert_deliveries(&deliveries).await?),
+        StorageCall::ClaimDeliveries { now, until, limit } => {
+            value(webhooks()?.claim_deliveries(now, until, limited(limit)).await?)
+        }
         StorageCall::UpdateDelivery { expected, delivery } => {
-            value(storage.update_delivery(&expected, &delivery).await?)
+            value(webhooks()?.update_delivery(&expected, &delivery).await?)
         }
-        StorageCall::Delivery { id } => value(storage.delivery(&id).await?),
-        StorageCall::Deliveries { webhook, before, limit } => {
-            value(storage.deliveries(&webhook, before.as_deref(), limit).await?)
-        }
-        StorageCall::DeleteDeliveriesBefore { before } => value(storage.delete_deliveries_before(before).await?),
-        _ => Err(Error::new(ErrorKind::Storage, "not a webhook storage call")),
+        StorageCall::Delivery { id } => value(webhooks()?.delivery(&id).await?),
+        StorageCall::Deliveries { webhook, before, limit } => value(
+            webhooks()?
+                .deliveries(&webhook, before.as_deref(), limited(limit))
+                .await?,
+        ),
+        StorageCall::DeleteDeliveriesBefore { before } => value(webhooks()?.delete_deliveries_before(before).await?),
     }
-}
-
-fn webhook_storage(storage: &dyn Storage) -> Result<&dyn WebhookStorage> {
-    storage
-        .webhook_storage()
-        .ok_or_else(|| Error::new(ErrorKind::Config, "this storage backend keeps no webhooks"))
 }
 
 fn value(value: impl Serialize) -> Result<serde_json::Value> {
