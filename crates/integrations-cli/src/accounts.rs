@@ -308,25 +308,40 @@ pub(crate) async fn refresh(global: &GlobalArgs, args: IdArgs) -> Result<ExitCod
 
 pub(crate) async fn revoke(global: &GlobalArgs, args: IdArgs) -> Result<ExitCode> {
     let id = AccountId::new(args.id.as_str())?;
-    let integrations = context::integrations(global).await?;
-    let revocation = integrations
-        .disconnect(&id)
-        .await
-        .context("cannot revoke the account's tokens")?;
+    // Beside a running gateway, the gateway revokes, with its copy of the
+    // account.
+    let (revoked, failures, endpoint) = match context::lending_gateway(global).await? {
+        Some((gateway, _)) => gateway
+            .disconnect_account(&id)
+            .await
+            .context("cannot revoke the account's tokens")?,
+        None => {
+            let revocation = context::integrations(global)
+                .await?
+                .disconnect(&id)
+                .await
+                .context("cannot revoke the account's tokens")?;
+            (
+                revocation.revoked.iter().map(|token| (*token).to_owned()).collect(),
+                revocation.failures,
+                revocation.endpoint,
+            )
+        }
+    };
     let mut stdout = std::io::stdout().lock();
-    if !revocation.endpoint {
+    if !endpoint {
         writeln!(
             stdout,
             "the integration has no revoke endpoint; the tokens were forgotten"
         )?;
-    } else if !revocation.revoked.is_empty() {
-        writeln!(stdout, "revoked {}", revocation.revoked.join(", "))?;
+    } else if !revoked.is_empty() {
+        writeln!(stdout, "revoked {}", revoked.join(", "))?;
     }
     writeln!(stdout, "account {id} is disconnected")?;
-    for failure in &revocation.failures {
+    for failure in &failures {
         eprintln!("error: {failure}");
     }
-    Ok(if revocation.failures.is_empty() {
+    Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -11,7 +11,7 @@ use integrations::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
 use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
 use serde::de::DeserializeOwned;
 
-use super::protocol::{Backlog, Page, Record, Removed, Reply, StorageCall, SwapOutcome};
+use super::protocol::{Backlog, Disconnected, Page, Record, Removed, Reply, StorageCall, SwapOutcome};
 use super::{GatewayStatus, PROTOCOL};
 
 /// How long one call may take: a store call, not a provider's.
@@ -99,6 +99,18 @@ impl LocalGateway {
             removed.existed,
             removed.revoked,
             removed.revoke_failures.into_iter().map(Error::from).collect(),
+        ))
+    }
+
+    /// Revokes account `id`'s OAuth 2.0 tokens in the gateway and forgets
+    /// them: the tokens revoked, the provider's failures, and whether the
+    /// integration has a revoke endpoint.
+    pub async fn disconnect_account(&self, id: &AccountId) -> Result<(Vec<String>, Vec<Error>, bool)> {
+        let disconnected: Disconnected = self.post("http://gateway/local/disconnect-account", id).await?;
+        Ok((
+            disconnected.revoked,
+            disconnected.failures.into_iter().map(Error::from).collect(),
+            disconnected.endpoint,
         ))
     }
 

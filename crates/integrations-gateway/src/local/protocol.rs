@@ -304,6 +304,14 @@ impl From<Backlog> for OutboxBacklog {
     }
 }
 
+/// What a revocation in the gateway did.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Disconnected {
+    pub(crate) revoked: Vec<String>,
+    pub(crate) failures: Vec<WireError>,
+    pub(crate) endpoint: bool,
+}
+
 /// What a removal in the gateway did.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Removed {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::GatewayStatus;
-use super::protocol::{Backlog, Page, Record, Removed, Reply, StorageCall, SwapOutcome, WireError};
+use super::protocol::{Backlog, Disconnected, Page, Record, Removed, Reply, StorageCall, SwapOutcome, WireError};
 
 /// The largest call taken: records are small, but a call may carry many.
 const MAX_CALL_BYTES: usize = 16 * 1024 * 1024;
@@ -60,6 +60,7 @@ impl LocalService {
             .route("/local/status", get(status))
             .route("/local/storage", post(call))
             .route("/local/remove-account", post(remove_account))
+            .route("/local/disconnect-account", post(disconnect_account))
             .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
             .with_state(Arc::new(self))
     }
@@ -124,6 +125,30 @@ async fn remove_account(State(service): State<Arc<LocalService>>, Json(id): Json
                         existed: removal.existed,
                         revoked: removal.revoked.iter().map(|token| (*token).to_owned()).collect(),
                         revoke_failures: removal.revoke_failures.iter().map(WireError::from).collect(),
+                    })
+                })
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    Json(match outcome {
+        Ok(value) => Reply::Ok(value),
+        Err(error) => Reply::Error(WireError::from(&error)),
+    })
+}
+
+/// Revokes an OAuth 2.0 account's tokens in the gateway, with the
+/// gateway's copy of the account and its token cache.
+async fn disconnect_account(State(service): State<Arc<LocalService>>, Json(id): Json<AccountId>) -> Json<Reply> {
+    let outcome = match service.integrations() {
+        Ok(integrations) => {
+            service
+                .in_turn(async {
+                    let revocation = integrations.disconnect(&id).await?;
+                    value(Disconnected {
+                        revoked: revocation.revoked.iter().map(|token| (*token).to_owned()).collect(),
+                        failures: revocation.failures.iter().map(WireError::from).collect(),
+                        endpoint: revocation.endpoint,
                     })
                 })
                 .await
