@@ -77,7 +77,7 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         integrations_gateway::metrics::install();
     }
     // Kept until the gateway stops, when its file is removed.
-    let _local_socket = start_local_socket(
+    let local_socket = start_local_socket(
         global,
         &integrations,
         format!("http://{address}"),
@@ -108,7 +108,16 @@ pub(crate) fn run(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         ..ConnectionSettings::default()
     };
+    let grace = settings.shutdown_grace;
     serve_on_workers(listeners, state, settings, shutdown_signal()).context("the server failed")?;
+    if let Some((socket, service)) = local_socket {
+        // A command's call under way ends before the process does.
+        let ended = crate::block_on(async { Ok(service.finish_calls(grace).await) })?;
+        if !ended {
+            tracing::warn!("a command's call through the local socket did not end in time");
+        }
+        drop(socket);
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -123,7 +132,7 @@ fn start_local_socket(
     integrations: &integrations::Integrations,
     address: String,
     store: &str,
-) -> Option<LocalSocket> {
+) -> Option<(LocalSocket, LocalService)> {
     let started = context::data_dir(global).and_then(|dir| {
         context::create_private_dir(&dir)?;
         let mut socket = LocalSocket::bind(&dir.join(integrations_gateway::local::SOCKET_NAME))?;
@@ -133,19 +142,20 @@ fn start_local_socket(
             service = service.with_store(integrations.clone());
         }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let served = service.clone();
         std::thread::Builder::new()
             .name("integrations-local".to_owned())
             .spawn(move || {
-                if let Err(error) = runtime.block_on(integrations_gateway::local::serve(listener, service)) {
+                if let Err(error) = runtime.block_on(integrations_gateway::local::serve(listener, served)) {
                     tracing::error!(%error, "the local socket failed");
                 }
             })?;
-        Ok(socket)
+        Ok((socket, service))
     });
     match started {
-        Ok(socket) => {
+        Ok((socket, service)) => {
             tracing::info!(socket = %socket.path().display(), "commands reach this gateway through its socket");
-            Some(socket)
+            Some((socket, service))
         }
         Err(error) => {
             tracing::warn!(%error, "no local socket: `integrations` commands cannot reach this gateway");

@@ -74,6 +74,17 @@ impl LocalService {
         })
     }
 
+    /// Waits for the calls under way to end (at most `grace`), then refuses
+    /// new ones: for a gateway that stops, so that a command's write is not
+    /// cut between the store and its answer. Returns whether they all
+    /// ended in time.
+    pub async fn finish_calls(&self, grace: Duration) -> bool {
+        let all = u32::try_from(CONCURRENT_CALLS).unwrap_or(u32::MAX);
+        let ended = tokio::time::timeout(grace, self.calls.acquire_many(all)).await;
+        self.calls.close();
+        matches!(ended, Ok(Ok(_)))
+    }
+
     /// Runs `work` in turn with the other calls, within the time limit.
     async fn in_turn<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         let _turn = self
@@ -235,4 +246,35 @@ async fn answer(storage: &dyn Storage, call: StorageCall) -> Result<serde_json::
 fn value(value: impl Serialize) -> Result<serde_json::Value> {
     serde_json::to_value(value)
         .map_err(|error| Error::new(ErrorKind::Storage, "cannot encode a stored record").with_source(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopping_gateway_lets_the_calls_under_way_end_then_refuses_new_ones() {
+        let service = LocalService::new(GatewayStatus::of_this_process(String::new(), String::new()));
+        let under_way = Arc::clone(&service.calls).acquire_owned().await.expect("a call");
+        let finishing = tokio::spawn({
+            let service = service.clone();
+            async move { service.finish_calls(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!finishing.is_finished(), "it waits for the call under way");
+        drop(under_way);
+        assert!(finishing.await.expect("finished"), "all calls ended in time");
+        let refused = service
+            .in_turn(async { Ok(()) })
+            .await
+            .expect_err("refused once stopping");
+        assert!(refused.to_string().contains("stopping"), "{refused}");
+
+        let busy = LocalService::new(GatewayStatus::of_this_process(String::new(), String::new()));
+        let _stuck = Arc::clone(&busy.calls).acquire_owned().await.expect("a call");
+        assert!(
+            !busy.finish_calls(Duration::from_millis(20)).await,
+            "a call that does not end is left"
+        );
+    }
 }
