@@ -9,8 +9,11 @@ use std::time::Duration;
 use integration_core::definition::{Integration, Verb};
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
+use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
-use integration_core::{AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Update, async_trait};
+use integration_core::{
+    AccountHealth, AccountId, AccountStore, ConnectedAccount, Error, ErrorKind, Result, Secrets, Update, async_trait,
+};
 use integration_http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use integration_http::token::{CachedToken, TokenCache};
 use integration_http::{
@@ -104,6 +107,12 @@ impl CustomTokenAuthenticator {
 
     /// Calls the access token endpoint.
     pub async fn obtain(&self) -> Result<ObtainedToken> {
+        self.obtain_or_code().await.map_err(|(error, _)| error)
+    }
+
+    /// [`obtain`](Self::obtain), a failure with its code for the account's
+    /// health.
+    async fn obtain_or_code(&self) -> std::result::Result<ObtainedToken, (Error, String)> {
         let parameters = self
             .parameters
             .iter()
@@ -148,12 +157,18 @@ impl CustomTokenAuthenticator {
         {
             Ok(response) => integration_http::token::read_token(response, &self.config.token_response)
                 .await
-                .map_err(|(kind, message)| self.error(kind, message)),
-            Err(error) => Err(error),
+                .map_err(|failure| (self.error(failure.kind, failure.message), failure.code)),
+            Err(error) => {
+                let code = match error.kind() {
+                    ErrorKind::Timeout => "timeout",
+                    _ => "transport",
+                };
+                Err((error, code.to_owned()))
+            }
         };
         let outcome = match &obtained {
             Ok(_) => "success",
-            Err(error) if error.kind() == ErrorKind::Provider => "refused",
+            Err((error, _)) if error.kind() == ErrorKind::Provider => "refused",
             Err(_) => "error",
         };
         integration_http::metrics::token_request(&self.integration, outcome);
@@ -161,24 +176,47 @@ impl CustomTokenAuthenticator {
     }
 
     /// Stores `token` with the account, so that other processes and later
-    /// runs reuse it. A write lost to a concurrent change is tried again on
-    /// the newer record.
+    /// runs reuse it, and counts the renewal in its health (an
+    /// `account.recovered` event after failures). A write lost to a
+    /// concurrent change is tried again on the newer record.
     async fn persist(&self, token: &ObtainedToken) -> Result<()> {
-        let mut account = self.store.get(&self.account).await?;
-        for _ in 0..5 {
-            let mut credentials = account.credentials().clone();
+        let now = OffsetDateTime::now_utc();
+        self.update(|credentials, health| {
             credentials.insert(ACCESS_TOKEN, token.token.clone());
             match token.expires_at.and_then(|at| at.format(&Rfc3339).ok()) {
                 Some(at) => credentials.insert(ACCESS_TOKEN_EXPIRES_AT, SecretString::from(at)),
                 None => drop(credentials.remove(ACCESS_TOKEN_EXPIRES_AT)),
             }
+            health.succeeded(now);
+        })
+        .await
+    }
+
+    /// Counts a failed token call in the account's health, with its code
+    /// (an `account.refresh_failed` event).
+    async fn record_failure(&self, code: &str) {
+        let now = OffsetDateTime::now_utc();
+        if let Err(error) = self.update(|_, health| health.failed(code, now)).await {
+            tracing::warn!(account = %self.account, %error, "cannot record the failed token call");
+        }
+    }
+
+    /// Applies `change` to the account's credentials and health as stored
+    /// now, retried over a record that changed meanwhile.
+    async fn update(&self, change: impl Fn(&mut Secrets, &mut AccountHealth)) -> Result<()> {
+        let mut account = self.store.get(&self.account).await?;
+        for _ in 0..5 {
+            let mut credentials = account.credentials().clone();
+            let mut health = account.health().clone();
+            change(&mut credentials, &mut health);
             match self
                 .store
-                .update_credentials(
+                .update_account(
                     &account,
                     credentials,
                     account.status(),
                     account.status_reason().map(str::to_owned),
+                    health,
                 )
                 .await?
             {
@@ -204,7 +242,13 @@ impl Authenticator for CustomTokenAuthenticator {
         if let Some(credential) = self.cache.fresh() {
             return Ok(credential);
         }
-        let token = self.obtain().await?;
+        let token = match self.obtain_or_code().await {
+            Ok(token) => token,
+            Err((error, code)) => {
+                self.record_failure(&code).await;
+                return Err(error);
+            }
+        };
         if let Err(error) = self.persist(&token).await {
             // The token works even if it could not be stored; the next run
             // gets a new one.

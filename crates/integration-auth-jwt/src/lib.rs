@@ -240,7 +240,7 @@ impl JwtAuthenticator {
             .await?;
         integration_http::token::read_token(response, &exchange.response)
             .await
-            .map_err(|(kind, message)| self.error(kind, message))
+            .map_err(|failure| self.error(failure.kind, failure.message))
     }
 }
 

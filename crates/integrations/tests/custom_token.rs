@@ -349,3 +349,58 @@ async fn a_token_call_that_cannot_connect_names_where_it_went() {
     );
     assert!(!message.contains("s3cret"), "{message}");
 }
+
+#[tokio::test]
+async fn failed_token_calls_are_counted_in_the_account_health_until_one_succeeds() {
+    use integrations::events::EventType;
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({ "error": "invalid_client" })))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/session"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "access_token": "t1" })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/data"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let hub = custom_hub(&server, "").await;
+    let account = hub.client(&acct()).await.expect("account");
+
+    account.request(Method::GET, "data").send().await.expect_err("refused");
+    let failing = hub.store().get(&acct()).await.expect("stored");
+    assert_eq!(failing.health().consecutive_failures, 1);
+    assert_eq!(
+        failing.health().last_error.as_ref().map(|error| error.code.as_str()),
+        Some("invalid_client"),
+        "the provider's code"
+    );
+
+    let response = account.request(Method::GET, "data").send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let recovered = hub.store().get(&acct()).await.expect("stored");
+    assert_eq!(recovered.health().consecutive_failures, 0);
+    assert!(recovered.health().last_refresh_at.is_some());
+
+    let now = OffsetDateTime::now_utc();
+    let events = hub
+        .store()
+        .storage()
+        .claim_events(now, now + Duration::from_secs(60), 100)
+        .await
+        .expect("events");
+    let failed = events
+        .iter()
+        .find(|event| event.kind == EventType::RefreshFailed)
+        .expect("account.refresh_failed");
+    assert_eq!(failed.data.reason.as_deref(), Some("invalid_client"));
+    assert_eq!(failed.data.attempt, Some(1));
+    assert!(events.iter().any(|event| event.kind == EventType::Recovered));
+}

@@ -30,9 +30,18 @@ impl std::fmt::Debug for ObtainedToken {
     }
 }
 
-/// Why a token response cannot be used: its kind, and a message that
-/// quotes no secret.
-pub type Failure = (ErrorKind, String);
+/// Why a token response cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Its kind.
+    pub kind: ErrorKind,
+    /// What went wrong, quoting no secret.
+    pub message: String,
+    /// A code for account health and events: the provider's error code,
+    /// `http_STATUS` when it gave none, `invalid_response` when the answer
+    /// cannot be used, `transport` when it broke off.
+    pub code: String,
+}
 
 /// Reads the token, and when it expires, from a token endpoint's response
 /// as `config` says; a refusal quotes the status and the provider's error
@@ -45,12 +54,21 @@ pub async fn read_token(response: reqwest::Response, config: &TokenResponse) -> 
         .and_then(|name| response.headers().get(name.as_str()))
         .map(|value| value.to_str().map(str::to_owned));
     let body = read_body(response, MAX_BODY).await.map_err(|error| match error {
-        BodyError::Broken => (ErrorKind::Transport, "the token response broke off".to_owned()),
+        BodyError::Broken => Failure {
+            kind: ErrorKind::Transport,
+            message: "the token response broke off".to_owned(),
+            code: "transport".to_owned(),
+        },
         BodyError::TooLarge(limit) => provider(format!("the token response is larger than {limit} bytes")),
     })?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !status.is_success() {
-        return Err((ErrorKind::Provider, refusal(status, json.as_ref()).0));
+        let (message, code) = refusal(status, json.as_ref());
+        return Err(Failure {
+            kind: ErrorKind::Provider,
+            message,
+            code: code.unwrap_or_else(|| format!("http_{}", status.as_u16())),
+        });
     }
 
     let token = match (&config.token_header, header_token) {
@@ -159,5 +177,9 @@ fn normalize(pointer: &str) -> String {
 }
 
 fn provider(message: String) -> Failure {
-    (ErrorKind::Provider, message)
+    Failure {
+        kind: ErrorKind::Provider,
+        message,
+        code: "invalid_response".to_owned(),
+    }
 }
