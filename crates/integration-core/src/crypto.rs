@@ -376,13 +376,17 @@ impl Cipher {
         })
     }
 
-    /// The id of the active key, which seals.
+    /// The id of the active key, which seals (a reloading cipher reads its
+    /// keyring again first, at most every [`KEYRING_RELOAD_INTERVAL`]).
     pub fn key_id(&self) -> KeyId {
+        self.reload_after(KEYRING_RELOAD_INTERVAL);
         self.sealers().active.id
     }
 
-    /// The ids of every key, the active one first.
+    /// The ids of every key, the active one first (read again as
+    /// [`key_id`](Self::key_id) is).
     pub fn key_ids(&self) -> Vec<KeyId> {
+        self.reload_after(KEYRING_RELOAD_INTERVAL);
         let sealers = self.sealers();
         std::iter::once(&sealers.active)
             .chain(&sealers.others)

@@ -141,8 +141,9 @@ pub(crate) async fn store(global: &GlobalArgs) -> Result<AccountStore> {
 /// cannot open.
 fn check_same_keys(cipher: &Cipher, gateway: &GatewayStatus) -> Result<()> {
     let ours: Vec<String> = cipher.key_ids().iter().map(ToString::to_string).collect();
+    let our_active = cipher.key_id().to_string();
     let theirs_active = gateway.key_ids.first();
-    if gateway.key_ids.contains(&ours[0]) && theirs_active.is_some_and(|active| ours.contains(active)) {
+    if gateway.key_ids.contains(&our_active) && theirs_active.is_some_and(|active| ours.contains(active)) {
         return Ok(());
     }
     bail!(
@@ -151,7 +152,7 @@ fn check_same_keys(cipher: &Cipher, gateway: &GatewayStatus) -> Result<()> {
          file), or each would write records the other cannot open",
         gateway.pid,
         theirs_active.map_or("(none)", String::as_str),
-        ours[0]
+        our_active
     )
 }
 

@@ -205,6 +205,19 @@ async fn every_command_works_while_the_gateway_holds_the_store() {
     ));
     assert!(succeeded(&run(&data, definitions, &["webhooks", "list"])).contains("https://hooks.example/in"));
 
+    // The key rotated by a command: the gateway takes the new keyring, and
+    // commands sealing with the new key are still let through.
+    succeeded(&run(&data, definitions, &["encryption", "rotate"]));
+    let mut listed = run(&data, definitions, &["accounts", "list"]);
+    for _ in 0..30 {
+        if listed.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        listed = run(&data, definitions, &["accounts", "list"]);
+    }
+    assert!(succeeded(&listed).contains("p1"));
+
     // A second gateway on the same data directory is refused, by name.
     let second_gateway = run(&data, definitions, &["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(second_gateway.status.code(), Some(1));

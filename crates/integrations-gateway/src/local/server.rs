@@ -49,7 +49,7 @@ impl LocalService {
         let store = integrations.store();
         self.status.store_shared = true;
         self.status.store_keeps_webhooks = store.storage().webhook_storage().is_some();
-        self.status.key_ids = store.cipher().key_ids().iter().map(ToString::to_string).collect();
+        self.status.key_ids = key_ids(&integrations);
         self.integrations = Some(integrations);
         self
     }
@@ -99,7 +99,22 @@ impl LocalService {
 }
 
 async fn status(State(service): State<Arc<LocalService>>) -> Json<GatewayStatus> {
-    Json(service.status.clone())
+    let mut status = service.status.clone();
+    // As the keyring is now: a rotation reloads it while the gateway runs.
+    if let Some(integrations) = &service.integrations {
+        status.key_ids = key_ids(integrations);
+    }
+    Json(status)
+}
+
+fn key_ids(integrations: &Integrations) -> Vec<String> {
+    integrations
+        .store()
+        .cipher()
+        .key_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 async fn call(State(service): State<Arc<LocalService>>, Json(call): Json<StorageCall>) -> Json<Reply> {
