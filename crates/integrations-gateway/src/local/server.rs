@@ -118,8 +118,9 @@ fn key_ids(integrations: &Integrations) -> Vec<String> {
 }
 
 async fn call(State(service): State<Arc<LocalService>>, Json(call): Json<StorageCall>) -> Json<Reply> {
-    let outcome = match service.integrations() {
-        Ok(integrations) => {
+    reply(
+        async {
+            let integrations = service.integrations()?;
             let changed = call.changed_account().cloned();
             let outcome = service
                 .in_turn(answer(integrations.store().storage().as_ref(), call))
@@ -131,56 +132,46 @@ async fn call(State(service): State<Arc<LocalService>>, Json(call): Json<Storage
             }
             outcome
         }
-        Err(error) => Err(error),
-    };
-    Json(match outcome {
-        Ok(value) => Reply::Ok(value),
-        Err(error) => Reply::Error(WireError::from(&error)),
-    })
+        .await,
+    )
 }
 
 /// Removes an account in the gateway: its removal guard keeps the
 /// gateway's own refreshes off it while its tokens are revoked.
 async fn remove_account(State(service): State<Arc<LocalService>>, Json(id): Json<AccountId>) -> Json<Reply> {
-    let outcome = match service.integrations() {
-        Ok(integrations) => {
-            service
-                .in_turn(async {
-                    let removal = integrations.remove_account(&id).await?;
-                    value(Removed {
-                        existed: removal.existed,
-                        revoked: removal.revoked.iter().map(|token| (*token).to_owned()).collect(),
-                        revoke_failures: removal.revoke_failures.iter().map(WireError::from).collect(),
-                    })
-                })
-                .await
+    reply(
+        async {
+            let integrations = service.integrations()?;
+            let removal = service.in_turn(integrations.remove_account(&id)).await?;
+            value(Removed {
+                existed: removal.existed,
+                revoked: removal.revoked.iter().map(|token| (*token).to_owned()).collect(),
+                revoke_failures: removal.revoke_failures.iter().map(WireError::from).collect(),
+            })
         }
-        Err(error) => Err(error),
-    };
-    Json(match outcome {
-        Ok(value) => Reply::Ok(value),
-        Err(error) => Reply::Error(WireError::from(&error)),
-    })
+        .await,
+    )
 }
 
 /// Revokes an OAuth 2.0 account's tokens in the gateway, with the
 /// gateway's copy of the account and its token cache.
 async fn disconnect_account(State(service): State<Arc<LocalService>>, Json(id): Json<AccountId>) -> Json<Reply> {
-    let outcome = match service.integrations() {
-        Ok(integrations) => {
-            service
-                .in_turn(async {
-                    let revocation = integrations.disconnect(&id).await?;
-                    value(Disconnected {
-                        revoked: revocation.revoked.iter().map(|token| (*token).to_owned()).collect(),
-                        failures: revocation.failures.iter().map(WireError::from).collect(),
-                        endpoint: revocation.endpoint,
-                    })
-                })
-                .await
+    reply(
+        async {
+            let integrations = service.integrations()?;
+            let revocation = service.in_turn(integrations.disconnect(&id)).await?;
+            value(Disconnected {
+                revoked: revocation.revoked.iter().map(|token| (*token).to_owned()).collect(),
+                failures: revocation.failures.iter().map(WireError::from).collect(),
+                endpoint: revocation.endpoint,
+            })
         }
-        Err(error) => Err(error),
-    };
+        .await,
+    )
+}
+
+/// The answer to a call, as it crosses the socket.
+fn reply(outcome: Result<serde_json::Value>) -> Json<Reply> {
     Json(match outcome {
         Ok(value) => Reply::Ok(value),
         Err(error) => Reply::Error(WireError::from(&error)),
