@@ -260,6 +260,7 @@ pub struct ConnectedAccount {
     pub(crate) status: AccountStatus,
     pub(crate) status_reason: Option<String>,
     pub(crate) health: AccountHealth,
+    pub(crate) end_user: Option<EndUser>,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) updated_at: OffsetDateTime,
     pub(crate) revision: u64,
@@ -325,6 +326,57 @@ impl ConnectedAccount {
     pub fn revision(&self) -> u64 {
         self.revision
     }
+
+    /// The product's end user who connected the account, when it was
+    /// connected through a connect session that named one.
+    pub fn end_user(&self) -> Option<&EndUser> {
+        self.end_user.as_ref()
+    }
+
+    /// The same account, to be stored for `end_user`.
+    pub fn with_end_user(mut self, end_user: Option<EndUser>) -> Self {
+        self.end_user = end_user;
+        self
+    }
+}
+
+/// Who an account belongs to in the product that connected it: the
+/// product's own id for its user, and a name to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndUser {
+    /// The product's id for its user (1 to 256 characters).
+    pub id: String,
+    /// A name to show, such as an email address or a company name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+impl EndUser {
+    /// The longest id and display name, in characters.
+    pub const MAX_LEN: usize = 256;
+
+    /// An end user, checked: a non-empty id and a display name of at most
+    /// [`MAX_LEN`](Self::MAX_LEN) characters, without control characters.
+    pub fn new(id: impl Into<String>, display_name: Option<String>) -> Result<Self> {
+        let id = id.into();
+        let check = |field: &str, value: &str| -> Result<()> {
+            if value.is_empty() || value.chars().count() > Self::MAX_LEN || value.chars().any(char::is_control) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "`{field}` must be 1 to {} characters, without control characters",
+                        Self::MAX_LEN
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        check("end_user.id", &id)?;
+        if let Some(name) = &display_name {
+            check("end_user.display_name", name)?;
+        }
+        Ok(Self { id, display_name })
+    }
 }
 
 impl fmt::Debug for ConnectedAccount {
@@ -337,6 +389,7 @@ impl fmt::Debug for ConnectedAccount {
             .field("credentials", &self.credentials)
             .field("status", &self.status)
             .field("health", &self.health)
+            .field("end_user", &self.end_user)
             .field("revision", &self.revision)
             .finish_non_exhaustive()
     }

@@ -109,6 +109,7 @@ impl AccountStore {
             status,
             status_reason: None,
             health: AccountHealth::default(),
+            end_user: None,
             created_at: now,
             updated_at: now,
             revision: 1,
@@ -274,6 +275,38 @@ impl AccountStore {
         self.swap(account, next, vec![updated]).await
     }
 
+    /// Replaces the credentials of `account` with ones its end user gave
+    /// through a connect session, sets its status and end user: an
+    /// `account.credentials_updated` event, and `account.connected` when
+    /// it becomes connected. Its parameters and history are kept.
+    pub async fn reconnect(
+        &self,
+        account: &ConnectedAccount,
+        credentials: Secrets,
+        status: AccountStatus,
+        end_user: Option<crate::account::EndUser>,
+    ) -> Result<Update> {
+        let mut next = account.clone();
+        next.credentials = credentials;
+        next.status = status;
+        next.status_reason = None;
+        next.health.consecutive_failures = 0;
+        if end_user.is_some() {
+            next.end_user = end_user;
+        }
+        let mut events = vec![Event::new(EventType::CredentialsUpdated, &account.id, &account.integration)];
+        events.extend(transition_events(account, &next));
+        self.swap(account, next, events).await
+    }
+
+    /// Sets the end user of `account` (after an OAuth 2.0 reconnect), with
+    /// no event.
+    pub async fn set_end_user(&self, account: &ConnectedAccount, end_user: crate::account::EndUser) -> Result<Update> {
+        let mut next = account.clone();
+        next.end_user = Some(end_user);
+        self.swap(account, next, Vec::new()).await
+    }
+
     fn seal(&self, account: &ConnectedAccount) -> StoredAccount {
         let owner = account.id.as_str();
         let context = routing_context(&account.integration, &account.parameters);
@@ -299,6 +332,7 @@ impl AccountStore {
             status: account.status,
             status_reason: account.status_reason.clone(),
             health: account.health.clone(),
+            end_user: account.end_user.clone(),
             created_at: account.created_at,
             updated_at: account.updated_at,
             revision: account.revision,
@@ -337,6 +371,7 @@ impl AccountStore {
             status: stored.status,
             status_reason: stored.status_reason,
             health: stored.health,
+            end_user: stored.end_user,
             created_at: stored.created_at,
             updated_at: stored.updated_at,
             revision: stored.revision,

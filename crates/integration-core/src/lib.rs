@@ -11,14 +11,16 @@ pub mod method;
 pub mod storage;
 pub mod webhooks;
 
-pub use account::{AccountError, AccountHealth, AccountId, AccountStatus, ConnectedAccount, NewAccount, Secrets};
+pub use account::{
+    AccountError, AccountHealth, AccountId, AccountStatus, ConnectedAccount, EndUser, NewAccount, Secrets,
+};
 pub use account_store::{AccountList, AccountStore, Update};
 pub use crypto::{Cipher, EncryptionKey};
 pub use definition::{Definitions, Integration};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventId, EventType};
 pub use storage::{
-    AccountPage, AccountQuery, ChangeListener, KeyStorage, PendingAuthorization, Storage, StoreChange, StoredAccount,
+    AccountPage, AccountQuery, ChangeListener, ConnectSession, KeyStorage, PendingAuthorization, Storage, StoreChange, StoredAccount,
     StoredApiKey, Swap,
 };
 pub use webhooks::WebhookStorage;

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::crypto::SealedSecret;
 use crate::events::{Event, EventId, OutboxBacklog};
+use crate::account::EndUser;
 use crate::{AccountHealth, AccountId, AccountStatus, Result};
 
 /// An account as a backend stores it.
@@ -40,6 +41,9 @@ pub struct StoredAccount {
     /// How renewing its credentials has gone.
     #[serde(default)]
     pub health: AccountHealth,
+    /// The product's end user who connected it through a connect session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<EndUser>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -77,6 +81,47 @@ pub struct PendingAuthorization {
     /// Sealed values, such as the PKCE verifier.
     #[serde(default)]
     pub secrets: BTreeMap<String, SealedSecret>,
+}
+
+/// A connect session: what one end user may do through the gateway's
+/// public connect routes (create or reconnect one account), until it
+/// expires or is completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectSession {
+    /// Lowercase hex SHA-256 of the session token; the token itself is
+    /// never kept.
+    pub token_hash: String,
+    /// The account to create or reconnect.
+    pub account: AccountId,
+    /// The integrations the end user may choose from (one or more); a
+    /// reconnect has its account's.
+    pub integrations: Vec<String>,
+    /// Whether the account existed when the session was made.
+    pub reconnect: bool,
+    /// Kept on the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<EndUser>,
+    /// The origins (`https://app.example.com`) the outcome may be posted to.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Where a full-page flow sends the browser back, with the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops being accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When it was completed: an account was connected, and the session
+    /// allows nothing more.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<OffsetDateTime>,
+    /// Whether a new account was stored, pending, by this session (an
+    /// OAuth 2.0 authorization started for it), so that starting again
+    /// reuses it.
+    #[serde(default)]
+    pub created_pending: bool,
 }
 
 /// The outcome of [`Storage::compare_and_swap_account`].
@@ -232,6 +277,15 @@ pub type ChangeListener = Arc<dyn Fn(&StoreChange) + Send + Sync>;
 ///   others.
 /// - `pending_authorizations` lists every pending authorization, sorted by
 ///   state (a backend may leave it out: the default is an error).
+/// - `insert_connect_session` fails with `AlreadyExists` for a token hash
+///   that is stored, and keeps the stored session; `connect_session`
+///   returns the session with that token hash, expired or not;
+///   `update_connect_session` replaces the stored session only if it
+///   equals `expected` (whole record), atomically (of concurrent updates
+///   from the same record, exactly one succeeds), and returns whether it
+///   did (a missing session is `false`); `delete_expired_connect_sessions`
+///   removes those whose `expires_at` is at or before `now` and returns how
+///   many. A backend may leave sessions out: the defaults are errors.
 /// - Sealed secrets come back byte for byte as they were stored.
 /// - An acknowledged write survives the process being killed right after
 ///   (for backends that persist at all).
@@ -300,6 +354,30 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
+    /// Stores a new connect session.
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<()> {
+        let _ = session;
+        Err(no_connect_sessions())
+    }
+
+    /// The connect session whose token has the SHA-256 `token_hash`.
+    async fn connect_session(&self, token_hash: &str) -> Result<Option<ConnectSession>> {
+        let _ = token_hash;
+        Err(no_connect_sessions())
+    }
+
+    /// Replaces `expected` with `session` if it is what is stored.
+    async fn update_connect_session(&self, expected: &ConnectSession, session: &ConnectSession) -> Result<bool> {
+        let _ = (expected, session);
+        Err(no_connect_sessions())
+    }
+
+    /// Removes connect sessions that expired at or before `now`.
+    async fn delete_expired_connect_sessions(&self, now: OffsetDateTime) -> Result<usize> {
+        let _ = now;
+        Err(no_connect_sessions())
+    }
+
     /// Whether the store can be reached now (a database may be down while
     /// the process runs); for health checks. The default says yes.
     async fn check(&self) -> Result<()> {
@@ -318,6 +396,13 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn listen(&self, listener: ChangeListener) {
         let _ = listener;
     }
+}
+
+fn no_connect_sessions() -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Storage,
+        "this storage backend cannot keep connect sessions",
+    )
 }
 
 /// An API key of a gateway as stored: the key itself is never kept, only

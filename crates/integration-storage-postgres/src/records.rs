@@ -93,6 +93,7 @@ pub(crate) fn account_from_row(row: &PgRow) -> Result<StoredAccount> {
             status: status(&read::<String>(row, "status")?)?,
             status_reason: read(row, "status_reason")?,
             health: health_from_row(row)?,
+            end_user: None,
             created_at: time(read(row, "created_at_ns")?)?,
             updated_at: time(read(row, "updated_at_ns")?)?,
             revision: u64::try_from(read::<i64>(row, "revision")?)

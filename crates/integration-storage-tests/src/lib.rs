@@ -231,6 +231,10 @@ pub fn sample_account(id: &str) -> StoredAccount {
             consecutive_failures: 2,
             next_check_at: Some(now),
         },
+        end_user: Some(integration_core::EndUser {
+            id: "user-7".to_owned(),
+            display_name: Some("Ada at Acme".to_owned()),
+        }),
         created_at: now,
         updated_at: now,
         revision: 1,
