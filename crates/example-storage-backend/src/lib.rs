@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use integrations::events::{Event, EventId, OutboxBacklog};
 use integrations::storage::{
-    AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
+    AccountPage, AccountQuery, ConnectSession, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
 };
 use integrations::time::OffsetDateTime;
 use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
 
-/// Accounts, pending authorizations and the outbox of events as JSON files
-/// under one directory: `accounts/{id}.json`, `pending/{hex of the
-/// state}.json` and `outbox/{event id}.json`.
+/// Accounts, pending authorizations, connect sessions and the outbox of
+/// events as JSON files under one directory: `accounts/{id}.json`,
+/// `pending/{hex of the state}.json`, `sessions/{hex of the token
+/// hash}.json` and `outbox/{event id}.json`.
 ///
 /// A database writes a change and its events in one transaction. Files
 /// cannot: the events are written first and removed if the record's write
@@ -27,7 +28,8 @@ pub struct FileStorage {
 
 struct Inner {
     dir: PathBuf,
-    /// Makes each compare-and-swap and take atomic within this process.
+    /// Makes each compare-and-swap, take and session update atomic within
+    /// this process.
     writes: Mutex<()>,
     /// A temporary store's directory goes with its last handle.
     temporary: bool,
@@ -67,7 +69,7 @@ impl FileStorage {
     }
 
     fn open_in(dir: PathBuf, temporary: bool) -> Result<Self> {
-        for sub in ["accounts", "pending", "outbox"] {
+        for sub in ["accounts", "pending", "sessions", "outbox"] {
             fs::create_dir_all(dir.join(sub)).map_err(|error| storage_error("cannot create the store", error))?;
         }
         Ok(Self {
@@ -87,6 +89,13 @@ impl FileStorage {
     fn pending_path(&self, state: &str) -> PathBuf {
         let hex: String = state.bytes().map(|byte| format!("{byte:02x}")).collect();
         self.inner.dir.join("pending").join(format!("{hex}.json"))
+    }
+
+    fn session_path(&self, token_hash: &str) -> PathBuf {
+        // Hex again: the hash comes from the caller, and must not name a
+        // path of its own.
+        let hex: String = token_hash.bytes().map(|byte| format!("{byte:02x}")).collect();
+        self.inner.dir.join("sessions").join(format!("{hex}.json"))
     }
 
     fn outbox_path(&self, id: &EventId) -> PathBuf {
@@ -169,6 +178,19 @@ impl FileStorage {
         let cannot = |error: std::io::Error| storage_error("cannot list the pending authorizations", error);
         let mut files = Vec::new();
         for entry in fs::read_dir(self.inner.dir.join("pending")).map_err(cannot)? {
+            let path = entry.map_err(cannot)?.path();
+            if path.extension().is_some_and(|extension| extension == "json") {
+                files.push(path);
+            }
+        }
+        Ok(files)
+    }
+
+    /// The files of the connect sessions (not those of writes in flight).
+    fn session_files(&self) -> Result<Vec<PathBuf>> {
+        let cannot = |error: std::io::Error| storage_error("cannot list the connect sessions", error);
+        let mut files = Vec::new();
+        for entry in fs::read_dir(self.inner.dir.join("sessions")).map_err(cannot)? {
             let path = entry.map_err(cannot)?.path();
             if path.extension().is_some_and(|extension| extension == "json") {
                 files.push(path);
@@ -409,6 +431,75 @@ impl Storage for FileStorage {
         })
         .await
     }
+
+    /// A token hash that is stored is refused with `AlreadyExists`.
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<()> {
+        let session = session.clone();
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let path = storage.session_path(&session.token_hash);
+            if path.exists() {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    "this connect session exists already",
+                ));
+            }
+            write_atomically(&path, &to_json(&session)?)
+        })
+        .await
+    }
+
+    /// The session, expired or not: the caller tells.
+    async fn connect_session(&self, token_hash: &str) -> Result<Option<ConnectSession>> {
+        let token_hash = token_hash.to_owned();
+        self.blocking(move |storage| read_session(&storage.session_path(&token_hash)))
+            .await
+    }
+
+    /// Atomic: replaces the session only if the stored one equals
+    /// `expected`, so of two requests completing one session only one
+    /// succeeds. A database does it with `UPDATE … WHERE token_hash = $1
+    /// AND record = $2`.
+    async fn update_connect_session(&self, expected: &ConnectSession, session: &ConnectSession) -> Result<bool> {
+        let (expected, session) = (expected.clone(), session.clone());
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let path = storage.session_path(&session.token_hash);
+            if read_session(&path)?.as_ref() != Some(&expected) {
+                return Ok(false);
+            }
+            write_atomically(&path, &to_json(&session)?)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Deletes those that expired at or before `now`; returns how many.
+    async fn delete_expired_connect_sessions(&self, now: OffsetDateTime) -> Result<usize> {
+        self.blocking(move |storage| {
+            let _writes = storage.lock();
+            let mut deleted = 0;
+            for path in storage.session_files()? {
+                let expired = read(&path)?
+                    .and_then(|bytes| serde_json::from_slice::<ConnectSession>(&bytes).ok())
+                    .is_some_and(|session| session.expires_at <= now);
+                if expired && remove(&path)? {
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+fn read_session(path: &Path) -> Result<Option<ConnectSession>> {
+    let Some(bytes) = read(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|error| Error::new(ErrorKind::Unreadable, "cannot parse a connect session").with_source(error))
 }
 
 /// An event in the outbox, with the end of its claim.

@@ -679,6 +679,7 @@ mod tests {
             status: AccountStatus::Connected,
             status_reason: None,
             health: AccountHealth::default(),
+            end_user: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,
             revision: 1,

@@ -294,7 +294,11 @@ impl AccountStore {
         if end_user.is_some() {
             next.end_user = end_user;
         }
-        let mut events = vec![Event::new(EventType::CredentialsUpdated, &account.id, &account.integration)];
+        let mut events = vec![Event::new(
+            EventType::CredentialsUpdated,
+            &account.id,
+            &account.integration,
+        )];
         events.extend(transition_events(account, &next));
         self.swap(account, next, events).await
     }

@@ -20,8 +20,8 @@ pub use definition::{Definitions, Integration};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventId, EventType};
 pub use storage::{
-    AccountPage, AccountQuery, ChangeListener, ConnectSession, KeyStorage, PendingAuthorization, Storage, StoreChange, StoredAccount,
-    StoredApiKey, Swap,
+    AccountPage, AccountQuery, ChangeListener, ConnectSession, KeyStorage, PendingAuthorization, Storage, StoreChange,
+    StoredAccount, StoredApiKey, Swap,
 };
 pub use webhooks::WebhookStorage;
 

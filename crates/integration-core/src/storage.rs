@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::account::EndUser;
 use crate::crypto::SealedSecret;
 use crate::events::{Event, EventId, OutboxBacklog};
-use crate::account::EndUser;
 use crate::{AccountHealth, AccountId, AccountStatus, Result};
 
 /// An account as a backend stores it.
@@ -115,7 +115,11 @@ pub struct ConnectSession {
     pub expires_at: OffsetDateTime,
     /// When it was completed: an account was connected, and the session
     /// allows nothing more.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub completed_at: Option<OffsetDateTime>,
     /// Whether a new account was stored, pending, by this session (an
     /// OAuth 2.0 authorization started for it), so that starting again

@@ -5,15 +5,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use integration_core::events::{Event, EventId, OutboxBacklog};
 use integration_core::storage::{
-    AccountPage, AccountQuery, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey, Swap,
-    page_of_sorted,
+    AccountPage, AccountQuery, ConnectSession, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey,
+    Swap, page_of_sorted,
 };
 use integration_core::time::OffsetDateTime;
 use integration_core::webhooks::{DeliveryState, StoredDelivery, StoredWebhook, WebhookStorage};
 use integration_core::{AccountId, Error, ErrorKind, Result, async_trait};
 
-/// Accounts, pending authorizations, the outbox of events, API keys and
-/// webhooks in memory, gone when the process ends. For tests, and for services that keep accounts elsewhere.
+/// Accounts, pending authorizations, connect sessions, the outbox of
+/// events, API keys and webhooks in memory, gone when the process ends.
+/// For tests, and for services that keep accounts elsewhere.
 #[derive(Default)]
 pub struct MemoryStorage {
     state: Mutex<State>,
@@ -23,6 +24,8 @@ pub struct MemoryStorage {
 struct State {
     accounts: BTreeMap<AccountId, StoredAccount>,
     pending: BTreeMap<String, PendingAuthorization>,
+    /// By token hash.
+    connect_sessions: BTreeMap<String, ConnectSession>,
     /// In creation order.
     keys: Vec<StoredApiKey>,
     /// Each event with the end of its claim.
@@ -60,6 +63,7 @@ impl std::fmt::Debug for MemoryStorage {
         f.debug_struct("MemoryStorage")
             .field("accounts", &state.accounts.len())
             .field("pending_authorizations", &state.pending.len())
+            .field("connect_sessions", &state.connect_sessions.len())
             .field("api_keys", &state.keys.len())
             .field("outbox", &state.outbox.len())
             .field("webhooks", &state.webhooks.len())
@@ -184,6 +188,41 @@ impl Storage for MemoryStorage {
 
     async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
         Ok(self.state().pending.values().cloned().collect())
+    }
+
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<()> {
+        let mut state = self.state();
+        if state.connect_sessions.contains_key(&session.token_hash) {
+            return Err(Error::new(ErrorKind::AlreadyExists, "connect session exists already"));
+        }
+        state
+            .connect_sessions
+            .insert(session.token_hash.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn connect_session(&self, token_hash: &str) -> Result<Option<ConnectSession>> {
+        Ok(self.state().connect_sessions.get(token_hash).cloned())
+    }
+
+    async fn update_connect_session(&self, expected: &ConnectSession, session: &ConnectSession) -> Result<bool> {
+        let mut state = self.state();
+        let Some(stored) = state
+            .connect_sessions
+            .get_mut(&session.token_hash)
+            .filter(|stored| **stored == *expected)
+        else {
+            return Ok(false);
+        };
+        *stored = session.clone();
+        Ok(true)
+    }
+
+    async fn delete_expired_connect_sessions(&self, now: OffsetDateTime) -> Result<usize> {
+        let mut state = self.state();
+        let before = state.connect_sessions.len();
+        state.connect_sessions.retain(|_, session| session.expires_at > now);
+        Ok(before - state.connect_sessions.len())
     }
 
     fn webhook_storage(&self) -> Option<&dyn WebhookStorage> {

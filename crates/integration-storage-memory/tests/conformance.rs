@@ -16,7 +16,7 @@ async fn debug_shows_no_record_contents() {
         .expect("insert");
     assert_eq!(
         format!("{storage:?}"),
-        "MemoryStorage { accounts: 1, pending_authorizations: 0, api_keys: 0, outbox: 0, webhooks: 0, deliveries: 0 }"
+        "MemoryStorage { accounts: 1, pending_authorizations: 0, connect_sessions: 0, api_keys: 0, outbox: 0, webhooks: 0, deliveries: 0 }"
     );
 }
 integration_storage_tests::key_storage_tests!(|| async { Arc::new(MemoryStorage::new()) });

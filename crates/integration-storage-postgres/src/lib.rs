@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use integration_core::events::{Event, EventId, OutboxBacklog};
 use integration_core::storage::{
-    AccountPage, AccountQuery, ChangeListener, KeyStorage, PendingAuthorization, Storage, StoredAccount, StoredApiKey,
-    Swap,
+    AccountPage, AccountQuery, ChangeListener, ConnectSession, KeyStorage, PendingAuthorization, Storage,
+    StoredAccount, StoredApiKey, Swap,
 };
 use integration_core::time::OffsetDateTime;
 use integration_core::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
@@ -68,13 +68,19 @@ fn migrator() -> Migrator {
                 "finished webhook deliveries by age",
                 include_str!("../migrations/0005_finished_deliveries.sql"),
             ),
+            migration(
+                6,
+                "connect sessions and the end users of accounts",
+                include_str!("../migrations/0006_connect_sessions_and_end_users.sql"),
+            ),
         ]),
         ..Migrator::DEFAULT
     }
 }
 
-/// Accounts, pending authorizations, the outbox of events, API keys and
-/// webhooks in PostgreSQL, for several gateways on one database.
+/// Accounts, pending authorizations, connect sessions, the outbox of
+/// events, API keys and webhooks in PostgreSQL, for several gateways on
+/// one database.
 ///
 /// Every change to an account is announced on the `integration_accounts`
 /// channel (a trigger, so writers of any kind are heard): [`Storage::listen`]
@@ -251,13 +257,14 @@ impl Storage for PostgresStorage {
             let secret_parameters = records::split(&account.secret_parameters);
             let credentials = records::split(&account.credentials);
             let health = records::health_values(&account.health);
+            let end_user = records::end_user_values(account.end_user.as_ref());
             let mut transaction = pool.begin().await.map_err(failed)?;
             let inserted = sqlx::query(
                 "INSERT INTO integration_accounts (id, integration, status, status_reason, parameters, \
                  secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
                  created_at_ns, updated_at_ns, revision, last_refresh_at_ns, last_error_code, last_error_at_ns, \
-                 consecutive_failures, next_check_at_ns) \
-                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 consecutive_failures, next_check_at_ns, end_user_id, end_user_name) \
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(account.id.as_str())
@@ -277,6 +284,8 @@ impl Storage for PostgresStorage {
             .bind(health.last_error_at)
             .bind(health.consecutive_failures)
             .bind(health.next_check_at)
+            .bind(end_user.id)
+            .bind(end_user.name)
             .execute(&mut *transaction)
             .await
             .map_err(failed)?;
@@ -372,6 +381,7 @@ impl Storage for PostgresStorage {
             let secret_parameters = records::split(&account.secret_parameters);
             let credentials = records::split(&account.credentials);
             let health = records::health_values(&account.health);
+            let end_user = records::end_user_values(account.end_user.as_ref());
             let mut transaction = pool.begin().await.map_err(failed)?;
             // One conditional statement: atomic, whatever other gateways do.
             let swapped = sqlx::query(&format!(
@@ -379,7 +389,8 @@ impl Storage for PostgresStorage {
                  parameters = $6::jsonb, secret_parameter_names = $7, secret_parameter_values = $8, \
                  credential_names = $9, credential_values = $10, created_at_ns = $11, updated_at_ns = $12, \
                  revision = $13, last_refresh_at_ns = $14, last_error_code = $15, last_error_at_ns = $16, \
-                 consecutive_failures = $17, next_check_at_ns = $18 WHERE id = $1 AND revision = $2 \
+                 consecutive_failures = $17, next_check_at_ns = $18, end_user_id = $19, end_user_name = $20 \
+                 WHERE id = $1 AND revision = $2 \
                  RETURNING {ACCOUNT_COLUMNS}"
             ))
             .bind(account.id.as_str())
@@ -400,6 +411,8 @@ impl Storage for PostgresStorage {
             .bind(health.last_error_at)
             .bind(health.consecutive_failures)
             .bind(health.next_check_at)
+            .bind(end_user.id)
+            .bind(end_user.name)
             .fetch_optional(&mut *transaction)
             .await
             .map_err(failed)?;
@@ -563,6 +576,83 @@ impl Storage for PostgresStorage {
             .await
             .map_err(failed)?;
             rows.iter().map(pending_from_row).collect()
+        })
+        .await
+    }
+
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<()> {
+        let token_hash = session.token_hash.clone();
+        let expires_at = nanos(session.expires_at);
+        let record = json_text(session, "connect session")?;
+        self.run("insert connect session", |pool| async move {
+            let inserted = sqlx::query(
+                "INSERT INTO integration_connect_sessions (token_hash, record, expires_at_ns) \
+                 VALUES ($1, $2::jsonb, $3) ON CONFLICT (token_hash) DO NOTHING",
+            )
+            .bind(&token_hash)
+            .bind(record)
+            .bind(expires_at)
+            .execute(&pool)
+            .await
+            .map_err(failed)?;
+            if inserted.rows_affected() == 0 {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    "a connect session with this token hash exists",
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn connect_session(&self, token_hash: &str) -> Result<Option<ConnectSession>> {
+        let token_hash = token_hash.to_owned();
+        self.run("read connect session", |pool| async move {
+            let row =
+                sqlx::query("SELECT record::text AS record FROM integration_connect_sessions WHERE token_hash = $1")
+                    .bind(&token_hash)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(failed)?;
+            row.as_ref()
+                .map(|row| records::json_record(row, "record", "connect session"))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn update_connect_session(&self, expected: &ConnectSession, session: &ConnectSession) -> Result<bool> {
+        let token_hash = session.token_hash.clone();
+        let expires_at = nanos(session.expires_at);
+        let record = json_text(session, "connect session")?;
+        let expected = json_text(expected, "connect session")?;
+        self.run("update connect session", |pool| async move {
+            // jsonb compares by value: the swap happens only over `expected`.
+            let updated = sqlx::query(
+                "UPDATE integration_connect_sessions SET record = $2::jsonb, expires_at_ns = $3 \
+                 WHERE token_hash = $1 AND record = $4::jsonb",
+            )
+            .bind(&token_hash)
+            .bind(record)
+            .bind(expires_at)
+            .bind(expected)
+            .execute(&pool)
+            .await
+            .map_err(failed)?;
+            Ok(updated.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn delete_expired_connect_sessions(&self, now: OffsetDateTime) -> Result<usize> {
+        self.run("delete expired connect sessions", |pool| async move {
+            let deleted = sqlx::query("DELETE FROM integration_connect_sessions WHERE expires_at_ns <= $1")
+                .bind(nanos(now))
+                .execute(&pool)
+                .await
+                .map_err(failed)?;
+            Ok(usize::try_from(deleted.rows_affected()).unwrap_or(usize::MAX))
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use integration_core::crypto::SealedSecret;
 use integration_core::storage::{PendingAuthorization, StoredAccount, StoredApiKey};
 use integration_core::time::OffsetDateTime;
-use integration_core::{AccountError, AccountHealth, AccountId, AccountStatus, Error, ErrorKind, Result};
+use integration_core::{AccountError, AccountHealth, AccountId, AccountStatus, EndUser, Error, ErrorKind, Result};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, integration, status, status_reason, parameters::text AS parameters, \
      secret_parameter_names, secret_parameter_values, credential_names, credential_values, \
      created_at_ns, updated_at_ns, revision, last_refresh_at_ns, last_error_code, last_error_at_ns, \
-     consecutive_failures, next_check_at_ns";
+     consecutive_failures, next_check_at_ns, end_user_id, end_user_name";
 
 /// The columns a pending authorization is read from.
 pub(crate) const PENDING_COLUMNS: &str =
@@ -93,7 +93,7 @@ pub(crate) fn account_from_row(row: &PgRow) -> Result<StoredAccount> {
             status: status(&read::<String>(row, "status")?)?,
             status_reason: read(row, "status_reason")?,
             health: health_from_row(row)?,
-            end_user: None,
+            end_user: end_user_from_row(row)?,
             created_at: time(read(row, "created_at_ns")?)?,
             updated_at: time(read(row, "updated_at_ns")?)?,
             revision: u64::try_from(read::<i64>(row, "revision")?)
@@ -101,6 +101,16 @@ pub(crate) fn account_from_row(row: &PgRow) -> Result<StoredAccount> {
         })
     })();
     account.map_err(|error: Error| error.with_context("account", &id))
+}
+
+fn end_user_from_row(row: &PgRow) -> Result<Option<EndUser>> {
+    let Some(id) = read::<Option<String>>(row, "end_user_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(EndUser {
+        id,
+        display_name: read(row, "end_user_name")?,
+    }))
 }
 
 fn health_from_row(row: &PgRow) -> Result<AccountHealth> {
@@ -137,6 +147,19 @@ pub(crate) fn health_values(health: &AccountHealth) -> HealthValues {
         last_error_at: health.last_error.as_ref().map(|error| nanos(error.at)),
         consecutive_failures: i32::try_from(health.consecutive_failures).unwrap_or(i32::MAX),
         next_check_at: health.next_check_at.map(nanos),
+    }
+}
+
+/// The end user columns' values: the id, and the name to show.
+pub(crate) struct EndUserValues {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+}
+
+pub(crate) fn end_user_values(end_user: Option<&EndUser>) -> EndUserValues {
+    EndUserValues {
+        id: end_user.map(|end_user| end_user.id.clone()),
+        name: end_user.and_then(|end_user| end_user.display_name.clone()),
     }
 }
 

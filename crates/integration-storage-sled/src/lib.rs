@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use integration_core::events::{Event, EventId, OutboxBacklog};
 use integration_core::storage::{
-    AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
+    AccountPage, AccountQuery, ConnectSession, PendingAuthorization, Storage, StoredAccount, Swap, page_of_sorted,
 };
 use integration_core::time::OffsetDateTime;
 use integration_core::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
@@ -23,6 +23,8 @@ use crate::group_commit::{FlushError, GroupCommit};
 
 const ACCOUNTS_TREE: &str = "accounts.v1";
 const PENDING_TREE: &str = "pending_authorizations.v1";
+/// Connect sessions by token hash.
+const CONNECT_SESSIONS_TREE: &str = "connect_sessions.v1";
 const OUTBOX_TREE: &str = "outbox.v1";
 const WEBHOOKS_TREE: &str = "webhooks.v1";
 const DELIVERIES_TREE: &str = "webhook_deliveries.v1";
@@ -32,12 +34,13 @@ const PENDING_DELIVERIES_TREE: &str = "webhook_deliveries_pending.v1";
 /// How long [`SledStorage::open`] waits for another handle to release the directory.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Accounts, pending authorizations, the outbox of events and webhooks in a
-/// sled database.
+/// Accounts, pending authorizations, connect sessions, the outbox of events
+/// and webhooks in a sled database.
 #[derive(Clone)]
 pub struct SledStorage {
     accounts: sled::Tree,
     pending: sled::Tree,
+    connect_sessions: sled::Tree,
     outbox: sled::Tree,
     webhooks: sled::Tree,
     deliveries: sled::Tree,
@@ -140,6 +143,7 @@ impl SledStorage {
                 storage_error("cannot open a tree of the sled database", error).with_context("tree", name)
             })
         };
+        let connect_sessions = open(CONNECT_SESSIONS_TREE)?;
         let outbox = open(OUTBOX_TREE)?;
         let webhooks = open(WEBHOOKS_TREE)?;
         let deliveries = open(DELIVERIES_TREE)?;
@@ -149,6 +153,7 @@ impl SledStorage {
         Ok(Self {
             accounts,
             pending,
+            connect_sessions,
             outbox,
             webhooks,
             deliveries,
@@ -174,6 +179,7 @@ impl std::fmt::Debug for SledStorage {
         f.debug_struct("SledStorage")
             .field("accounts", &self.accounts.len())
             .field("pending_authorizations", &self.pending.len())
+            .field("connect_sessions", &self.connect_sessions.len())
             .field("outbox", &self.outbox.len())
             .field("webhooks", &self.webhooks.len())
             .field("deliveries", &self.deliveries.len())
@@ -466,6 +472,73 @@ impl Storage for SledStorage {
                     .pending
                     .compare_and_swap(&key, Some(bytes), None as Option<&[u8]>)
                     .map_err(|error| storage_error("cannot delete a pending authorization", error))?;
+                deleted += usize::from(outcome.is_ok());
+            }
+        }
+        if deleted > 0 {
+            self.flush().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<()> {
+        let bytes = encode(session)?;
+        let outcome = self
+            .connect_sessions
+            .compare_and_swap(session.token_hash.as_bytes(), None as Option<&[u8]>, Some(bytes))
+            .map_err(|error| storage_error("cannot insert the connect session", error))?;
+        if outcome.is_err() {
+            return Err(Error::new(ErrorKind::AlreadyExists, "connect session exists already"));
+        }
+        self.flush().await
+    }
+
+    async fn connect_session(&self, token_hash: &str) -> Result<Option<ConnectSession>> {
+        match self
+            .connect_sessions
+            .get(token_hash.as_bytes())
+            .map_err(|error| storage_error("cannot read the connect session", error))?
+        {
+            Some(bytes) => decode("connect session", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_connect_session(&self, expected: &ConnectSession, session: &ConnectSession) -> Result<bool> {
+        let key = session.token_hash.as_bytes();
+        let bytes = encode(session)?;
+        // Compared as records, not bytes: a record written by another
+        // build may encode the same session differently.
+        let replaced = self
+            .connect_sessions
+            .transaction(|sessions| {
+                let unchanged = sessions.get(key)?.is_some_and(|stored| {
+                    decode::<ConnectSession>("connect session", &stored).is_ok_and(|stored| stored == *expected)
+                });
+                if unchanged {
+                    sessions.insert(key, bytes.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<Error>>(unchanged)
+            })
+            .map_err(|error| transaction_failed("cannot update the connect session", error))?;
+        if replaced {
+            self.flush().await?;
+        }
+        Ok(replaced)
+    }
+
+    async fn delete_expired_connect_sessions(&self, now: OffsetDateTime) -> Result<usize> {
+        let mut deleted = 0;
+        for entry in self.connect_sessions.iter() {
+            let (key, bytes) = entry.map_err(|error| storage_error("cannot read connect sessions", error))?;
+            // An unreadable record can never be used: it goes too.
+            let expired =
+                decode::<ConnectSession>("connect session", &bytes).map_or(true, |session| session.expires_at <= now);
+            if expired {
+                let outcome = self
+                    .connect_sessions
+                    .compare_and_swap(&key, Some(bytes), None as Option<&[u8]>)
+                    .map_err(|error| storage_error("cannot delete a connect session", error))?;
                 deleted += usize::from(outcome.is_ok());
             }
         }

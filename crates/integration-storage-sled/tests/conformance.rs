@@ -38,7 +38,7 @@ async fn debug_shows_no_record_contents() {
         .expect("insert");
     assert_eq!(
         format!("{storage:?}"),
-        "SledStorage { accounts: 1, pending_authorizations: 0, outbox: 0, webhooks: 0, deliveries: 0 }"
+        "SledStorage { accounts: 1, pending_authorizations: 0, connect_sessions: 0, outbox: 0, webhooks: 0, deliveries: 0 }"
     );
 }
 

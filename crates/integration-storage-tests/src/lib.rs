@@ -7,15 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_core::crypto::SealedSecret;
-use integration_core::storage::{AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
+use integration_core::storage::{AccountQuery, ConnectSession, PendingAuthorization, Storage, StoredAccount, Swap};
 use integration_core::time::OffsetDateTime;
 use integration_core::{AccountError, AccountHealth, AccountId, AccountStatus, ErrorKind};
 
+pub mod connect_sessions;
 pub mod keys;
 pub mod outbox;
 pub mod stress;
 pub mod webhooks;
 
+pub use connect_sessions::{
+    concurrent_connect_session_updates_from_one_record_let_exactly_one_win, connect_session_reads_back_equal,
+    connect_session_update_replaces_only_the_expected_record,
+    duplicate_connect_session_is_refused_and_keeps_the_original, expired_connect_sessions_are_deleted_and_others_kept,
+};
 pub use outbox::{
     claimed_events_wait_for_their_claim_to_end, concurrent_claims_hand_each_event_to_one,
     events_are_stored_with_the_change_that_causes_them,
@@ -82,6 +88,7 @@ macro_rules! conformance_tests {
             swap_at_stale_revision_conflicts_and_changes_nothing,
             swap_of_missing_account_is_not_found,
             concurrent_swaps_from_one_revision_let_exactly_one_win,
+            end_user_is_cleared_and_set_again_by_swaps,
             delete_reports_whether_the_account_existed,
             pending_authorization_is_taken_once,
             concurrent_takes_of_one_state_get_it_exactly_once,
@@ -89,6 +96,11 @@ macro_rules! conformance_tests {
             expired_pending_authorizations_are_deleted_and_others_kept,
             pending_authorizations_are_listed_by_state,
             sealed_secrets_round_trip_byte_for_byte,
+            connect_session_reads_back_equal,
+            duplicate_connect_session_is_refused_and_keeps_the_original,
+            connect_session_update_replaces_only_the_expected_record,
+            concurrent_connect_session_updates_from_one_record_let_exactly_one_win,
+            expired_connect_sessions_are_deleted_and_others_kept,
             events_are_stored_with_the_change_that_causes_them,
             claimed_events_wait_for_their_claim_to_end,
             concurrent_claims_hand_each_event_to_one,
@@ -190,6 +202,7 @@ where
     swap_at_stale_revision_conflicts_and_changes_nothing(factory().await).await;
     swap_of_missing_account_is_not_found(factory().await).await;
     concurrent_swaps_from_one_revision_let_exactly_one_win(factory().await).await;
+    end_user_is_cleared_and_set_again_by_swaps(factory().await).await;
     delete_reports_whether_the_account_existed(factory().await).await;
     pending_authorization_is_taken_once(factory().await).await;
     concurrent_takes_of_one_state_get_it_exactly_once(factory().await).await;
@@ -197,6 +210,11 @@ where
     expired_pending_authorizations_are_deleted_and_others_kept(factory().await).await;
     pending_authorizations_are_listed_by_state(factory().await).await;
     sealed_secrets_round_trip_byte_for_byte(factory().await).await;
+    connect_sessions::connect_session_reads_back_equal(factory().await).await;
+    connect_sessions::duplicate_connect_session_is_refused_and_keeps_the_original(factory().await).await;
+    connect_sessions::connect_session_update_replaces_only_the_expected_record(factory().await).await;
+    connect_sessions::concurrent_connect_session_updates_from_one_record_let_exactly_one_win(factory().await).await;
+    connect_sessions::expired_connect_sessions_are_deleted_and_others_kept(factory().await).await;
     outbox::events_are_stored_with_the_change_that_causes_them(factory().await).await;
     outbox::claimed_events_wait_for_their_claim_to_end(factory().await).await;
     outbox::concurrent_claims_hand_each_event_to_one(factory().await).await;
@@ -434,6 +452,58 @@ async fn swap_race<S: Storage + ?Sized>(storage: Arc<S>) {
         "the winner's record must be the stored one"
     );
     assert_eq!(stored.map(|s| s.revision), Some(2));
+}
+
+/// Behavior: `end_user` is stored as given by inserts and swaps: it can be
+/// cleared, and set again, with or without a name.
+pub async fn end_user_is_cleared_and_set_again_by_swaps(storage: Arc<impl Storage + ?Sized>) {
+    let account = sample_account("acct1");
+    storage
+        .insert_account(&account, &[])
+        .await
+        .expect("insert must succeed");
+    let without_a_name = Some(integration_core::EndUser {
+        id: "user-8".to_owned(),
+        display_name: None,
+    });
+    let mut current = account.clone();
+    for (revision, end_user) in (1..).zip([None, without_a_name, account.end_user.clone()]) {
+        let next = StoredAccount {
+            end_user,
+            ..current.clone()
+        };
+        let outcome = storage
+            .compare_and_swap_account(revision, &next, &[])
+            .await
+            .expect("swap must not fail");
+        current = StoredAccount {
+            revision: revision + 1,
+            ..next
+        };
+        assert_eq!(
+            outcome,
+            Swap::Swapped(current.clone()),
+            "the swap from revision {revision}"
+        );
+        let read = storage.account(&account.id).await.expect("account() must not fail");
+        assert_eq!(
+            read.as_ref(),
+            Some(&current),
+            "the end user after the swap from revision {revision}"
+        );
+    }
+    let mut anonymous = sample_account("acct2");
+    anonymous.end_user = None;
+    storage
+        .insert_account(&anonymous, &[])
+        .await
+        .expect("insert must succeed");
+    let read = storage.account(&anonymous.id).await.expect("account() must not fail");
+    assert_eq!(
+        read,
+        Some(anonymous),
+        "an account without an end user must read back without one"
+    );
 }
 
 /// Runs futures concurrently on the runtime and collects their outputs in
@@ -755,7 +825,8 @@ pub async fn sealed_secrets_round_trip_byte_for_byte(storage: Arc<impl Storage +
 
 /// Behavior (opt-in, for stores that persist): what was acknowledged is
 /// there after the store is closed and opened again: inserts, a swap's new
-/// revision, a delete, pending authorizations inserted and taken.
+/// revision, a delete, pending authorizations inserted and taken, a
+/// connect session's update.
 pub async fn acknowledged_writes_survive_a_reopen<M, F, Fut>(open: F)
 where
     M: MaybeStorage<Store: Storage>,
@@ -766,6 +837,11 @@ where
     let kept = sample_account("kept");
     let mut swapped = sample_account("swapped");
     let expires_at = in_ten_minutes();
+    let session = connect_sessions::sample_connect_session(&connect_sessions::sample_token_hash(1), expires_at);
+    let completed = ConnectSession {
+        completed_at: Some(expires_at),
+        ..session.clone()
+    };
     {
         let Some(storage) = open(dir.path()).await.into_storage() else {
             return;
@@ -800,6 +876,16 @@ where
                 .await
                 .expect("take must not fail")
                 .is_some()
+        );
+        storage
+            .insert_connect_session(&session)
+            .await
+            .expect("insert must succeed");
+        assert!(
+            storage
+                .update_connect_session(&session, &completed)
+                .await
+                .expect("update must not fail")
         );
         assert_eq!(
             Arc::strong_count(&storage),
@@ -842,6 +928,14 @@ where
             .expect("take must not fail")
             .is_none(),
         "a taken pending authorization must stay taken"
+    );
+    assert_eq!(
+        storage
+            .connect_session(&session.token_hash)
+            .await
+            .expect("connect_session() must not fail"),
+        Some(completed),
+        "an updated connect session must survive"
     );
 }
 

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use integrations::events::{Event, EventId, OutboxBacklog};
-use integrations::storage::{AccountPage, AccountQuery, PendingAuthorization, Storage, StoredAccount, Swap};
+use integrations::storage::{
+    AccountPage, AccountQuery, ConnectSession, PendingAuthorization, Storage, StoredAccount, Swap,
+};
 use integrations::time::OffsetDateTime;
 use integrations::webhooks::{StoredDelivery, StoredWebhook, WebhookStorage};
 use integrations::{AccountId, Error, ErrorKind, Result, async_trait};
@@ -265,6 +267,37 @@ impl Storage for SocketStorage {
 
     async fn pending_authorizations(&self) -> Result<Vec<PendingAuthorization>> {
         self.gateway.call(&StorageCall::PendingAuthorizations).await
+    }
+
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<()> {
+        self.gateway
+            .call(&StorageCall::InsertConnectSession {
+                session: session.clone(),
+            })
+            .await
+    }
+
+    async fn connect_session(&self, token_hash: &str) -> Result<Option<ConnectSession>> {
+        self.gateway
+            .call(&StorageCall::ConnectSession {
+                token_hash: token_hash.to_owned(),
+            })
+            .await
+    }
+
+    async fn update_connect_session(&self, expected: &ConnectSession, session: &ConnectSession) -> Result<bool> {
+        self.gateway
+            .call(&StorageCall::UpdateConnectSession {
+                expected: expected.clone(),
+                session: session.clone(),
+            })
+            .await
+    }
+
+    async fn delete_expired_connect_sessions(&self, now: OffsetDateTime) -> Result<usize> {
+        self.gateway
+            .call(&StorageCall::DeleteExpiredConnectSessions { now })
+            .await
     }
 
     async fn check(&self) -> Result<()> {

@@ -30,7 +30,7 @@ pub const SOCKET_NAME: &str = "gateway.sock";
 
 /// The version of what goes over the socket; a command refuses a gateway
 /// that speaks another.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// What a running gateway says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! request, its answer or its error.
 
 use integrations::events::{Event, EventId, OutboxBacklog};
-use integrations::storage::{AccountPage, AccountQuery, PendingAuthorization, StoredAccount, Swap};
+use integrations::storage::{AccountPage, AccountQuery, ConnectSession, PendingAuthorization, StoredAccount, Swap};
 use integrations::time::OffsetDateTime;
 use integrations::webhooks::{StoredDelivery, StoredWebhook};
 use integrations::{AccountId, AccountStatus, Error, ErrorKind, Result};
@@ -56,6 +56,20 @@ pub(crate) enum StorageCall {
         now: OffsetDateTime,
     },
     PendingAuthorizations,
+    InsertConnectSession {
+        session: ConnectSession,
+    },
+    ConnectSession {
+        token_hash: String,
+    },
+    UpdateConnectSession {
+        expected: ConnectSession,
+        session: ConnectSession,
+    },
+    DeleteExpiredConnectSessions {
+        #[serde(with = "integrations::time::serde::rfc3339")]
+        now: OffsetDateTime,
+    },
     Check,
     InsertWebhook {
         webhook: StoredWebhook,

@@ -225,6 +225,12 @@ async fn answer(storage: &dyn Storage, call: StorageCall) -> Result<serde_json::
             value(storage.delete_expired_pending_authorizations(now).await?)
         }
         StorageCall::PendingAuthorizations => value(storage.pending_authorizations().await?),
+        StorageCall::InsertConnectSession { session } => value(storage.insert_connect_session(&session).await?),
+        StorageCall::ConnectSession { token_hash } => value(storage.connect_session(&token_hash).await?),
+        StorageCall::UpdateConnectSession { expected, session } => {
+            value(storage.update_connect_session(&expected, &session).await?)
+        }
+        StorageCall::DeleteExpiredConnectSessions { now } => value(storage.delete_expired_connect_sessions(now).await?),
         StorageCall::Check => value(storage.check().await?),
         StorageCall::InsertWebhook { webhook } => value(webhooks()?.insert_webhook(&webhook).await?),
         StorageCall::Webhooks => value(webhooks()?.webhooks().await?),
