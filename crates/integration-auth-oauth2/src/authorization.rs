@@ -26,6 +26,7 @@ const VERIFIER: &str = "pkce_verifier";
 const STATE_HASH: &str = "state_hash";
 const REDIRECT_URI: &str = "redirect_uri";
 const INTEGRATION: &str = "integration";
+const TAG: &str = "tag";
 
 /// An authorization in progress: send the user to `url`.
 #[derive(Debug, Clone)]
@@ -87,12 +88,19 @@ pub struct VerifiedCallback {
     code: SecretString,
     verifier: Option<SecretString>,
     redirect_uri: String,
+    tag: Option<String>,
 }
 
 impl VerifiedCallback {
     /// The account the authorization was started for.
     pub fn account(&self) -> &AccountId {
         &self.account
+    }
+
+    /// The tag the authorization was started with
+    /// ([`OAuth2Client::start_tagged_authorization`]).
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 }
 
@@ -116,6 +124,19 @@ impl OAuth2Client {
     /// state, PKCE verifier and redirect URI) in storage, single use and
     /// valid for [`STATE_LIFETIME`].
     pub async fn start_authorization(&self, redirect_uri: &RedirectUri) -> Result<AuthorizationStart> {
+        self.start_tagged_authorization(redirect_uri, None).await
+    }
+
+    /// [`start_authorization`](Self::start_authorization), keeping `tag`
+    /// (not secret: the key of what started it, such as a connect session)
+    /// with the pending authorization. The callback gives it back, in
+    /// [`VerifiedCallback::tag`] or, when it is refused, as the error's
+    /// `authorization_tag` context.
+    pub async fn start_tagged_authorization(
+        &self,
+        redirect_uri: &RedirectUri,
+        tag: Option<&str>,
+    ) -> Result<AuthorizationStart> {
         if self.config.grant_type != GrantType::AuthorizationCode {
             return Err(self.error(
                 ErrorKind::InvalidInput,
@@ -164,6 +185,9 @@ impl OAuth2Client {
             }
         }
         data.insert(INTEGRATION.to_owned(), self.integration.clone());
+        if let Some(tag) = tag {
+            data.insert(TAG.to_owned(), tag.to_owned());
+        }
         let expires_at = now + STATE_LIFETIME;
         self.store
             .storage()
@@ -237,10 +261,15 @@ pub async fn verify_callback(store: &AccountStore, callback: &Callback) -> Resul
     if !bool::from(stored.ct_eq(key.as_bytes())) {
         return Err(refused("unknown state".to_owned()));
     }
+    let tag = pending.data.get(TAG).cloned();
+    let tagged = |error: Error| match &tag {
+        Some(tag) => error.with_context("authorization_tag", tag),
+        None => error,
+    };
     if OffsetDateTime::now_utc() >= pending.expires_at {
-        return Err(
-            refused("the authorization expired: start it again".to_owned()).with_context("account", &pending.account)
-        );
+        return Err(tagged(
+            refused("the authorization expired: start it again".to_owned()).with_context("account", &pending.account),
+        ));
     }
     if let Some(code) = &callback.error {
         let code: String = code.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
@@ -257,17 +286,26 @@ pub async fn verify_callback(store: &AccountStore, callback: &Callback) -> Resul
         } else {
             format!("the provider refused the authorization: {code} ({description})")
         };
-        return Err(Error::new(ErrorKind::Provider, message).with_context("account", &pending.account));
+        return Err(tagged(
+            Error::new(ErrorKind::Provider, message).with_context("account", &pending.account),
+        ));
     }
     let Some(code) = &callback.code else {
-        return Err(refused("the callback has no code".to_owned()).with_context("account", &pending.account));
+        return Err(tagged(
+            refused("the callback has no code".to_owned()).with_context("account", &pending.account),
+        ));
     };
     let verifier = match pending.secrets.get(VERIFIER) {
         Some(sealed) => {
             let plain = store
                 .cipher()
                 .open(&key, &format!("pending:{VERIFIER}"), sealed)
-                .map_err(|e| Error::new(ErrorKind::Unreadable, format!("cannot decrypt the PKCE verifier: {e}")))?;
+                .map_err(|e| {
+                    tagged(Error::new(
+                        ErrorKind::Unreadable,
+                        format!("cannot decrypt the PKCE verifier: {e}"),
+                    ))
+                })?;
             Some(SecretString::from(String::from_utf8_lossy(&plain).into_owned()))
         }
         None => None,
@@ -278,6 +316,7 @@ pub async fn verify_callback(store: &AccountStore, callback: &Callback) -> Resul
         code: SecretString::from(code.clone()),
         verifier,
         redirect_uri: pending.data.get(REDIRECT_URI).cloned().unwrap_or_default(),
+        tag,
     })
 }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod check;
 #[cfg(feature = "http")]
 pub mod events;
 #[cfg(feature = "auth-oauth2")]
@@ -24,6 +25,8 @@ use integration_http::{AccountClient, HttpClient};
 use rustc_hash::FxHashMap;
 #[cfg(feature = "http")]
 use thread_local::ThreadLocal;
+
+pub use check::CredentialCheck;
 
 /// The most accounts a thread keeps copies of; past it, its copies are
 /// dropped and made again as they are used.
@@ -729,6 +732,7 @@ mod sftp {
 mod oauth2 {
     use integration_auth_oauth2::{
         AuthorizationStart, Callback, OAuth2, OAuth2Authenticator, OAuth2Client, RedirectUri, Revocation,
+        VerifiedCallback,
     };
     use integration_core::definition::Integration;
     use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result};
@@ -768,10 +772,29 @@ mod oauth2 {
             client.start_authorization(redirect_uri).await
         }
 
+        /// [`start_authorization`](Self::start_authorization), keeping `tag`
+        /// with it (see [`OAuth2Client::start_tagged_authorization`]).
+        pub async fn start_tagged_authorization(
+            &self,
+            id: &AccountId,
+            redirect_uri: &RedirectUri,
+            tag: &str,
+        ) -> Result<AuthorizationStart> {
+            let (_, client) = self.oauth2_account(id).await?;
+            client.start_tagged_authorization(redirect_uri, Some(tag)).await
+        }
+
         /// Completes an authorization from the callback's query: checks the
         /// state, exchanges the code and stores the tokens.
         pub async fn complete_authorization(&self, callback: &Callback) -> Result<ConnectedAccount> {
             let verified = integration_auth_oauth2::verify_callback(&self.store, callback).await?;
+            self.complete_verified_authorization(verified).await
+        }
+
+        /// Completes an authorization whose callback
+        /// [`verify_callback`](integration_auth_oauth2::verify_callback)
+        /// checked: exchanges the code and stores the tokens.
+        pub async fn complete_verified_authorization(&self, verified: VerifiedCallback) -> Result<ConnectedAccount> {
             let (_, client) = self.oauth2_account(verified.account()).await?;
             let id = verified.account().clone();
             let account = client.complete_authorization(verified).await?;

@@ -215,6 +215,50 @@ fn sftp_transport(target: &Target, action: &str, error: russh_sftp::client::erro
     Error::new(kind, format!("{action} {}:{}: {error}", target.host, target.port))
 }
 
+/// The SHA256 fingerprint of the host key the server at `host:port`
+/// presents, read without logging in, within `timeout`: for someone to
+/// confirm it before trusting it.
+pub async fn presented_host_key(host: &str, port: u16, timeout: Duration) -> Result<String> {
+    let presented = Arc::new(Mutex::new(None));
+    let handler = PresentedKey(Arc::clone(&presented));
+    let config = Arc::new(client::Config::default());
+    let connected = tokio::time::timeout(timeout, client::connect(config, (host, port), handler)).await;
+    if let Some(fingerprint) = presented.lock().ok().and_then(|mut slot| slot.take()) {
+        return Ok(fingerprint);
+    }
+    Err(match connected {
+        Err(_) => Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "connecting to {host}:{port} took longer than {} s",
+                timeout.as_secs_f32()
+            ),
+        ),
+        Ok(Err(error)) => Error::new(
+            ErrorKind::Transport,
+            format!("cannot connect to {host}:{port}: {error}"),
+        ),
+        Ok(Ok(_)) => Error::new(ErrorKind::Transport, format!("{host}:{port} presented no host key")),
+    })
+}
+
+/// A russh handler that keeps the presented key's fingerprint, then ends
+/// the connection.
+struct PresentedKey(Arc<Mutex<Option<String>>>);
+
+impl client::Handler for PresentedKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, presented: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = presented
+            && let Ok(mut slot) = self.0.lock()
+        {
+            *slot = Some(fingerprint(key));
+        }
+        Ok(false)
+    }
+}
+
 /// The russh handler: checks the host key against the account's policy.
 pub(crate) struct HostKeyCheck {
     target: Arc<Target>,

@@ -13,8 +13,10 @@ use russh_sftp::protocol::FileAttributes;
 use serde::Serialize;
 
 pub use client::{RefusalHook, SftpClient};
+pub use connection::presented_host_key;
 pub use definition::{Sftp, client};
 pub use host_key::{ACCEPT_ANY, HostKeyPolicy};
+pub use target::server_address;
 
 /// Timeouts and transfer tuning.
 #[derive(Debug, Clone)]

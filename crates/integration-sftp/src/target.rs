@@ -30,16 +30,6 @@ pub(crate) enum Login {
 
 impl Target {
     pub(crate) fn new(integration: &Integration, account: &ConnectedAccount) -> Result<Self> {
-        let Some(sftp) = integration.auth.definition::<crate::Sftp>() else {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "integration `{}` uses {}, not sftp",
-                    integration.key,
-                    integration.auth_type()
-                ),
-            ));
-        };
         let credentials = account.credentials();
         let credential = |name: &str| {
             credentials
@@ -53,27 +43,11 @@ impl Target {
                 .with_context("integration", &integration.key)
         };
 
-        let host = match (&sftp.host, credential("host")) {
-            (_, Some(host)) => host.to_owned(),
-            (Some(template), None) => template
-                .render(Escape::Plain, &account.parameter_values())
-                .map_err(|error| invalid(format!("auth.host: {error}")))?,
-            (None, None) => return Err(invalid("missing credential `host`".to_owned())),
-        };
-        if !is_host_name(&host) {
-            // Not echoed: a value that is no host name may be anything.
-            return Err(invalid(
-                "the server's host (credential `host` or `auth.host`) is not a host name".to_owned(),
-            ));
-        }
-        let port = match credential("port") {
-            Some(port) => port
-                .parse::<u16>()
-                .ok()
-                .filter(|port| *port > 0)
-                .ok_or_else(|| invalid(format!("credential `port` is not a port number: `{port}`")))?,
-            None => sftp.port,
-        };
+        let (host, port) = server_address(integration, account).map_err(|error| {
+            error
+                .with_context("account", account.id())
+                .with_context("integration", &integration.key)
+        })?;
         let username = credential("username")
             .ok_or_else(|| invalid("missing credential `username`".to_owned()))?
             .into();
@@ -100,6 +74,52 @@ impl Target {
             host_keys,
         })
     }
+}
+
+/// The host and port `account` of the SFTP `integration` connects to: its
+/// `host` and `port` credentials, else the definition's `auth.host`
+/// (rendered with the account's parameters) and `auth.port`.
+pub fn server_address(integration: &Integration, account: &ConnectedAccount) -> Result<(String, u16)> {
+    let Some(sftp) = integration.auth.definition::<crate::Sftp>() else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "integration `{}` uses {}, not sftp",
+                integration.key,
+                integration.auth_type()
+            ),
+        ));
+    };
+    let credentials = account.credentials();
+    let credential = |name: &str| {
+        credentials
+            .get(name)
+            .map(|value| value.expose_secret())
+            .filter(|value| !value.is_empty())
+    };
+    let invalid = |message: String| Error::new(ErrorKind::InvalidInput, message);
+    let host = match (&sftp.host, credential("host")) {
+        (_, Some(host)) => host.to_owned(),
+        (Some(template), None) => template
+            .render(Escape::Plain, &account.parameter_values())
+            .map_err(|error| invalid(format!("auth.host: {error}")))?,
+        (None, None) => return Err(invalid("missing credential `host`".to_owned())),
+    };
+    if !is_host_name(&host) {
+        // Not echoed: a value that is no host name may be anything.
+        return Err(invalid(
+            "the server's host (credential `host` or `auth.host`) is not a host name".to_owned(),
+        ));
+    }
+    let port = match credential("port") {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .ok_or_else(|| invalid(format!("credential `port` is not a port number: `{port}`")))?,
+        None => sftp.port,
+    };
+    Ok((host, port))
 }
 
 impl fmt::Debug for Target {
