@@ -128,10 +128,23 @@ pub struct AccountView {
     pub last_error: Option<AccountErrorView>,
     /// Failed renewals since the last success; 0 when healthy.
     pub consecutive_failures: u32,
+    /// The product's end user who connected it through a connect session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<EndUserView>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+}
+
+/// The product's end user an account belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndUserView {
+    /// The product's id for the user.
+    pub id: String,
+    /// A name to show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// A failure to renew an account's credentials.
@@ -163,6 +176,10 @@ impl From<&ConnectedAccount> for AccountView {
                 at: error.at.format(&Rfc3339).unwrap_or_default(),
             }),
             consecutive_failures: account.health().consecutive_failures,
+            end_user: account.end_user().map(|user| EndUserView {
+                id: user.id.clone(),
+                display_name: user.display_name.clone(),
+            }),
             created_at: account.created_at().format(&Rfc3339).unwrap_or_default(),
             updated_at: account.updated_at().format(&Rfc3339).unwrap_or_default(),
         }
@@ -547,17 +564,25 @@ pub async fn connect_account(
 pub async fn oauth_callback(
     State(state): State<Arc<AppState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> impl axum::response::IntoResponse {
-    let (status, body) = callback_outcome(&state, query.as_deref().unwrap_or_default()).await;
-    (status, crate::page_headers(CALLBACK_PAGE_POLICY), body)
+) -> axum::response::Response {
+    let callback = integrations::auth::oauth2::Callback::from_query(query.as_deref().unwrap_or_default());
+    crate::connect::routes::callback(&state, &callback).await
 }
 
 /// The callback page runs nothing and loads nothing.
 const CALLBACK_PAGE_POLICY: &str = "default-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-async fn callback_outcome(state: &AppState, query: &str) -> (StatusCode, String) {
-    let callback = integrations::auth::oauth2::Callback::from_query(query);
-    match state.integrations.complete_authorization(&callback).await {
+/// The callback's page for an authorization an operator started.
+pub(crate) async fn callback_page(
+    state: &AppState,
+    verified: integrations::Result<integrations::auth::oauth2::VerifiedCallback>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let completed = match verified {
+        Ok(verified) => state.integrations.complete_verified_authorization(verified).await,
+        Err(error) => Err(error),
+    };
+    let (status, body) = match completed {
         Ok(account) => (
             StatusCode::OK,
             page(&format!("Account {} is connected.", account.id()), "connected"),
@@ -573,7 +598,8 @@ async fn callback_outcome(state: &AppState, query: &str) -> (StatusCode, String)
             };
             (status, page(&error.to_string(), "failed"))
         }
-    }
+    };
+    (status, crate::page_headers(CALLBACK_PAGE_POLICY), body).into_response()
 }
 
 /// A minimal page for the browser that lands on the callback.

@@ -52,6 +52,11 @@ impl ApiError {
         self.status
     }
 
+    /// The response's `kind`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
     /// 401: a missing or wrong API key.
     pub fn unauthorized() -> Self {
         Self::new(

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api;
+pub mod connect;
 pub mod error;
 pub mod keys;
 pub mod local;
@@ -53,7 +54,7 @@ pub struct AppState {
 #[openapi(
     info(title = "integrations gateway", description = "Connected accounts of custom integrations, over HTTP."),
     modifiers(&BearerKeys),
-    tags((name = "accounts"), (name = "integrations"), (name = "oauth2"), (name = "proxy"), (name = "sftp"), (name = "webhooks"), (name = "health"))
+    tags((name = "accounts"), (name = "integrations"), (name = "connect"), (name = "oauth2"), (name = "proxy"), (name = "sftp"), (name = "webhooks"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -64,6 +65,10 @@ impl Modify for BearerKeys {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
@@ -101,6 +106,7 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
         .routes(routes!(webhooks::routes::enable_webhook))
         .routes(routes!(webhooks::routes::list_deliveries))
         .routes(routes!(webhooks::routes::retry_delivery))
+        .routes(routes!(connect::routes::create_connect_session))
         .split_for_parts();
     // The proxy's route takes any method and refuses TRACE and CONNECT
     // itself; the document lists the methods it forwards.
@@ -113,7 +119,19 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
     let (public, public_doc) = OpenApiRouter::new()
         .routes(routes!(api::healthz))
         .routes(routes!(api::oauth_callback))
+        .routes(routes!(connect::routes::get_session))
+        .routes(routes!(connect::routes::submit_account))
+        .routes(routes!(connect::routes::start_authorization))
+        .routes(routes!(connect::routes::host_key))
         .split_for_parts();
+    // What an end user types is small: a private key at most.
+    let mut public = public.route_layer(axum::extract::DefaultBodyLimit::max(connect::MAX_BODY));
+    for route in ["", "/account", "/authorization", "/host-key"] {
+        public = public.route(
+            &format!("/v1/connect/session{route}"),
+            axum::routing::options(connect::routes::preflight),
+        );
+    }
     openapi.merge(public_doc);
     let document = Arc::new(openapi);
     let openapi_route = axum::routing::get(move || {
@@ -128,7 +146,10 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
     let protected = protected
         .route("/metrics", axum::routing::get(metrics_text))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
-    let page = Router::new().route("/connect", axum::routing::get(connect_page));
+    let page = Router::new()
+        .route("/connect", axum::routing::get(connect_page))
+        .route(connect::PAGE_PATH, axum::routing::get(connect::routes::page))
+        .route("/connect.js", axum::routing::get(connect::routes::script));
     protected
         .merge(public)
         .merge(page)

@@ -41,6 +41,7 @@ pub(crate) struct Gateway {
     pub(crate) base: String,
     pub(crate) key: String,
     pub(crate) http: reqwest::Client,
+    pub(crate) state: Arc<AppState>,
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -73,11 +74,16 @@ impl Gateway {
             redirect_uri: RedirectUri::from_public_base_url(&base).expect("redirect"),
             openapi_requires_key,
         });
-        tokio::spawn(integrations_gateway::serve(listener, state, std::future::pending()));
+        tokio::spawn(integrations_gateway::serve(
+            listener,
+            Arc::clone(&state),
+            std::future::pending(),
+        ));
         Self {
             base,
             key: key.expose_secret().to_owned(),
             http: reqwest::Client::new(),
+            state,
             _dir: dir,
         }
     }
