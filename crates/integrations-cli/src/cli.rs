@@ -148,6 +148,10 @@ pub(crate) enum Command {
     /// redirect on loopback, exchange the code and store the tokens.
     #[command(after_long_help = CONNECT_HELP)]
     Connect(ConnectArgs),
+    /// Print a link for a customer to connect (or reconnect) their own
+    /// account on the gateway's connect page, to send by email.
+    #[command(name = "connect-link", after_long_help = CONNECT_LINK_HELP)]
+    ConnectLink(ConnectLinkArgs),
     /// Run the gateway: a REST API over the connected accounts.
     Serve(ServeArgs),
     /// Whether a gateway runs on the data directory: its address, version
@@ -502,6 +506,57 @@ pub(crate) enum KeysCommand {
         /// The key's id, as `keys list` shows it.
         id: String,
     },
+}
+
+const CONNECT_LINK_HELP: &str = "\
+The link opens a connect session: single use, valid for --ttl, allowing
+exactly the creation of ACCOUNT (or of a new account of --integration), or
+its reconnection when it exists (its id, parameters and history kept). The
+token is in the link's fragment; only its hash is stored. The gateway's
+public URL comes from --public-url or INTEGRATIONS_PUBLIC_URL.
+
+Examples:
+  integrations connect-link --integration zendesk --end-user cust-42 --ttl 7d
+  integrations connect-link acme-zendesk --end-user-name 'Ada at Acme'
+  integrations connect-link acme-zendesk --json";
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).multiple(true).args(["account", "integration"]))]
+pub(crate) struct ConnectLinkArgs {
+    /// The account to create, or to reconnect when it exists.
+    pub(crate) account: Option<String>,
+    /// The integration to connect; repeat it to let the customer choose.
+    #[arg(long = "integration", value_name = "KEY")]
+    pub(crate) integration: Vec<String>,
+    /// The product's id for the customer, kept on the account.
+    #[arg(long, value_name = "ID")]
+    pub(crate) end_user: Option<String>,
+    /// A name to greet the customer with, kept on the account.
+    #[arg(long, value_name = "NAME", requires = "end_user")]
+    pub(crate) end_user_name: Option<String>,
+    /// How long the link works: `30m`, `24h`, `7d`; 1 minute to 7 days.
+    #[arg(long, default_value = "30m", value_parser = parse_ttl)]
+    pub(crate) ttl: std::time::Duration,
+    /// The gateway's public base URL, which the link points to.
+    #[arg(long, env = "INTEGRATIONS_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
+    /// Print the link, account and expiry as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A lifetime such as `30m`, `24h` or `7d`.
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Some(days) = text.strip_suffix('d') {
+        return days
+            .parse::<u64>()
+            .ok()
+            .and_then(|days| days.checked_mul(24 * 3600))
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("`{text}` is not a lifetime such as `30m`, `24h` or `7d`"));
+    }
+    integrations_gateway::webhooks::parse_duration(text)
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use integrations::auth::oauth2::{CALLBACK_PATH, Callback, RedirectUri, STATE_LIF
 use tokio::sync::mpsc;
 use url::{Host, Url};
 
-use crate::cli::{ConnectArgs, GlobalArgs};
+use crate::cli::{ConnectArgs, ConnectLinkArgs, GlobalArgs};
 use crate::context;
 
 pub(crate) async fn run(global: &GlobalArgs, args: ConnectArgs) -> Result<ExitCode> {
@@ -130,4 +130,61 @@ fn open_browser(url: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
+}
+
+/// `integrations connect-link`: a connect session, printed as its link.
+pub(crate) async fn link(global: &GlobalArgs, args: ConnectLinkArgs) -> Result<ExitCode> {
+    use integrations_gateway::connect::{SessionRequest, create_session};
+
+    let Some(public_url) = &args.public_url else {
+        bail!(
+            "the link needs the gateway's public URL: pass --public-url or set INTEGRATIONS_PUBLIC_URL \
+             (as for `serve`)"
+        );
+    };
+    let redirect_uri = RedirectUri::from_public_base_url(public_url).context("--public-url")?;
+    let end_user = args
+        .end_user
+        .map(|id| integrations::EndUser::new(id, args.end_user_name))
+        .transpose()?;
+    let integrations = context::integrations(global).await?;
+    let created = create_session(
+        &integrations,
+        &redirect_uri,
+        SessionRequest {
+            integrations: args.integration,
+            account: args.account,
+            end_user,
+            ttl: Some(args.ttl),
+            ..SessionRequest::default()
+        },
+    )
+    .await?;
+    let expires_at = created
+        .session
+        .expires_at
+        .format(&integrations::time::format_description::well_known::Rfc3339)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::json!({
+            "connect_url": created.connect_url,
+            "account": created.session.account.as_str(),
+            "integrations": created.session.integrations,
+            "reconnect": created.session.reconnect,
+            "expires_at": expires_at,
+        });
+        writeln!(stdout, "{json}")?;
+    } else {
+        writeln!(stdout, "{}", created.connect_url)?;
+        let what = if created.session.reconnect {
+            "reconnects"
+        } else {
+            "connects"
+        };
+        eprintln!(
+            "The link {what} account {} once, until {expires_at}. Anyone with it can do so: send it to the customer alone.",
+            created.session.account
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Accounts(AccountsCommand::Refresh(args)) => block_on(accounts::refresh(global, args)),
         Command::Accounts(AccountsCommand::Revoke(args)) => block_on(accounts::revoke(global, args)),
         Command::Connect(args) => block_on(connect::run(global, args)),
+        Command::ConnectLink(args) => block_on(connect::link(global, args)),
         Command::Request(args) => block_on(request::run(global, args)),
         Command::Sftp(args) => block_on(sftp::run(global, args)),
     };

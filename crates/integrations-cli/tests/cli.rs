@@ -1244,3 +1244,80 @@ fn integrations_log_turns_on_logging_for_every_command() {
         logged.stderr
     );
 }
+
+#[test]
+fn connect_link_prints_a_single_use_link() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let definitions = examples();
+    let definitions = definitions.to_str().expect("utf-8 path");
+    let public = [("INTEGRATIONS_PUBLIC_URL", "https://gateway.example.com")];
+
+    let link = integrations(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "connect-link",
+            "--integration",
+            "httpbin",
+            "--end-user",
+            "cust-42",
+            "--ttl",
+            "7d",
+        ],
+        &public,
+        None,
+    );
+    assert_eq!(link.code, 0, "{}", link.stderr);
+    let url = link.stdout.trim();
+    assert!(
+        url.starts_with("https://gateway.example.com/connect/session#ics_"),
+        "{url}"
+    );
+    assert!(link.stderr.contains("once, until"), "{}", link.stderr);
+
+    let json = integrations(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "connect-link",
+            "customer-7",
+            "--integration",
+            "httpbin",
+            "--json",
+        ],
+        &public,
+        None,
+    );
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(json["account"], "customer-7");
+    assert_eq!(json["reconnect"], false);
+
+    for (args, envs, names) in [
+        (
+            vec!["connect-link", "--integration", "httpbin"],
+            &[][..],
+            "INTEGRATIONS_PUBLIC_URL",
+        ),
+        (vec!["connect-link", "--integration", "nope"], &public[..], "nope"),
+        (
+            vec!["connect-link", "--integration", "httpbin", "--ttl", "30s"],
+            &public[..],
+            "ttl",
+        ),
+        (
+            vec!["connect-link", "--integration", "httpbin", "--ttl", "8d"],
+            &public[..],
+            "ttl",
+        ),
+        (vec!["connect-link"], &public[..], "--integration"),
+    ] {
+        let mut all = vec!["--definitions", definitions];
+        all.extend(args.iter().copied());
+        let refused = integrations(dir.path(), &all, envs, None);
+        assert_ne!(refused.code, 0, "{args:?}");
+        assert!(refused.stderr.contains(names), "{args:?}: {}", refused.stderr);
+    }
+}
