@@ -183,6 +183,33 @@ async fn every_command_works_while_the_gateway_holds_the_store() {
         "no request goes out with a removed account"
     );
 
+    // A connect link: the session is stored through the gateway, which
+    // then opens it for the end user.
+    let link = Command::new(env!("CARGO_BIN_EXE_integrations"))
+        .args([
+            "--definitions",
+            definitions,
+            "connect-link",
+            "--integration",
+            "provider",
+        ])
+        .env("INTEGRATIONS_DATA_DIR", &data)
+        .env("INTEGRATIONS_PUBLIC_URL", &gateway.base)
+        .env_remove("INTEGRATIONS_ENCRYPTION_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("connect-link");
+    let link = succeeded(&link);
+    let token = link
+        .trim()
+        .split_once('#')
+        .expect("a token in the fragment")
+        .1
+        .to_owned();
+    let (status, session) = get(&gateway, &token, "/v1/connect/session").await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    assert!(session.contains("\"status\":\"open\""), "{session}");
+
     // Keys and webhooks.
     let second = succeeded(&run(&data, definitions, &["keys", "create", "--name", "second"]));
     let second = second.trim();
