@@ -126,6 +126,22 @@ pub struct ConnectSession {
     /// reuses it.
     #[serde(default)]
     pub created_pending: bool,
+    /// The creation time of that pending account: an account of the same
+    /// id made by anyone else is never taken for it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pending_created_at: Option<OffsetDateTime>,
+    /// Parameter values the product's backend set; the end user cannot
+    /// change them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    /// Credential checks and server probes made with this session so far;
+    /// past a limit it is refused.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// The outcome of [`Storage::compare_and_swap_account`].

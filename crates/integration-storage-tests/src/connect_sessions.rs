@@ -33,6 +33,9 @@ pub fn sample_connect_session(token_hash: &str, expires_at: OffsetDateTime) -> C
         expires_at,
         completed_at: None,
         created_pending: false,
+        pending_created_at: None,
+        parameters: std::collections::BTreeMap::from([("subdomain".to_owned(), "eu1".to_owned())]),
+        attempts: 0,
     }
 }
 
@@ -118,6 +121,8 @@ pub async fn connect_session_update_replaces_only_the_expected_record(storage: A
     let completed = ConnectSession {
         completed_at: Some(OffsetDateTime::now_utc()),
         created_pending: true,
+        pending_created_at: Some(OffsetDateTime::now_utc()),
+        attempts: 3,
         ..session.clone()
     };
     assert!(

@@ -8,8 +8,9 @@
  * (POST /v1/connect-sessions, with this page's origin in `allowed_origins`).
  * It opens in a popup; call `connect` from a click handler, or browsers
  * block the popup. The promise rejects with an Error whose `code` is
- * `popup_blocked`, `popup_closed` (closed before an account was connected)
- * or `invalid_session_url`. No iframe is used.
+ * `popup_blocked`, `popup_closed` (closed before an account was connected),
+ * `connect_failed` (the gateway does not confirm the popup's message) or
+ * `invalid_session_url`. No iframe is used.
  */
 (function (global) {
   "use strict";
@@ -31,7 +32,12 @@
         reject(failure("invalid_session_url", "sessionUrl must be the connect_url of a connect session"));
         return;
       }
-      var token = decodeURIComponent(url.hash.slice(1));
+      var token;
+      try {
+        token = decodeURIComponent(url.hash.slice(1));
+      } catch (malformed) {
+        token = "";
+      }
       if (!/\/connect\/session$/.test(url.pathname) || !token) {
         reject(failure("invalid_session_url", "sessionUrl must be the connect_url of a connect session"));
         return;
@@ -42,7 +48,11 @@
       var height = 680;
       var left = Math.max(0, (global.screenX || 0) + ((global.outerWidth || width) - width) / 2);
       var top = Math.max(0, (global.screenY || 0) + ((global.outerHeight || height) - height) / 2);
-      var popup = global.open(url.href, "integrations-connect",
+      // A name of its own: no other document can find this window by name
+      // and send it elsewhere; the connect page knows it was opened here.
+      var name = "integrations-connect-" + Array.prototype.map.call(
+        global.crypto.getRandomValues(new Uint8Array(12)), function (byte) { return byte.toString(16); }).join("");
+      var popup = global.open(url.href, name,
         "popup=yes,width=" + width + ",height=" + height + ",left=" + Math.round(left) + ",top=" + Math.round(top));
       if (!popup || popup.closed) {
         reject(failure("popup_blocked", "the browser blocked the connect popup: call connect() from a click"));
@@ -59,27 +69,37 @@
         else resolve(outcome);
       }
 
+      // What the session says, when the gateway answers: the outcome as
+      // stored, not as told.
+      function sessionOutcome() {
+        return fetch(api, { headers: { authorization: "Bearer " + token } })
+          .then(function (response) { return response.ok ? response.json() : null; })
+          .catch(function () { return null; });
+      }
+
       function onMessage(event) {
         if (event.origin !== origin || event.source !== popup) return;
         var data = event.data;
         if (!data || data.source !== SOURCE || typeof data.account !== "string") return;
-        settle({ account: data.account, status: data.status });
+        sessionOutcome().then(function (session) {
+          if (session && (session.status !== "completed" || session.account !== data.account)) {
+            settle(null, failure("connect_failed", "the gateway does not confirm the connection"));
+          } else {
+            settle({ account: data.account, status: (session && session.account_status) || data.status });
+          }
+        });
       }
 
       // Closed without a message: the end user closed it, or the provider's
       // page cut the popup from this window. The session says which.
       function onClosed() {
-        fetch(api, { headers: { authorization: "Bearer " + token } })
-          .then(function (response) { return response.ok ? response.json() : null; })
+        sessionOutcome()
           .then(function (session) {
             if (session && session.status === "completed") {
               settle({ account: session.account, status: session.account_status || "connected" });
             } else {
               settle(null, failure("popup_closed", "the connect popup was closed before an account was connected"));
             }
-          })
-          .catch(function () {
-            settle(null, failure("popup_closed", "the connect popup was closed before an account was connected"));
           });
       }
 

@@ -563,10 +563,11 @@ pub async fn connect_account(
 )]
 pub async fn oauth_callback(
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> axum::response::Response {
     let callback = integrations::auth::oauth2::Callback::from_query(query.as_deref().unwrap_or_default());
-    crate::connect::routes::callback(&state, &callback).await
+    crate::connect::callback::callback(&state, &headers, &callback).await
 }
 
 /// The callback page runs nothing and loads nothing.

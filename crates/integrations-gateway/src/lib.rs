@@ -106,7 +106,7 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
         .routes(routes!(webhooks::routes::enable_webhook))
         .routes(routes!(webhooks::routes::list_deliveries))
         .routes(routes!(webhooks::routes::retry_delivery))
-        .routes(routes!(connect::routes::create_connect_session))
+        .routes(routes!(connect::admin::create_connect_session))
         .split_for_parts();
     // The proxy's route takes any method and refuses TRACE and CONNECT
     // itself; the document lists the methods it forwards.
@@ -148,8 +148,8 @@ fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_api_key));
     let page = Router::new()
         .route("/connect", axum::routing::get(connect_page))
-        .route(connect::PAGE_PATH, axum::routing::get(connect::routes::page))
-        .route("/connect.js", axum::routing::get(connect::routes::script));
+        .route(connect::PAGE_PATH, axum::routing::get(connect::callback::page))
+        .route("/connect.js", axum::routing::get(connect::callback::script));
     protected
         .merge(public)
         .merge(page)

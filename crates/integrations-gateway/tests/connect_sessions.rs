@@ -26,6 +26,23 @@ async fn checking_upstream() -> String {
     format!("http://{address}")
 }
 
+/// A browser signing in at `authorization_url`: the provider redirects it
+/// to the gateway's callback, where it presents `cookie` (when it has it).
+async fn sign_in(authorization_url: &str, cookie: Option<&str>) -> reqwest::Response {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirect = browser.get(authorization_url).send().await.expect("provider");
+    assert!(redirect.status().is_redirection(), "{}", redirect.status());
+    let callback = redirect.headers()["location"].to_str().expect("location").to_owned();
+    let mut request = browser.get(callback);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.expect("callback")
+}
+
 /// `ticket`: an API token integration checked at the upstream's `/v1/me`.
 fn ticket_definition(upstream: &str) -> String {
     format!(
@@ -79,6 +96,28 @@ impl Gateway {
             headers,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Starts the OAuth 2.0 authorization of the session of `token`: the
+    /// provider's URL, and the cookie the browser got with it.
+    async fn start_authorization(&self, token: &str, integration: &str) -> (String, String) {
+        let (status, headers, start) = self
+            .as_end_user(
+                token,
+                Method::POST,
+                "/authorization",
+                Some(json!({ "integration": integration })),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{start}");
+        let cookie = headers["set-cookie"].to_str().expect("cookie").to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        let pair = cookie.split(';').next().expect("name=value").to_owned();
+        (start["authorization_url"].as_str().expect("url").to_owned(), pair)
     }
 
     /// Moves the session of `token` `by` in time (negative: into the past).
@@ -563,30 +602,34 @@ async fn an_oauth2_session_completes_on_the_callback() {
         "OAuth 2.0 tokens come from the provider: {error}"
     );
 
-    let (status, _, start) = gateway
-        .as_end_user(
-            &token,
-            Method::POST,
-            "/authorization",
-            Some(json!({ "integration": "provider" })),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{start}");
+    gateway.start_authorization(&token, "provider").await;
     // Starting again reuses the pending account rather than failing.
-    let (status, _, start) = gateway
-        .as_end_user(
-            &token,
-            Method::POST,
-            "/authorization",
-            Some(json!({ "integration": "provider" })),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{start}");
-    let landing = reqwest::get(start["authorization_url"].as_str().expect("url"))
-        .await
-        .expect("browser");
+    let (url, cookie) = gateway.start_authorization(&token, "provider").await;
+    // The link to the provider, sent to someone else: their browser lacks
+    // the cookie, and their sign-in connects nothing.
+    let elsewhere = sign_in(&url, None).await;
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    assert!(
+        elsewhere
+            .text()
+            .await
+            .expect("page")
+            .contains("started in another browser")
+    );
+    let (_, account) = gateway.call(Method::GET, "/v1/accounts/gh-ada", None).await;
+    assert_eq!(account["status"], "pending");
+    // A callback an authorization started before the session expired still
+    // completes, even after expired sessions were pruned.
+    let (url, cookie) = {
+        drop((url, cookie));
+        gateway.start_authorization(&token, "provider").await
+    };
+    gateway.age_session(&token, -Duration::minutes(31)).await;
+    gateway.session(json!({ "integration": "provider" })).await;
+    let landing = sign_in(&url, Some(&cookie)).await;
+    let cleared = landing.headers()["set-cookie"]
+        .to_str()
+        .is_ok_and(|cleared| cleared.contains("Max-Age=0"));
     assert_eq!(landing.status(), StatusCode::OK);
     let policy = landing.headers()["content-security-policy"]
         .to_str()
@@ -607,8 +650,6 @@ async fn an_oauth2_session_completes_on_the_callback() {
     let (_, account) = gateway.call(Method::GET, "/v1/accounts/gh-ada", None).await;
     assert_eq!(account["status"], "connected");
     assert_eq!(account["end_user"]["id"], "user-7");
-    let (_, _, done) = gateway.as_end_user(&token, Method::GET, "", None, None).await;
-    assert_eq!(done["status"], "completed");
     let (status, _, _) = gateway
         .as_end_user(
             &token,
@@ -619,6 +660,7 @@ async fn an_oauth2_session_completes_on_the_callback() {
         )
         .await;
     assert_eq!(status, StatusCode::GONE, "a used session starts nothing");
+    assert!(cleared, "the callback drops its binding cookie");
 }
 
 #[tokio::test]
@@ -630,20 +672,10 @@ async fn a_callback_for_a_removed_account_or_a_refusal_leaves_the_session_open()
     let (token, _) = gateway
         .session(json!({ "integration": "provider", "account": "gone" }))
         .await;
-    let (_, _, start) = gateway
-        .as_end_user(
-            &token,
-            Method::POST,
-            "/authorization",
-            Some(json!({ "integration": "provider" })),
-            None,
-        )
-        .await;
+    let (url, cookie) = gateway.start_authorization(&token, "provider").await;
     let (status, _) = gateway.call(Method::DELETE, "/v1/accounts/gone", None).await;
     assert_eq!(status, StatusCode::OK);
-    let landing = reqwest::get(start["authorization_url"].as_str().expect("url"))
-        .await
-        .expect("browser");
+    let landing = sign_in(&url, Some(&cookie)).await;
     assert_eq!(landing.status(), StatusCode::GONE);
     let page = landing.text().await.expect("page");
     assert!(
@@ -663,18 +695,8 @@ async fn a_callback_for_a_removed_account_or_a_refusal_leaves_the_session_open()
     .await;
     let gateway = Gateway::with_definitions(&refusing.definition(r#""test-secret""#)).await;
     let (token, _) = gateway.session(json!({ "integration": "provider" })).await;
-    let (_, _, start) = gateway
-        .as_end_user(
-            &token,
-            Method::POST,
-            "/authorization",
-            Some(json!({ "integration": "provider" })),
-            None,
-        )
-        .await;
-    let landing = reqwest::get(start["authorization_url"].as_str().expect("url"))
-        .await
-        .expect("browser");
+    let (url, cookie) = gateway.start_authorization(&token, "provider").await;
+    let landing = sign_in(&url, Some(&cookie)).await;
     assert_eq!(landing.status(), StatusCode::BAD_GATEWAY);
     let page = landing.text().await.expect("page");
     assert!(page.contains("&quot;retry&quot;:true"), "{page}");
@@ -797,5 +819,150 @@ async fn an_sftp_session_shows_the_host_key_and_checks_the_login() {
             .await;
         assert!(status.is_client_error(), "{host}: {status} {error}");
         assert_eq!(error["error"]["kind"], kind, "{host}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_counts_its_attempts_and_fixes_the_product_s_parameters() {
+    let upstream = checking_upstream().await;
+    let gateway = Gateway::with_definitions(&ticket_definition(&upstream)).await;
+    for (body, names) in [
+        (
+            json!({ "integration": "ticket", "parameters": { "nope": "x" } }),
+            "`parameters.nope`",
+        ),
+        (
+            json!({ "integration": "ticket", "parameters": { "team": "x" }, "account": "fixed", "ttl_seconds": 60 }),
+            "",
+        ),
+    ] {
+        let (status, answer) = gateway.call(Method::POST, "/v1/connect-sessions", Some(body)).await;
+        if names.is_empty() {
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+            assert!(answer.to_string().contains(names), "{answer}");
+        }
+    }
+    // The product fixes the team: the end user is not asked, cannot change
+    // it, and the account has it.
+    let (token, _) = gateway
+        .session(json!({ "integration": "ticket", "account": "fixed-team", "parameters": { "team": "blue" } }))
+        .await;
+    let (_, _, view) = gateway.as_end_user(&token, Method::GET, "", None, None).await;
+    assert_eq!(view["integrations"][0]["parameters"], json!([]), "{view}");
+    let (status, _, error) = gateway
+        .as_end_user(
+            &token,
+            Method::POST,
+            "/account",
+            Some(json!({ "integration": "ticket", "parameters": { "team": "red" }, "credentials": { "token": "right-token" } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, _, _) = gateway
+        .as_end_user(
+            &token,
+            Method::POST,
+            "/account",
+            Some(json!({ "integration": "ticket", "credentials": { "token": "right-token" } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, account) = gateway.call(Method::GET, "/v1/accounts/fixed-team", None).await;
+    assert_eq!(account["parameters"]["team"], "blue");
+
+    // Ten checks, then the session is spent: no password spraying through
+    // the gateway.
+    let (token, _) = gateway.session(json!({ "integration": "ticket" })).await;
+    let wrong = json!({ "integration": "ticket", "parameters": { "team": "x" }, "credentials": { "token": "guess" } });
+    for _ in 0..integrations_gateway::connect::MAX_ATTEMPTS {
+        let (status, _, _) = gateway
+            .as_end_user(&token, Method::POST, "/account", Some(wrong.clone()), None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, _, spent) = gateway
+        .as_end_user(&token, Method::POST, "/account", Some(wrong), None)
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{spent}");
+    assert_eq!(spent["error"]["kind"], "session_exhausted");
+}
+
+#[tokio::test]
+async fn end_user_hosts_are_resolved_and_private_ones_refused() {
+    let definitions = r#"
+        [[integration]]
+        key = "selfhosted"
+        name = "Self-hosted Tracker"
+        base_url = "https://{host}/api"
+        parameters = [{ name = "host", description = "your tracker's host name" }]
+        health_check = { path = "/me" }
+        auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
+
+        [[integration]]
+        key = "named"
+        name = "Named Files"
+        auth = { type = "sftp" }
+    "#;
+    let gateway = Gateway::with_definitions(definitions).await;
+    let (token, _) = gateway.session(json!({ "integration": "selfhosted" })).await;
+    for host in [
+        "localhost",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "169.254.169.254",
+        "metadata.google.internal",
+    ] {
+        let (status, _, error) = gateway
+            .as_end_user(
+                &token,
+                Method::POST,
+                "/account",
+                Some(json!({ "integration": "selfhosted", "parameters": { "host": host }, "credentials": { "token": "t" } })),
+                None,
+            )
+            .await;
+        assert!(status.is_client_error(), "{host}: {status} {error}");
+        assert_ne!(status, StatusCode::GONE, "{host}: refused before an attempt is counted");
+    }
+    let (_, page) = gateway.call(Method::GET, "/v1/accounts", None).await;
+    assert_eq!(page["accounts"], json!([]));
+
+    // SFTP: the same on the credential route, not only on the host key's;
+    // and neither a passphrase nor a policy that trusts any server.
+    let (token, _) = gateway.session(json!({ "integration": "named" })).await;
+    for (credentials, names) in [
+        (
+            json!({ "username": "u", "password": "p", "host_key": "SHA256:x", "host": "127.0.0.1" }),
+            "IP address",
+        ),
+        (
+            json!({ "username": "u", "password": "p", "host_key": "SHA256:x", "host": "localhost" }),
+            "private network",
+        ),
+        (
+            json!({ "username": "u", "private_key": "k", "passphrase": "p", "host_key": "SHA256:x", "host": "sftp.example.com" }),
+            "passphrase",
+        ),
+        (
+            json!({ "username": "u", "password": "p", "host_key": "insecure-accept-any", "host": "sftp.example.com" }),
+            "host_key",
+        ),
+    ] {
+        let (status, _, error) = gateway
+            .as_end_user(
+                &token,
+                Method::POST,
+                "/account",
+                Some(json!({ "integration": "named", "credentials": credentials })),
+                None,
+            )
+            .await;
+        assert!(status.is_client_error(), "{credentials}: {status} {error}");
+        assert!(error.to_string().contains(names), "{credentials}: {error}");
     }
 }

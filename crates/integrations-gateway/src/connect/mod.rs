@@ -5,9 +5,12 @@
 //! A session allows creating or reconnecting exactly one account, once,
 //! until it expires. Only the SHA-256 of its token is stored.
 
+pub mod admin;
+pub mod callback;
+mod destinations;
 pub mod routes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -31,6 +34,9 @@ pub const MAX_CHOICES: usize = 20;
 /// What every session token starts with, so that a leaked one is
 /// recognised (by secret scanners, say).
 pub const TOKEN_PREFIX: &str = "ics_";
+/// The most credential checks and server probes one session makes: enough
+/// for a few typos, too few to try passwords at the gateway's expense.
+pub const MAX_ATTEMPTS: u32 = 10;
 /// The largest body the public session routes read: a private key and a
 /// few parameters fit.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -46,6 +52,10 @@ pub struct SessionRequest {
     pub account: Option<String>,
     /// Kept on the account.
     pub end_user: Option<EndUser>,
+    /// Parameter values the product sets for a new account, which the end
+    /// user neither sees nor changes (a self-hosted server's URL, say); not
+    /// secret ones.
+    pub parameters: BTreeMap<String, String>,
     /// The origins the outcome may be posted to.
     pub allowed_origins: Vec<String>,
     /// Where a full-page flow returns.
@@ -162,6 +172,29 @@ pub async fn create_session(
             "`integration` is required: the integration to connect".to_owned(),
         ));
     }
+    if reconnect && !request.parameters.is_empty() {
+        return Err(invalid(
+            "`parameters`: a reconnect keeps the account's parameters; give none".to_owned(),
+        ));
+    }
+    for name in request.parameters.keys() {
+        for key in &keys {
+            let integration = integrations.integration(key)?;
+            match integration.parameters.iter().find(|parameter| parameter.name == *name) {
+                None => {
+                    return Err(invalid(format!(
+                        "`parameters.{name}`: integration `{key}` has no such parameter"
+                    )));
+                }
+                Some(parameter) if parameter.secret => {
+                    return Err(invalid(format!(
+                        "`parameters.{name}` is secret: sessions are stored unsealed, so the end user gives it"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
     let now = OffsetDateTime::now_utc();
     let session = ConnectSession {
@@ -176,10 +209,15 @@ pub async fn create_session(
         expires_at: now + ttl,
         completed_at: None,
         created_pending: false,
+        pending_created_at: None,
+        parameters: request.parameters,
+        attempts: 0,
     };
     let storage = integrations.store().storage();
-    // Best effort: expired sessions are refused anyway.
-    if let Err(error) = storage.delete_expired_connect_sessions(now).await {
+    // Best effort: expired sessions are refused anyway. Kept a while past
+    // their expiry, for the callback of an authorization started in time.
+    let long_expired = now - integrations::auth::oauth2::STATE_LIFETIME;
+    if let Err(error) = storage.delete_expired_connect_sessions(long_expired).await {
         tracing::warn!(%error, "cannot delete expired connect sessions");
     }
     storage.insert_connect_session(&session).await?;
@@ -188,6 +226,12 @@ pub async fn create_session(
         token,
         session,
     })
+}
+
+/// A time as RFC 3339, as the API shows times.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    use integrations::time::format_description::well_known::Rfc3339;
+    at.format(&Rfc3339).unwrap_or_default()
 }
 
 /// Lowercase hex SHA-256 of a session token: the key it is stored under.
@@ -213,7 +257,8 @@ fn parse_origin(origin: &str) -> Result<String> {
     };
     let url = Url::parse(origin).map_err(|_| invalid())?;
     let bare = url.path() == "/" && !origin.ends_with('/') && url.query().is_none() && url.fragment().is_none();
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !bare || !url.username().is_empty() {
+    let user_info = !url.username().is_empty() || url.password().is_some();
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !bare || user_info {
         return Err(invalid());
     }
     Ok(url.origin().ascii_serialization())
@@ -228,6 +273,8 @@ pub enum Refusal {
     Expired,
     /// An account was connected with it already.
     Used,
+    /// Too many credential checks or probes were made with it.
+    Exhausted,
 }
 
 impl Refusal {
@@ -237,6 +284,7 @@ impl Refusal {
             Self::Unknown => "This connect link is not valid. Ask for a new one.",
             Self::Expired => "This connect link has expired. Ask for a new one.",
             Self::Used => "This connect link was used already. Ask for a new one to connect again.",
+            Self::Exhausted => "This connect link was tried too many times. Ask for a new one.",
         }
     }
 
@@ -246,6 +294,7 @@ impl Refusal {
             Self::Unknown => "session_unknown",
             Self::Expired => "session_expired",
             Self::Used => "session_used",
+            Self::Exhausted => "session_exhausted",
         }
     }
 }
@@ -275,35 +324,92 @@ pub fn check_open(session: ConnectSession) -> std::result::Result<ConnectSession
         Err(Refusal::Used)
     } else if OffsetDateTime::now_utc() >= session.expires_at {
         Err(Refusal::Expired)
+    } else if session.attempts >= MAX_ATTEMPTS {
+        Err(Refusal::Exhausted)
     } else {
         Ok(session)
     }
 }
 
 /// Marks `session` completed, if no one else did first: `None` when it was
-/// completed (or changed) meanwhile. Undo with [`reopen`] when what it was
-/// claimed for fails.
+/// completed meanwhile, or is gone. A change to something else (an attempt
+/// counted) is read again and the claim retried. Undo with [`reopen`] when
+/// what it was claimed for fails.
 pub async fn claim(integrations: &Integrations, session: &ConnectSession) -> Result<Option<ConnectSession>> {
-    let mut completed = session.clone();
-    completed.completed_at = Some(OffsetDateTime::now_utc());
-    let swapped = integrations
+    change(integrations, session, |session| {
+        if session.completed_at.is_some() {
+            return false;
+        }
+        session.completed_at = Some(OffsetDateTime::now_utc());
+        true
+    })
+    .await
+}
+
+/// Counts one credential check or probe against `session`, before it is
+/// made: the refusal once the session is used, expired or out of attempts.
+pub async fn count_attempt(
+    integrations: &Integrations,
+    session: &ConnectSession,
+) -> Result<std::result::Result<ConnectSession, Refusal>> {
+    let counted = change(integrations, session, |session| {
+        if check_open(session.clone()).is_err() {
+            return false;
+        }
+        session.attempts += 1;
+        true
+    })
+    .await?;
+    if let Some(counted) = counted {
+        return Ok(Ok(counted));
+    }
+    let current = integrations
         .store()
         .storage()
-        .update_connect_session(session, &completed)
+        .connect_session(&session.token_hash)
         .await?;
-    Ok(swapped.then_some(completed))
+    Ok(Err(current.map_or(Refusal::Unknown, |current| {
+        check_open(current).err().unwrap_or(Refusal::Exhausted)
+    })))
+}
+
+/// Applies `edit` to the stored `session` by compare-and-swap, reading it
+/// again when it changed meanwhile; `None` when `edit` declines (returns
+/// false) or the session is gone.
+pub async fn change(
+    integrations: &Integrations,
+    session: &ConnectSession,
+    edit: impl Fn(&mut ConnectSession) -> bool,
+) -> Result<Option<ConnectSession>> {
+    let storage = integrations.store().storage();
+    let mut current = session.clone();
+    for _ in 0..10 {
+        let mut next = current.clone();
+        if !edit(&mut next) {
+            return Ok(None);
+        }
+        if storage.update_connect_session(&current, &next).await? {
+            return Ok(Some(next));
+        }
+        match storage.connect_session(&session.token_hash).await? {
+            Some(stored) => current = stored,
+            None => return Ok(None),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Conflict,
+        "the connect session kept changing: try again",
+    ))
 }
 
 /// Opens a claimed session again, after what it was claimed for failed.
 pub async fn reopen(integrations: &Integrations, claimed: &ConnectSession) {
-    let mut open = claimed.clone();
-    open.completed_at = None;
-    if let Err(error) = integrations
-        .store()
-        .storage()
-        .update_connect_session(claimed, &open)
-        .await
-    {
+    let reopened = change(integrations, claimed, |session| {
+        session.completed_at = None;
+        true
+    })
+    .await;
+    if let Err(error) = reopened {
         tracing::warn!(%error, account = %claimed.account, "cannot reopen a connect session");
     }
 }
@@ -333,6 +439,7 @@ mod tests {
             "javascript:alert(1)",
             "ftp://files.example.com",
             "https://user@app.example.com",
+            "https://:secret@app.example.com",
         ] {
             let error = parse_origin(bad).unwrap_err().to_string();
             assert!(error.contains("allowed_origins"), "{bad}: {error}");

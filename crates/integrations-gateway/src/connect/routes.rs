@@ -1,5 +1,6 @@
-//! The routes of connect sessions: one behind the API key that makes them,
-//! and the public ones a session's token alone opens, for its connect page.
+//! The public routes of connect sessions, which a session's token alone
+//! opens, for its connect page: the session's view, credentials to check
+//! and store, an OAuth 2.0 authorization to start, an SFTP host key to read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,137 +10,24 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use integrations::auth::oauth2::{Callback, VerifiedCallback};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use integrations::crypto::random_bytes;
 use integrations::definition::Integration;
 use integrations::method::TableJson;
 use integrations::secrecy::SecretString;
 use integrations::storage::ConnectSession;
-use integrations::time::format_description::well_known::Rfc3339;
-use integrations::{AccountStatus, AccountStore, EndUser, Error, ErrorKind, NewAccount, Secrets, Update};
+use integrations::{
+    AccountStatus, AccountStore, ConnectedAccount, EndUser, Error, ErrorKind, NewAccount, Secrets, Update,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Refusal, SessionRequest};
+use super::destinations::{check_destinations, check_slot};
+use super::{Refusal, rfc3339};
 use crate::AppState;
 use crate::api::IntegrationView;
 use crate::error::{ApiError, ErrorBody};
-
-/// A connect session to make.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewSessionBody {
-    /// The integration to connect. Give it or `integrations`; a reconnect
-    /// may leave both out (its account's is used).
-    pub integration: Option<String>,
-    /// Integrations for the end user to choose from.
-    pub integrations: Option<Vec<String>>,
-    /// The account to create, or to reconnect when it exists (its id,
-    /// parameters and history are kept; only its credentials change). A
-    /// new id when left out.
-    pub account: Option<String>,
-    /// The product's end user, kept on the account.
-    pub end_user: Option<EndUserBody>,
-    /// Origins of the product's pages (`https://app.example.com`) that may
-    /// open the session and hear its outcome.
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-    /// Where a full-page flow sends the browser back with `status` and
-    /// `account` in its query; on one of `allowed_origins`.
-    pub return_url: Option<String>,
-    /// How long the session lasts, in seconds: 60 to 604800 [default: 1800].
-    pub ttl_seconds: Option<u64>,
-}
-
-/// The product's end user.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EndUserBody {
-    /// The product's id for the user.
-    pub id: String,
-    /// A name to show.
-    pub display_name: Option<String>,
-}
-
-/// A connect session just made. Its token is shown this once.
-#[derive(Serialize, ToSchema)]
-pub struct CreatedSessionView {
-    /// The session token: single use, short-lived. Only its hash is stored.
-    pub token: String,
-    /// The connect page for the end user, the token in its fragment: open
-    /// it with `/connect.js`, in a popup, or as a page.
-    pub connect_url: String,
-    /// The account the session creates or reconnects.
-    pub account: String,
-    /// The integrations offered.
-    pub integrations: Vec<String>,
-    /// Whether the account exists and is reconnected.
-    pub reconnect: bool,
-    /// RFC 3339.
-    pub expires_at: String,
-}
-
-impl std::fmt::Debug for CreatedSessionView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedSessionView")
-            .field("account", &self.account)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Makes a connect session for one end user to create or reconnect one
-/// account through the public connect page.
-#[utoipa::path(
-    post, path = "/v1/connect-sessions", tag = "connect",
-    request_body = NewSessionBody,
-    responses(
-        (status = 201, body = CreatedSessionView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such integration"),
-        (status = 415, body = ErrorBody, description = "The body is not `application/json`"),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn create_connect_session(
-    State(state): State<Arc<AppState>>,
-    body: Result<Json<NewSessionBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<CreatedSessionView>), ApiError> {
-    let Json(body) = body.map_err(ApiError::from)?;
-    let mut integrations: Vec<String> = body.integration.into_iter().collect();
-    integrations.extend(body.integrations.unwrap_or_default());
-    let end_user = body
-        .end_user
-        .map(|user| EndUser::new(user.id, user.display_name))
-        .transpose()?;
-    let created = super::create_session(
-        &state.integrations,
-        &state.redirect_uri,
-        SessionRequest {
-            integrations,
-            account: body.account,
-            end_user,
-            allowed_origins: body.allowed_origins,
-            return_url: body.return_url,
-            ttl: body.ttl_seconds.map(Duration::from_secs),
-        },
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedSessionView {
-            token: created.token,
-            connect_url: created.connect_url,
-            account: created.session.account.to_string(),
-            integrations: created.session.integrations,
-            reconnect: created.session.reconnect,
-            expires_at: rfc3339(created.session.expires_at),
-        }),
-    ))
-}
-
-fn rfc3339(at: integrations::time::OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
-}
 
 /// A session as its connect page sees it: never a secret, nor anything of
 /// another account.
@@ -206,6 +94,9 @@ pub async fn get_session(State(state): State<Arc<AppState>>, headers: HeaderMap)
                     // Kept as they are: nothing to fill.
                     view.parameters.clear();
                 }
+                // Set by the product: not the end user's to fill.
+                view.parameters
+                    .retain(|parameter| !session.parameters.contains_key(&parameter.name));
                 view
             })
             .collect();
@@ -294,76 +185,205 @@ pub async fn submit_account(
                 "this integration connects through its provider: start its authorization instead",
             ));
         }
-        let credentials = secrets(body.credentials);
+        refuse_end_user_credentials(integration, &body.credentials)?;
+        let mut credentials = secrets(body.credentials);
         let store = state.integrations.store();
-        if session.reconnect {
+        let (account, existing) = if session.reconnect {
             if !body.parameters.is_empty() {
                 return Err(ApiError::invalid(
                     "a reconnect keeps the account's parameters: send none",
                 ));
             }
-            let account = store.get(&session.account).await.map_err(account_gone)?;
-            let mut parameters = account.secret_parameters().clone();
-            for (name, value) in account.parameters() {
-                parameters.insert(name, SecretString::from(value.clone()));
+            let existing = store.get(&session.account).await.map_err(account_gone)?;
+            if existing.integration() != integration.key {
+                return Err(account_gone(Error::new(ErrorKind::NotFound, "")));
             }
-            let checked = AccountStore::prepare(
-                integration,
-                NewAccount {
-                    id: session.account.clone(),
-                    parameters,
-                    credentials: credentials.clone(),
-                },
-            )?;
-            check(&state, &checked).await?;
-            let claimed = claim(&state, &session).await?;
-            let reconnected = reconnect(store, account, credentials, checked.status(), session.end_user.clone()).await;
-            state.integrations.forget(&session.account);
-            match reconnected {
-                Ok(status) => Ok((StatusCode::OK, Json(outcome(&session, status)))),
-                Err(error) => {
-                    super::reopen(&state.integrations, &claimed).await;
-                    Err(error)
+            // The server stays where it is: a reconnect changes the login only.
+            for name in ["host", "port"] {
+                if credentials.contains(name) {
+                    return Err(ApiError::invalid(format!(
+                        "`credentials.{name}`: a reconnect keeps the account's server; send none"
+                    )));
+                }
+                if let Some(value) = existing.credentials().get(name) {
+                    credentials.insert(name, value.clone());
                 }
             }
-        } else {
             let account = AccountStore::prepare(
                 integration,
                 NewAccount {
                     id: session.account.clone(),
-                    parameters: secrets(body.parameters),
+                    parameters: all_parameters(&existing),
+                    credentials,
+                },
+            )?;
+            (account, Some(existing))
+        } else {
+            let parameters = with_fixed_parameters(&session, body.parameters)?;
+            let account = AccountStore::prepare(
+                integration,
+                NewAccount {
+                    id: session.account.clone(),
+                    parameters,
                     credentials,
                 },
             )?
             .with_end_user(session.end_user.clone());
-            check(&state, &account).await?;
-            let claimed = claim(&state, &session).await?;
-            let inserted = store.insert(&account).await;
-            state.integrations.forget(&session.account);
-            match inserted {
-                Ok(()) => Ok((StatusCode::CREATED, Json(outcome(&session, account.status())))),
-                Err(error) => {
-                    super::reopen(&state.integrations, &claimed).await;
-                    Err(error.into())
-                }
-            }
-        }
+            (account, None)
+        };
+        check_destinations(integration, &account).await?;
+        let session = count_attempt(&state, &session).await?;
+        check(&state, &account, existing.is_some()).await?;
+        let claimed = claim(&state, &session).await?;
+        // Detached: a client that goes away now does not leave the session
+        // claimed with nothing written.
+        let task_state = Arc::clone(&state);
+        let written = tokio::spawn(async move { write_account(&task_state, &claimed, account, existing).await })
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the account could not be written",
+                ))
+            });
+        written.map(|(status, outcome)| (status, Json(outcome)))
     };
     with_cors(&headers, answer.await)
 }
 
-/// Replaces the credentials of `account`, read again when it changed
-/// meanwhile.
+/// Writes what a claimed session checked: the new account, or the
+/// reconnected one's credentials; the session is opened again when that
+/// fails.
+async fn write_account(
+    state: &AppState,
+    claimed: &ConnectSession,
+    account: ConnectedAccount,
+    existing: Option<ConnectedAccount>,
+) -> Result<(StatusCode, Outcome), ApiError> {
+    let store = state.integrations.store();
+    let written = match existing {
+        Some(existing) => reconnect(store, existing, &account, claimed.end_user.clone())
+            .await
+            .map(|status| (StatusCode::OK, status)),
+        None => insert_new(state, claimed, &account)
+            .await
+            .map(|()| (StatusCode::CREATED, account.status())),
+    };
+    state.integrations.forget(&claimed.account);
+    match written {
+        Ok((code, status)) => Ok((code, outcome(claimed, status))),
+        Err(error) => {
+            super::reopen(&state.integrations, claimed).await;
+            Err(error)
+        }
+    }
+}
+
+/// Stores the session's new account, in place of the pending one this
+/// session made for an OAuth 2.0 integration it offered first, if any.
+async fn insert_new(state: &AppState, session: &ConnectSession, account: &ConnectedAccount) -> Result<(), ApiError> {
+    let store = state.integrations.store();
+    if let Some(stored) = store.storage().account(&session.account).await?
+        && made_by(session, &stored)
+    {
+        store.remove(&session.account).await?;
+    }
+    store.insert(account).await.map_err(|error| {
+        if error.kind() == ErrorKind::AlreadyExists {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                "an account with this session's id was made meanwhile: ask for a new link",
+            )
+        } else {
+            error.into()
+        }
+    })
+}
+
+/// Whether `stored` is the pending account `session` made, and nobody's
+/// since: made at the time the session noted, still pending.
+fn made_by(session: &ConnectSession, stored: &integrations::StoredAccount) -> bool {
+    session.pending_created_at == Some(stored.created_at) && stored.status == AccountStatus::Pending
+}
+
+/// Every parameter of `account`, plain and secret, as a new account takes
+/// them.
+fn all_parameters(account: &ConnectedAccount) -> Secrets {
+    let mut parameters = account.secret_parameters().clone();
+    for (name, value) in account.parameters() {
+        parameters.insert(name, SecretString::from(value.clone()));
+    }
+    parameters
+}
+
+/// The end user's parameters, with those the product fixed on the session;
+/// the end user cannot change those.
+fn with_fixed_parameters(session: &ConnectSession, typed: BTreeMap<String, String>) -> Result<Secrets, ApiError> {
+    if let Some(name) = typed.keys().find(|name| session.parameters.contains_key(*name)) {
+        return Err(ApiError::invalid(format!(
+            "`parameters.{name}` is set by the app that sent you here; send none"
+        )));
+    }
+    Ok(secrets(typed.into_iter().chain(session.parameters.clone()).collect()))
+}
+
+/// What an end user may not give, whatever the page says: a private key
+/// with a passphrase (its key derivation may be made to run for hours, on
+/// the gateway's cores), or a host key policy that trusts any server.
+fn refuse_end_user_credentials(
+    integration: &Integration,
+    credentials: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    if integration.auth_type() != "sftp" {
+        return Ok(());
+    }
+    if credentials.get("passphrase").is_some_and(|value| !value.is_empty()) {
+        return Err(ApiError::invalid(
+            "`credentials.passphrase`: the connect page takes private keys without a passphrase; \
+             remove it with `ssh-keygen -p -f KEY_FILE` and paste the key again",
+        ));
+    }
+    if credentials
+        .get("host_key")
+        .is_some_and(|value| value.trim() == integrations::sftp::ACCEPT_ANY)
+    {
+        return Err(ApiError::invalid(
+            "`credentials.host_key`: give the server's fingerprint; a connect page cannot trust any server",
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces the credentials of `existing` with the checked ones, read again
+/// when the account changed meanwhile, unless what the check relied on
+/// changed (its integration or parameters).
 async fn reconnect(
     store: &AccountStore,
-    mut account: integrations::ConnectedAccount,
-    credentials: Secrets,
-    status: AccountStatus,
+    existing: ConnectedAccount,
+    checked: &ConnectedAccount,
     end_user: Option<EndUser>,
 ) -> Result<AccountStatus, ApiError> {
+    let mut account = existing.clone();
     for _ in 0..5 {
+        let same = account.integration() == existing.integration()
+            && account.parameters() == existing.parameters()
+            && same_secrets(account.secret_parameters(), existing.secret_parameters());
+        if !same {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the account changed while it was reconnected: ask for a new link",
+            ));
+        }
         match store
-            .reconnect(&account, credentials.clone(), status, end_user.clone())
+            .reconnect(
+                &account,
+                checked.credentials().clone(),
+                checked.status(),
+                end_user.clone(),
+            )
             .await?
         {
             Update::Updated(updated) => return Ok(updated.status()),
@@ -440,44 +460,93 @@ pub async fn start_authorization(
                 "a reconnect keeps the account's parameters: send none",
             ));
         }
+        let mut session = count_attempt(&state, &session).await?;
         if !session.reconnect {
-            prepare_pending(&state, &session, integration, body.parameters).await?;
+            let parameters = with_fixed_parameters(&session, body.parameters)?;
+            session = prepare_pending(&state, &session, integration, parameters).await?;
         }
+        // The callback completes the session only in the browser that
+        // started it: the one holding this cookie.
+        let binding = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        let tag = format!("{}.{}", session.token_hash, super::token_hash(&binding));
         let start = state
             .integrations
-            .start_tagged_authorization(&session.account, &state.redirect_uri, &session.token_hash)
+            .start_tagged_authorization(&session.account, &state.redirect_uri, &tag)
             .await?;
-        Ok(Json(AuthorizationView {
-            authorization_url: start.url.to_string(),
-        }))
+        let cookie = binding_cookie(&state, &session.token_hash, Some(&binding));
+        Ok((
+            [(header::SET_COOKIE, cookie)],
+            Json(AuthorizationView {
+                authorization_url: start.url.to_string(),
+            }),
+        ))
     };
     with_cors(&headers, answer.await)
+}
+
+/// The cookie that binds an authorization to the browser that started it:
+/// `value`, or its removal. `Secure` when the gateway's public URL is
+/// https; `SameSite=Lax`, so that the provider's redirect back carries it.
+pub(super) fn binding_cookie(state: &AppState, session_hash: &str, value: Option<&str>) -> HeaderValue {
+    let secure = if state.redirect_uri.url().scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let (value, max_age) = match value {
+        Some(value) => (value, integrations::auth::oauth2::STATE_LIFETIME.as_secs()),
+        None => ("", 0),
+    };
+    let cookie = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        binding_cookie_name(session_hash)
+    );
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("integrations_connect=; Max-Age=0"))
+}
+
+/// One cookie per session, so that two sessions in one browser keep theirs.
+pub(super) fn binding_cookie_name(session_hash: &str) -> String {
+    format!(
+        "integrations_connect_{}",
+        session_hash.get(..16).unwrap_or(session_hash)
+    )
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
 }
 
 /// Stores the session's new account, pending, for its authorization; a
 /// pending account this session made before is reused, or made again
 /// when the parameters changed (no half-finished flow resumes with old
-/// values).
+/// values). Returns the session as it now is.
 async fn prepare_pending(
     state: &AppState,
     session: &ConnectSession,
     integration: &Integration,
-    parameters: BTreeMap<String, String>,
-) -> Result<(), ApiError> {
+    parameters: Secrets,
+) -> Result<ConnectSession, ApiError> {
     let store = state.integrations.store();
     let account = AccountStore::prepare(
         integration,
         NewAccount {
             id: session.account.clone(),
-            parameters: secrets(parameters),
+            parameters,
             credentials: Secrets::new(),
         },
     )?
     .with_end_user(session.end_user.clone());
     if let Some(existing) = store.storage().account(&session.account).await? {
-        let ours =
-            session.created_pending && existing.status == AccountStatus::Pending && existing.credentials.is_empty();
-        if !ours {
+        if !made_by(session, &existing) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "already_exists",
@@ -489,20 +558,30 @@ async fn prepare_pending(
             && current.parameters() == account.parameters()
             && same_secrets(current.secret_parameters(), account.secret_parameters())
         {
-            return Ok(());
+            return Ok(session.clone());
         }
         store.remove(&session.account).await?;
     }
-    store.insert(&account).await?;
+    store.insert(&account).await.map_err(|error| {
+        if error.kind() == ErrorKind::AlreadyExists {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                "an account with this session's id was made meanwhile: ask for a new link",
+            )
+        } else {
+            error.into()
+        }
+    })?;
     state.integrations.forget(&session.account);
-    if !session.created_pending {
-        let mut marked = session.clone();
-        marked.created_pending = true;
-        // Lost to a concurrent change of the session: the account is
-        // still this session's, found by id.
-        let _ = store.storage().update_connect_session(session, &marked).await?;
-    }
-    Ok(())
+    let created_at = account.created_at();
+    super::change(&state.integrations, session, |session| {
+        session.created_pending = true;
+        session.pending_created_at = Some(created_at);
+        true
+    })
+    .await?
+    .ok_or_else(|| refused(Refusal::Unknown))
 }
 
 fn same_secrets(a: &Secrets, b: &Secrets) -> bool {
@@ -531,8 +610,10 @@ pub struct HostKeyBody {
 /// The key an SFTP server presents.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HostKeyView {
-    /// The host connected to.
-    pub host: String,
+    /// The host connected to; left out for a reconnect (its host may come
+    /// from a secret parameter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The port connected to.
     pub port: u16,
     /// The SHA256 fingerprint of its host key, as `ssh-keygen -l` prints it,
@@ -573,63 +654,53 @@ pub async fn host_key(
         if integration.auth_type() != "sftp" {
             return Err(ApiError::invalid("only SFTP integrations have host keys"));
         }
-        let mut parameters = secrets(body.parameters);
+        // Placeholders for the login: only the address is read.
+        let mut probe = NewAccount::new(session.account.clone())
+            .credential("username", "probe")
+            .credential("password", "probe")
+            .credential("host_key", integrations::sftp::ACCEPT_ANY);
         if session.reconnect {
+            if body.host.is_some() || body.port.is_some() || !body.parameters.is_empty() {
+                return Err(ApiError::invalid(
+                    "a reconnect keeps the account's server and parameters: send none",
+                ));
+            }
             let account = state
                 .integrations
                 .store()
                 .get(&session.account)
                 .await
                 .map_err(account_gone)?;
-            parameters = account.secret_parameters().clone();
-            for (name, value) in account.parameters() {
-                parameters.insert(name, SecretString::from(value.clone()));
+            probe.parameters = all_parameters(&account);
+            for name in ["host", "port"] {
+                if let Some(value) = account.credentials().get(name) {
+                    probe.credentials.insert(name, value.clone());
+                }
             }
-        }
-        // Placeholders for the login: only the address is read.
-        let mut probe = NewAccount::new(session.account.clone())
-            .credential("username", "probe")
-            .credential("password", "probe")
-            .credential("host_key", integrations::sftp::ACCEPT_ANY);
-        probe.parameters = parameters;
-        for (name, value) in [("host", body.host), ("port", body.port)] {
-            if let Some(value) = value.filter(|value| !value.is_empty()) {
-                probe = probe.credential(name, value);
+        } else {
+            probe.parameters = with_fixed_parameters(&session, body.parameters)?;
+            for (name, value) in [("host", body.host), ("port", body.port)] {
+                if let Some(value) = value.filter(|value| !value.is_empty()) {
+                    probe = probe.credential(name, value);
+                }
             }
         }
         let account = AccountStore::prepare(integration, probe)?;
         let (host, port) = integrations::sftp::server_address(integration, &account)?;
-        check_sftp_host(integration, &host)?;
-        let fingerprint = integrations::sftp::presented_host_key(&host, port, HOST_KEY_TIMEOUT).await?;
+        check_destinations(integration, &account).await?;
+        count_attempt(&state, &session).await?;
+        let _slot = check_slot().await?;
+        let fingerprint = integrations::sftp::presented_host_key(&host, port, HOST_KEY_TIMEOUT)
+            .await
+            // A reconnect's server may come from a secret parameter.
+            .map_err(|error| public_error(&error, session.reconnect))?;
         Ok(Json(HostKeyView {
-            host,
+            host: (!session.reconnect).then_some(host),
             port,
             fingerprint,
         }))
     };
     with_cors(&headers, answer.await)
-}
-
-/// The SFTP hosts an end user may point the gateway at: never a cloud
-/// metadata or link-local address, and an IP address only where the
-/// integration allows IP hosts.
-fn check_sftp_host(integration: &Integration, host: &str) -> Result<(), ApiError> {
-    let refused = |message: &str| ApiError::new(StatusCode::FORBIDDEN, "refused", message);
-    if integrations::destination::is_metadata_name(host) {
-        return Err(refused("this host is not allowed"));
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        if integrations::destination::is_link_local_or_metadata(ip) {
-            return Err(refused("this host is not allowed"));
-        }
-        if !integration.allow_ip_hosts {
-            return Err(refused(
-                "the host must be a name, not an IP address (the integration does not set `allow_ip_hosts`)",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Answers a CORS preflight of the public session routes. The browser
@@ -704,7 +775,7 @@ async fn open_session_of(state: &AppState, headers: &HeaderMap) -> Result<Connec
 fn refused(refusal: Refusal) -> ApiError {
     let status = match refusal {
         Refusal::Unknown => StatusCode::UNAUTHORIZED,
-        Refusal::Expired | Refusal::Used => StatusCode::GONE,
+        Refusal::Expired | Refusal::Used | Refusal::Exhausted => StatusCode::GONE,
     };
     ApiError::new(status, refusal.kind(), refusal.message())
 }
@@ -745,30 +816,52 @@ fn secrets(values: BTreeMap<String, String>) -> Secrets {
         .collect()
 }
 
+/// Counts an attempt against the session, or refuses when none is left.
+async fn count_attempt(state: &AppState, session: &ConnectSession) -> Result<ConnectSession, ApiError> {
+    super::count_attempt(&state.integrations, session)
+        .await?
+        .map_err(refused)
+}
+
 /// Checks the credentials with the provider, naming what failed without
 /// the context an operator's error carries.
-async fn check(state: &AppState, account: &integrations::ConnectedAccount) -> Result<(), ApiError> {
+async fn check(state: &AppState, account: &ConnectedAccount, reconnect: bool) -> Result<(), ApiError> {
+    let _slot = check_slot().await?;
     match state.integrations.check_credentials(account).await {
         Ok(_) => Ok(()),
         Err(error) => {
             tracing::info!(account = %account.id(), %error, "connect session: the credentials were refused");
-            Err(public_error(&error))
+            // A reconnect's server may come from a secret parameter, which
+            // the end user is never shown.
+            let server_named = reconnect && !matches!(error.kind(), ErrorKind::InvalidInput);
+            let sftp = state
+                .integrations
+                .integration(account.integration())
+                .is_ok_and(|integration| integration.auth_type() == "sftp");
+            Err(public_error(
+                &error,
+                server_named && (sftp || error.kind() != ErrorKind::Refused),
+            ))
         }
     }
 }
 
 /// An error for the end user: its message, without the context (account,
-/// integration) that is for operators.
-fn public_error(error: &Error) -> ApiError {
+/// integration) that is for operators; with `generic`, a message that names
+/// no server.
+fn public_error(error: &Error, generic: bool) -> ApiError {
     let status = ApiError::from(Error::new(error.kind(), "")).status();
-    let kind = match error.kind() {
-        ErrorKind::Refused => "credentials_refused",
-        ErrorKind::InvalidInput => "invalid_input",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Provider | ErrorKind::Transport => "provider",
-        _ => "internal",
+    let (kind, generic_message) = match error.kind() {
+        ErrorKind::Refused => (
+            "credentials_refused",
+            "the server refused the login, or its key is not the one given",
+        ),
+        ErrorKind::InvalidInput => ("invalid_input", "the values given are not valid"),
+        ErrorKind::Timeout => ("timeout", "the server did not answer in time"),
+        ErrorKind::Provider | ErrorKind::Transport => ("provider", "the server cannot be reached"),
+        _ => ("internal", "the account could not be checked"),
     };
-    ApiError::new(status, kind, error.message())
+    ApiError::new(status, kind, if generic { generic_message } else { error.message() })
 }
 
 fn account_gone(error: Error) -> ApiError {
@@ -804,214 +897,4 @@ fn with_cors<T: IntoResponse>(headers: &HeaderMap, answer: Result<T, ApiError>) 
         answer.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     }
     response
-}
-
-/// What the OAuth 2.0 callback does for an authorization a connect
-/// session started (`tag` is its token hash): completes the session with
-/// the account, or says why not, on the session's page.
-pub(crate) async fn complete_callback(
-    state: &AppState,
-    verified: Result<VerifiedCallback, Error>,
-    tag: &str,
-) -> (StatusCode, PageOutcome) {
-    let storage = state.integrations.store().storage();
-    let session = match storage.connect_session(tag).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return (StatusCode::GONE, PageOutcome::failed(Refusal::Unknown.message(), None)),
-        Err(error) => {
-            tracing::error!(%error, "connect session: cannot read the session");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                PageOutcome::failed("The gateway cannot complete the connection now. Try again.", None),
-            );
-        }
-    };
-    let verified = match verified {
-        Ok(verified) => verified,
-        Err(error) => {
-            tracing::warn!(%error, "connect session: OAuth 2.0 callback refused");
-            let status = callback_status(&error);
-            return (status, PageOutcome::failed(error.message(), Some(&session)));
-        }
-    };
-    // An authorization started while the session was open completes within
-    // its own lifetime; a session completes once.
-    if session.completed_at.is_some() {
-        return (StatusCode::GONE, PageOutcome::failed(Refusal::Used.message(), None));
-    }
-    let Ok(Some(claimed)) = super::claim(&state.integrations, &session).await else {
-        return (StatusCode::GONE, PageOutcome::failed(Refusal::Used.message(), None));
-    };
-    match state.integrations.complete_verified_authorization(verified).await {
-        Ok(account) => {
-            if let Some(end_user) = &session.end_user
-                && account.end_user() != Some(end_user)
-            {
-                set_end_user(state.integrations.store(), account.clone(), end_user.clone()).await;
-                state.integrations.forget(account.id());
-            }
-            (
-                StatusCode::OK,
-                PageOutcome::connected(&session, account.status().as_str()),
-            )
-        }
-        Err(error) => {
-            super::reopen(&state.integrations, &claimed).await;
-            tracing::warn!(%error, "connect session: the authorization did not complete");
-            let message = if error.kind() == ErrorKind::NotFound {
-                "The account was removed while it was being connected. Ask for a new link."
-            } else {
-                error.message()
-            };
-            (callback_status(&error), PageOutcome::failed(message, Some(&session)))
-        }
-    }
-}
-
-fn callback_status(error: &Error) -> StatusCode {
-    match error.kind() {
-        ErrorKind::Provider | ErrorKind::Transport | ErrorKind::Timeout => StatusCode::BAD_GATEWAY,
-        ErrorKind::Refused => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::GONE,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
-async fn set_end_user(store: &AccountStore, mut account: integrations::ConnectedAccount, end_user: EndUser) {
-    for _ in 0..5 {
-        match store.set_end_user(&account, end_user.clone()).await {
-            Ok(Update::Updated(_)) => return,
-            Ok(Update::Conflict(current)) => account = current,
-            Err(error) => {
-                tracing::warn!(%error, account = %account.id(), "cannot keep the end user on the account");
-                return;
-            }
-        }
-    }
-}
-
-/// What the connect page shows when it is the callback's answer.
-#[derive(Debug, Serialize)]
-pub(crate) struct PageOutcome {
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    account: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    account_status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-    allowed_origins: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    return_url: Option<String>,
-    /// Whether the session is still open, for the page to offer another try.
-    retry: bool,
-}
-
-impl PageOutcome {
-    fn connected(session: &ConnectSession, account_status: &str) -> Self {
-        Self {
-            status: "connected",
-            account: Some(session.account.to_string()),
-            account_status: Some(account_status.to_owned()),
-            message: None,
-            allowed_origins: session.allowed_origins.clone(),
-            return_url: session.return_url.clone(),
-            retry: false,
-        }
-    }
-
-    fn failed(message: &str, session: Option<&ConnectSession>) -> Self {
-        let open = session.is_some_and(|session| super::check_open(session.clone()).is_ok());
-        Self {
-            status: "failed",
-            account: None,
-            account_status: None,
-            message: Some(message.to_owned()),
-            allowed_origins: Vec::new(),
-            return_url: session.and_then(|session| session.return_url.clone()),
-            retry: open,
-        }
-    }
-}
-
-/// The OAuth 2.0 callback: for an authorization a connect session started,
-/// the session's page with the outcome; for others, the operator's page.
-pub(crate) async fn callback(state: &AppState, callback: &Callback) -> Response {
-    let verified = integrations::auth::oauth2::verify_callback(state.integrations.store(), callback).await;
-    let tag = match &verified {
-        Ok(verified) => verified.tag().map(str::to_owned),
-        Err(error) => error.context("authorization_tag").map(str::to_owned),
-    };
-    let Some(tag) = tag else {
-        return crate::api::callback_page(state, verified).await;
-    };
-    let (status, outcome) = complete_callback(state, verified, &tag).await;
-    session_page(status, Some(&outcome))
-}
-
-/// The connect page of sessions, built into the binary.
-const SESSION_PAGE: &str = include_str!("../../assets/connect-session.html");
-
-/// Its policy: its own inline script and style (by hash), calls to this
-/// gateway only, never framed. No `Cross-Origin-Opener-Policy`: the page
-/// must keep its opener to tell it the outcome.
-static SESSION_PAGE_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
-         form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
-        crate::inline_hash(SESSION_PAGE, "<script>", "</script>"),
-        crate::inline_hash(SESSION_PAGE, "<style>", "</style>"),
-    )
-});
-
-/// The connect page, with the callback's `outcome` when it has one.
-pub(crate) fn session_page(status: StatusCode, outcome: Option<&PageOutcome>) -> Response {
-    let body = match outcome {
-        None => SESSION_PAGE.to_owned(),
-        Some(outcome) => {
-            let json = serde_json::to_string(outcome).unwrap_or_default();
-            SESSION_PAGE.replacen(
-                "data-outcome=\"\"",
-                &format!("data-outcome=\"{}\"", escape_attribute(&json)),
-                1,
-            )
-        }
-    };
-    (status, crate::page_headers(&SESSION_PAGE_POLICY), body).into_response()
-}
-
-fn escape_attribute(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// `GET /connect/session`: the page; the token is in its fragment.
-pub async fn page() -> Response {
-    session_page(StatusCode::OK, None)
-}
-
-/// `/connect.js`, for product pages: `Integrations.connect({ sessionUrl })`.
-const SCRIPT: &str = include_str!("../../assets/connect.js");
-
-/// `GET /connect.js`: served to any site, cached for an hour.
-pub async fn script() -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/javascript; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (
-                header::HeaderName::from_static("cross-origin-resource-policy"),
-                HeaderValue::from_static("cross-origin"),
-            ),
-        ],
-        SCRIPT,
-    )
-        .into_response()
 }
