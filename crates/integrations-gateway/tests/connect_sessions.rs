@@ -966,3 +966,60 @@ async fn end_user_hosts_are_resolved_and_private_ones_refused() {
         assert!(error.to_string().contains(names), "{credentials}: {error}");
     }
 }
+
+#[tokio::test]
+async fn an_end_user_may_switch_from_a_sign_in_to_a_token() {
+    use integration_oauth2_test_server::{Config, TestServer};
+
+    let server = TestServer::start(Config::default()).await;
+    let upstream = checking_upstream().await;
+    let definitions = format!(
+        "{}{}",
+        server.definition(r#""test-secret""#),
+        ticket_definition(&upstream)
+    );
+    let gateway = Gateway::with_definitions(&definitions).await;
+    let (token, _) = gateway
+        .session(json!({ "integrations": ["provider", "ticket"], "account": "either" }))
+        .await;
+    // A sign-in started, then abandoned for a token.
+    gateway.start_authorization(&token, "provider").await;
+    let (_, pending) = gateway.call(Method::GET, "/v1/accounts/either", None).await;
+    assert_eq!(pending["status"], "pending");
+    let (status, _, connected) = gateway
+        .as_end_user(
+            &token,
+            Method::POST,
+            "/account",
+            Some(json!({ "integration": "ticket", "parameters": { "team": "blue" }, "credentials": { "token": "right-token" } })),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connected}");
+    let (_, account) = gateway.call(Method::GET, "/v1/accounts/either", None).await;
+    assert_eq!(account["integration"], "ticket");
+    assert_eq!(account["status"], "connected");
+
+    // An account of the session's id made by someone else is never taken
+    // for the session's own pending one.
+    let (token, _) = gateway
+        .session(json!({ "integration": "provider", "account": "taken" }))
+        .await;
+    gateway
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            Some(json!({ "id": "taken", "integration": "provider" })),
+        )
+        .await;
+    let (status, _, error) = gateway
+        .as_end_user(
+            &token,
+            Method::POST,
+            "/authorization",
+            Some(json!({ "integration": "provider" })),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+}
