@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use integration_core::Result;
+pub use integration_core::definition::BodyFormat;
 use integration_core::definition::{Integration, TemplateField, TokenInjection, TokenResponse, UrlTemplateField, Verb};
 use integration_core::method::{AccountContext, AuthDefinition, CredentialField, MethodTable, Problems};
 use integration_core::template::{Template, UrlTemplate};
@@ -33,17 +34,6 @@ pub struct CustomToken {
     pub token_response: TokenResponse,
     /// Auth Token: how the token goes on each request.
     pub token: TokenInjection,
-}
-
-/// The body format of a POST token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BodyFormat {
-    /// `application/x-www-form-urlencoded`.
-    #[default]
-    Form,
-    /// `application/json`, an object of strings.
-    Json,
 }
 
 impl AuthDefinition for CustomToken {

@@ -167,7 +167,7 @@ impl OAuth2Authenticator {
                 Some(refresh_token) => {
                     self.client
                         .token
-                        .request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+                        .refresh(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
                         .await
                 }
                 None => {

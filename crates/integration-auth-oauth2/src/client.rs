@@ -4,6 +4,7 @@ use std::fmt;
 
 use integration_core::definition::{Integration, SecretSource};
 
+use crate::definition::Scope;
 use crate::{GrantType, OAuth2};
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::template::Escape;
@@ -89,7 +90,13 @@ impl OAuth2Client {
             token: TokenEndpoint {
                 endpoints: AccountClient::endpoints(account, integration, http)?,
                 url: url("auth.access_token_endpoint", &config.access_token_endpoint)?,
+                refresh_url: config
+                    .refresh_token_endpoint
+                    .as_ref()
+                    .map(|template| url("auth.refresh_token_endpoint", template))
+                    .transpose()?,
                 verb: config.access_token_verb,
+                format: config.token_request_format(),
                 client_id: text("auth.client_id", &config.client_id)?,
                 client_secret,
                 authentication: config.client_authentication(),
@@ -106,7 +113,15 @@ impl OAuth2Client {
                 .as_ref()
                 .map(|template| url("auth.revoke_token_endpoint", template))
                 .transpose()?,
-            scope: text("auth.scope", &config.scope)?,
+            scope: match &config.scope {
+                Scope::Text(scope) => text("auth.scope", scope)?,
+                Scope::List(scopes) => scopes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, scope)| text(&format!("auth.scope[{i}]"), scope))
+                    .collect::<Result<Vec<_>>>()?
+                    .join(config.scope_separator()),
+            },
             authorization_parameters,
             config: config.clone(),
         })

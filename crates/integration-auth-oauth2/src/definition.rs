@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use integration_core::definition::{
-    Integration, SecretSource, TemplateField, TokenInjection, TokenResponse, UrlTemplateField, Verb, is_env_name,
+    BodyFormat, Integration, SecretSource, TemplateField, TokenInjection, TokenResponse, UrlTemplateField, Verb,
+    is_env_name,
 };
 use integration_core::method::{AccountContext, AuthDefinition, CredentialField, MethodTable, Problems, Revocation};
 use integration_core::template::{Placement, Template, UrlTemplate};
@@ -28,11 +29,24 @@ pub struct OAuth2 {
     pub access_token_endpoint: UrlTemplateField,
     /// Access Token Verb.
     pub access_token_verb: Verb,
+    /// How a POST token request sends its parameters: `form` (the
+    /// standard, and the default) or `json` (Notion, some others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_request_format: Option<BodyFormat>,
+    /// Where refresh token requests go, when not to the access token
+    /// endpoint (Figma).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_endpoint: Option<UrlTemplateField>,
     /// Revoke Token Endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_token_endpoint: Option<UrlTemplateField>,
-    /// OAuth Scope: space-separated scopes.
-    pub scope: TemplateField,
+    /// OAuth Scope: one string (`"repo read:user"`), or a list of scopes
+    /// joined with `scope_separator`.
+    pub scope: Scope,
+    /// What joins a list of scopes: a space (the standard, and the
+    /// default), or `,` for providers that want commas (Slack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_separator: Option<String>,
     /// Client ID.
     pub client_id: TemplateField,
     /// Client Secret: a template (usually `{client_secret}` over a secret
@@ -59,7 +73,27 @@ pub struct OAuth2 {
     pub token: TokenInjection,
 }
 
+/// The scope an integration asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Scope {
+    /// The scope as sent, e.g. `"repo read:user"`.
+    Text(TemplateField),
+    /// Scopes to join with `scope_separator`.
+    List(Vec<TemplateField>),
+}
+
 impl OAuth2 {
+    /// What joins a list of scopes.
+    pub fn scope_separator(&self) -> &str {
+        self.scope_separator.as_deref().unwrap_or(" ")
+    }
+
+    /// How a POST token request sends its parameters.
+    pub fn token_request_format(&self) -> BodyFormat {
+        self.token_request_format.unwrap_or_default()
+    }
+
     /// Whether PKCE is used on the authorization code grant.
     pub fn uses_pkce(&self) -> bool {
         self.pkce.unwrap_or(true)
@@ -101,6 +135,25 @@ impl AuthDefinition for OAuth2 {
                 "missing required field `authorization_endpoint` (the authorization_code grant needs it)",
             );
         }
+        if self.access_token_verb == Verb::Get && self.token_request_format.is_some() {
+            problems.at(
+                "auth.token_request_format",
+                "a GET token request sends its parameters in the query; token_request_format applies to POST only",
+            );
+        }
+        match (&self.scope, &self.scope_separator) {
+            (Scope::Text(_), Some(_)) => problems.at(
+                "auth.scope_separator",
+                "scope_separator joins a list of scopes, and `scope` is one string here: write it as a list",
+            ),
+            (Scope::List(_), Some(separator)) if separator.is_empty() || separator.chars().any(char::is_control) => {
+                problems.at(
+                    "auth.scope_separator",
+                    "scope_separator must be a space, a comma or the like",
+                )
+            }
+            _ => {}
+        }
         self.token_response.check("auth.token_response", problems);
         if self.token_response.token_header.is_some() {
             problems.at(
@@ -130,6 +183,7 @@ impl AuthDefinition for OAuth2 {
         };
         let endpoints = [
             ("auth.access_token_endpoint", Some(&self.access_token_endpoint)),
+            ("auth.refresh_token_endpoint", self.refresh_token_endpoint.as_ref()),
             ("auth.revoke_token_endpoint", self.revoke_token_endpoint.as_ref()),
         ];
         for (field, endpoint) in endpoints {
@@ -155,6 +209,7 @@ impl AuthDefinition for OAuth2 {
         [
             ("auth.authorization_endpoint", self.authorization_endpoint.as_deref()),
             ("auth.access_token_endpoint", Some(&*self.access_token_endpoint)),
+            ("auth.refresh_token_endpoint", self.refresh_token_endpoint.as_deref()),
             ("auth.revoke_token_endpoint", self.revoke_token_endpoint.as_deref()),
         ]
         .into_iter()
@@ -163,10 +218,15 @@ impl AuthDefinition for OAuth2 {
     }
 
     fn templates(&self) -> Vec<(String, &Template)> {
-        let mut templates = vec![
-            ("auth.scope".to_owned(), &*self.scope),
-            ("auth.client_id".to_owned(), &*self.client_id),
-        ];
+        let mut templates = vec![("auth.client_id".to_owned(), &*self.client_id)];
+        match &self.scope {
+            Scope::Text(scope) => templates.push(("auth.scope".to_owned(), &**scope)),
+            Scope::List(scopes) => {
+                for (i, scope) in scopes.iter().enumerate() {
+                    templates.push((format!("auth.scope[{i}]"), &**scope));
+                }
+            }
+        }
         for (name, template) in &self.authorization_parameters {
             templates.push((format!("auth.authorization_parameters.{name}"), &**template));
         }

@@ -12,7 +12,7 @@ mod token_endpoint;
 pub use authenticator::OAuth2Authenticator;
 pub use authorization::{AuthorizationStart, Callback, STATE_LIFETIME, VerifiedCallback, verify_callback};
 pub use client::OAuth2Client;
-pub use definition::{ClientAuthentication, GrantType, OAuth2, client};
+pub use definition::{ClientAuthentication, GrantType, OAuth2, Scope, client};
 pub use integration_core::method::Revocation;
 pub use redirect::{CALLBACK_PATH, Realm, RedirectUri};
 pub use store::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use integration_core::definition::{TokenResponse, Verb};
+use integration_core::definition::{BodyFormat, TokenResponse, Verb};
 
 use crate::ClientAuthentication;
 use integration_core::secrecy::{ExposeSecret, SecretString};
@@ -59,7 +59,10 @@ pub(crate) struct TokenEndpoint {
     /// The request path of the integration's own endpoints.
     pub(crate) endpoints: AccountClient,
     pub(crate) url: Url,
+    /// Where refresh requests go, when not to `url`.
+    pub(crate) refresh_url: Option<Url>,
     pub(crate) verb: Verb,
+    pub(crate) format: BodyFormat,
     pub(crate) client_id: String,
     pub(crate) client_secret: SecretString,
     pub(crate) authentication: ClientAuthentication,
@@ -68,8 +71,19 @@ pub(crate) struct TokenEndpoint {
 }
 
 impl TokenEndpoint {
+    /// Sends a refresh token request with `grant` parameters, to the
+    /// refresh endpoint when there is one.
+    pub(crate) async fn refresh(&self, grant: &[(&str, &str)]) -> Result<TokenSet, TokenFailure> {
+        self.request_at(self.refresh_url.as_ref().unwrap_or(&self.url), grant)
+            .await
+    }
+
     /// Sends a token request with `grant` parameters and reads the tokens.
     pub(crate) async fn request(&self, grant: &[(&str, &str)]) -> Result<TokenSet, TokenFailure> {
+        self.request_at(&self.url, grant).await
+    }
+
+    async fn request_at(&self, url: &Url, grant: &[(&str, &str)]) -> Result<TokenSet, TokenFailure> {
         let mut pairs: Vec<(&str, &str)> = grant.to_vec();
         pairs.extend(
             self.extra
@@ -80,15 +94,15 @@ impl TokenEndpoint {
             pairs.push(("client_id", &self.client_id));
             pairs.push(("client_secret", self.client_secret.expose_secret()));
         }
-        let request = match self.verb {
-            Verb::Get => {
-                let mut url = self.url.clone();
+        let request = match (self.verb, self.format) {
+            (Verb::Get, _) => {
+                let mut url = url.clone();
                 url.query_pairs_mut().extend_pairs(&pairs);
                 self.endpoints.request(Method::GET, url.as_str())
             }
-            Verb::Post => self
+            (Verb::Post, BodyFormat::Form) => self
                 .endpoints
-                .request(Method::POST, self.url.as_str())
+                .request(Method::POST, url.as_str())
                 .header(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -98,6 +112,16 @@ impl TokenEndpoint {
                         .extend_pairs(&pairs)
                         .finish(),
                 ),
+            (Verb::Post, BodyFormat::Json) => {
+                let object: serde_json::Map<String, Value> = pairs
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), Value::String((*value).to_owned())))
+                    .collect();
+                self.endpoints
+                    .request(Method::POST, url.as_str())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(Value::Object(object).to_string())
+            }
         };
         let mut request = request.header(ACCEPT, HeaderValue::from_static("application/json"));
         if self.authentication == ClientAuthentication::Basic {

@@ -367,6 +367,17 @@ pub struct TokenResponse {
     pub refresh_margin_seconds: Option<u64>,
 }
 
+/// The body format of a POST token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// `application/x-www-form-urlencoded`.
+    #[default]
+    Form,
+    /// `application/json`, an object of strings.
+    Json,
+}
+
 /// The spec's Auth Token: where and how a token goes on each request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
