@@ -194,7 +194,8 @@ impl AccountClient {
             .timeout_seconds
             .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
             .unwrap_or(DEFAULT_TIMEOUT);
-        let retry = Retry::new(integration.retry.as_ref().unwrap_or(&RetryPolicy::default()));
+        let retry = Retry::new(integration.retry.as_ref().unwrap_or(&RetryPolicy::default()))
+            .with_rate_limit(integration.rate_limit.as_ref());
 
         Ok(Self {
             inner: Arc::new(Inner {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use integration_core::{Error, ErrorKind, Result};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::ExposeSecret;
 use url::Url;
@@ -469,7 +469,13 @@ where
             Ok(response) => {
                 let wait = replayable
                     .then(|| {
-                        retry.after_response(response.status(), || response.retry_after(), method, attempt, started)
+                        retry.after_response(
+                            response.status(),
+                            |name| response.header(name),
+                            method,
+                            attempt,
+                            started,
+                        )
                     })
                     .flatten();
                 let Some(wait) = wait else {
@@ -498,8 +504,8 @@ where
 /// What the retry loop reads of a response.
 trait Reply {
     fn status(&self) -> StatusCode;
-    /// The `Retry-After` header's value.
-    fn retry_after(&self) -> Option<&[u8]>;
+    /// The value of header `name` (lowercase).
+    fn header(&self, name: &str) -> Option<&[u8]>;
 }
 
 impl Reply for Response {
@@ -507,8 +513,8 @@ impl Reply for Response {
         self.status()
     }
 
-    fn retry_after(&self) -> Option<&[u8]> {
-        self.headers().get(RETRY_AFTER).map(HeaderValue::as_bytes)
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers().get(name).map(HeaderValue::as_bytes)
     }
 }
 
@@ -517,8 +523,8 @@ impl Reply for RawResponse {
         self.status
     }
 
-    fn retry_after(&self) -> Option<&[u8]> {
-        self.headers.get("retry-after")
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
     }
 }
 

@@ -189,6 +189,8 @@ async fn an_oauth_account_s_life_arrives_once_each_in_order() {
 
 #[tokio::test]
 async fn a_failing_handler_gets_the_event_again_once_its_claim_ends() {
+    // Before the definitions are read: they name the methods registered.
+    integrations::register_methods();
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let store = AccountStore::new(Arc::clone(&storage), Cipher::new(&EncryptionKey::generate()));
     let definitions = Definitions::from_str(
@@ -204,7 +206,6 @@ async fn a_failing_handler_gets_the_event_again_once_its_claim_ends() {
         Format::Toml,
     )
     .expect("valid");
-    integrations::register_methods();
     let mut credentials = Secrets::new();
     credentials.insert("token", SecretString::from("t0ken".to_owned()));
     store

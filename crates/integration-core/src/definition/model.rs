@@ -50,6 +50,11 @@ pub struct Integration {
     /// How failed HTTP requests are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// How the provider says "rate limited" beyond a 429 with
+    /// `Retry-After`: which statuses, and which header tells when to try
+    /// again. The retry policy honours it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Allows plain `http://` to hosts other than loopback in `base_url`,
     /// the endpoints and absolute request URLs: credentials then cross the
     /// network in clear. For lab setups only; a warning is logged when
@@ -97,6 +102,53 @@ pub enum HealthCheckMethod {
     /// `HEAD`.
     #[serde(rename = "HEAD")]
     Head,
+}
+
+/// How a provider signals rate limits, e.g. GitHub's:
+/// `{ statuses = [403], when = { name = "x-ratelimit-remaining", value = "0" },
+/// reset_header = "x-ratelimit-reset", reset_unit = "epoch_seconds" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Statuses that mean "rate limited" besides 429, such as 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+    /// Such a status means "rate limited" only when this header has this
+    /// value (a 403 without it is a refusal). 429 always does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<HeaderMatch>,
+    /// The header that tells when to try again, read before `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_header: Option<String>,
+    /// What `reset_header` holds.
+    #[serde(default)]
+    pub reset_unit: ResetUnit,
+}
+
+/// A response header and the value it must have (compared ignoring ASCII
+/// case and surrounding spaces).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// The header's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// What a rate-limit reset header holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetUnit {
+    /// Seconds to wait, as `Retry-After` (the default).
+    #[default]
+    Seconds,
+    /// The Unix time, in seconds, when the limit resets (GitHub).
+    EpochSeconds,
+    /// The Unix time, in milliseconds.
+    EpochMilliseconds,
+    /// An HTTP date.
+    HttpDate,
 }
 
 /// How failed HTTP requests are retried: 429 and 503 after their

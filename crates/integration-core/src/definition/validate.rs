@@ -459,6 +459,10 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
     }
     check_template_references(checker, &declared);
 
+    if let Some(rate_limit) = &integration.rate_limit {
+        check_rate_limit(checker, rate_limit, &join(path, "rate_limit"));
+    }
+
     let mut problems = Problems::default();
     integration.auth.check_definition(integration, &mut problems);
     for (field, message) in problems.into_vec() {
@@ -606,6 +610,39 @@ impl TokenResponse {
                 format!("`{header}` is not a valid header name"),
             );
         }
+    }
+}
+
+fn check_rate_limit(checker: &mut Checker<'_>, rate_limit: &crate::definition::RateLimit, path: &str) {
+    for (i, status) in rate_limit.statuses.iter().enumerate() {
+        if !(400..=599).contains(status) {
+            checker.error(
+                &format!("{path}.statuses[{i}]"),
+                format!("{status} is not an error status (400 to 599)"),
+            );
+        }
+    }
+    if let Some(when) = &rate_limit.when
+        && !is_header_name(&when.name)
+    {
+        checker.error(
+            &join(path, "when.name"),
+            format!("`{}` is not a valid header name", when.name),
+        );
+    }
+    if let Some(header) = &rate_limit.reset_header
+        && !is_header_name(header)
+    {
+        checker.error(
+            &join(path, "reset_header"),
+            format!("`{header}` is not a valid header name"),
+        );
+    }
+    if rate_limit.when.is_some() && rate_limit.statuses.is_empty() {
+        checker.error(
+            &join(path, "when"),
+            "`when` qualifies the extra `statuses`, and none are given",
+        );
     }
 }
 
