@@ -2,7 +2,9 @@
 //! stored: an end user who typed a wrong token hears it at once, and
 //! nothing is saved.
 
-use integration_core::{ConnectedAccount, Error, ErrorKind, Result};
+use integration_core::{ConnectedAccount, Result};
+#[cfg(feature = "http")]
+use integration_core::{Error, ErrorKind};
 
 use crate::Integrations;
 

@@ -7,6 +7,7 @@ pub mod events;
 #[cfg(feature = "auth-oauth2")]
 pub mod scheduler;
 
+#[cfg(feature = "http")]
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,11 @@ pub fn register_methods() {
         );
         method!("auth-jwt", "jwt", integration_auth_jwt::Jwt);
         method!("sftp", "sftp", integration_sftp::Sftp);
+        #[cfg(feature = "catalog")]
+        integration_core::definition::register_catalog(integration_core::definition::CatalogResolver {
+            resolve: integration_catalog::resolve,
+            keys: integration_catalog::keys,
+        });
     });
 }
 
@@ -198,6 +204,8 @@ impl Integrations {
         &self.store
     }
 
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     /// Hands every event of the store's outbox to `handler`, at least once,
     /// on the current tokio runtime, until the handle is dropped (see
     /// [`EventRelay`](events::EventRelay) for the guarantees).

@@ -85,6 +85,35 @@ pub(crate) enum EncryptionCommand {
     },
 }
 
+const CATALOG_HELP: &str = "\
+A definition starts from an entry and sets what is its own:
+
+  [[integration]]
+  extends = \"stripe\"
+  name = \"Stripe (billing)\"
+
+Its tables merge field by field (an `auth` table of its own keeps the
+entry's other auth fields); the result is validated like any definition.
+Works offline: the catalog is built into the binary.";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CatalogCommand {
+    /// List the entries: key, name, auth method.
+    List {
+        /// Only entries whose key, name or setup page holds this word.
+        #[arg(long, value_name = "WORD")]
+        search: Option<String>,
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an entry's definition and its setup page.
+    Show {
+        /// The entry's key, as `list` shows it.
+        key: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum StorageCommand {
     /// Copy every account, API key, pending authorization and webhook
@@ -139,6 +168,10 @@ impl std::fmt::Debug for DatabaseUrl {
 pub(crate) enum Command {
     /// Check definition files; list every problem and exit 1 if there is one.
     Validate(ValidateArgs),
+    /// The built-in catalog of ready definitions for popular APIs, which a
+    /// definition extends with `extends = "KEY"`.
+    #[command(subcommand, after_long_help = CATALOG_HELP)]
+    Catalog(CatalogCommand),
     /// Print the JSON Schema of the definition format.
     Schema,
     /// Manage connected accounts.

@@ -1,6 +1,7 @@
 //! The `integrations` command.
 
 mod accounts;
+mod catalog;
 mod cli;
 mod connect;
 mod context;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Storage(StorageCommand::Copy(args)) => block_on(storage::copy(global, args)),
         Command::Encryption(command) => block_on(encryption::run(global, command)),
         Command::Validate(args) => validate::run(global, args),
+        Command::Catalog(command) => catalog::run(command),
         Command::Schema => validate::schema(),
         Command::Accounts(AccountsCommand::Add(args)) => block_on(accounts::add(global, *args)),
         Command::Accounts(AccountsCommand::SetCredentials(args)) => block_on(accounts::set_credentials(global, args)),

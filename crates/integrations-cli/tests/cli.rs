@@ -1321,3 +1321,63 @@ fn connect_link_prints_a_single_use_link() {
         assert!(refused.stderr.contains(names), "{args:?}: {}", refused.stderr);
     }
 }
+
+#[test]
+fn the_catalog_is_listed_shown_and_extended_offline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let list = run(dir.path(), &["catalog", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list.stdout
+            .lines()
+            .any(|line| line.starts_with("stripe ") && line.ends_with("Stripe")),
+        "{}",
+        list.stdout
+    );
+    let search = run(dir.path(), &["catalog", "list", "--search", "TWILIO", "--json"]);
+    let found: serde_json::Value = serde_json::from_str(&search.stdout).expect("json");
+    assert_eq!(
+        found,
+        serde_json::json!([{ "key": "twilio", "name": "Twilio", "auth_type": "basic" }])
+    );
+    let show = run(dir.path(), &["catalog", "show", "sendgrid"]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(show.stdout.starts_with("# SendGrid") && show.stdout.contains("extends = \"sendgrid\""));
+    let missing = run(dir.path(), &["catalog", "show", "sendgird"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("no catalog entry `sendgird`; entries: sendgrid"),
+        "{}",
+        missing.stderr
+    );
+
+    // A definition extending an entry validates, and an account of it works.
+    let definitions = dir.path().join("billing.toml");
+    std::fs::write(
+        &definitions,
+        "[[integration]]\nextends = \"stripe\"\nkey = \"billing\"\n",
+    )
+    .expect("write");
+    let definitions = definitions.to_str().expect("utf-8");
+    let validated = run(dir.path(), &["validate", definitions]);
+    assert_eq!(validated.code, 0, "{}", validated.stderr);
+    let added = integrations(
+        dir.path(),
+        &[
+            "--definitions",
+            definitions,
+            "accounts",
+            "add",
+            "billing",
+            "--id",
+            "b1",
+            "--credential-stdin",
+            "token",
+        ],
+        &[],
+        Some("sk_test_123"),
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+}

@@ -169,7 +169,6 @@ async fn a_delivery_waiting_for_its_retry_is_made_after_a_restart() {
     let all = receiver.received();
     assert_eq!(all.len(), 2, "{all:#?}");
     assert_eq!(delivered[0].id, all[0].id, "the same event, retried");
-    drop(_second);
 
     let id = run(data.path(), &["webhooks", "list"])
         .0
@@ -177,7 +176,15 @@ async fn a_delivery_waiting_for_its_retry_is_made_after_a_restart() {
         .next()
         .expect("id")
         .to_owned();
-    let (deliveries, _) = run(data.path(), &["webhooks", "deliveries", &id]);
+    // The receiver answers before the gateway records the outcome: the
+    // record is read once it has.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut deliveries = run(data.path(), &["webhooks", "deliveries", &id]).0;
+    while !deliveries.contains("account.created  e1  delivered") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        deliveries = run(data.path(), &["webhooks", "deliveries", &id]).0;
+    }
+    drop(_second);
     assert!(deliveries.contains("account.created  e1  delivered"), "{deliveries}");
     assert!(
         deliveries.contains("  503  ") && deliveries.contains("  204  "),

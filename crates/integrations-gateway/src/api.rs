@@ -39,6 +39,9 @@ pub struct IntegrationView {
     pub parameters: Vec<ParameterView>,
     /// The credentials an account of this integration takes when created.
     pub credentials: Vec<CredentialView>,
+    /// The catalog entry it extends (`GET /v1/catalog`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
 }
 
 /// An integration parameter.
@@ -99,6 +102,7 @@ impl From<&Integration> for IntegrationView {
                     description: field.description,
                 })
                 .collect(),
+            extends: integration.extends.clone(),
         }
     }
 }
@@ -279,6 +283,43 @@ pub async fn get_integration(
 ) -> Result<Json<IntegrationView>, ApiError> {
     let integration = state.integrations.integration(&key)?;
     Ok(Json(IntegrationView::from(integration.as_ref())))
+}
+
+/// A catalog entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogEntryView {
+    /// Its key, which a definition's `extends` names.
+    pub key: &'static str,
+    /// The provider's name.
+    pub name: String,
+    /// `oauth2`, `api_token`, `basic`, `custom_token` or `sftp`.
+    pub auth_type: String,
+    /// Its setup page, in Markdown: where to register, what to paste, the
+    /// quirks.
+    pub setup: &'static str,
+    /// Its definition, in TOML.
+    pub definition: &'static str,
+}
+
+/// The built-in catalog of ready definitions, sorted by key.
+#[utoipa::path(
+    get, path = "/v1/catalog", tag = "integrations",
+    responses((status = 200, body = [CatalogEntryView]), (status = 401, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_catalog() -> Json<Vec<CatalogEntryView>> {
+    Json(
+        integrations::catalog::entries()
+            .iter()
+            .map(|entry| CatalogEntryView {
+                key: entry.key,
+                name: entry.name(),
+                auth_type: entry.auth_type(),
+                setup: entry.setup,
+                definition: entry.definition,
+            })
+            .collect(),
+    )
 }
 
 /// The accounts listed by one `GET /v1/accounts`, unless `limit` says.

@@ -85,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn router_with_body_timeout(state: Arc<AppState>, body_read_timeout: std::time::Duration) -> Router {
     let (protected, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::list_integrations))
+        .routes(routes!(api::list_catalog))
         .routes(routes!(api::get_integration))
         .routes(routes!(api::list_accounts, api::create_account))
         .routes(routes!(api::get_account, api::delete_account))

@@ -452,3 +452,23 @@ async fn accounts_are_listed_in_pages_with_filters() {
         assert!(message.contains(field), "{query}: {message}");
     }
 }
+
+#[tokio::test]
+async fn the_catalog_is_listed_with_a_key() {
+    let gateway = Gateway::start().await;
+    let anonymous = reqwest::get(format!("{}/v1/catalog", gateway.base))
+        .await
+        .expect("response");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, catalog) = gateway.call(reqwest::Method::GET, "/v1/catalog", None).await;
+    assert_eq!(status, StatusCode::OK, "{catalog}");
+    let stripe = catalog
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|entry| entry["key"] == "stripe")
+        .expect("stripe");
+    assert_eq!(stripe["name"], "Stripe");
+    assert_eq!(stripe["auth_type"], "api_token");
+    assert!(stripe["setup"].as_str().expect("setup").starts_with("# Stripe"));
+}

@@ -60,6 +60,13 @@ pub mod auth {
     }
 }
 
+/// The built-in catalog of ready definitions for popular APIs.
+#[cfg(feature = "catalog")]
+#[cfg_attr(docsrs, doc(cfg(feature = "catalog")))]
+pub mod catalog {
+    pub use integration_catalog::*;
+}
+
 /// Storage backends, one feature each. The trait itself is [`Storage`].
 pub mod storage {
     pub use integration_core::storage::*;

@@ -1,10 +1,12 @@
 //! Integration definitions: the file format, loading and validation.
 
+mod catalog;
 mod load;
 mod model;
 mod schema;
 mod validate;
 
+pub use catalog::{CatalogResolver, register_catalog};
 pub use load::{Definitions, Format};
 pub use model::*;
 pub use schema::json_schema;

@@ -50,6 +50,11 @@ pub struct Integration {
     /// How failed HTTP requests are retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// The catalog entry this definition starts from (`integrations catalog
+    /// list`): its fields are the entry's, with those given here set or
+    /// replaced (tables field by field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     /// How the provider says "rate limited" beyond a 429 with
     /// `Retry-After`: which statuses, and which header tells when to try
     /// again. The retry policy honours it.

@@ -387,6 +387,15 @@ pub(crate) fn validate_documents(
                 errors: Vec::new(),
                 templates: Vec::new(),
             };
+            let merged = match super::catalog::extended(item) {
+                Ok(merged) => merged,
+                Err(message) => {
+                    checker.error(&join(&path, "extends"), message);
+                    errors.append(&mut checker.errors);
+                    continue;
+                }
+            };
+            let item = merged.as_ref().unwrap_or(item);
             checker.check(item, integration_schema, &path);
             let structure_is_valid = checker.errors.is_empty();
             // Checked on the raw value, so it is reported even when the
