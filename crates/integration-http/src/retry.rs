@@ -96,6 +96,10 @@ impl Retry {
         attempt: u32,
         started: Instant,
     ) -> Option<Duration> {
+        // Most responses: nothing to look at.
+        if !(status.is_client_error() || status.is_server_error()) {
+            return None;
+        }
         let (rate_limited, limited_wait) = self.rate_limited(status, &header);
         if self.only_unprocessed {
             let wait = if rate_limited {
