@@ -289,17 +289,25 @@ async fn insert_new(state: &AppState, session: &ConnectSession, account: &Connec
     {
         store.remove(&session.account).await?;
     }
-    store.insert(account).await.map_err(|error| {
-        if error.kind() == ErrorKind::AlreadyExists {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                "an account with this session's id was made meanwhile: ask for a new link",
-            )
-        } else {
-            error.into()
-        }
-    })
+    store.insert(account).await.map_err(insert_error)
+}
+
+/// An account of the session's id that someone else made.
+fn taken() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_exists",
+        "an account with this session's id was made meanwhile: ask for a new link",
+    )
+}
+
+/// A refused insert, as the end user hears it.
+fn insert_error(error: Error) -> ApiError {
+    if error.kind() == ErrorKind::AlreadyExists {
+        taken()
+    } else {
+        error.into()
+    }
 }
 
 /// Whether `stored` is the pending account `session` made, and nobody's
@@ -547,11 +555,7 @@ async fn prepare_pending(
     .with_end_user(session.end_user.clone());
     if let Some(existing) = store.storage().account(&session.account).await? {
         if !made_by(session, &existing) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                "an account with this session's id was made meanwhile: ask for a new link",
-            ));
+            return Err(taken());
         }
         let current = store.get(&session.account).await?;
         if current.integration() == account.integration()
@@ -562,17 +566,7 @@ async fn prepare_pending(
         }
         store.remove(&session.account).await?;
     }
-    store.insert(&account).await.map_err(|error| {
-        if error.kind() == ErrorKind::AlreadyExists {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                "an account with this session's id was made meanwhile: ask for a new link",
-            )
-        } else {
-            error.into()
-        }
-    })?;
+    store.insert(&account).await.map_err(insert_error)?;
     state.integrations.forget(&session.account);
     let created_at = account.created_at();
     super::change(&state.integrations, session, |session| {
