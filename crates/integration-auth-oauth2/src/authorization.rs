@@ -49,7 +49,13 @@ pub struct Callback {
     pub error: Option<String>,
     /// `error_description`.
     pub error_description: Option<String>,
+    /// The other query parameters (at most [`MAX_CALLBACK_PARAMETERS`]),
+    /// for the integration's `callback_parameters`.
+    pub parameters: BTreeMap<String, String>,
 }
+
+/// How many query parameters besides the standard ones a callback keeps.
+pub const MAX_CALLBACK_PARAMETERS: usize = 32;
 
 impl Callback {
     /// Reads a callback URL's query string.
@@ -61,7 +67,12 @@ impl Callback {
                 "code" => &mut callback.code,
                 "error" => &mut callback.error,
                 "error_description" => &mut callback.error_description,
-                _ => continue,
+                _ => {
+                    if callback.parameters.len() < MAX_CALLBACK_PARAMETERS {
+                        callback.parameters.insert(name.into_owned(), value.into_owned());
+                    }
+                    continue;
+                }
             };
             *slot = Some(value.into_owned());
         }
@@ -75,6 +86,7 @@ impl fmt::Debug for Callback {
             .field("error", &self.error)
             .field("has_state", &self.state.is_some())
             .field("has_code", &self.code.is_some())
+            .field("parameters", &self.parameters.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +101,7 @@ pub struct VerifiedCallback {
     verifier: Option<SecretString>,
     redirect_uri: String,
     tag: Option<String>,
+    parameters: BTreeMap<String, String>,
 }
 
 impl VerifiedCallback {
@@ -228,11 +241,26 @@ impl OAuth2Client {
         if let Some(verifier) = &callback.verifier {
             grant.push(("code_verifier", verifier.expose_secret()));
         }
-        let tokens = self
+        let mut tokens = self
             .token
             .request(&grant)
             .await
             .map_err(|failure| failure.into_error().with_context("account", &self.account))?;
+        for name in &self.config.callback_parameters {
+            if let Some(value) = callback.parameters.get(name) {
+                if value.len() > 2048 || value.chars().any(char::is_control) {
+                    return Err(self.error(
+                        ErrorKind::Refused,
+                        format!("the callback's `{name}` is too long or holds control characters"),
+                    ));
+                }
+                tokens.parameters.insert(name.clone(), value.clone());
+            }
+        }
+        if self.lookup.is_some() {
+            let found = self.look_up(&tokens).await?;
+            tokens.parameters.extend(found);
+        }
         let reason = if tokens.refresh_token.is_none() {
             tracing::warn!(account = %self.account, integration = %self.integration, "the provider sent no refresh token: the account must be connected again when the access token expires");
             Some("the provider sent no refresh token".to_owned())
@@ -317,6 +345,7 @@ pub async fn verify_callback(store: &AccountStore, callback: &Callback) -> Resul
         verifier,
         redirect_uri: pending.data.get(REDIRECT_URI).cloned().unwrap_or_default(),
         tag,
+        parameters: callback.parameters.clone(),
     })
 }
 

@@ -24,6 +24,8 @@ pub struct OAuth2Client {
     pub(crate) token: TokenEndpoint,
     pub(crate) authorization_endpoint: Option<Url>,
     pub(crate) revoke_endpoint: Option<Url>,
+    /// The connection lookup's URL.
+    pub(crate) lookup: Option<Url>,
     pub(crate) scope: String,
     pub(crate) authorization_parameters: Vec<(String, String)>,
 }
@@ -59,15 +61,18 @@ impl OAuth2Client {
                 .render(Escape::Plain, &values)
                 .map_err(|e| error(ErrorKind::InvalidInput, format!("{e} (in {field})")))
         };
-        let client_secret = match &config.client_secret {
-            SecretSource::Template(template) => SecretString::from(text("auth.client_secret", template)?),
-            SecretSource::Env { env } => SecretString::from(std::env::var(env).map_err(|_| {
-                error(
-                    ErrorKind::Config,
-                    format!("environment variable {env} (auth.client_secret) is not set or not UTF-8"),
-                )
-            })?),
+        let source = |field: &str, source: &SecretSource| -> Result<SecretString> {
+            Ok(match source {
+                SecretSource::Template(template) => SecretString::from(text(field, template)?),
+                SecretSource::Env { env } => SecretString::from(std::env::var(env).map_err(|_| {
+                    error(
+                        ErrorKind::Config,
+                        format!("environment variable {env} ({field}) is not set or not UTF-8"),
+                    )
+                })?),
+            })
         };
+        let client_secret = source("auth.client_secret", &config.client_secret)?;
         let extra = config
             .token_parameters
             .iter()
@@ -97,11 +102,16 @@ impl OAuth2Client {
                     .transpose()?,
                 verb: config.access_token_verb,
                 format: config.token_request_format(),
-                client_id: text("auth.client_id", &config.client_id)?,
+                client_id: source("auth.client_id", &config.client_id)?.expose_secret().to_owned(),
                 client_secret,
                 authentication: config.client_authentication(),
                 extra,
                 response: config.token_response.clone(),
+                saved: config
+                    .token_response_parameters
+                    .iter()
+                    .map(|(name, pointer)| (name.clone(), pointer.clone()))
+                    .collect(),
             },
             authorization_endpoint: config
                 .authorization_endpoint
@@ -112,6 +122,11 @@ impl OAuth2Client {
                 .revoke_token_endpoint
                 .as_ref()
                 .map(|template| url("auth.revoke_token_endpoint", template))
+                .transpose()?,
+            lookup: config
+                .connection_lookup
+                .as_ref()
+                .map(|lookup| url("auth.connection_lookup.url", &lookup.url))
                 .transpose()?,
             scope: match &config.scope {
                 Scope::Text(scope) => text("auth.scope", scope)?,

@@ -47,8 +47,10 @@ pub struct OAuth2 {
     /// default), or `,` for providers that want commas (Slack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope_separator: Option<String>,
-    /// Client ID.
-    pub client_id: TemplateField,
+    /// Client ID: a template, or `{ env = "NAME" }` to read it from the
+    /// process environment (catalog entries do, so that one app's id is
+    /// set once per deployment).
+    pub client_id: SecretSource,
     /// Client Secret: a template (usually `{client_secret}` over a secret
     /// parameter) or `{ env = "NAME" }`.
     pub client_secret: SecretSource,
@@ -69,8 +71,33 @@ pub struct OAuth2 {
     /// for providers that nest them or leave out `expires_in`.
     #[serde(default)]
     pub token_response: TokenResponse,
+    /// Values of the token response saved on the account as parameters,
+    /// by name: JSON pointers such as `{ instance_url = "/instance_url" }`.
+    /// Updated by each refresh whose response has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_response_parameters: BTreeMap<String, String>,
+    /// Query parameters of the authorization callback saved on the account
+    /// as parameters of the same name, such as QuickBooks' `realmId`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_parameters: Vec<String>,
+    /// A request made with the new access token right after the code
+    /// exchange, whose JSON answer gives more parameters (Atlassian's
+    /// cloud id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_lookup: Option<ConnectionLookup>,
     /// Auth Token: how the access token goes on each request.
     pub token: TokenInjection,
+}
+
+/// A GET made with the new access token right after the code exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLookup {
+    /// URL template; the token goes where `token` says.
+    pub url: UrlTemplateField,
+    /// Values of its JSON answer saved on the account as parameters, by
+    /// name: JSON pointers such as `{ cloud_id = "/0/id" }`.
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// The scope an integration asks for.
@@ -126,6 +153,100 @@ pub enum GrantType {
     ClientCredentials,
 }
 
+impl OAuth2 {
+    fn check_provided_parameters(&self, integration: &Integration, problems: &mut Problems) {
+        let pointers = self
+            .token_response_parameters
+            .iter()
+            .map(|(name, pointer)| (format!("auth.token_response_parameters.{name}"), pointer))
+            .chain(self.connection_lookup.iter().flat_map(|lookup| {
+                lookup
+                    .parameters
+                    .iter()
+                    .map(|(name, pointer)| (format!("auth.connection_lookup.parameters.{name}"), pointer))
+            }));
+        for (field, pointer) in pointers {
+            if pointer.is_empty() || pointer.contains(char::is_whitespace) {
+                problems.at(
+                    field,
+                    "expected a JSON pointer such as `/instance_url`, or a field name",
+                );
+            }
+        }
+        let after_a_code = self.grant_type == GrantType::AuthorizationCode;
+        if !after_a_code && !self.callback_parameters.is_empty() {
+            problems.at(
+                "auth.callback_parameters",
+                "the client_credentials grant has no authorization callback",
+            );
+        }
+        if let Some(lookup) = &self.connection_lookup {
+            if !after_a_code {
+                problems.at(
+                    "auth.connection_lookup",
+                    "the connection lookup follows the exchange of an authorization code; the \
+                     client_credentials grant has none",
+                );
+            }
+            if let Some((name, _)) = lookup
+                .url
+                .parameters()
+                .find(|(name, _)| lookup.parameters.contains_key(*name))
+            {
+                problems.at(
+                    "auth.connection_lookup.url",
+                    format!("`{name}` is what the lookup gives, so its own URL cannot use it"),
+                );
+            }
+        }
+        // Whoever follows the redirect can change its query: a callback
+        // value may choose a path segment, never where requests go.
+        let mut urls: Vec<(&str, &UrlTemplate)> = self.endpoints();
+        if let Some(base_url) = integration.base_url.as_deref() {
+            urls.push(("base_url", base_url));
+        }
+        for (field, url) in urls {
+            if let Some((name, _)) = url.parameters().find(|(name, placement)| {
+                (placement.chooses_host() || *placement == Placement::Port)
+                    && self.callback_parameters.iter().any(|callback| callback == *name)
+            }) {
+                problems.at(
+                    field,
+                    format!(
+                        "`{name}` comes from the authorization callback, whose query whoever follows the \
+                         redirect can change: it may not choose the host"
+                    ),
+                );
+            }
+        }
+        for (i, host) in integration.allowed_hosts.iter().enumerate() {
+            if let Some(name) = host
+                .parameters()
+                .find(|name| self.callback_parameters.iter().any(|callback| callback == *name))
+            {
+                problems.at(
+                    format!("allowed_hosts[{i}]"),
+                    format!("`{name}` comes from the authorization callback: it may not choose a host"),
+                );
+            }
+        }
+    }
+}
+
+/// Whether the parameters in `endpoint`'s host only choose subdomains of a
+/// domain of two labels or more written in the definition
+/// (`{shop}.myshopify.com`), so that any value keeps the host within it.
+fn under_a_fixed_domain(endpoint: &UrlTemplate) -> bool {
+    let origin = endpoint
+        .parameters()
+        .any(|(_, placement)| placement == Placement::Origin);
+    let labels = endpoint
+        .host_suffix()
+        .and_then(|suffix| suffix.strip_prefix('.'))
+        .map(|domain| domain.split('.').collect::<Vec<_>>());
+    !origin && labels.is_some_and(|labels| labels.len() >= 2 && labels.iter().all(|label| !label.is_empty()))
+}
+
 #[async_trait]
 impl AuthDefinition for OAuth2 {
     fn check_definition(&self, integration: &Integration, problems: &mut Problems) {
@@ -154,20 +275,39 @@ impl AuthDefinition for OAuth2 {
             }
             _ => {}
         }
+        for name in self.token_parameters.keys() {
+            let reserved = match name.as_str() {
+                "grant_type" => self.grant_type != GrantType::ClientCredentials,
+                "code" | "code_verifier" | "redirect_uri" | "refresh_token" | "client_id" | "client_secret" => true,
+                _ => false,
+            };
+            if reserved {
+                problems.at(
+                    format!("auth.token_parameters.{name}"),
+                    format!(
+                        "`{name}` is set by the grant itself; only a client_credentials grant may replace \
+                         its `grant_type` (as Zoom's `account_credentials`)"
+                    ),
+                );
+            }
+        }
         self.token_response.check("auth.token_response", problems);
+        self.check_provided_parameters(integration, problems);
         if self.token_response.token_header.is_some() {
             problems.at(
                 "auth.token_response.token_header",
                 "OAuth 2.0 tokens come in the response body; token_header applies to custom_token only",
             );
         }
-        if let SecretSource::Env { env } = &self.client_secret
-            && !is_env_name(env)
-        {
-            problems.at(
-                "auth.client_secret.env",
-                format!("`{env}` is not an environment variable name"),
-            );
+        for (field, source) in [
+            ("auth.client_id.env", &self.client_id),
+            ("auth.client_secret.env", &self.client_secret),
+        ] {
+            if let SecretSource::Env { env } = source
+                && !is_env_name(env)
+            {
+                problems.at(field, format!("`{env}` is not an environment variable name"));
+            }
         }
         // The client secret goes to the token and revoke endpoints. When it
         // is the integration's own (an `env` variable or a literal), an
@@ -189,15 +329,15 @@ impl AuthDefinition for OAuth2 {
         for (field, endpoint) in endpoints {
             if let Some(endpoint) = endpoint
                 && !secret_of_each_account
-                && let Some((parameter, _)) = endpoint
-                    .parameters()
-                    .find(|(_, placement)| *placement == Placement::Host)
+                && !under_a_fixed_domain(endpoint)
+                && let Some((parameter, _)) = endpoint.parameters().find(|(_, placement)| placement.chooses_host())
             {
                 problems.at(
                     field,
                     format!(
                         "its host comes from parameter `{parameter}`, so whoever creates an account would \
-                         choose where the integration's client secret goes; write the host in the definition, \
+                         choose where the integration's client secret goes; write the host in the definition \
+                         (a parameter may stand for subdomains of a fixed domain: `https://{{shop}}.myshopify.com`), \
                          or make client_secret a secret parameter of each account (`{{client_secret}}`)"
                     ),
                 );
@@ -211,6 +351,10 @@ impl AuthDefinition for OAuth2 {
             ("auth.access_token_endpoint", Some(&*self.access_token_endpoint)),
             ("auth.refresh_token_endpoint", self.refresh_token_endpoint.as_deref()),
             ("auth.revoke_token_endpoint", self.revoke_token_endpoint.as_deref()),
+            (
+                "auth.connection_lookup.url",
+                self.connection_lookup.as_ref().map(|lookup| &*lookup.url),
+            ),
         ]
         .into_iter()
         .filter_map(|(field, template)| Some((field, template?)))
@@ -218,7 +362,10 @@ impl AuthDefinition for OAuth2 {
     }
 
     fn templates(&self) -> Vec<(String, &Template)> {
-        let mut templates = vec![("auth.client_id".to_owned(), &*self.client_id)];
+        let mut templates = Vec::new();
+        if let SecretSource::Template(client_id) = &self.client_id {
+            templates.push(("auth.client_id".to_owned(), &**client_id));
+        }
         match &self.scope {
             Scope::Text(scope) => templates.push(("auth.scope".to_owned(), &**scope)),
             Scope::List(scopes) => {
@@ -237,6 +384,25 @@ impl AuthDefinition for OAuth2 {
             templates.push(("auth.client_secret".to_owned(), &**secret));
         }
         templates
+    }
+
+    fn provided_parameters(&self) -> Vec<(String, &str)> {
+        let from_response = self
+            .token_response_parameters
+            .keys()
+            .map(|name| (format!("auth.token_response_parameters.{name}"), name.as_str()));
+        let from_callback = self
+            .callback_parameters
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (format!("auth.callback_parameters[{i}]"), name.as_str()));
+        let from_lookup = self.connection_lookup.iter().flat_map(|lookup| {
+            lookup
+                .parameters
+                .keys()
+                .map(|name| (format!("auth.connection_lookup.parameters.{name}"), name.as_str()))
+        });
+        from_response.chain(from_callback).chain(from_lookup).collect()
     }
 
     fn token(&self) -> Option<&TokenInjection> {

@@ -86,6 +86,16 @@ impl OAuth2Client {
             }
             match request.send().await {
                 Ok(response) if response.status().is_success() => outcome.revoked.push(hint),
+                // Most providers end the access tokens of a refresh token
+                // revoked just before, and some then refuse to revoke them
+                // again (Google answers 400): the token is ended either way.
+                Ok(response)
+                    if kind == ACCESS_TOKEN
+                        && outcome.revoked.contains(&"refresh_token")
+                        && matches!(response.status().as_u16(), 400 | 401) =>
+                {
+                    outcome.revoked.push(hint)
+                }
                 Ok(response) => outcome.failures.push(self.error(
                     ErrorKind::Provider,
                     format!("the revoke endpoint answered {} for the {hint}", response.status()),

@@ -1,5 +1,7 @@
 //! Writing tokens to the account, with compare-and-swap.
 
+use std::collections::BTreeMap;
+
 use integration_core::secrecy::SecretString;
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
@@ -20,7 +22,17 @@ const MAX_CONFLICTS: usize = 20;
 /// them with a compare-and-swap, again on the newer record after a conflict.
 pub(crate) async fn update_credentials(
     client: &OAuth2Client,
+    account: ConnectedAccount,
+    change: impl Fn(&ConnectedAccount, &mut Secrets, &mut AccountHealth) -> (AccountStatus, Option<String>),
+) -> Result<ConnectedAccount> {
+    update_connection(client, account, &BTreeMap::new(), change).await
+}
+
+/// [`update_credentials`], also setting parameters the provider gave.
+async fn update_connection(
+    client: &OAuth2Client,
     mut account: ConnectedAccount,
+    provided: &BTreeMap<String, String>,
     change: impl Fn(&ConnectedAccount, &mut Secrets, &mut AccountHealth) -> (AccountStatus, Option<String>),
 ) -> Result<ConnectedAccount> {
     for _ in 0..MAX_CONFLICTS {
@@ -29,7 +41,7 @@ pub(crate) async fn update_credentials(
         let (status, reason) = change(&account, &mut credentials, &mut health);
         match client
             .store
-            .update_account(&account, credentials, status, reason, health)
+            .update_account_with_parameters(&account, credentials, status, reason, health, provided)
             .await?
         {
             Update::Updated(updated) => return Ok(updated),
@@ -43,8 +55,8 @@ pub(crate) async fn update_credentials(
 }
 
 /// Stores new tokens: the access token with its expiry, the refresh token
-/// (the old one kept when the provider sent none), the lease released, a
-/// success in the account's health.
+/// (the old one kept when the provider sent none), the parameters the
+/// provider gave, the lease released, a success in the account's health.
 pub(crate) async fn store_tokens(
     client: &OAuth2Client,
     tokens: &TokenSet,
@@ -58,7 +70,7 @@ pub(crate) async fn store_tokens(
     };
     let expires_at = tokens.expires_at.and_then(|at| at.format(&Rfc3339).ok());
     let now = OffsetDateTime::now_utc();
-    update_credentials(client, account, |_, credentials, health| {
+    update_connection(client, account, &tokens.parameters, |_, credentials, health| {
         health.succeeded(now);
         credentials.insert(ACCESS_TOKEN, tokens.access_token.clone());
         match &expires_at {

@@ -1,5 +1,6 @@
 //! Requests to the token endpoint, and reading what it answers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub struct TokenSet {
     /// When the access token expires; `None` when neither the provider nor
     /// the definition says.
     pub expires_at: Option<OffsetDateTime>,
+    /// Parameters the provider gave: values of the token response the
+    /// definition saves (`token_response_parameters`), and of the callback
+    /// and connection lookup after a code exchange.
+    pub parameters: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for TokenSet {
@@ -37,6 +42,7 @@ impl fmt::Debug for TokenSet {
         f.debug_struct("TokenSet")
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
             .field("expires_at", &self.expires_at)
+            .field("parameters", &self.parameters)
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +74,8 @@ pub(crate) struct TokenEndpoint {
     pub(crate) authentication: ClientAuthentication,
     pub(crate) extra: Vec<(String, SecretString)>,
     pub(crate) response: TokenResponse,
+    /// `token_response_parameters`: names and JSON pointers.
+    pub(crate) saved: Vec<(String, String)>,
 }
 
 impl TokenEndpoint {
@@ -84,7 +92,13 @@ impl TokenEndpoint {
     }
 
     async fn request_at(&self, url: &Url, grant: &[(&str, &str)]) -> Result<TokenSet, TokenFailure> {
-        let mut pairs: Vec<(&str, &str)> = grant.to_vec();
+        // A token parameter replaces the grant's own of that name: a
+        // client_credentials grant may say `grant_type = "account_credentials"`.
+        let mut pairs: Vec<(&str, &str)> = grant
+            .iter()
+            .filter(|(name, _)| !self.extra.iter().any(|(extra, _)| extra == name))
+            .copied()
+            .collect();
         pairs.extend(
             self.extra
                 .iter()
@@ -128,7 +142,7 @@ impl TokenEndpoint {
             request = request.header(AUTHORIZATION, self.basic_authorization()?);
         }
         let outcome = match request.send().await {
-            Ok(response) => read(response, &self.response).await,
+            Ok(response) => read(response, &self.response, &self.saved).await,
             Err(error) => Err(TokenFailure::Other(error)),
         };
         let label = match &outcome {
@@ -154,7 +168,11 @@ impl TokenEndpoint {
     }
 }
 
-async fn read(response: reqwest::Response, config: &TokenResponse) -> Result<TokenSet, TokenFailure> {
+async fn read(
+    response: reqwest::Response,
+    config: &TokenResponse,
+    saved: &[(String, String)],
+) -> Result<TokenSet, TokenFailure> {
     let status = response.status();
     let body = token::read_body(response, MAX_BODY)
         .await
@@ -213,7 +231,41 @@ async fn read(response: reqwest::Response, config: &TokenResponse) -> Result<Tok
         access_token: SecretString::from(access_token),
         refresh_token: refresh_token.map(SecretString::from),
         expires_at: expiry(&json, config)?,
+        parameters: saved_values(&json, saved, "token response")?,
     })
+}
+
+/// The values at `saved`'s pointers in `json`, as parameter values: a
+/// string, number or boolean, of at most 2048 characters without control
+/// characters. A pointer that finds nothing is left out.
+pub(crate) fn saved_values(
+    json: &Value,
+    saved: &[(String, String)],
+    source: &str,
+) -> Result<BTreeMap<String, String>, TokenFailure> {
+    let mut values = BTreeMap::new();
+    for (name, configured) in saved {
+        let at = pointer(Some(configured), "");
+        let value = match json.pointer(&at) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(text)) => text.clone(),
+            Some(value @ (Value::Number(_) | Value::Bool(_))) => value.to_string(),
+            Some(_) => {
+                return Err(other(
+                    ErrorKind::Provider,
+                    format!("the {source}'s value at {at} (parameter `{name}`) is not a string or a number"),
+                ));
+            }
+        };
+        if value.len() > 2048 || value.chars().any(char::is_control) {
+            return Err(other(
+                ErrorKind::Provider,
+                format!("the {source}'s value at {at} (parameter `{name}`) is too long or holds control characters"),
+            ));
+        }
+        values.insert(name.clone(), value);
+    }
+    Ok(values)
 }
 
 fn expiry(json: &Value, config: &TokenResponse) -> Result<Option<OffsetDateTime>, TokenFailure> {
@@ -259,7 +311,9 @@ fn expiry(json: &Value, config: &TokenResponse) -> Result<Option<OffsetDateTime>
             ));
         }
     };
-    let lifetime = match seconds {
+    // A lifetime of 0 says "never expires" (Mailchimp): no token is issued
+    // already expired.
+    let lifetime = match seconds.filter(|seconds| *seconds != 0.0) {
         Some(seconds) => Duration::try_from_secs_f64(seconds).ok(),
         None => config.lifetime_seconds.map(Duration::from_secs),
     };
@@ -314,9 +368,49 @@ mod tests {
             access_token: SecretString::from("access-s3cret".to_owned()),
             refresh_token: Some(SecretString::from("refresh-s3cret".to_owned())),
             expires_at: None,
+            parameters: BTreeMap::new(),
         };
         let shown = format!("{tokens:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn saved_values_are_plain_text_or_refused() {
+        let json = serde_json::json!({
+            "instance_url": "https://eu12.my.salesforce.com",
+            "team": { "id": "T123" },
+            "hub_id": 42,
+            "nested": { "a": 1 },
+            "line": "a\nb",
+        });
+        let saved = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        };
+        let values = saved_values(
+            &json,
+            &saved(&[
+                ("instance_url", "instance_url"),
+                ("team_id", "/team/id"),
+                ("hub_id", "/hub_id"),
+                ("absent", "/absent"),
+            ]),
+            "token response",
+        )
+        .expect("values");
+        assert_eq!(
+            values.get("instance_url").map(String::as_str),
+            Some("https://eu12.my.salesforce.com")
+        );
+        assert_eq!(values.get("team_id").map(String::as_str), Some("T123"));
+        assert_eq!(values.get("hub_id").map(String::as_str), Some("42"));
+        assert!(!values.contains_key("absent"));
+        for pointer in ["/nested", "/line"] {
+            let Err(TokenFailure::Other(error)) = saved_values(&json, &saved(&[("x", pointer)]), "token response")
+            else {
+                panic!("{pointer} is refused");
+            };
+            assert!(error.to_string().contains("parameter `x`"), "{error}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use integration_template::{Chain, Escape, RenderError, Template, UrlTemplate, Values};
+use integration_template::{Chain, Escape, RenderError, RenderErrorKind, Template, UrlTemplate, Values};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -480,8 +480,13 @@ pub(crate) fn check_new_account(
 
     let mut plain = BTreeMap::new();
     let mut secret = Secrets::new();
+    let provided = integration.auth.provided_parameters();
     for name in new.parameters.names() {
-        if integration.parameter(name).is_none() {
+        if let Some((field, _)) = provided.iter().find(|(_, provided)| *provided == name) {
+            problems.push(format!(
+                "parameter `{name}` is not given: the provider gives it while the account connects ({field})"
+            ));
+        } else if integration.parameter(name).is_none() {
             let declared: Vec<&str> = integration.parameters.iter().map(|p| p.name.as_str()).collect();
             problems.push(if declared.is_empty() {
                 format!("unknown parameter `{name}`: the integration declares none")
@@ -629,6 +634,13 @@ fn render_problems(integration: &Integration, values: &impl Values) -> Vec<Strin
             failures.push((error, "auth.token.value_template".to_owned()));
         }
     }
+
+    // Templates that use a parameter the provider gives while the account
+    // connects render once it has.
+    let provided = integration.auth.provided_parameters();
+    failures.retain(|(error, _)| {
+        !(error.kind == RenderErrorKind::MissingValue && provided.iter().any(|(_, name)| *name == error.parameter))
+    });
 
     // One line per distinct problem, naming every field it occurs in.
     let mut merged: Vec<(RenderError, Vec<String>)> = Vec::new();

@@ -248,7 +248,26 @@ impl AccountStore {
         status_reason: Option<String>,
         health: AccountHealth,
     ) -> Result<Update> {
+        self.update_account_with_parameters(account, credentials, status, status_reason, health, &BTreeMap::new())
+            .await
+    }
+
+    /// [`update_account`](Self::update_account), also setting the values
+    /// of parameters the provider gave while the account connected
+    /// ([`AuthDefinition::provided_parameters`](crate::method::AuthDefinition::provided_parameters)):
+    /// plain parameters, not secret.
+    pub async fn update_account_with_parameters(
+        &self,
+        account: &ConnectedAccount,
+        credentials: Secrets,
+        status: AccountStatus,
+        status_reason: Option<String>,
+        health: AccountHealth,
+        provided: &BTreeMap<String, String>,
+    ) -> Result<Update> {
         let mut next = account.clone();
+        next.parameters
+            .extend(provided.iter().map(|(name, value)| (name.clone(), value.clone())));
         next.credentials = credentials;
         next.status = status;
         next.status_reason = status_reason;

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use integration_template::{Placement, UrlTemplate};
+use integration_template::UrlTemplate;
 use url::{Host, Url};
 
 /// Host names of cloud metadata services, refused like their addresses.
@@ -30,10 +30,7 @@ pub fn check_host(url: &Url, template: &UrlTemplate, allow_ip_hosts: bool) -> Re
                 .to_owned(),
         );
     }
-    match template
-        .parameters()
-        .find(|(_, placement)| *placement == Placement::Host)
-    {
+    match template.parameters().find(|(_, placement)| placement.chooses_host()) {
         Some((parameter, _)) if !allow_ip_hosts => Err(format!(
             "parameter `{parameter}` makes the host an IP address; \
              the integration needs `allow_ip_hosts = true` for that"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use integration_core::definition::{Integration, ParameterType, RetryPolicy};
-use integration_core::template::{Chain, Escape, Placement, Template, UrlTemplate};
+use integration_core::template::{Chain, Escape, Placement, RenderError, RenderErrorKind, Template, UrlTemplate};
 use integration_core::{AccountId, ConnectedAccount, Error, ErrorKind, Result, Secrets};
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
@@ -80,6 +80,26 @@ impl AccountClient {
         http: HttpClient,
         authenticator: Arc<dyn Authenticator>,
     ) -> Result<Self> {
+        Self::compile(account, integration, http, authenticator, false)
+    }
+
+    /// [`new`](Self::new); for the endpoints' client, a URL that needs a
+    /// parameter the provider has not given yet (an account still
+    /// connecting) is left out rather than refused, and the request
+    /// parameters are not rendered.
+    fn compile(
+        account: &ConnectedAccount,
+        integration: &Integration,
+        http: HttpClient,
+        authenticator: Arc<dyn Authenticator>,
+        endpoints_only: bool,
+    ) -> Result<Self> {
+        let provided = integration.auth.provided_parameters();
+        let awaited = |e: &RenderError| {
+            endpoints_only
+                && e.kind == RenderErrorKind::MissingValue
+                && provided.iter().any(|(_, name)| *name == e.parameter)
+        };
         let error = |message: String| {
             Error::new(ErrorKind::InvalidInput, message)
                 .with_context("account", account.id())
@@ -92,13 +112,15 @@ impl AccountClient {
             )));
         }
         let values = account.parameter_values();
-        let render_url = |field: &str, template: &UrlTemplate| -> Result<Url> {
-            let text = template
-                .render(&values)
-                .map_err(|e| error(format!("{e} (in {field})")))?;
+        let render_url = |field: &str, template: &UrlTemplate| -> Result<Option<Url>> {
+            let text = match template.render(&values) {
+                Ok(text) => text,
+                Err(e) if awaited(&e) => return Ok(None),
+                Err(e) => return Err(error(format!("{e} (in {field})"))),
+            };
             let url = Url::parse(&text).map_err(|e| error(format!("{field} does not render to a valid URL: {e}")))?;
             check_destination(&url, template, integration).map_err(|refusal| error(format!("{field}: {refusal}")))?;
-            Ok(url)
+            Ok(Some(url))
         };
 
         let secret = |name: &str| {
@@ -110,7 +132,7 @@ impl AccountClient {
         let in_authority = |template: &UrlTemplate| {
             template
                 .parameters()
-                .any(|(name, placement)| matches!(placement, Placement::Host | Placement::Port) && secret(name))
+                .any(|(name, placement)| (placement.chooses_host() || placement == Placement::Port) && secret(name))
         };
         let secret_destination = integration.base_url.as_deref().is_some_and(in_authority)
             || integration
@@ -125,26 +147,33 @@ impl AccountClient {
 
         let mut hosts = HostPolicy::default();
         let base_url = match &integration.base_url {
-            Some(template) => {
-                let url = render_url("base_url", template)?;
-                hosts.allow_origin(&url);
-                Some(url)
-            }
+            Some(template) => render_url("base_url", template)?,
             None => None,
         };
+        if let Some(url) = &base_url {
+            hosts.allow_origin(url);
+        }
         for (field, template) in integration.auth.endpoints() {
-            hosts.allow_origin(&render_url(field, template)?);
+            if let Some(url) = render_url(field, template)? {
+                hosts.allow_origin(&url);
+            }
         }
         for (i, pattern) in integration.allowed_hosts.iter().enumerate() {
-            let host = pattern
-                .render(Escape::Plain, &values)
-                .map_err(|e| error(format!("{e} (in allowed_hosts[{i}])")))?;
-            hosts.allow_pattern(&host);
+            match pattern.render(Escape::Plain, &values) {
+                Ok(host) => hosts.allow_pattern(&host),
+                Err(e) if awaited(&e) => {}
+                Err(e) => return Err(error(format!("{e} (in allowed_hosts[{i}])"))),
+            }
         }
 
         let mut headers = Vec::new();
         let mut query = Vec::new();
-        for (i, parameter) in integration.request_parameters.iter().enumerate() {
+        let request_parameters = if endpoints_only {
+            &[][..]
+        } else {
+            &integration.request_parameters[..]
+        };
+        for (i, parameter) in request_parameters.iter().enumerate() {
             let field = format!("request_parameters[{i}]");
             match parameter.parameter_type {
                 ParameterType::Header => {
@@ -224,7 +253,7 @@ impl AccountClient {
     /// sent again: a connection that never opened, and 429 or 503 with a
     /// `Retry-After`, within the integration's retry budget.
     pub fn endpoints(account: &ConnectedAccount, integration: &Integration, http: HttpClient) -> Result<Self> {
-        let client = Self::new(account, integration, http, Arc::new(NoCredential))?;
+        let client = Self::compile(account, integration, http, Arc::new(NoCredential), true)?;
         let mut inner = Inner::clone(&client.inner);
         inner.headers.clear();
         inner.query.clear();

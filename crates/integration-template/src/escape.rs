@@ -81,6 +81,25 @@ pub(crate) fn is_host_labels(value: &str) -> bool {
         })
 }
 
+/// `http://` or `https://` (any case), host labels, an optional port and
+/// at most a trailing `/`.
+pub(crate) fn is_origin(value: &str) -> bool {
+    let lower = value.get(..8).unwrap_or(value).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &value[8..]
+    } else if lower.starts_with("http://") {
+        &value[7..]
+    } else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    is_host_labels(host) && port.is_none_or(is_port)
+}
+
 pub(crate) fn is_port(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 5

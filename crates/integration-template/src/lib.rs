@@ -267,6 +267,10 @@ pub enum RenderErrorKind {
     /// A value in a URL port that is not a port number.
     #[error("value is not a port number (1 to 65535)")]
     InvalidPort,
+    /// A value standing for a URL's origin that is not
+    /// `http(s)://host[:port]`.
+    #[error("value is not an origin such as `https://host` or `https://host:8443` (no path, user or query)")]
+    InvalidOrigin,
     /// `.` or `..` as a path segment, which would move the request to
     /// another path.
     #[error("value `.` or `..` cannot stand in a URL path")]

@@ -10,6 +10,10 @@ use crate::{Escape, ParseError, ParseErrorKind, RenderError, RenderErrorKind, Se
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Placement {
+    /// The whole origin, at the start of the template
+    /// (`{instance_url}/services/data`): the value must be
+    /// `http(s)://host[:port]`.
+    Origin,
     /// The host: the value must be dot-separated host labels.
     Host,
     /// The port: the value must be a port number.
@@ -20,6 +24,14 @@ pub enum Placement {
     Query,
     /// The fragment: the value is percent-encoded.
     Fragment,
+}
+
+impl Placement {
+    /// Whether a value here chooses the host the URL leads to: an origin
+    /// or a host.
+    pub fn chooses_host(self) -> bool {
+        matches!(self, Self::Origin | Self::Host)
+    }
 }
 
 /// A URL template such as `https://{subdomain}.acme.example/api?o={owner}`.
@@ -49,7 +61,7 @@ impl UrlTemplate {
     /// starting with `/`.
     pub fn parse(source: &str) -> Result<Self, ParseError> {
         let template = Template::parse(source)?;
-        let mut state = if source.starts_with('/') {
+        let mut state = if source.starts_with('/') || starts_with_origin(&template) {
             State::Path
         } else {
             let lower = source.get(..8).unwrap_or(source).to_ascii_lowercase();
@@ -99,6 +111,11 @@ impl UrlTemplate {
                     offset += text.len();
                     placements.push(None);
                 }
+                Segment::Parameter(name) if offset == 0 && state == State::Path && !source.starts_with('/') => {
+                    parameter_in_authority = true;
+                    offset += name.len() + 2;
+                    placements.push(Some(Placement::Origin));
+                }
                 Segment::Parameter(name) => {
                     let placement = match state {
                         State::Scheme => {
@@ -130,6 +147,21 @@ impl UrlTemplate {
     /// The text the template was parsed from.
     pub fn source(&self) -> &str {
         self.template.source()
+    }
+
+    /// The literal end of the host after its last parameter, such as
+    /// `.zendesk.com` for `https://{subdomain}.zendesk.com/api`: empty when
+    /// a parameter ends the host, `None` when no parameter stands in the
+    /// host.
+    pub fn host_suffix(&self) -> Option<&str> {
+        let last = self.placements.iter().rposition(|p| *p == Some(Placement::Host))?;
+        Some(match self.template.segments.get(last + 1) {
+            Some(Segment::Literal(text)) => {
+                let end = text.find([':', '/', '?', '#']).unwrap_or(text.len());
+                &text[..end]
+            }
+            _ => "",
+        })
     }
 
     /// Each parameter with the URL component it stands in.
@@ -179,8 +211,20 @@ impl UrlTemplate {
     }
 }
 
+/// Whether the template starts with a parameter followed by the path, the
+/// query, the fragment or nothing: `{instance_url}/services/data`.
+fn starts_with_origin(template: &Template) -> bool {
+    match template.segments.as_slice() {
+        [Segment::Parameter(_)] => true,
+        [Segment::Parameter(_), Segment::Literal(rest), ..] => rest.starts_with(['/', '?', '#']),
+        _ => false,
+    }
+}
+
 fn push(out: &mut String, placement: Placement, value: &str) -> Result<(), RenderErrorKind> {
     match placement {
+        Placement::Origin if escape::is_origin(value) => out.push_str(value.strip_suffix('/').unwrap_or(value)),
+        Placement::Origin => return Err(RenderErrorKind::InvalidOrigin),
         Placement::Host if escape::is_host_labels(value) => out.push_str(value),
         Placement::Host => return Err(RenderErrorKind::InvalidHost),
         Placement::Port if escape::is_port(value) => out.push_str(value),

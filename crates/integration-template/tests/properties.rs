@@ -77,6 +77,18 @@ proptest! {
     }
 
     #[test]
+    fn origin_values_stay_an_origin(value in "(https?://)?[a-z0-9.:/@?#-]{0,24}") {
+        let template = UrlTemplate::parse("{origin}/services/data?v=1").expect("valid template");
+        if let Ok(rendered) = template.render(&[("origin", value.as_str())]) {
+            let (origin, rest) = rendered.split_at(rendered.len() - "/services/data?v=1".len());
+            prop_assert_eq!(rest, "/services/data?v=1");
+            let (scheme, authority) = origin.split_once("://").expect("a scheme");
+            prop_assert!(scheme == "http" || scheme == "https");
+            prop_assert!(!authority.contains(['/', '@', '?', '#']), "{:?}", rendered);
+        }
+    }
+
+    #[test]
     fn header_values_never_hold_line_breaks(value in any::<String>()) {
         let template = Template::parse("Bearer {token}").expect("valid template");
         if let Ok(rendered) = template.render(Escape::Header, &[("token", value.as_str())]) {

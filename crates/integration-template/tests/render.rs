@@ -83,6 +83,19 @@ fn url_table() {
         ("ftp://acme.example/{id}", &[("id", "1")]),
         ("acme.example/{id}", &[("id", "1")]),
         ("https://acme.example/{id}", &[]),
+        (
+            "{origin}/services/data",
+            &[("origin", "https://eu12.my.salesforce.com")],
+        ),
+        ("{origin}/services/data", &[("origin", "https://acme.pipedrive.com/")]),
+        ("{origin}/services/data", &[("origin", "http://127.0.0.1:8080")]),
+        ("{origin}/services/data", &[("origin", "https://evil.example/x")]),
+        ("{origin}/services/data", &[("origin", "https://me@evil.example")]),
+        ("{origin}/services/data", &[("origin", "https://evil.example?")]),
+        ("{origin}/services/data", &[("origin", "javascript:alert(1)")]),
+        ("{origin}/services/data", &[("origin", "eu12.my.salesforce.com")]),
+        ("{origin}", &[("origin", "https://acme.example:8443")]),
+        ("{origin}:8443/api", &[("origin", "https://acme.example")]),
     ];
     let mut table = String::new();
     for (template, values) in cases {
@@ -131,6 +144,27 @@ fn placements_are_found_at_parse_time() {
 }
 
 #[test]
+fn an_origin_and_host_suffixes_are_found_at_parse_time() {
+    let origin = UrlTemplate::parse("{instance_url}/services/data?v={v}").expect("valid template");
+    let placements: Vec<_> = origin.parameters().collect();
+    assert_eq!(
+        placements,
+        [("instance_url", Placement::Origin), ("v", Placement::Query)]
+    );
+    assert_eq!(origin.host_suffix(), None);
+    for (template, suffix) in [
+        ("https://{shop}.myshopify.com/admin/oauth", Some(".myshopify.com")),
+        ("https://{a}.{b}.zendesk.com:8443/x", Some(".zendesk.com")),
+        ("https://{host}/oauth/token", Some("")),
+        ("https://{host}", Some("")),
+        ("https://login.example/{tenant}/token", None),
+    ] {
+        let url = UrlTemplate::parse(template).expect("valid template");
+        assert_eq!(url.host_suffix(), suffix, "{template}");
+    }
+}
+
+#[test]
 fn errors_never_show_the_value() {
     let secret = "s3cr3t\r\nvalue";
     let template = Template::parse("Bearer {token}").expect("valid template");
@@ -163,7 +197,7 @@ fn parse_error_kinds() {
         ParseErrorKind::UnclosedBrace
     );
     assert_eq!(
-        UrlTemplate::parse("{base}/x").expect_err("scheme").kind,
+        UrlTemplate::parse("{scheme}://x").expect_err("scheme").kind,
         ParseErrorKind::ParameterInScheme
     );
 }

@@ -466,6 +466,25 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
             checker.error(&parameter_path, format!("duplicate parameter `{}`", parameter.name));
         }
     }
+    let provided = integration.auth.provided_parameters();
+    for (field, name) in &provided {
+        let field = join(path, field);
+        if !is_valid_parameter_name(name) {
+            checker.error(
+                &field,
+                format!("parameter name `{name}` must be ASCII letters, digits and `_`"),
+            );
+        } else if *name == TOKEN_PARAMETER {
+            checker.error(&field, "`token` is reserved for the token value template");
+        } else if integration.parameter(name).is_some() {
+            checker.error(
+                &field,
+                format!("`{name}` is also declared in parameters: a parameter is either given or provided, not both"),
+            );
+        } else if !declared.insert(*name) {
+            checker.error(&field, format!("parameter `{name}` is provided twice"));
+        }
+    }
     check_template_references(checker, &declared);
 
     if let Some(rate_limit) = &integration.rate_limit {

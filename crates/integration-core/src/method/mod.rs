@@ -73,6 +73,14 @@ pub trait AuthDefinition: TableJson + fmt::Debug + Send + Sync + Any {
         Vec::new()
     }
 
+    /// Parameters the provider gives while an account connects (from a
+    /// token response or an authorization callback), by the field path
+    /// that declares each: templates may use them like declared
+    /// parameters, and an account is never made with a value for them.
+    fn provided_parameters(&self) -> Vec<(String, &str)> {
+        Vec::new()
+    }
+
     /// Where the token goes on each request, for methods that have one.
     fn token(&self) -> Option<&TokenInjection> {
         None
