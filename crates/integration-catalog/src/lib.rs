@@ -24,7 +24,41 @@ macro_rules! entries {
     };
 }
 
-entries!["sendgrid", "sftp", "stripe", "twilio"];
+entries![
+    "airtable",
+    "asana",
+    "atlassian",
+    "box",
+    "calendly",
+    "docusign",
+    "dropbox",
+    "figma",
+    "github",
+    "githubapp",
+    "gitlab",
+    "google",
+    "hubspot",
+    "intercom",
+    "linear",
+    "mailchimp",
+    "microsoft",
+    "notion",
+    "okta",
+    "pipedrive",
+    "quickbooks",
+    "salesforce",
+    "sendgrid",
+    "sftp",
+    "shopify",
+    "slack",
+    "stripe",
+    "twilio",
+    "xero",
+    "zendesk",
+    "zendesktoken",
+    "zoom",
+    "zoomservertoserver",
+];
 
 /// Every entry, sorted by key.
 pub fn entries() -> &'static [Entry] {

@@ -87,7 +87,11 @@ fn a_definition_extends_an_entry_and_the_result_is_validated() {
     for (text, names) in [
         (
             "[[integration]]\nextends = \"stirpe\"",
-            "no catalog entry `stirpe`; entries: sendgrid",
+            "no catalog entry `stirpe`; did you mean `stripe`?",
+        ),
+        (
+            "[[integration]]\nextends = \"acmecrm\"",
+            "no catalog entry `acmecrm`; `integrations catalog list` shows the",
         ),
         (
             "[[integration]]\nextends = 7",

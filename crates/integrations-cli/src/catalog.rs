@@ -42,7 +42,7 @@ pub(crate) fn run(command: CatalogCommand) -> Result<ExitCode> {
         CatalogCommand::Show { key } => {
             let Some(entry) = catalog::entry(&key) else {
                 let keys: Vec<&str> = catalog::entries().iter().map(|entry| entry.key).collect();
-                bail!("no catalog entry `{key}`; entries: {}", keys.join(", "));
+                bail!("{}", integrations::definition::unknown_entry(&key, &keys));
             };
             writeln!(stdout, "{}", entry.setup.trim_end())?;
             writeln!(stdout, "\n## Definition\n\n```toml\n{}```", entry.definition)?;

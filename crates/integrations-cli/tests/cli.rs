@@ -1348,7 +1348,7 @@ fn the_catalog_is_listed_shown_and_extended_offline() {
     assert!(
         missing
             .stderr
-            .contains("no catalog entry `sendgird`; entries: sendgrid"),
+            .contains("no catalog entry `sendgird`; did you mean `sendgrid`?"),
         "{}",
         missing.stderr
     );

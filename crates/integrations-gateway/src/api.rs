@@ -42,6 +42,10 @@ pub struct IntegrationView {
     /// The catalog entry it extends (`GET /v1/catalog`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extends: Option<String>,
+    /// Who the end user signs in at: the name of the catalog entry it
+    /// extends (`GitHub` for an integration named `Acme sync`), its own
+    /// name otherwise.
+    pub provider: String,
 }
 
 /// An integration parameter.
@@ -103,6 +107,11 @@ impl From<&Integration> for IntegrationView {
                 })
                 .collect(),
             extends: integration.extends.clone(),
+            provider: integration
+                .extends
+                .as_deref()
+                .and_then(integrations::catalog::entry)
+                .map_or_else(|| integration.name.clone(), |entry| entry.name()),
         }
     }
 }

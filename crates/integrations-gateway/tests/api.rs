@@ -471,4 +471,26 @@ async fn the_catalog_is_listed_with_a_key() {
     assert_eq!(stripe["name"], "Stripe");
     assert_eq!(stripe["auth_type"], "api_token");
     assert!(stripe["setup"].as_str().expect("setup").starts_with("# Stripe"));
+
+    // An integration of its own name names the provider it extends, for the
+    // connect page's "Continue to GitHub".
+    let gateway = Gateway::with_definitions(
+        "[[integration]]\nextends = \"github\"\nkey = \"acmesync\"\nname = \"Acme sync\"\n\
+         [[integration]]\nkey = \"own\"\nname = \"Own API\"\nauth = { type = \"basic\" }",
+    )
+    .await;
+    let (status, listed) = gateway.call(reqwest::Method::GET, "/v1/integrations", None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let items = listed
+        .as_array()
+        .or_else(|| listed["items"].as_array())
+        .expect("a list");
+    let by_key = |key: &str| items.iter().find(|item| item["key"] == key).expect(key).clone();
+    let sync = by_key("acmesync");
+    assert_eq!(
+        (sync["name"].as_str(), sync["provider"].as_str()),
+        (Some("Acme sync"), Some("GitHub"))
+    );
+    assert_eq!(sync["extends"], "github");
+    assert_eq!(by_key("own")["provider"], "Own API");
 }

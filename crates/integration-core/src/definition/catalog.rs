@@ -39,10 +39,7 @@ pub(crate) fn extended(item: &Value) -> Result<Option<Value>, String> {
         ));
     };
     let Some(mut base) = (catalog.resolve)(key) else {
-        return Err(format!(
-            "no catalog entry `{key}`; entries: {}",
-            (catalog.keys)().join(", ")
-        ));
+        return Err(unknown_entry(key, &(catalog.keys)()));
     };
     // The entry's own `extends` never chains: the result names this one.
     if let Some(base) = base.as_object_mut() {
@@ -69,6 +66,39 @@ fn merge_tables(base: &mut Map<String, Value>, over: Map<String, Value>) {
             }
         }
     }
+}
+
+/// Says that `key` is no catalog entry, suggesting the ones of `keys` a
+/// typo may have meant.
+pub fn unknown_entry(key: &str, keys: &[&str]) -> String {
+    let near: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|entry| edit_distance(&entry.to_lowercase(), &key.to_lowercase()) <= 2)
+        .collect();
+    if near.is_empty() {
+        format!(
+            "no catalog entry `{key}`; `integrations catalog list` shows the {} entries",
+            keys.len()
+        )
+    } else {
+        format!("no catalog entry `{key}`; did you mean `{}`?", near.join("` or `"))
+    }
+}
+
+/// Levenshtein distance, for suggesting the entry a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 #[cfg(test)]

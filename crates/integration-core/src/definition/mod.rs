@@ -6,7 +6,7 @@ mod model;
 mod schema;
 mod validate;
 
-pub use catalog::{CatalogResolver, register_catalog};
+pub use catalog::{CatalogResolver, register_catalog, unknown_entry};
 pub use load::{Definitions, Format};
 pub use model::*;
 pub use schema::json_schema;
