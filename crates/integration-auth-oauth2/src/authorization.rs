@@ -241,11 +241,8 @@ impl OAuth2Client {
         if let Some(verifier) = &callback.verifier {
             grant.push(("code_verifier", verifier.expose_secret()));
         }
-        let mut tokens = self
-            .token
-            .request(&grant)
-            .await
-            .map_err(|failure| failure.into_error().with_context("account", &self.account))?;
+        // Checked before the code is spent.
+        let mut from_callback = BTreeMap::new();
         for name in &self.config.callback_parameters {
             if let Some(value) = callback.parameters.get(name) {
                 if value.len() > 2048 || value.chars().any(char::is_control) {
@@ -254,9 +251,15 @@ impl OAuth2Client {
                         format!("the callback's `{name}` is too long or holds control characters"),
                     ));
                 }
-                tokens.parameters.insert(name.clone(), value.clone());
+                from_callback.insert(name.clone(), value.clone());
             }
         }
+        let mut tokens = self
+            .token
+            .request(&grant)
+            .await
+            .map_err(|failure| failure.into_error().with_context("account", &self.account))?;
+        tokens.parameters.extend(from_callback);
         if self.lookup.is_some() {
             let found = self.look_up(&tokens).await?;
             tokens.parameters.extend(found);

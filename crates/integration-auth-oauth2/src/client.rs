@@ -20,6 +20,8 @@ pub struct OAuth2Client {
     pub(crate) account: AccountId,
     pub(crate) integration: String,
     pub(crate) config: OAuth2,
+    /// The integration, to check the values its provider gives.
+    pub(crate) definition: Integration,
     pub(crate) store: AccountStore,
     pub(crate) token: TokenEndpoint,
     pub(crate) authorization_endpoint: Option<Url>,
@@ -139,6 +141,7 @@ impl OAuth2Client {
             },
             authorization_parameters,
             config: config.clone(),
+            definition: integration.clone(),
         })
     }
 

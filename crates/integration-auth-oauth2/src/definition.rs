@@ -199,6 +199,34 @@ impl OAuth2 {
                 );
             }
         }
+        // The client is made before the account connects: what it renders
+        // cannot wait for the provider's values.
+        let provided = self.provided_parameters();
+        let is_provided = |name: &str| provided.iter().any(|(_, provided)| *provided == name);
+        let used_early = self
+            .endpoints()
+            .into_iter()
+            .map(|(field, url)| (field.to_owned(), url.template()))
+            .chain(self.templates());
+        for (field, template) in used_early {
+            if let Some(name) = template.parameters().find(|name| is_provided(name)) {
+                problems.at(
+                    field,
+                    format!(
+                        "`{name}` is given by the provider while the account connects, after this is used; \
+                         base_url, request parameters and the token's value template may use it"
+                    ),
+                );
+            }
+        }
+        for (i, host) in integration.allowed_hosts.iter().enumerate() {
+            if let Some(name) = host.parameters().find(|name| is_provided(name)) {
+                problems.at(
+                    format!("allowed_hosts[{i}]"),
+                    format!("`{name}` is given by the provider: it may not choose the allowed hosts"),
+                );
+            }
+        }
         // Whoever follows the redirect can change its query: a callback
         // value may choose a path segment, never where requests go.
         let mut urls: Vec<(&str, &UrlTemplate)> = self.endpoints();
@@ -216,17 +244,6 @@ impl OAuth2 {
                         "`{name}` comes from the authorization callback, whose query whoever follows the \
                          redirect can change: it may not choose the host"
                     ),
-                );
-            }
-        }
-        for (i, host) in integration.allowed_hosts.iter().enumerate() {
-            if let Some(name) = host
-                .parameters()
-                .find(|name| self.callback_parameters.iter().any(|callback| callback == *name))
-            {
-                problems.at(
-                    format!("allowed_hosts[{i}]"),
-                    format!("`{name}` comes from the authorization callback: it may not choose a host"),
                 );
             }
         }
@@ -274,6 +291,14 @@ impl AuthDefinition for OAuth2 {
                 )
             }
             _ => {}
+        }
+        if let Some(grant_type) = self.token_parameters.get("grant_type")
+            && grant_type.parameters().next().is_some()
+        {
+            problems.at(
+                "auth.token_parameters.grant_type",
+                "a grant type is written in the definition, never chosen by an account's parameter",
+            );
         }
         for name in self.token_parameters.keys() {
             let reserved = match name.as_str() {

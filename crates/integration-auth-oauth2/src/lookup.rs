@@ -28,9 +28,10 @@ impl OAuth2Client {
         };
         let account = self.store.get(&self.account).await?;
         let placement = &self.config.token;
+        // The query builder encodes a URL parameter's value itself.
         let escape = match placement.parameter_type {
             ParameterType::Header => Escape::Header,
-            ParameterType::UrlParameter => Escape::Query,
+            ParameterType::UrlParameter => Escape::Plain,
         };
         let values = Chain(
             [("token", tokens.access_token.expose_secret())],

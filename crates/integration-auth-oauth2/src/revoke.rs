@@ -87,14 +87,27 @@ impl OAuth2Client {
             match request.send().await {
                 Ok(response) if response.status().is_success() => outcome.revoked.push(hint),
                 // Most providers end the access tokens of a refresh token
-                // revoked just before, and some then refuse to revoke them
-                // again (Google answers 400): the token is ended either way.
+                // revoked just before, and some then call them invalid
+                // (Google answers 400 `invalid_token`): ended either way.
                 Ok(response)
                     if kind == ACCESS_TOKEN
                         && outcome.revoked.contains(&"refresh_token")
-                        && matches!(response.status().as_u16(), 400 | 401) =>
+                        && response.status().as_u16() == 400 =>
                 {
-                    outcome.revoked.push(hint)
+                    let body = integration_http::token::read_body(response, 16 * 1024)
+                        .await
+                        .unwrap_or_default();
+                    let code = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|json| json.get("error")?.as_str().map(str::to_owned));
+                    if code.as_deref() == Some("invalid_token") {
+                        outcome.revoked.push(hint);
+                    } else {
+                        outcome.failures.push(self.error(
+                            ErrorKind::Provider,
+                            format!("the revoke endpoint answered 400 Bad Request for the {hint}"),
+                        ));
+                    }
                 }
                 Ok(response) => outcome.failures.push(self.error(
                     ErrorKind::Provider,

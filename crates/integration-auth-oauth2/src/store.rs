@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use integration_core::account::provided_value_problems;
 use integration_core::secrecy::SecretString;
 use integration_core::time::OffsetDateTime;
 use integration_core::time::format_description::well_known::Rfc3339;
@@ -68,6 +69,15 @@ pub(crate) async fn store_tokens(
         Some(account) => account,
         None => client.store.get(&client.account).await?,
     };
+    if !tokens.parameters.is_empty() {
+        let problems = provided_value_problems(&client.definition, &account, &tokens.parameters);
+        if !problems.is_empty() {
+            return Err(client.error(
+                ErrorKind::Provider,
+                format!("the provider's values are refused: {}", problems.join("; ")),
+            ));
+        }
+    }
     let expires_at = tokens.expires_at.and_then(|at| at.format(&Rfc3339).ok());
     let now = OffsetDateTime::now_utc();
     update_connection(client, account, &tokens.parameters, |_, credentials, health| {

@@ -81,6 +81,10 @@ struct Answer {
 struct Connected {
     #[serde(default)]
     parameters: BTreeMap<String, String>,
+    /// The access token's lifetime in seconds, when the token response's
+    /// top-level `expires_in` does not say it (or is not where the
+    /// provider gives it).
+    lifetime_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -429,6 +433,37 @@ async fn emulate(key: &str, emulation: Emulation) -> Result<(), String> {
             .map(|value| value.expose_secret().to_owned())
     };
     let first_access = credential(&account, "access_token").ok_or("no access token was stored")?;
+
+    // The access token's expiry, from the documented lifetime.
+    let documented = match emulation.token.response.get("expires_in") {
+        Some(Value::Number(seconds)) => seconds.as_u64(),
+        Some(Value::String(seconds)) => seconds.parse().ok(),
+        _ => None,
+    };
+    let lifetime = emulation
+        .connected
+        .lifetime_seconds
+        .or(documented.filter(|seconds| *seconds > 0))
+        .or_else(|| {
+            entry
+                .integration()
+                .pointer("/auth/token_response/lifetime_seconds")
+                .and_then(Value::as_u64)
+        });
+    let expires_at = credential(&account, "access_token_expires_at").map(|at| {
+        integrations::time::OffsetDateTime::parse(&at, &integrations::time::format_description::well_known::Rfc3339)
+            .map(|at| (at - integrations::time::OffsetDateTime::now_utc()).whole_seconds())
+    });
+    match (lifetime, expires_at) {
+        (None, None) => {}
+        (Some(lifetime), Some(Ok(left))) if (left - lifetime as i64).abs() <= 120 => {}
+        (lifetime, expires_at) => {
+            return Err(format!(
+                "the access token should expire in {lifetime:?} seconds; stored: {:?} seconds left",
+                expires_at.map(|left| left.ok())
+            ));
+        }
+    }
 
     // An authenticated request: where it lands, how it carries the token.
     let check_request = |access: String| {

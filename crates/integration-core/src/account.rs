@@ -552,6 +552,50 @@ pub(crate) fn check_new_account(
     Ok((plain, secret, status))
 }
 
+/// Checks the values a provider gave while `account` connected
+/// (`provided`), as an account's own values are checked when it is made:
+/// every template that uses one renders, no host it makes is an IP address
+/// (unless `allow_ip_hosts`) or a metadata address, and a host or origin it
+/// chooses is reached over https (unless `allow_insecure_http`). One line
+/// per problem, naming the parameter and field, never the value.
+pub fn provided_value_problems(
+    integration: &Integration,
+    account: &ConnectedAccount,
+    provided: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let values = Chain(provided, account.parameter_values());
+    let mut problems = render_problems(integration, &values);
+    let mut urls: Vec<(&str, &UrlTemplate)> = integration.auth.endpoints();
+    if let Some(base_url) = integration.base_url.as_deref() {
+        urls.push(("base_url", base_url));
+    }
+    for (field, template) in urls {
+        let chosen = template
+            .parameters()
+            .find(|(name, placement)| placement.chooses_host() && provided.contains_key(*name));
+        if let Some((name, _)) = chosen
+            && !integration.allow_insecure_http
+            && template.render(&values).is_ok_and(|url| {
+                !url.get(..8)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            })
+        {
+            problems.push(format!(
+                "parameter {{{name}}}: the provider's value leads to plain http (in {field}); \
+                 only https is taken from a provider"
+            ));
+        }
+    }
+    for (i, pattern) in integration.allowed_hosts.iter().enumerate() {
+        if let Some(name) = pattern.parameters().find(|name| provided.contains_key(*name)) {
+            problems.push(format!(
+                "parameter {{{name}}} comes from the provider and cannot choose allowed_hosts[{i}]"
+            ));
+        }
+    }
+    problems
+}
+
 fn method_rules(integration: &Integration, credentials: &Secrets) -> Vec<String> {
     let mut problems = integration.auth.check_credentials(credentials);
     // A token that goes in a header: a control character (a line break

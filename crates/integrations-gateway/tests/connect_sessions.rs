@@ -906,8 +906,43 @@ async fn end_user_hosts_are_resolved_and_private_ones_refused() {
         key = "named"
         name = "Named Files"
         auth = { type = "sftp" }
+
+        [[integration]]
+        key = "selfsignin"
+        name = "Self-hosted Sign-in"
+        base_url = "https://{host}/api"
+        parameters = [{ name = "host" }, { name = "client_secret", secret = true }]
+        [integration.auth]
+        type = "oauth2"
+        grant_type = "authorization_code"
+        authorization_endpoint = "https://{host}/oauth/authorize"
+        access_token_endpoint = "https://{host}/oauth/token"
+        access_token_verb = "POST"
+        scope = "api"
+        client_id = "app"
+        client_secret = "{client_secret}"
+        token = { parameter_type = "header", parameter_name = "Authorization", value_template = "Bearer {token}" }
     "#;
     let gateway = Gateway::with_definitions(definitions).await;
+
+    // An OAuth 2.0 sign-in sends the code and the client secret to the
+    // end user's host: resolved and refused before the authorization starts.
+    let (token, _) = gateway.session(json!({ "integration": "selfsignin" })).await;
+    for host in ["localhost", "127.1", "metadata.google.internal"] {
+        let (status, _, error) = gateway
+            .as_end_user(
+                &token,
+                Method::POST,
+                "/authorization",
+                Some(json!({ "integration": "selfsignin", "parameters": { "host": host, "client_secret": "s" } })),
+                None,
+            )
+            .await;
+        assert!(status.is_client_error(), "{host}: {status} {error}");
+    }
+    let (_, page) = gateway.call(Method::GET, "/v1/accounts", None).await;
+    assert_eq!(page["accounts"], json!([]), "no pending account is left");
+
     let (token, _) = gateway.session(json!({ "integration": "selfhosted" })).await;
     for host in [
         "localhost",

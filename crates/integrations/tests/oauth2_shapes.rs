@@ -244,7 +244,7 @@ async fn values_the_provider_gives_are_saved_and_used() {
     )
     .replace(
         &format!(r#"base_url = "{}/api""#, server.uri()),
-        "base_url = \"{instance_url}/services/data/realm/{realmId}\"\nallow_ip_hosts = true\n\
+        "base_url = \"{instance_url}/services/data/realm/{realmId}\"\nallow_ip_hosts = true\nallow_insecure_http = true\n\
          request_parameters = [{ type = \"header\", name = \"X-Cloud\", value = \"{cloud_id}\" }]",
     );
     integrations::register_methods();
@@ -303,6 +303,49 @@ async fn values_the_provider_gives_are_saved_and_used() {
         Some(&server.uri()),
         "a value the refresh leaves out is kept"
     );
+}
+
+/// A provider's value is checked as an account's own would be: no plain
+/// http, no IP address, nothing the template cannot hold; the account is
+/// left unconnected, the value never quoted.
+#[tokio::test]
+async fn a_provider_value_that_leads_astray_is_refused() {
+    for (instance_url, refusal) in [
+        ("http://insecure.example", "leads to plain http"),
+        ("https://10.0.0.5", "makes the host an IP address"),
+        ("https://169.254.169.254", "metadata"),
+        ("https://me@evil.example", "not an origin"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "first-access",
+                "instance_url": instance_url,
+            })))
+            .mount(&server)
+            .await;
+        let definition = definition(
+            &server,
+            r#"scope = "api"
+            token_response_parameters = { instance_url = "/instance_url" }"#,
+        )
+        .replace(
+            &format!(r#"base_url = "{}/api""#, server.uri()),
+            r#"base_url = "{instance_url}/api""#,
+        );
+        let hub = hub(&definition).await;
+        let id = AccountId::new("acct").expect("id");
+        let error = connect(&hub, &id, "").await.1.expect_err(instance_url).to_string();
+        assert!(
+            error.contains("the provider's values are refused") && error.contains(refusal),
+            "{instance_url}: {error}"
+        );
+        assert!(!error.contains(instance_url.trim_start_matches("https://")), "{error}");
+        let account = hub.store().get(&id).await.expect("account");
+        assert_eq!(account.status(), integrations::AccountStatus::Pending);
+        assert!(account.parameters().get("instance_url").is_none());
+    }
 }
 
 /// A lookup that fails leaves the account unconnected, with the status
@@ -478,12 +521,51 @@ fn provided_parameters_and_endpoint_hosts_are_checked_in_definitions() {
             "auth.callback_parameters[0]",
             "`token` is reserved",
         ),
+        (
+            format!(
+                "{token}\ntoken_response_parameters = {{ tenant = \"/tenant\" }}\nrevoke_token_endpoint = \"https://shaped.example/{{tenant}}/revoke\""
+            ),
+            "auth.revoke_token_endpoint",
+            "after this is used",
+        ),
+        (
+            format!(
+                "{token}\ntoken_response_parameters = {{ extra = \"/extra\" }}\ntoken_parameters = {{ audience = \"{{extra}}\" }}"
+            ),
+            "auth.token_parameters.audience",
+            "after this is used",
+        ),
     ] {
         let errors = Definitions::from_str(&base(&extra), Format::Toml)
             .expect_err(&extra)
             .to_string();
         assert!(errors.contains(field) && errors.contains(message), "{extra}: {errors}");
     }
+    let provided_host = base(&format!(
+        "{token}\ntoken_response_parameters = {{ region = \"/region\" }}"
+    ))
+    .replace(
+        "base_url = \"https://api.shaped.example\"",
+        "base_url = \"https://api.shaped.example\"\nallowed_hosts = [\"{region}.shaped.example\"]",
+    );
+    let errors = Definitions::from_str(&provided_host, Format::Toml)
+        .expect_err("a provided allowed host")
+        .to_string();
+    assert!(
+        errors.contains("allowed_hosts[0]: `region` is given by the provider"),
+        "{errors}"
+    );
+    let chosen_grant = base(&format!("{token}\ntoken_parameters = {{ grant_type = \"{{shop}}\" }}")).replace(
+        "grant_type = \"authorization_code\"",
+        "grant_type = \"client_credentials\"",
+    );
+    let errors = Definitions::from_str(&chosen_grant, Format::Toml)
+        .expect_err("a grant type from a parameter")
+        .to_string();
+    assert!(
+        errors.contains("auth.token_parameters.grant_type: a grant type is written in the definition"),
+        "{errors}"
+    );
     let bad_env = base(&token).replace("SHAPED_CLIENT_ID", "not a name");
     let errors = Definitions::from_str(&bad_env, Format::Toml)
         .expect_err("an env name")

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use integrations::ConnectedAccount;
 use integrations::definition::Integration;
+use integrations::template::Placement;
 use url::Url;
 
 use crate::error::ApiError;
@@ -36,7 +37,10 @@ pub(super) async fn check_destinations(integration: &Integration, account: &Conn
             .map(|url| &**url)
             .chain(integration.auth.endpoints().into_iter().map(|(_, template)| template));
         for template in templates {
-            if template.parameters().next().is_none() {
+            let chosen = template
+                .parameters()
+                .any(|(_, placement)| placement.chooses_host() || placement == Placement::Port);
+            if !chosen {
                 continue;
             }
             // A template that does not render is refused by the account's

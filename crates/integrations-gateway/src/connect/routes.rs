@@ -213,7 +213,7 @@ pub async fn submit_account(
                 integration,
                 NewAccount {
                     id: session.account.clone(),
-                    parameters: all_parameters(&existing),
+                    parameters: given_parameters(integration, &existing),
                     credentials,
                 },
             )?;
@@ -317,11 +317,14 @@ fn made_by(session: &ConnectSession, stored: &integrations::StoredAccount) -> bo
 }
 
 /// Every parameter of `account`, plain and secret, as a new account takes
-/// them.
-fn all_parameters(account: &ConnectedAccount) -> Secrets {
+/// them: not those the provider gave while it connected.
+fn given_parameters(integration: &Integration, account: &ConnectedAccount) -> Secrets {
+    let provided = integration.auth.provided_parameters();
     let mut parameters = account.secret_parameters().clone();
     for (name, value) in account.parameters() {
-        parameters.insert(name, SecretString::from(value.clone()));
+        if !provided.iter().any(|(_, provided)| provided == name) {
+            parameters.insert(name, SecretString::from(value.clone()));
+        }
     }
     parameters
 }
@@ -553,6 +556,9 @@ async fn prepare_pending(
         },
     )?
     .with_end_user(session.end_user.clone());
+    // The hosts the end user chose get the authorization code and the
+    // client secret: resolved and checked first.
+    check_destinations(integration, &account).await?;
     if let Some(existing) = store.storage().account(&session.account).await? {
         if !made_by(session, &existing) {
             return Err(taken());
@@ -665,7 +671,7 @@ pub async fn host_key(
                 .get(&session.account)
                 .await
                 .map_err(account_gone)?;
-            probe.parameters = all_parameters(&account);
+            probe.parameters = given_parameters(integration, &account);
             for name in ["host", "port"] {
                 if let Some(value) = account.credentials().get(name) {
                     probe.credentials.insert(name, value.clone());
