@@ -40,6 +40,10 @@ pub struct OAuth2 {
     /// Revoke Token Endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_token_endpoint: Option<UrlTemplateField>,
+    /// How the revoke endpoint takes a token, for providers that do not
+    /// follow RFC 7009 (a form with `token` and `token_type_hint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_token_request: Option<RevokeRequest>,
     /// OAuth Scope: one string (`"repo read:user"`), or a list of scopes
     /// joined with `scope_separator`.
     pub scope: Scope,
@@ -87,6 +91,142 @@ pub struct OAuth2 {
     pub connection_lookup: Option<ConnectionLookup>,
     /// Auth Token: how the access token goes on each request.
     pub token: TokenInjection,
+}
+
+/// How a revoke endpoint takes a token.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// `POST` (the default), `DELETE` or `GET`.
+    #[serde(default)]
+    pub verb: RevokeVerb,
+    /// Where the token goes: `form` (RFC 7009, the default), `json`,
+    /// `query`, or `bearer` (`Authorization: Bearer`, the token revoking
+    /// itself).
+    #[serde(default)]
+    pub token_placement: RevokePlacement,
+    /// The token's name in the form, JSON body or query; `token` unless
+    /// set (GitHub: `access_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_field: Option<String>,
+    /// How the client authenticates: `basic`, `body` or `none`; the token
+    /// endpoint's way unless set, none with `bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_authentication: Option<RevokeAuthentication>,
+    /// The tokens revoked, in order: the refresh token then the access
+    /// token unless set; with `bearer`, the access token alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<RevokedToken>>,
+}
+
+/// The verb of a revoke request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RevokeVerb {
+    /// `POST`.
+    #[default]
+    Post,
+    /// `DELETE`.
+    Delete,
+    /// `GET`.
+    Get,
+}
+
+/// Where a revoke request carries the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokePlacement {
+    /// A form body with `token_type_hint` (RFC 7009).
+    #[default]
+    Form,
+    /// A JSON object.
+    Json,
+    /// The query string.
+    Query,
+    /// `Authorization: Bearer`, with no body.
+    Bearer,
+}
+
+/// How the client authenticates to the revoke endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeAuthentication {
+    /// HTTP Basic with the client id and secret.
+    Basic,
+    /// `client_id` and `client_secret` with the token.
+    Body,
+    /// None.
+    None,
+}
+
+/// A token a revoke request revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedToken {
+    /// The refresh token.
+    RefreshToken,
+    /// The access token.
+    AccessToken,
+}
+
+impl RevokeRequest {
+    /// How the client authenticates.
+    pub fn client_authentication(&self, token_endpoint: ClientAuthentication) -> RevokeAuthentication {
+        match (self.client_authentication, self.token_placement) {
+            (Some(chosen), _) => chosen,
+            (None, RevokePlacement::Bearer) => RevokeAuthentication::None,
+            (None, _) => match token_endpoint {
+                ClientAuthentication::Basic => RevokeAuthentication::Basic,
+                ClientAuthentication::Body => RevokeAuthentication::Body,
+            },
+        }
+    }
+
+    /// The tokens revoked, in order.
+    pub fn tokens(&self) -> Vec<RevokedToken> {
+        match (&self.tokens, self.token_placement) {
+            (Some(tokens), _) => tokens.clone(),
+            (None, RevokePlacement::Bearer) => vec![RevokedToken::AccessToken],
+            (None, _) => vec![RevokedToken::RefreshToken, RevokedToken::AccessToken],
+        }
+    }
+
+    fn check(&self, endpoint: bool, problems: &mut Problems) {
+        let field = "auth.revoke_token_request";
+        if !endpoint {
+            problems.at(field, "there is no revoke_token_endpoint to send it to");
+        }
+        let bearer = self.token_placement == RevokePlacement::Bearer;
+        match &self.token_field {
+            Some(_) if bearer => problems.at(format!("{field}.token_field"), "a bearer token has no field name"),
+            Some(name) if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+                problems.at(format!("{field}.token_field"), "expected a field name such as `token`")
+            }
+            _ => {}
+        }
+        if bearer
+            && matches!(
+                self.client_authentication,
+                Some(RevokeAuthentication::Basic | RevokeAuthentication::Body)
+            )
+        {
+            problems.at(
+                format!("{field}.client_authentication"),
+                "with `bearer` the token is the credential: the client authentication is `none`",
+            );
+        }
+        if let Some(tokens) = &self.tokens {
+            if tokens.is_empty() {
+                problems.at(format!("{field}.tokens"), "name at least one token");
+            }
+            if bearer && tokens.contains(&RevokedToken::RefreshToken) {
+                problems.at(
+                    format!("{field}.tokens"),
+                    "a refresh token is no bearer credential: with `bearer`, only the access token revokes itself",
+                );
+            }
+        }
+    }
 }
 
 /// A GET made with the new access token right after the code exchange.
@@ -318,6 +458,9 @@ impl AuthDefinition for OAuth2 {
         }
         self.token_response.check("auth.token_response", problems);
         self.check_provided_parameters(integration, problems);
+        if let Some(request) = &self.revoke_token_request {
+            request.check(self.revoke_token_endpoint.is_some(), problems);
+        }
         if self.token_response.token_header.is_some() {
             problems.at(
                 "auth.token_response.token_header",

@@ -15,7 +15,10 @@ pub use authorization::{
     AuthorizationStart, Callback, MAX_CALLBACK_PARAMETERS, STATE_LIFETIME, VerifiedCallback, verify_callback,
 };
 pub use client::OAuth2Client;
-pub use definition::{ClientAuthentication, ConnectionLookup, GrantType, OAuth2, Scope, client};
+pub use definition::{
+    ClientAuthentication, ConnectionLookup, GrantType, OAuth2, RevokeAuthentication, RevokePlacement, RevokeRequest,
+    RevokeVerb, RevokedToken, Scope, client,
+};
 pub use integration_core::method::Revocation;
 pub use redirect::{CALLBACK_PATH, Realm, RedirectUri};
 pub use store::{ACCESS_TOKEN, ACCESS_TOKEN_EXPIRES_AT, REFRESH_LEASE, REFRESH_TOKEN};

@@ -1,14 +1,15 @@
-//! Token revocation (RFC 7009).
+//! Token revocation: RFC 7009, or the provider's own request.
 
 use integration_core::secrecy::ExposeSecret;
 use integration_core::{ConnectedAccount, ErrorKind};
-use integration_http::Method;
 use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use integration_http::{Method, RequestBuilder};
+use url::Url;
 
 use crate::store::{ACCESS_TOKEN, REFRESH_TOKEN};
-use crate::{GrantType, OAuth2Client, Revocation};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use crate::{
+    GrantType, OAuth2Client, Revocation, RevokeAuthentication, RevokePlacement, RevokeRequest, RevokeVerb, RevokedToken,
+};
 
 impl OAuth2Client {
     /// Revokes the account's tokens and forgets them: an authorization code
@@ -38,7 +39,8 @@ impl OAuth2Client {
 
     /// Revokes the account's tokens at the revoke endpoint, the refresh
     /// token first (revoking it also ends the access tokens it issued at
-    /// most providers), then the access token.
+    /// most providers), then the access token; as RFC 7009 says, or as the
+    /// definition's `revoke_token_request` does.
     pub async fn revoke(&self, account: &ConnectedAccount) -> Revocation {
         let Some(endpoint) = &self.revoke_endpoint else {
             return Revocation::default();
@@ -47,43 +49,22 @@ impl OAuth2Client {
             endpoint: true,
             ..Revocation::default()
         };
-        for (kind, hint) in [(REFRESH_TOKEN, "refresh_token"), (ACCESS_TOKEN, "access_token")] {
+        let shape = self.config.revoke_token_request.clone().unwrap_or_default();
+        for token_kind in shape.tokens() {
+            let (kind, hint) = match token_kind {
+                RevokedToken::RefreshToken => (REFRESH_TOKEN, "refresh_token"),
+                RevokedToken::AccessToken => (ACCESS_TOKEN, "access_token"),
+            };
             let Some(token) = account.credentials().get(kind) else {
                 continue;
             };
-            let mut pairs = vec![("token", token.expose_secret()), ("token_type_hint", hint)];
-            let basic = match self.config.client_authentication() {
-                crate::ClientAuthentication::Body => {
-                    pairs.push(("client_id", self.token.client_id.as_str()));
-                    pairs.push(("client_secret", self.client_secret()));
-                    None
-                }
-                crate::ClientAuthentication::Basic => {
-                    let id: String = url::form_urlencoded::byte_serialize(self.token.client_id.as_bytes()).collect();
-                    let secret: String =
-                        url::form_urlencoded::byte_serialize(self.client_secret().as_bytes()).collect();
-                    let mut value =
-                        HeaderValue::from_str(&format!("Basic {}", BASE64.encode(format!("{id}:{secret}"))))
-                            .unwrap_or_else(|_| HeaderValue::from_static(""));
-                    value.set_sensitive(true);
-                    Some(value)
+            let request = match self.revoke_request(endpoint, &shape, token.expose_secret(), hint) {
+                Ok(request) => request,
+                Err(error) => {
+                    outcome.failures.push(error);
+                    continue;
                 }
             };
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&pairs)
-                .finish();
-            let mut request = self
-                .token
-                .endpoints
-                .request(Method::POST, endpoint.as_str())
-                .header(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/x-www-form-urlencoded"),
-                )
-                .body(body);
-            if let Some(basic) = basic {
-                request = request.header(AUTHORIZATION, basic);
-            }
             match request.send().await {
                 Ok(response) if response.status().is_success() => outcome.revoked.push(hint),
                 // Most providers end the access tokens of a refresh token
@@ -117,5 +98,73 @@ impl OAuth2Client {
             }
         }
         outcome
+    }
+
+    /// The request that revokes `token` (a `hint`) as `shape` says.
+    fn revoke_request(
+        &self,
+        endpoint: &Url,
+        shape: &RevokeRequest,
+        token: &str,
+        hint: &str,
+    ) -> integration_core::Result<RequestBuilder> {
+        let field = shape.token_field.as_deref().unwrap_or("token");
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        match shape.token_placement {
+            RevokePlacement::Form => pairs.extend([(field, token), ("token_type_hint", hint)]),
+            RevokePlacement::Json | RevokePlacement::Query => pairs.push((field, token)),
+            RevokePlacement::Bearer => {}
+        }
+        let authentication = shape.client_authentication(self.config.client_authentication());
+        if authentication == RevokeAuthentication::Body {
+            pairs.push(("client_id", self.token.client_id.as_str()));
+            pairs.push(("client_secret", self.client_secret()));
+        }
+        let method = match shape.verb {
+            RevokeVerb::Post => Method::POST,
+            RevokeVerb::Delete => Method::DELETE,
+            RevokeVerb::Get => Method::GET,
+        };
+        let mut url = endpoint.clone();
+        if shape.token_placement == RevokePlacement::Query {
+            url.query_pairs_mut().extend_pairs(&pairs);
+        }
+        let mut request = self.token.endpoints.request(method, url.as_str());
+        request = match shape.token_placement {
+            RevokePlacement::Form => request
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&pairs)
+                        .finish(),
+                ),
+            RevokePlacement::Json => {
+                let object: serde_json::Map<String, serde_json::Value> = pairs
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), serde_json::Value::String((*value).to_owned())))
+                    .collect();
+                request
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(serde_json::Value::Object(object).to_string())
+            }
+            RevokePlacement::Query => request,
+            RevokePlacement::Bearer => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| self.error(ErrorKind::Provider, "the token cannot go in a header"))?;
+                value.set_sensitive(true);
+                request.header(AUTHORIZATION, value)
+            }
+        };
+        if authentication == RevokeAuthentication::Basic {
+            let basic = self
+                .token
+                .basic_authorization()
+                .map_err(|failure| failure.into_error())?;
+            request = request.header(AUTHORIZATION, basic);
+        }
+        Ok(request)
     }
 }

@@ -156,7 +156,7 @@ impl TokenEndpoint {
     }
 
     /// RFC 6749 section 2.3.1: id and secret form-encoded, then joined.
-    fn basic_authorization(&self) -> Result<HeaderValue, TokenFailure> {
+    pub(crate) fn basic_authorization(&self) -> Result<HeaderValue, TokenFailure> {
         let id: String = url::form_urlencoded::byte_serialize(self.client_id.as_bytes()).collect();
         let secret: String =
             url::form_urlencoded::byte_serialize(self.client_secret.expose_secret().as_bytes()).collect();

@@ -118,6 +118,8 @@ struct Refresh {
 #[serde(deny_unknown_fields)]
 struct Revoke {
     url: String,
+    /// `POST` unless said.
+    method: Option<String>,
 }
 
 const CLIENT_ID: &str = "emulated-client";
@@ -565,6 +567,11 @@ async fn emulate(key: &str, emulation: Emulation) -> Result<(), String> {
 
     // Revoke, where the provider has it.
     if let Some(revoke) = &emulation.revoke {
+        let before = hub.store().get(&id).await.map_err(|e| e.to_string())?;
+        let tokens: Vec<String> = ["access_token", "refresh_token"]
+            .iter()
+            .filter_map(|name| credential(&before, name))
+            .collect();
         let outcome = hub.disconnect(&id).await.map_err(|e| format!("disconnecting: {e}"))?;
         if !outcome.failures.is_empty() || outcome.revoked.is_empty() {
             return Err(format!("revoking: {:?}", outcome.failures));
@@ -573,8 +580,22 @@ async fn emulate(key: &str, emulation: Emulation) -> Result<(), String> {
         let first = revocations
             .first()
             .ok_or(format!("no revoke request reached {}", revoke.url))?;
-        if !parameters_of(first).contains_key("token") {
-            return Err("the revoke request carries no token".into());
+        let method = revoke.method.as_deref().unwrap_or("POST");
+        if first.method.as_str() != method {
+            return Err(format!("the revoke request is a {}, expected {method}", first.method));
+        }
+        let bearer = first
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let carried = parameters_of(first)
+            .into_values()
+            .chain(bearer)
+            .any(|value| tokens.contains(&value));
+        if !carried {
+            return Err("the revoke request carries none of the account's tokens".into());
         }
     }
     Ok(())

@@ -176,6 +176,25 @@ fn misplaced_shapes_are_refused_with_the_field_named() {
             "access_token_verb = \"POST\"\nscope = [\"a\"]\ntoken_request_format = \"xml\"",
             "token_request_format",
         ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_request = { token_placement = \"bearer\" }",
+            "auth.revoke_token_request: there is no revoke_token_endpoint",
+        ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_endpoint = \"https://shaped.example/revoke\"\n\
+             revoke_token_request = { token_placement = \"bearer\", tokens = [\"refresh_token\"] }",
+            "auth.revoke_token_request.tokens: a refresh token is no bearer credential",
+        ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_endpoint = \"https://shaped.example/revoke\"\n\
+             revoke_token_request = { token_placement = \"bearer\", client_authentication = \"basic\" }",
+            "auth.revoke_token_request.client_authentication",
+        ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_endpoint = \"https://shaped.example/revoke\"\n\
+             revoke_token_request = { verb = \"PATCH\" }",
+            "verb",
+        ),
     ] {
         let errors = Definitions::from_str(&base(extra), Format::Toml)
             .expect_err(extra)
