@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use integration_core::definition::{
     BodyFormat, Integration, SecretSource, TemplateField, TokenInjection, TokenResponse, UrlTemplateField, Verb,
-    is_env_name,
+    is_env_name, is_header_name,
 };
 use integration_core::method::{AccountContext, AuthDefinition, CredentialField, MethodTable, Problems, Revocation};
 use integration_core::template::{Placement, Template, UrlTemplate};
@@ -117,6 +117,9 @@ pub struct RevokeRequest {
     /// token unless set; with `bearer`, the access token alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<RevokedToken>>,
+    /// Headers the endpoint wants, such as Notion's `Notion-Version`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// The verb of a revoke request.
@@ -203,6 +206,19 @@ impl RevokeRequest {
                 problems.at(format!("{field}.token_field"), "expected a field name such as `token`")
             }
             _ => {}
+        }
+        for (name, value) in &self.headers {
+            if !is_header_name(name) || name.eq_ignore_ascii_case("authorization") {
+                problems.at(
+                    format!("{field}.headers"),
+                    format!("`{name}` is not a header the request may set"),
+                );
+            } else if value.chars().any(char::is_control) {
+                problems.at(
+                    format!("{field}.headers.{name}"),
+                    "a header value cannot hold a control character",
+                );
+            }
         }
         if bearer
             && matches!(

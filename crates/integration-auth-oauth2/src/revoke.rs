@@ -2,7 +2,7 @@
 
 use integration_core::secrecy::ExposeSecret;
 use integration_core::{ConnectedAccount, ErrorKind};
-use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use integration_http::{Method, RequestBuilder};
 use url::Url;
 
@@ -158,6 +158,13 @@ impl OAuth2Client {
                 request.header(AUTHORIZATION, value)
             }
         };
+        for (name, value) in &shape.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.error(ErrorKind::Config, "a revoke header name is not valid"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| self.error(ErrorKind::Config, "a revoke header value is not valid"))?;
+            request = request.header(name, value);
+        }
         if authentication == RevokeAuthentication::Basic {
             let basic = self
                 .token

@@ -120,6 +120,9 @@ struct Revoke {
     url: String,
     /// `POST` unless said.
     method: Option<String>,
+    /// Headers the provider requires on it.
+    #[serde(default)]
+    headers: Vec<NameValue>,
 }
 
 const CLIENT_ID: &str = "emulated-client";
@@ -596,6 +599,15 @@ async fn emulate(key: &str, emulation: Emulation) -> Result<(), String> {
             .any(|value| tokens.contains(&value));
         if !carried {
             return Err("the revoke request carries none of the account's tokens".into());
+        }
+        for header in &revoke.headers {
+            let sent = first.headers.get(header.name.as_str()).and_then(|v| v.to_str().ok());
+            if sent != Some(header.value.as_str()) {
+                return Err(format!(
+                    "the revoke request's {} header is {sent:?}, expected {:?}",
+                    header.name, header.value
+                ));
+            }
         }
     }
     Ok(())

@@ -195,6 +195,11 @@ fn misplaced_shapes_are_refused_with_the_field_named() {
              revoke_token_request = { verb = \"PATCH\" }",
             "verb",
         ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_endpoint = \"https://shaped.example/revoke\"\n\
+             revoke_token_request = { headers = { Authorization = \"Basic x\" } }",
+            "auth.revoke_token_request.headers: `Authorization` is not a header the request may set",
+        ),
     ] {
         let errors = Definitions::from_str(&base(extra), Format::Toml)
             .expect_err(extra)
