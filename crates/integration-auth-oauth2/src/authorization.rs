@@ -6,10 +6,13 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::GrantType;
+use integration_core::method::AuthDefinition;
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::storage::PendingAuthorization;
 use integration_core::time::OffsetDateTime;
-use integration_core::{AccountId, AccountStatus, AccountStore, ConnectedAccount, Error, ErrorKind, Result};
+use integration_core::{
+    AccountId, AccountStatus, AccountStore, ConnectedAccount, Error, ErrorKind, NewAccount, Result,
+};
 use oauth2::{CsrfToken, PkceCodeChallenge};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -18,6 +21,7 @@ use url::Url;
 use crate::OAuth2Client;
 use crate::redirect::RedirectUri;
 use crate::store::store_tokens;
+use crate::token_endpoint::TokenSet;
 
 /// How long an authorization URL can be used.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -261,8 +265,13 @@ impl OAuth2Client {
             .map_err(|failure| failure.into_error().with_context("account", &self.account))?;
         tokens.parameters.extend(from_callback);
         if self.lookup.is_some() {
-            let found = self.look_up(&tokens).await?;
-            tokens.parameters.extend(found);
+            match self.look_up(&tokens).await {
+                Ok(found) => tokens.parameters.extend(found),
+                Err(error) => {
+                    self.revoke_unkept(&tokens).await;
+                    return Err(error);
+                }
+            }
         }
         let reason = if tokens.refresh_token.is_none() {
             tracing::warn!(account = %self.account, integration = %self.integration, "the provider sent no refresh token: the account must be connected again when the access token expires");
@@ -270,7 +279,44 @@ impl OAuth2Client {
         } else {
             None
         };
-        store_tokens(self, &tokens, None, AccountStatus::Connected, reason).await
+        let stored = store_tokens(self, &tokens, None, AccountStatus::Connected, reason).await;
+        if stored.is_err() {
+            self.revoke_unkept(&tokens).await;
+        }
+        stored
+    }
+
+    /// Revokes the tokens of a connection that failed after the exchange
+    /// and keeps none of them, where the provider has a revoke endpoint:
+    /// best effort, so that no live token is left behind unknown.
+    async fn revoke_unkept(&self, tokens: &TokenSet) {
+        if self.revoke_endpoint.is_none() {
+            return;
+        }
+        let Ok(account) = self.store.get(&self.account).await else {
+            return;
+        };
+        let provided = self.config.provided_parameters();
+        let mut unkept = NewAccount::new(account.id().clone())
+            .credential("access_token", tokens.access_token.expose_secret().to_owned());
+        if let Some(refresh) = &tokens.refresh_token {
+            unkept = unkept.credential("refresh_token", refresh.expose_secret().to_owned());
+        }
+        for (name, value) in account.parameters() {
+            if !provided.iter().any(|(_, provided)| provided == name) {
+                unkept = unkept.parameter(name, value.clone());
+            }
+        }
+        for (name, value) in account.secret_parameters().iter() {
+            unkept.parameters.insert(name, value.clone());
+        }
+        let Ok(unkept) = AccountStore::prepare(&self.definition, unkept) else {
+            return;
+        };
+        let outcome = self.revoke(&unkept).await;
+        if !outcome.failures.is_empty() {
+            tracing::warn!(account = %self.account, integration = %self.integration, "the tokens of a failed connection could not all be revoked");
+        }
     }
 }
 

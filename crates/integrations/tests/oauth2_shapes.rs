@@ -373,7 +373,7 @@ async fn a_provider_value_that_leads_astray_is_refused() {
 }
 
 /// A lookup that fails leaves the account unconnected, with the status
-/// named; no token of it is kept.
+/// named; no token of it is kept, and the provider is told to revoke them.
 #[tokio::test]
 async fn a_failed_connection_lookup_connects_nothing() {
     let server = MockServer::start().await;
@@ -390,12 +390,25 @@ async fn a_failed_connection_lookup_connects_nothing() {
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
         .mount(&server)
         .await;
+    // The tokens it will not keep are revoked, none left live unknown.
+    for hint in ["refresh_token", "access_token"] {
+        Mock::given(method("POST"))
+            .and(path("/revoke"))
+            .and(wiremock::matchers::body_string_contains(format!(
+                "token_type_hint={hint}"
+            )))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
     let hub = hub(&definition(
         &server,
         &format!(
             r#"scope = "api"
-            connection_lookup = {{ url = "{}/lookup", parameters = {{ cloud_id = "/0/id" }} }}"#,
-            server.uri()
+            revoke_token_endpoint = "{uri}/revoke"
+            connection_lookup = {{ url = "{uri}/lookup", parameters = {{ cloud_id = "/0/id" }} }}"#,
+            uri = server.uri()
         ),
     ))
     .await;
