@@ -504,6 +504,14 @@ pub(crate) fn check_new_account(
                 continue;
             }
         };
+        if !declaration.choices.is_empty() && !declaration.choices.iter().any(|c| c == value.expose_secret()) {
+            problems.push(format!(
+                "parameter `{}` must be one of: {}",
+                declaration.name,
+                declaration.choices.join(", ")
+            ));
+            continue;
+        }
         if declaration.secret {
             secret.insert(declaration.name.clone(), value);
         } else {

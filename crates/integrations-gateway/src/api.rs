@@ -60,6 +60,12 @@ pub struct ParameterView {
     pub secret: bool,
     /// Whether it may be left out.
     pub optional: bool,
+    /// The values it may take, when only some are right.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// Its default, when it is not secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
 }
 
 /// A credential an account takes.
@@ -95,6 +101,8 @@ impl From<&Integration> for IntegrationView {
                     description: parameter.description.clone(),
                     secret: parameter.secret,
                     optional: parameter.default.is_some(),
+                    choices: parameter.choices.clone(),
+                    default: parameter.default.clone().filter(|_| !parameter.secret),
                 })
                 .collect(),
             credentials: integrations::account::credential_fields(integration)

@@ -66,7 +66,7 @@ async fn integrations_are_listed_without_secrets() {
     assert_eq!(weather["credentials"][0]["name"], "token");
     assert_eq!(
         weather["parameters"][0],
-        json!({ "name": "units", "secret": false, "optional": true })
+        json!({ "name": "units", "secret": false, "optional": true, "default": "metric" })
     );
     let (status, crm) = gateway.call(reqwest::Method::GET, "/v1/integrations/crm", None).await;
     assert_eq!(
@@ -476,7 +476,8 @@ async fn the_catalog_is_listed_with_a_key() {
     // connect page's "Continue to GitHub".
     let gateway = Gateway::with_definitions(
         "[[integration]]\nextends = \"github\"\nkey = \"acmesync\"\nname = \"Acme sync\"\n\
-         [[integration]]\nkey = \"own\"\nname = \"Own API\"\nauth = { type = \"basic\" }",
+         [[integration]]\nkey = \"own\"\nname = \"Own API\"\nauth = { type = \"basic\" }\n\
+         [[integration]]\nextends = \"docusign\"",
     )
     .await;
     let (status, listed) = gateway.call(reqwest::Method::GET, "/v1/integrations", None).await;
@@ -493,4 +494,9 @@ async fn the_catalog_is_listed_with_a_key() {
     );
     assert_eq!(sync["extends"], "github");
     assert_eq!(by_key("own")["provider"], "Own API");
+    // A parameter's choices and default, for the connect page's list.
+    let server = &by_key("docusign")["parameters"][0];
+    assert_eq!(server["name"], "account_server");
+    assert_eq!(server["choices"], serde_json::json!(["account", "account-d"]));
+    assert_eq!(server["default"], "account");
 }

@@ -51,6 +51,13 @@ const DEFINITIONS: &str = r#"
     auth = { type = "sftp", host = "{server}" }
 
     [[integration]]
+    key = "signing"
+    name = "Signing"
+    base_url = "https://{server}.signing.example/api"
+    parameters = [{ name = "server", default = "account", choices = ["account", "account-d"] }]
+    auth = { type = "api_token", token = { parameter_type = "header", parameter_name = "X-Key", value_template = "{token}" } }
+
+    [[integration]]
     key = "lab"
     name = "Lab"
     base_url = "https://{host}/api"
@@ -232,4 +239,21 @@ fn ip_hosts_need_the_opt_in_and_metadata_addresses_are_refused() {
         "{message}"
     );
     assert!(check("drop", &[("server", "sftp.example")], &sftp).starts_with("ok"));
+}
+
+#[test]
+fn a_parameter_with_choices_takes_one_of_them() {
+    assert!(
+        check("signing", &[], &[("token", "t")]).starts_with("ok"),
+        "the default"
+    );
+    assert!(
+        check("signing", &[("server", "account-d")], &[("token", "t")]).contains(r#""server": "account-d""#),
+        "a choice"
+    );
+    let refused = check("signing", &[("server", "www")], &[("token", "t")]);
+    assert!(
+        refused.contains("parameter `server` must be one of: account, account-d"),
+        "{refused}"
+    );
 }

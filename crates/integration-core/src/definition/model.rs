@@ -235,6 +235,10 @@ pub struct ParameterDeclaration {
     /// must be given a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// The values an account may give, when only some are right (a
+    /// provider's production and demo hosts); any value when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 impl fmt::Debug for ParameterDeclaration {
@@ -249,6 +253,7 @@ impl fmt::Debug for ParameterDeclaration {
             .field("description", &self.description)
             .field("secret", &self.secret)
             .field("default", &default)
+            .field("choices", &self.choices)
             .finish()
     }
 }

@@ -465,6 +465,7 @@ fn check_rules(checker: &mut Checker<'_>, integration: &Integration, path: &str)
         } else if !declared.insert(parameter.name.as_str()) {
             checker.error(&parameter_path, format!("duplicate parameter `{}`", parameter.name));
         }
+        check_choices(checker, parameter, &format!("{path}.parameters[{i}]"));
     }
     let provided = integration.auth.provided_parameters();
     for (field, name) in &provided {
@@ -638,6 +639,30 @@ impl TokenResponse {
                 format!("`{header}` is not a valid header name"),
             );
         }
+    }
+}
+
+fn check_choices(checker: &mut Checker<'_>, parameter: &super::ParameterDeclaration, path: &str) {
+    if parameter.choices.is_empty() {
+        return;
+    }
+    let field = join(path, "choices");
+    if parameter.secret {
+        checker.error(&field, "a secret parameter takes no choices: they would show its value");
+        return;
+    }
+    let mut seen = BTreeSet::new();
+    for choice in &parameter.choices {
+        if choice.is_empty() {
+            checker.error(&field, "a choice must not be empty");
+        } else if !seen.insert(choice.as_str()) {
+            checker.error(&field, format!("`{choice}` is listed twice"));
+        }
+    }
+    if let Some(default) = &parameter.default
+        && !parameter.choices.contains(default)
+    {
+        checker.error(&join(path, "default"), format!("`{default}` is not one of the choices"));
     }
 }
 
