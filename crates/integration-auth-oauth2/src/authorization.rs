@@ -6,13 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::GrantType;
-use integration_core::method::AuthDefinition;
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::storage::PendingAuthorization;
 use integration_core::time::OffsetDateTime;
-use integration_core::{
-    AccountId, AccountStatus, AccountStore, ConnectedAccount, Error, ErrorKind, NewAccount, Result,
-};
+use integration_core::{AccountId, AccountStatus, AccountStore, ConnectedAccount, Error, ErrorKind, Result};
 use oauth2::{CsrfToken, PkceCodeChallenge};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -280,7 +277,9 @@ impl OAuth2Client {
             None
         };
         let stored = store_tokens(self, &tokens, None, AccountStatus::Connected, reason).await;
-        if stored.is_err() {
+        // Only a refusal of the provider's values is sure to have stored
+        // nothing; a storage error may hide a write that landed.
+        if stored.as_ref().is_err_and(|error| error.kind() == ErrorKind::Provider) {
             self.revoke_unkept(&tokens).await;
         }
         stored
@@ -290,30 +289,9 @@ impl OAuth2Client {
     /// and keeps none of them, where the provider has a revoke endpoint:
     /// best effort, so that no live token is left behind unknown.
     async fn revoke_unkept(&self, tokens: &TokenSet) {
-        if self.revoke_endpoint.is_none() {
-            return;
-        }
-        let Ok(account) = self.store.get(&self.account).await else {
-            return;
-        };
-        let provided = self.config.provided_parameters();
-        let mut unkept = NewAccount::new(account.id().clone())
-            .credential("access_token", tokens.access_token.expose_secret().to_owned());
-        if let Some(refresh) = &tokens.refresh_token {
-            unkept = unkept.credential("refresh_token", refresh.expose_secret().to_owned());
-        }
-        for (name, value) in account.parameters() {
-            if !provided.iter().any(|(_, provided)| provided == name) {
-                unkept = unkept.parameter(name, value.clone());
-            }
-        }
-        for (name, value) in account.secret_parameters().iter() {
-            unkept.parameters.insert(name, value.clone());
-        }
-        let Ok(unkept) = AccountStore::prepare(&self.definition, unkept) else {
-            return;
-        };
-        let outcome = self.revoke(&unkept).await;
+        let outcome = self
+            .revoke_tokens(Some(&tokens.access_token), tokens.refresh_token.as_ref())
+            .await;
         if !outcome.failures.is_empty() {
             tracing::warn!(account = %self.account, integration = %self.integration, "the tokens of a failed connection could not all be revoked");
         }

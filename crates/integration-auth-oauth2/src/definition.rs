@@ -194,10 +194,26 @@ impl RevokeRequest {
         }
     }
 
-    fn check(&self, endpoint: bool, problems: &mut Problems) {
+    fn check(&self, endpoint: bool, token_endpoint: ClientAuthentication, problems: &mut Problems) {
         let field = "auth.revoke_token_request";
         if !endpoint {
             problems.at(field, "there is no revoke_token_endpoint to send it to");
+        }
+        // A query ends up in access logs along the way: no client secret there.
+        if self.token_placement == RevokePlacement::Query
+            && self.client_authentication(token_endpoint) == RevokeAuthentication::Body
+        {
+            problems.at(
+                format!("{field}.client_authentication"),
+                "with `query` the client secret would go in the URL: use `basic` (or `none`)",
+            );
+        }
+        if self.verb == RevokeVerb::Get && matches!(self.token_placement, RevokePlacement::Form | RevokePlacement::Json)
+        {
+            problems.at(
+                format!("{field}.token_placement"),
+                "a GET has no body: use `query` or `bearer`",
+            );
         }
         let bearer = self.token_placement == RevokePlacement::Bearer;
         match &self.token_field {
@@ -208,7 +224,16 @@ impl RevokeRequest {
             _ => {}
         }
         for (name, value) in &self.headers {
-            if !is_header_name(name) || name.eq_ignore_ascii_case("authorization") {
+            let set_by_the_request = [
+                "authorization",
+                "content-type",
+                "content-length",
+                "host",
+                "transfer-encoding",
+            ]
+            .iter()
+            .any(|own| name.eq_ignore_ascii_case(own));
+            if !is_header_name(name) || set_by_the_request {
                 problems.at(
                     format!("{field}.headers"),
                     format!("`{name}` is not a header the request may set"),
@@ -475,7 +500,11 @@ impl AuthDefinition for OAuth2 {
         self.token_response.check("auth.token_response", problems);
         self.check_provided_parameters(integration, problems);
         if let Some(request) = &self.revoke_token_request {
-            request.check(self.revoke_token_endpoint.is_some(), problems);
+            request.check(
+                self.revoke_token_endpoint.is_some(),
+                self.client_authentication(),
+                problems,
+            );
         }
         if self.token_response.token_header.is_some() {
             problems.at(

@@ -1,6 +1,6 @@
 //! Token revocation: RFC 7009, or the provider's own request.
 
-use integration_core::secrecy::ExposeSecret;
+use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::{ConnectedAccount, ErrorKind};
 use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use integration_http::{Method, RequestBuilder};
@@ -42,6 +42,19 @@ impl OAuth2Client {
     /// most providers), then the access token; as RFC 7009 says, or as the
     /// definition's `revoke_token_request` does.
     pub async fn revoke(&self, account: &ConnectedAccount) -> Revocation {
+        self.revoke_tokens(
+            account.credentials().get(ACCESS_TOKEN),
+            account.credentials().get(REFRESH_TOKEN),
+        )
+        .await
+    }
+
+    /// Revokes `access` and `refresh`, as [`revoke`](Self::revoke) does.
+    pub(crate) async fn revoke_tokens(
+        &self,
+        access: Option<&SecretString>,
+        refresh: Option<&SecretString>,
+    ) -> Revocation {
         let Some(endpoint) = &self.revoke_endpoint else {
             return Revocation::default();
         };
@@ -55,7 +68,8 @@ impl OAuth2Client {
                 RevokedToken::RefreshToken => (REFRESH_TOKEN, "refresh_token"),
                 RevokedToken::AccessToken => (ACCESS_TOKEN, "access_token"),
             };
-            let Some(token) = account.credentials().get(kind) else {
+            let held = if kind == ACCESS_TOKEN { access } else { refresh };
+            let Some(token) = held else {
                 continue;
             };
             let request = match self.revoke_request(endpoint, &shape, token.expose_secret(), hint) {

@@ -63,7 +63,7 @@ pub struct ParameterView {
     /// The values it may take, when only some are right.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
-    /// Its default, when it is not secret.
+    /// Its default, when it has choices (never for a secret one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
 }
@@ -102,7 +102,11 @@ impl From<&Integration> for IntegrationView {
                     secret: parameter.secret,
                     optional: parameter.default.is_some(),
                     choices: parameter.choices.clone(),
-                    default: parameter.default.clone().filter(|_| !parameter.secret),
+                    // Shown to preselect a choice; other defaults stay the operator's.
+                    default: parameter
+                        .default
+                        .clone()
+                        .filter(|_| !parameter.secret && !parameter.choices.is_empty()),
                 })
                 .collect(),
             credentials: integrations::account::credential_fields(integration)

@@ -66,7 +66,7 @@ async fn integrations_are_listed_without_secrets() {
     assert_eq!(weather["credentials"][0]["name"], "token");
     assert_eq!(
         weather["parameters"][0],
-        json!({ "name": "units", "secret": false, "optional": true, "default": "metric" })
+        json!({ "name": "units", "secret": false, "optional": true })
     );
     let (status, crm) = gateway.call(reqwest::Method::GET, "/v1/integrations/crm", None).await;
     assert_eq!(

@@ -200,6 +200,16 @@ fn misplaced_shapes_are_refused_with_the_field_named() {
              revoke_token_request = { headers = { Authorization = \"Basic x\" } }",
             "auth.revoke_token_request.headers: `Authorization` is not a header the request may set",
         ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_endpoint = \"https://shaped.example/revoke\"\n\
+             revoke_token_request = { token_placement = \"query\", client_authentication = \"body\" }",
+            "auth.revoke_token_request.client_authentication: with `query` the client secret would go in the URL",
+        ),
+        (
+            "access_token_verb = \"POST\"\nscope = \"a\"\nrevoke_token_endpoint = \"https://shaped.example/revoke\"\n\
+             revoke_token_request = { verb = \"GET\", token_placement = \"json\" }",
+            "auth.revoke_token_request.token_placement: a GET has no body",
+        ),
     ] {
         let errors = Definitions::from_str(&base(extra), Format::Toml)
             .expect_err(extra)
