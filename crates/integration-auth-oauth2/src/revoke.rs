@@ -2,11 +2,12 @@
 
 use integration_core::secrecy::{ExposeSecret, SecretString};
 use integration_core::{ConnectedAccount, ErrorKind};
-use integration_http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use integration_http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use integration_http::{Method, RequestBuilder};
 use url::Url;
 
 use crate::store::{ACCESS_TOKEN, REFRESH_TOKEN};
+use crate::token_endpoint::{form_body, json_body};
 use crate::{
     GrantType, OAuth2Client, Revocation, RevokeAuthentication, RevokePlacement, RevokeRequest, RevokeVerb, RevokedToken,
 };
@@ -145,25 +146,8 @@ impl OAuth2Client {
         }
         let mut request = self.token.endpoints.request(method, url.as_str());
         request = match shape.token_placement {
-            RevokePlacement::Form => request
-                .header(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/x-www-form-urlencoded"),
-                )
-                .body(
-                    url::form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(&pairs)
-                        .finish(),
-                ),
-            RevokePlacement::Json => {
-                let object: serde_json::Map<String, serde_json::Value> = pairs
-                    .iter()
-                    .map(|(name, value)| ((*name).to_owned(), serde_json::Value::String((*value).to_owned())))
-                    .collect();
-                request
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(serde_json::Value::Object(object).to_string())
-            }
+            RevokePlacement::Form => form_body(request, &pairs),
+            RevokePlacement::Json => json_body(request, &pairs),
             RevokePlacement::Query => request,
             RevokePlacement::Bearer => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {token}"))

@@ -15,7 +15,7 @@ use integration_core::time::format_description::well_known::Rfc3339;
 use integration_core::{Error, ErrorKind};
 use integration_http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use integration_http::token::{self, BodyError};
-use integration_http::{AccountClient, Method};
+use integration_http::{AccountClient, Method, RequestBuilder};
 use serde_json::Value;
 use url::Url;
 
@@ -114,28 +114,8 @@ impl TokenEndpoint {
                 url.query_pairs_mut().extend_pairs(&pairs);
                 self.endpoints.request(Method::GET, url.as_str())
             }
-            (Verb::Post, BodyFormat::Form) => self
-                .endpoints
-                .request(Method::POST, url.as_str())
-                .header(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/x-www-form-urlencoded"),
-                )
-                .body(
-                    url::form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(&pairs)
-                        .finish(),
-                ),
-            (Verb::Post, BodyFormat::Json) => {
-                let object: serde_json::Map<String, Value> = pairs
-                    .iter()
-                    .map(|(name, value)| ((*name).to_owned(), Value::String((*value).to_owned())))
-                    .collect();
-                self.endpoints
-                    .request(Method::POST, url.as_str())
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(Value::Object(object).to_string())
-            }
+            (Verb::Post, BodyFormat::Form) => form_body(self.endpoints.request(Method::POST, url.as_str()), &pairs),
+            (Verb::Post, BodyFormat::Json) => json_body(self.endpoints.request(Method::POST, url.as_str()), &pairs),
         };
         let mut request = request.header(ACCEPT, HeaderValue::from_static("application/json"));
         if self.authentication == ClientAuthentication::Basic {
@@ -166,6 +146,31 @@ impl TokenEndpoint {
         value.set_sensitive(true);
         Ok(value)
     }
+}
+
+/// `pairs` as an `application/x-www-form-urlencoded` body.
+pub(crate) fn form_body(request: RequestBuilder, pairs: &[(&str, &str)]) -> RequestBuilder {
+    request
+        .header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish(),
+        )
+}
+
+/// `pairs` as a JSON object of strings.
+pub(crate) fn json_body(request: RequestBuilder, pairs: &[(&str, &str)]) -> RequestBuilder {
+    let object: serde_json::Map<String, Value> = pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), Value::String((*value).to_owned())))
+        .collect();
+    request
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(Value::Object(object).to_string())
 }
 
 async fn read(
